@@ -1,0 +1,182 @@
+"""Process-wide state behind the module-level API: the current database and experiment.
+
+The core classes (``Database``, ``TraceStore``, ``ScorerRegistry``, ``Runner``) take
+their dependencies as arguments. Only this module holds globals, because MLflow's API
+(``set_tracking_uri``, ``set_experiment``) is global. Switching the tracking URI closes
+the previous database's monitor (its unfinished work stays durably pending) so that
+everything (caches, the monitor, ``flush``) follows the database currently set.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+
+from localscorers import runner as runner_module
+from localscorers.db import Database, default_tracking_uri, normalize_uri
+from localscorers.exceptions import NotFoundError
+from localscorers.registry import ScorerRegistry
+from localscorers.store import TraceStore
+
+__all__ = [
+    "DEFAULT_EXPERIMENT_ID",
+    "Runtime",
+    "current",
+    "get_tracking_uri",
+    "resolve_experiment_id",
+    "set_active_experiment",
+    "set_tracking_uri",
+    "shutdown",
+]
+
+DEFAULT_EXPERIMENT_ID = "0"
+
+
+class Runtime:
+    """Everything bound to one database: store, registry and (lazily) the monitor."""
+
+    def __init__(self, uri: str) -> None:
+        self.db = Database(uri)
+        self.registry = ScorerRegistry(self.db)
+        self.store = TraceStore(self.db, self.registry, on_enqueued=self._on_enqueued)
+        self._runner: runner_module.Runner | None = None
+        self._runner_lock = threading.Lock()
+
+    @property
+    def uri(self) -> str:
+        """The database URI."""
+        return self.db.uri
+
+    def runner(self) -> runner_module.Runner:
+        """Return this database's in-process monitor, starting it on first use."""
+        with self._runner_lock:
+            if self._runner is None:
+                self._runner = runner_module.Runner(
+                    self.db, self.store, self.registry, settings=runner_module.Settings.from_env()
+                )
+                self._runner.start()
+            return self._runner
+
+    def existing_runner(self) -> runner_module.Runner | None:
+        """Return the monitor if it was started, without starting it."""
+        return self._runner
+
+    def _on_enqueued(self, count: int) -> None:
+        if monitor_enabled():
+            self.runner().notify(count)
+
+    def close(self, *, wait: float) -> None:
+        """Stop the monitor (waiting up to ``wait`` seconds) and close the database."""
+        with self._runner_lock:
+            active, self._runner = self._runner, None
+        if active is not None:
+            active.close(wait=wait)
+        self.db.close()
+
+
+def monitor_enabled() -> bool:
+    """Tell whether online evaluation runs in this process (``LOCALSCORERS_MONITOR``)."""
+    return os.environ.get("LOCALSCORERS_MONITOR", "on").strip().lower() not in {
+        "off",
+        "0",
+        "false",
+        "no",
+    }
+
+
+_lock = threading.RLock()
+_uri_override: str | None = None
+_runtime: Runtime | None = None
+_active_experiment_id = DEFAULT_EXPERIMENT_ID
+
+
+def get_tracking_uri() -> str:
+    """Return the database URI in use: set_tracking_uri(), else the environment, else the default."""
+    with _lock:
+        if _uri_override is not None:
+            return _uri_override
+    env = os.environ.get("LOCALSCORERS_TRACKING_URI", "").strip()
+    return normalize_uri(env) if env else normalize_uri(default_tracking_uri())
+
+
+def set_tracking_uri(uri: str | os.PathLike[str]) -> None:
+    """Use another database from now on; may be called any number of times.
+
+    Raises:
+        ConfigurationError: the URI is not a SQLite URI or path.
+    """
+    global _uri_override  # noqa: PLW0603 - the one deliberate global of the module-level API
+    normalized = normalize_uri(uri)
+    with _lock:
+        _uri_override = normalized
+        _switch_if_needed(normalized)
+
+
+def _switch_if_needed(uri: str) -> None:
+    global _runtime, _active_experiment_id  # noqa: PLW0603
+    if _runtime is not None and _runtime.uri != uri:
+        old, _runtime = _runtime, None
+        _active_experiment_id = DEFAULT_EXPERIMENT_ID
+        old.close(wait=_exit_wait())
+
+
+def current() -> Runtime:
+    """Return the runtime of the current tracking URI, opening the database on first use.
+
+    Raises:
+        SchemaVersionError: the database was written by a newer localscorers.
+    """
+    global _runtime  # noqa: PLW0603
+    uri = get_tracking_uri()
+    with _lock:
+        _switch_if_needed(uri)
+        if _runtime is None:
+            _runtime = Runtime(uri)
+        return _runtime
+
+
+def set_active_experiment(experiment_id: str) -> None:
+    """Make an experiment (already known to exist) the active one."""
+    global _active_experiment_id  # noqa: PLW0603
+    with _lock:
+        _active_experiment_id = experiment_id
+
+
+def resolve_experiment_id(experiment_id: str | None) -> str:
+    """Return the given experiment id after checking it exists, or the active one.
+
+    Raises:
+        NotFoundError: no experiment has that id.
+    """
+    runtime = current()
+    if experiment_id is None:
+        with _lock:
+            return _active_experiment_id
+    experiment_id = str(experiment_id)
+    if runtime.store.get_experiment(experiment_id) is None:
+        raise NotFoundError(
+            f"No experiment has id {experiment_id!r}. Create one with "
+            "set_experiment(name) or pick an id from the existing experiments."
+        )
+    return experiment_id
+
+
+def _exit_wait() -> float:
+    raw = os.environ.get("LOCALSCORERS_EXIT_WAIT_SECONDS", "2")
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        return 2.0
+
+
+def shutdown() -> None:
+    """Stop the monitor, waiting briefly; unfinished work stays durably pending."""
+    global _runtime  # noqa: PLW0603
+    with _lock:
+        old, _runtime = _runtime, None
+    if old is not None:
+        old.close(wait=_exit_wait())
+
+
+atexit.register(shutdown)

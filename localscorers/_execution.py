@@ -1,0 +1,195 @@
+"""Running one scorer on one trace and turning what it returns into feedback.
+
+Shared by online evaluation (``runner.py``) and backfill jobs (``backfill.py``). It
+loads stored scorers through ``_serialization`` only, never through ``scorers.py``,
+so the evaluator sits below the public API in the import graph.
+"""
+
+from __future__ import annotations
+
+import inspect
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from localscorers import _serialization
+from localscorers.exceptions import ScorerLoadError, TransientError
+from localscorers.models import AssessmentError, AssessmentSource, AssessmentSourceType, Feedback
+
+if TYPE_CHECKING:
+    from localscorers.db import Database
+    from localscorers.models import Trace
+    from localscorers.registry import ScorerState
+
+__all__ = [
+    "EvaluationContext",
+    "LoadedScorer",
+    "current_evaluation",
+    "error_feedback",
+    "evaluate",
+    "evaluation_context",
+    "load_scorer",
+    "to_feedback",
+]
+
+
+@dataclass(frozen=True)
+class EvaluationContext:
+    """What a scorer running in production may want to know (judges read it for the cache).
+
+    Attributes:
+        db: the database the trace lives in.
+        origin: ``"online"`` or ``"backfill:<job id>"``.
+        use_judge_cache: whether judges should reuse cached answers (None: their default).
+    """
+
+    db: Database
+    origin: str
+    use_judge_cache: bool | None = None
+
+
+_current: ContextVar[EvaluationContext | None] = ContextVar("localscorers_evaluation", default=None)
+
+
+def current_evaluation() -> EvaluationContext | None:
+    """Return the context of the evaluation running in this thread, if any."""
+    return _current.get()
+
+
+@contextmanager
+def evaluation_context(context: EvaluationContext) -> Iterator[None]:
+    """Set the evaluation context for the duration of one scorer call."""
+    token = _current.set(context)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+@dataclass(frozen=True)
+class LoadedScorer:
+    """A stored scorer version made runnable, or the reason it could not be."""
+
+    name: str
+    version: int
+    call: Callable[..., Any] | None
+    load_error: ScorerLoadError | None
+    timeout_seconds: float | None
+    max_concurrency: int | None
+
+
+def _options(definition: dict[str, Any]) -> tuple[float | None, int | None]:
+    source = definition.get("config", definition) if definition.get("kind") == "class" else definition
+    timeout = source.get("timeout_seconds")
+    limit = source.get("max_concurrency")
+    return (float(timeout) if timeout else None), (int(limit) if limit else None)
+
+
+def _keyword_filter(func: Callable[..., Any]) -> Callable[..., Any]:
+    wanted = frozenset(inspect.signature(func).parameters)
+
+    def call(**given: Any) -> Any:  # noqa: ANN401 - whatever the user's function returns
+        return func(**{key: value for key, value in given.items() if key in wanted})
+
+    return call
+
+
+def load_scorer(state: ScorerState, *, db_path: Path | None) -> LoadedScorer:
+    """Make a stored scorer version runnable; a load failure is kept, not raised."""
+    timeout, limit = _options(state.definition)
+    fields = {
+        "name": state.name,
+        "description": state.description,
+        "version": state.version,
+        "status": state.status,
+        "sample_rate": state.sample_rate,
+        "filter_string": state.filter_string,
+        "experiment_id": state.experiment_id,
+    }
+    try:
+        if state.definition.get("kind") == "class":
+            call: Callable[..., Any] = _serialization.instantiate_class(state.definition, fields)
+        else:
+            call = _keyword_filter(_serialization.load_function(state.definition, db_path=db_path))
+    except ScorerLoadError as exc:
+        return LoadedScorer(state.name, state.version, None, exc, timeout, limit)
+    return LoadedScorer(state.name, state.version, call, None, timeout, limit)
+
+
+def _source(name: str) -> AssessmentSource:
+    return AssessmentSource(source_type=AssessmentSourceType.CODE, source_id=name)
+
+
+def to_feedback(result: object, *, name: str) -> list[Feedback]:
+    """Normalize what a scorer returned into feedback named after the registered scorer.
+
+    A single value or ``Feedback`` is named ``name``; feedback in a list keeps its own
+    name (or gets ``name`` when it has none).
+    """
+    if isinstance(result, Feedback):
+        return [_complete(result, name=name, keep_name=False)]
+    if isinstance(result, list) and result and all(isinstance(r, Feedback) for r in result):
+        return [_complete(r, name=name, keep_name=True) for r in result]
+    if isinstance(result, bool | int | float | str):
+        return [Feedback(name=name, value=result, source=_source(name))]
+    return [
+        Feedback(
+            name=name,
+            source=_source(name),
+            error=AssessmentError(
+                error_code="INVALID_SCORER_RESULT",
+                error_message=(
+                    f"Scorer {name!r} returned {type(result).__name__} ({result!r:.200}); a "
+                    "scorer must return a bool, number, string, Feedback or list of Feedback."
+                ),
+            ),
+        )
+    ]
+
+
+def _complete(feedback: Feedback, *, name: str, keep_name: bool) -> Feedback:
+    update: dict[str, Any] = {}
+    if not keep_name or feedback.name is None:
+        update["name"] = name
+    if feedback.source is None:
+        update["source"] = _source(name)
+    return feedback.model_copy(update=update) if update else feedback
+
+
+def error_feedback(exc: BaseException, *, name: str, error_code: str | None = None) -> Feedback:
+    """Return the feedback recording that a scorer failed: code, message, stack trace."""
+    code = error_code or getattr(exc, "error_code", None) or type(exc).__name__
+    stack = "".join(traceback.format_exception(exc))
+    return Feedback(
+        name=name,
+        source=_source(name),
+        error=AssessmentError(error_code=str(code), error_message=str(exc), stack_trace=stack),
+    )
+
+
+def evaluate(loaded: LoadedScorer, trace: Trace, context: EvaluationContext) -> list[Feedback]:
+    """Run a loaded scorer on a trace; failures become error feedback.
+
+    Raises:
+        TransientError: the scorer asked to be retried; the caller decides whether to.
+    """
+    if loaded.call is None:
+        assert loaded.load_error is not None  # noqa: S101 - LoadedScorer has one or the other
+        return [error_feedback(loaded.load_error, name=loaded.name, error_code="SCORER_LOAD_ERROR")]
+    try:
+        with evaluation_context(context):
+            result = loaded.call(
+                inputs=trace.data.request,
+                outputs=trace.data.response,
+                expectations=trace.expectations,
+                trace=trace,
+            )
+    except TransientError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a scorer's exception is data (STYLE.md rule 22)
+        return [error_feedback(exc, name=loaded.name)]
+    return to_feedback(result, name=loaded.name)

@@ -1,0 +1,346 @@
+"""The SQL tables, declared with SQLModel on a private registry.
+
+The registry is our own (STYLE.md rule 16): a user's ``SQLModel.metadata.create_all()``
+never touches these tables, and ours never touches theirs. Hot paths use the Core
+``Table`` objects exported at the bottom (``traces``, ``spans``, ...); the ORM classes
+serve the cold paths (registry, experiments).
+
+Time columns hold epoch milliseconds (``*_ms``) so ordering and range filters are
+plain integer comparisons on every database.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import registry
+from sqlmodel import Field, SQLModel
+
+__all__ = [
+    "METADATA",
+    "BackfillJobRow",
+    "CounterRow",
+    "ExperimentRow",
+    "ScorerEventRow",
+    "ScorerStateRow",
+    "ScorerVersionRow",
+    "assessments",
+    "backfill_jobs",
+    "counters",
+    "evaluations",
+    "experiments",
+    "judge_cache",
+    "scorer_events",
+    "scorer_versions",
+    "scorers",
+    "spans",
+    "trace_metadata",
+    "trace_tags",
+    "traces",
+]
+
+
+class _Base(SQLModel, registry=registry()):
+    pass
+
+
+def _json_column(*, nullable: bool = True) -> Any:  # noqa: ANN401 - SQLModel's Field is untyped
+    return Field(default=None, sa_column=sa.Column(sa.JSON, nullable=nullable))
+
+
+class ExperimentRow(_Base, table=True):
+    """An experiment: a namespace for traces and scorers."""
+
+    __tablename__ = "experiments"
+
+    experiment_id: str = Field(primary_key=True)
+    name: str = Field(sa_column=sa.Column(sa.String, unique=True, nullable=False))
+    created_ms: int
+
+
+class CounterRow(_Base, table=True):
+    """Named counters; ``scorers`` is bumped by every lifecycle change.
+
+    Processes compare it with the value behind their cache of active scorers, so a
+    ``start()`` in one process reaches the enqueue path of every other.
+    """
+
+    __tablename__ = "counters"
+
+    name: str = Field(primary_key=True)
+    value: int = 0
+
+
+class ScorerStateRow(_Base, table=True):
+    """The current lifecycle state of one scorer name in one experiment."""
+
+    __tablename__ = "scorers"
+
+    experiment_id: str = Field(primary_key=True, foreign_key="experiments.experiment_id")
+    name: str = Field(primary_key=True)
+    version: int
+    status: str
+    sample_rate: float = 0.0
+    filter_string: str | None = None
+    created_ms: int
+    updated_ms: int
+
+
+class ScorerVersionRow(_Base, table=True):
+    """One immutable version of a scorer's definition."""
+
+    __tablename__ = "scorer_versions"
+    __table_args__ = (sa.UniqueConstraint("experiment_id", "name", "version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    experiment_id: str = Field(foreign_key="experiments.experiment_id")
+    name: str
+    version: int
+    description: str | None = None
+    definition: dict[str, Any] = _json_column(nullable=False)
+    definition_hash: str
+    created_ms: int
+
+
+class ScorerEventRow(_Base, table=True):
+    """History of lifecycle changes, so ``explain`` knows the config in force at any time."""
+
+    __tablename__ = "scorer_events"
+    __table_args__ = (sa.Index("ix_scorer_events_lookup", "experiment_id", "name", "at_ms"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    experiment_id: str
+    name: str
+    version: int
+    status: str
+    sample_rate: float
+    filter_string: str | None = None
+    at_ms: int
+
+
+class TraceRow(_Base, table=True):
+    """One trace; ``inputs`` / ``outputs`` are the root call's, as JSON."""
+
+    __tablename__ = "traces"
+    __table_args__ = (
+        sa.Index("ix_traces_experiment_time", "experiment_id", "request_time_ms", "trace_id"),
+        sa.Index("ix_traces_experiment_ingested", "experiment_id", "ingested_ms"),
+    )
+
+    trace_id: str = Field(primary_key=True)
+    experiment_id: str = Field(foreign_key="experiments.experiment_id")
+    name: str | None = None
+    status: str
+    request_time_ms: int
+    execution_duration_ms: int | None = None
+    inputs: Any = _json_column()
+    outputs: Any = _json_column()
+    ingested_ms: int
+
+
+class TraceTagRow(_Base, table=True):
+    """A tag of a trace."""
+
+    __tablename__ = "trace_tags"
+    __table_args__ = (sa.Index("ix_trace_tags_key_value", "key", "value"),)
+
+    trace_id: str = Field(
+        sa_column=sa.Column(sa.String, sa.ForeignKey("traces.trace_id", ondelete="CASCADE"),
+                            primary_key=True)
+    )
+    key: str = Field(primary_key=True)
+    value: str
+
+
+class TraceMetadataRow(_Base, table=True):
+    """A metadata entry of a trace (MLflow's ``request_metadata``)."""
+
+    __tablename__ = "trace_metadata"
+    __table_args__ = (sa.Index("ix_trace_metadata_key_value", "key", "value"),)
+
+    trace_id: str = Field(
+        sa_column=sa.Column(sa.String, sa.ForeignKey("traces.trace_id", ondelete="CASCADE"),
+                            primary_key=True)
+    )
+    key: str = Field(primary_key=True)
+    value: str
+
+
+class SpanRow(_Base, table=True):
+    """A span of a trace."""
+
+    __tablename__ = "spans"
+    __table_args__ = (
+        sa.Index("ix_spans_name", "name"),
+        sa.Index("ix_spans_type", "span_type"),
+    )
+
+    trace_id: str = Field(
+        sa_column=sa.Column(sa.String, sa.ForeignKey("traces.trace_id", ondelete="CASCADE"),
+                            primary_key=True)
+    )
+    span_id: str = Field(primary_key=True)
+    parent_id: str | None = None
+    name: str
+    span_type: str | None = None
+    status: str
+    status_message: str | None = None
+    start_time_ns: int
+    end_time_ns: int | None = None
+    inputs: Any = _json_column()
+    outputs: Any = _json_column()
+    attributes: Any = _json_column()
+    events: Any = _json_column()
+
+
+class AssessmentRow(_Base, table=True):
+    """Feedback or an expectation on a trace.
+
+    ``value_str`` / ``value_num`` are the value's string and numeric forms, kept so
+    filters compare them with indexes and without JSON functions. ``valid`` is false
+    once a rescore has replaced the row; the row stays as history.
+    """
+
+    __tablename__ = "assessments"
+    __table_args__ = (
+        sa.Index("ix_assessments_trace", "trace_id"),
+        sa.Index("ix_assessments_name_value", "name", "value_str"),
+    )
+
+    assessment_id: str = Field(primary_key=True)
+    trace_id: str = Field(
+        sa_column=sa.Column(sa.String, sa.ForeignKey("traces.trace_id", ondelete="CASCADE"),
+                            nullable=False)
+    )
+    evaluation_id: int | None = None
+    kind: str
+    name: str
+    value: Any = _json_column()
+    value_str: str | None = None
+    value_num: float | None = None
+    rationale: str | None = None
+    error: Any = _json_column()
+    meta: Any = _json_column()
+    source_type: str
+    source_id: str
+    scorer_name: str | None = None
+    scorer_version: int | None = None
+    origin: str
+    created_ms: int
+    valid: bool = True
+    overrides: str | None = None
+
+
+class EvaluationRow(_Base, table=True):
+    """One (trace, scorer, version) evaluation: the work queue and its ledger.
+
+    A row is written PENDING in the trace's own transaction (online) or by a backfill
+    batch, claimed with a lease, and moved to SUCCEEDED / FAILED in the same
+    transaction that writes its feedback. The partial unique index is what makes
+    "exactly one feedback per (trace, scorer, version)" hold whatever crashes;
+    a rescore marks the old row ``superseded`` first.
+    """
+
+    __tablename__ = "evaluations"
+    __table_args__ = (
+        sa.Index(
+            "ux_evaluations_current",
+            "trace_id",
+            "scorer_name",
+            "scorer_version",
+            unique=True,
+            sqlite_where=sa.text("superseded = 0"),
+            postgresql_where=sa.text("superseded = false"),
+        ),
+        sa.Index(
+            "ix_evaluations_pending",
+            "status",
+            "not_before_ms",
+            sqlite_where=sa.text("status = 'PENDING'"),
+            postgresql_where=sa.text("status = 'PENDING'"),
+        ),
+        sa.Index("ix_evaluations_trace", "trace_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    trace_id: str = Field(
+        sa_column=sa.Column(sa.String, sa.ForeignKey("traces.trace_id", ondelete="CASCADE"),
+                            nullable=False)
+    )
+    experiment_id: str
+    scorer_name: str
+    scorer_version: int
+    origin: str
+    status: str
+    attempts: int = 0
+    enqueued_ms: int
+    not_before_ms: int = 0
+    lease_owner: str | None = None
+    lease_expires_ms: int | None = None
+    finished_ms: int | None = None
+    superseded: bool = False
+
+
+class BackfillJobRow(_Base, table=True):
+    """A durable backfill job with its keyset cursor ``(cursor_time_ms, cursor_trace_id)``."""
+
+    __tablename__ = "backfill_jobs"
+
+    job_id: str = Field(primary_key=True)
+    experiment_id: str = Field(foreign_key="experiments.experiment_id")
+    status: str
+    scorers: Any = _json_column(nullable=False)
+    start_ms: int | None = None
+    end_ms: int | None = None
+    rescore: bool = False
+    cursor_time_ms: int | None = None
+    cursor_trace_id: str | None = None
+    total: int = 0
+    processed: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    skipped: int = 0
+    created_ms: int
+    started_ms: int | None = None
+    finished_ms: int | None = None
+    error: str | None = None
+    lease_owner: str | None = None
+    lease_expires_ms: int | None = None
+    cancel_requested: bool = False
+
+
+class JudgeCacheRow(_Base, table=True):
+    """A cached judge model answer, keyed by a hash of (model, prompt, parameters)."""
+
+    __tablename__ = "judge_cache"
+
+    cache_key: str = Field(primary_key=True)
+    model: str
+    response: str
+    usage: Any = _json_column()
+    created_ms: int
+
+
+METADATA: sa.MetaData = _Base.metadata
+
+
+def _table(model: type[SQLModel]) -> sa.Table:
+    table = model.__table__  # type: ignore[attr-defined]
+    assert isinstance(table, sa.Table)  # noqa: S101 - SQLModel always builds a Table
+    return table
+
+
+experiments = _table(ExperimentRow)
+counters = _table(CounterRow)
+scorers = _table(ScorerStateRow)
+scorer_versions = _table(ScorerVersionRow)
+scorer_events = _table(ScorerEventRow)
+traces = _table(TraceRow)
+trace_tags = _table(TraceTagRow)
+trace_metadata = _table(TraceMetadataRow)
+spans = _table(SpanRow)
+assessments = _table(AssessmentRow)
+evaluations = _table(EvaluationRow)
+backfill_jobs = _table(BackfillJobRow)
+judge_cache = _table(JudgeCacheRow)

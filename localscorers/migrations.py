@@ -1,0 +1,72 @@
+"""Ordered schema migrations, recorded in ``PRAGMA user_version`` (STYLE.md rule 17).
+
+Each migration runs in one ``BEGIN IMMEDIATE`` transaction together with the
+version bump, so a failure leaves the database exactly as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+
+from localscorers import _clock, _dialect, _tables
+from localscorers.exceptions import SchemaVersionError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Migration", "migrate"]
+
+logger = logging.getLogger(__name__)
+
+Migration = Callable[["Connection"], None]
+
+
+def m0001_initial(conn: Connection) -> None:
+    """Create the version-1 tables and the default experiment ``"0"``.
+
+    This uses the live table definitions. When a later migration changes a table,
+    replace this body with the frozen version-1 DDL first, so a fresh database
+    still passes through every step.
+    """
+    _tables.METADATA.create_all(conn)
+    conn.execute(
+        sa.insert(_tables.experiments).values(
+            experiment_id="0", name="Default", created_ms=_clock.now_ms()
+        )
+    )
+    conn.execute(sa.insert(_tables.counters).values(name="scorers", value=0))
+
+
+MIGRATIONS: tuple[Migration, ...] = (m0001_initial,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(
+    engine: Engine, *, path: str, migrations: Sequence[Migration] = MIGRATIONS
+) -> int:
+    """Bring the database up to the newest schema version; return that version.
+
+    Raises:
+        SchemaVersionError: the database is newer than this code.
+    """
+    expected = len(migrations)
+    with engine.connect() as conn:
+        found = _dialect.get_user_version(conn)
+    if found > expected:
+        raise SchemaVersionError(path=path, found=found, expected=expected)
+    for index in range(found, expected):
+        with engine.connect() as conn:
+            conn.execution_options(**{_dialect.BEGIN_OPTION: "IMMEDIATE"})
+            with conn.begin():
+                # Re-read inside the write lock: another process may have migrated meanwhile.
+                current = _dialect.get_user_version(conn)
+                if current > index:
+                    continue
+                migrations[index](conn)
+                _dialect.set_user_version(conn, index + 1)
+                logger.info("migrated %s to schema version %s", path, index + 1)
+    return expected

@@ -1,0 +1,443 @@
+"""The scorer registry: versions, lifecycle state, history, and the active-scorer cache.
+
+Rows only: this module knows nothing of ``Scorer`` objects (``scorers.py`` builds them
+from what is stored here), which keeps the import graph pointing one way.
+
+Every lifecycle change is one write transaction that also appends a history row
+(``scorer_events``, read by ``explain``) and bumps the ``scorers`` counter, which
+every process compares against before trusting its cache of active scorers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from localscorers import _clock, _tables, filters
+from localscorers.exceptions import (
+    ConfigurationError,
+    InvalidTransitionError,
+    ScorerLimitError,
+    ScorerNotFoundError,
+)
+from localscorers.models import ScorerStatus
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+    from localscorers.db import Database
+
+__all__ = [
+    "MAX_NAME_LENGTH",
+    "MAX_SCORERS_PER_EXPERIMENT",
+    "ActiveScorer",
+    "ScorerRegistry",
+    "ScorerState",
+    "definition_hash",
+    "validate_name",
+]
+
+MAX_SCORERS_PER_EXPERIMENT = 20
+MAX_NAME_LENGTH = 256
+
+# Which current states each call accepts, and what to tell the user otherwise.
+_ALLOWED: dict[str, frozenset[ScorerStatus]] = {
+    "start": frozenset({ScorerStatus.REGISTERED, ScorerStatus.STOPPED, ScorerStatus.ACTIVE}),
+    "update": frozenset({ScorerStatus.ACTIVE}),
+    "stop": frozenset({ScorerStatus.REGISTERED, ScorerStatus.STOPPED, ScorerStatus.ACTIVE}),
+}
+_HINTS: dict[tuple[str, ScorerStatus], str] = {
+    ("update", ScorerStatus.REGISTERED): "Use start(sampling_config=...) to activate it.",
+    ("update", ScorerStatus.STOPPED): "Use start(sampling_config=...) to activate it again.",
+}
+_UNREGISTERED_HINT = "Call register() first."
+
+
+@dataclass(frozen=True)
+class ScorerState:
+    """A scorer name's current state together with one version's definition."""
+
+    experiment_id: str
+    name: str
+    version: int
+    latest_version: int
+    status: ScorerStatus
+    sample_rate: float
+    filter_string: str | None
+    definition: dict[str, Any]
+    description: str | None
+
+
+@dataclass(frozen=True)
+class ActiveScorer:
+    """What the enqueue path needs of an ACTIVE scorer."""
+
+    name: str
+    version: int
+    sample_rate: float
+    filter_string: str | None
+    filter_expr: filters.Expr | None = field(compare=False)
+
+
+def validate_name(name: object) -> str:
+    """Return the name if it is a valid scorer name.
+
+    Raises:
+        ConfigurationError: the name is not a string, is blank, or is too long.
+    """
+    if not isinstance(name, str):
+        raise ConfigurationError(f"A scorer name must be a string, got {name!r}.")
+    if not name.strip():
+        raise ConfigurationError(
+            f"A scorer name must not be empty or blank, got {name!r}. "
+            "Pass a name such as name='relevance'."
+        )
+    if len(name) > MAX_NAME_LENGTH:
+        raise ConfigurationError(
+            f"A scorer name can be at most {MAX_NAME_LENGTH} characters; "
+            f"{name[:40]!r}... has {len(name)}."
+        )
+    return name
+
+
+def definition_hash(definition: dict[str, Any], description: str | None) -> str:
+    """Hash a definition canonically: identical definitions keep their version."""
+    canonical = json.dumps(
+        {"definition": definition, "description": description}, sort_keys=True, default=str
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class ScorerRegistry:
+    """Persist scorer versions and lifecycle state in one database.
+
+    Args:
+        db: the database to use.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._cache_lock = threading.Lock()
+        self._cache_counter: int | None = None
+        self._cache: dict[str, list[ActiveScorer]] = {}
+
+    # -- reads -------------------------------------------------------------------
+
+    def get(self, experiment_id: str, name: str, *, version: int | None = None) -> ScorerState:
+        """Return the name's state with the given version's (default: latest) definition.
+
+        Raises:
+            ScorerNotFoundError: no such name, or no such version of it.
+        """
+        with self._db.read() as conn:
+            return self._get(conn, experiment_id, name, version=version)
+
+    def find(self, experiment_id: str, name: str) -> ScorerState | None:
+        """Return the name's latest state, or None when it is not registered."""
+        with self._db.read() as conn:
+            return self._find(conn, experiment_id, name)
+
+    def list(self, experiment_id: str) -> list[ScorerState]:
+        """Return every registered scorer of the experiment, latest versions, by name."""
+        s, v = _tables.scorers, _tables.scorer_versions
+        query = (
+            sa.select(s, v.c.definition, v.c.description)
+            .join(
+                v,
+                sa.and_(
+                    v.c.experiment_id == s.c.experiment_id,
+                    v.c.name == s.c.name,
+                    v.c.version == s.c.version,
+                ),
+            )
+            .where(s.c.experiment_id == experiment_id)
+            .order_by(s.c.name)
+        )
+        with self._db.read() as conn:
+            return [_state_from_row(row._mapping, row.version) for row in conn.execute(query)]
+
+    def history(self, experiment_id: str, name: str) -> list[dict[str, Any]]:
+        """Return the name's lifecycle events, oldest first (what ``explain`` reads)."""
+        e = _tables.scorer_events
+        query = (
+            sa.select(e)
+            .where(e.c.experiment_id == experiment_id, e.c.name == name)
+            .order_by(e.c.at_ms, e.c.id)
+        )
+        with self._db.read() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def change_counter(self) -> int:
+        """Return the lifecycle change counter (bumped by every register/start/stop/...)."""
+        with self._db.read() as conn:
+            return int(
+                conn.execute(
+                    sa.select(_tables.counters.c.value).where(_tables.counters.c.name == "scorers")
+                ).scalar_one()
+            )
+
+    def active_for(self, conn: Connection, experiment_id: str) -> list[ActiveScorer]:
+        """Return the experiment's ACTIVE scorers, from cache while nothing changed.
+
+        Costs one primary-key read of the change counter per call; the scorers
+        themselves are re-read only after some process changed a lifecycle.
+        """
+        counter = conn.execute(
+            sa.select(_tables.counters.c.value).where(_tables.counters.c.name == "scorers")
+        ).scalar_one()
+        with self._cache_lock:
+            if counter != self._cache_counter:
+                self._cache = {}
+                self._cache_counter = counter
+            cached = self._cache.get(experiment_id)
+        if cached is not None:
+            return cached
+        s = _tables.scorers
+        rows = conn.execute(
+            sa.select(s.c.name, s.c.version, s.c.sample_rate, s.c.filter_string)
+            .where(s.c.experiment_id == experiment_id, s.c.status == ScorerStatus.ACTIVE.value)
+            .order_by(s.c.name)
+        ).all()
+        active = [
+            ActiveScorer(
+                name=row.name,
+                version=row.version,
+                sample_rate=row.sample_rate,
+                filter_string=row.filter_string,
+                filter_expr=filters.parse(row.filter_string) if row.filter_string else None,
+            )
+            for row in rows
+        ]
+        with self._cache_lock:
+            if self._cache_counter == counter:
+                self._cache[experiment_id] = active
+        return active
+
+    # -- writes ------------------------------------------------------------------
+
+    def register(
+        self,
+        experiment_id: str,
+        name: str,
+        *,
+        definition: dict[str, Any],
+        description: str | None,
+    ) -> ScorerState:
+        """Register a definition under a name: new name, same version, or version N+1.
+
+        Raises:
+            ScorerLimitError: the experiment already has the maximum number of names.
+        """
+        validate_name(name)
+        digest = definition_hash(definition, description)
+        now = _clock.now_ms()
+        s, v = _tables.scorers, _tables.scorer_versions
+        with self._db.write() as conn:
+            current = self._find(conn, experiment_id, name)
+            if current is None:
+                count = conn.execute(
+                    sa.select(sa.func.count()).where(s.c.experiment_id == experiment_id)
+                ).scalar_one()
+                if count >= MAX_SCORERS_PER_EXPERIMENT:
+                    raise ScorerLimitError(
+                        f"Experiment {experiment_id!r} already has {count} scorers, the "
+                        f"maximum; cannot register {name!r}. Delete one with "
+                        "delete_scorer(name=...) first."
+                    )
+                version, status = 1, ScorerStatus.REGISTERED
+                conn.execute(
+                    sa.insert(s).values(
+                        experiment_id=experiment_id,
+                        name=name,
+                        version=version,
+                        status=status.value,
+                        sample_rate=0.0,
+                        filter_string=None,
+                        created_ms=now,
+                        updated_ms=now,
+                    )
+                )
+            else:
+                latest_hash = conn.execute(
+                    sa.select(v.c.definition_hash).where(
+                        v.c.experiment_id == experiment_id,
+                        v.c.name == name,
+                        v.c.version == current.latest_version,
+                    )
+                ).scalar_one()
+                if latest_hash == digest:
+                    return current
+                version, status = current.latest_version + 1, current.status
+                conn.execute(
+                    sa.update(s)
+                    .where(s.c.experiment_id == experiment_id, s.c.name == name)
+                    .values(version=version, updated_ms=now)
+                )
+            conn.execute(
+                sa.insert(v).values(
+                    experiment_id=experiment_id,
+                    name=name,
+                    version=version,
+                    description=description,
+                    definition=definition,
+                    definition_hash=digest,
+                    created_ms=now,
+                )
+            )
+            self._changed(conn, experiment_id, name, now)
+            return self._get(conn, experiment_id, name)
+
+    def transition(
+        self,
+        experiment_id: str,
+        name: str,
+        *,
+        action: str,
+        sample_rate: float = 0.0,
+        filter_string: str | None = None,
+    ) -> ScorerState:
+        """Apply ``start`` / ``update`` / ``stop`` to a registered name.
+
+        Raises:
+            InvalidTransitionError: the current state does not allow the call.
+        """
+        target = ScorerStatus.STOPPED if action == "stop" else ScorerStatus.ACTIVE
+        now = _clock.now_ms()
+        s = _tables.scorers
+        with self._db.write() as conn:
+            current = self._find(conn, experiment_id, name)
+            if current is None:
+                raise InvalidTransitionError(
+                    name=name,
+                    current=ScorerStatus.UNREGISTERED.value,
+                    action=action,
+                    hint=_UNREGISTERED_HINT,
+                )
+            if current.status not in _ALLOWED[action]:
+                raise InvalidTransitionError(
+                    name=name,
+                    current=current.status.value,
+                    action=action,
+                    hint=_HINTS.get((action, current.status), ""),
+                )
+            conn.execute(
+                sa.update(s)
+                .where(s.c.experiment_id == experiment_id, s.c.name == name)
+                .values(
+                    status=target.value,
+                    sample_rate=sample_rate if target is ScorerStatus.ACTIVE else 0.0,
+                    filter_string=filter_string if target is ScorerStatus.ACTIVE else None,
+                    updated_ms=now,
+                )
+            )
+            self._changed(conn, experiment_id, name, now)
+            return self._get(conn, experiment_id, name)
+
+    def delete(self, experiment_id: str, name: str, *, version: int | None = None) -> None:
+        """Delete one version, or (no version) the name with every version and its config.
+
+        Feedback the scorer wrote stays on the traces.
+
+        Raises:
+            ScorerNotFoundError: no such name or version.
+        """
+        now = _clock.now_ms()
+        s, v = _tables.scorers, _tables.scorer_versions
+        with self._db.write() as conn:
+            current = self._get(conn, experiment_id, name, version=version)
+            versions = sa.and_(v.c.experiment_id == experiment_id, v.c.name == name)
+            if version is not None:
+                conn.execute(sa.delete(v).where(versions, v.c.version == version))
+                remaining = conn.execute(sa.select(sa.func.max(v.c.version)).where(versions))
+                latest = remaining.scalar_one_or_none()
+                if latest is not None:
+                    if version == current.latest_version:
+                        conn.execute(
+                            sa.update(s)
+                            .where(s.c.experiment_id == experiment_id, s.c.name == name)
+                            .values(version=latest, updated_ms=now)
+                        )
+                    self._changed(conn, experiment_id, name, now)
+                    return
+            conn.execute(sa.delete(v).where(versions))
+            conn.execute(sa.delete(s).where(s.c.experiment_id == experiment_id, s.c.name == name))
+            conn.execute(
+                sa.delete(_tables.scorer_events).where(
+                    _tables.scorer_events.c.experiment_id == experiment_id,
+                    _tables.scorer_events.c.name == name,
+                )
+            )
+            self._bump_counter(conn)
+
+    # -- helpers -----------------------------------------------------------------
+
+    def _find(self, conn: Connection, experiment_id: str, name: str) -> ScorerState | None:
+        try:
+            return self._get(conn, experiment_id, name)
+        except ScorerNotFoundError:
+            return None
+
+    def _get(
+        self, conn: Connection, experiment_id: str, name: str, *, version: int | None = None
+    ) -> ScorerState:
+        s, v = _tables.scorers, _tables.scorer_versions
+        state = conn.execute(
+            sa.select(s).where(s.c.experiment_id == experiment_id, s.c.name == name)
+        ).first()
+        if state is None:
+            raise ScorerNotFoundError(
+                f"No scorer named {name!r} is registered in experiment {experiment_id!r}. "
+                "Use list_scorers() to see the registered names, or register() it first."
+            )
+        wanted = state.version if version is None else version
+        row = conn.execute(
+            sa.select(v.c.definition, v.c.description).where(
+                v.c.experiment_id == experiment_id, v.c.name == name, v.c.version == wanted
+            )
+        ).first()
+        if row is None:
+            raise ScorerNotFoundError(
+                f"Scorer {name!r} in experiment {experiment_id!r} has no version {version}; "
+                f"the latest is {state.version}."
+            )
+        mapping = {**state._mapping, "definition": row.definition, "description": row.description}
+        return _state_from_row(mapping, wanted)
+
+    def _changed(self, conn: Connection, experiment_id: str, name: str, now: int) -> None:
+        state = self._get(conn, experiment_id, name)
+        conn.execute(
+            sa.insert(_tables.scorer_events).values(
+                experiment_id=experiment_id,
+                name=name,
+                version=state.latest_version,
+                status=state.status.value,
+                sample_rate=state.sample_rate,
+                filter_string=state.filter_string,
+                at_ms=now,
+            )
+        )
+        self._bump_counter(conn)
+
+    @staticmethod
+    def _bump_counter(conn: Connection) -> None:
+        c = _tables.counters
+        conn.execute(sa.update(c).where(c.c.name == "scorers").values(value=c.c.value + 1))
+
+
+def _state_from_row(row: Any, version: int) -> ScorerState:  # noqa: ANN401 - a Row mapping
+    return ScorerState(
+        experiment_id=row["experiment_id"],
+        name=row["name"],
+        version=version,
+        latest_version=row["version"],
+        status=ScorerStatus(row["status"]),
+        sample_rate=row["sample_rate"],
+        filter_string=row["filter_string"],
+        definition=row["definition"],
+        description=row["description"],
+    )

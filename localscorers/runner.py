@@ -1,0 +1,364 @@
+"""The evaluator: claims pending evaluations and runs scorers on a thread pool.
+
+One dispatcher thread per ``Runner`` claims work (leased), loads the traces and the
+scorer versions, hands calls to a ``ThreadPoolExecutor`` and writes results back in
+batches, one transaction per batch. Scorer calls never touch the database; only the
+dispatcher writes, so writes stay few and short.
+
+The same class runs in-process (the monitor, started lazily when a commit enqueues
+work) and as ``localscorers worker`` in a process of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from localscorers import _clock
+from localscorers._execution import EvaluationContext, LoadedScorer, error_feedback, evaluate, load_scorer
+from localscorers.evaluations import Claim, EvaluationQueue, Outcome, new_owner_id
+from localscorers.exceptions import ConfigurationError, ScorerNotFoundError, TransientError
+
+if TYPE_CHECKING:
+    from localscorers.db import Database
+    from localscorers.models import Feedback, Trace
+    from localscorers.registry import ScorerRegistry
+    from localscorers.store import TraceStore
+
+__all__ = ["Runner", "Settings"]
+
+logger = logging.getLogger(__name__)
+
+
+def _env_number(name: str, default: float, *, minimum: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        raise ConfigurationError(f"{name} must be a number >= {minimum:g}, got {raw!r}.")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Evaluator settings; ``from_env`` reads the ``LOCALSCORERS_*`` variables.
+
+    Attributes:
+        max_workers: scorer calls running at once (``LOCALSCORERS_MAX_WORKERS``).
+        lease_seconds: how long a claim lasts without renewal (``LOCALSCORERS_LEASE_SECONDS``).
+        max_attempts: tries of a transiently failing evaluation before it is recorded as failed.
+        backoff_seconds: first retry delay; doubled per attempt, with jitter.
+        backoff_max_seconds: the cap on a retry delay.
+        default_timeout_seconds: per-call timeout for scorers that set none
+            (``LOCALSCORERS_SCORER_TIMEOUT``).
+        poll_seconds: how often an idle runner looks for work written by other processes.
+    """
+
+    max_workers: int = 8
+    lease_seconds: float = 60.0
+    max_attempts: int = 4
+    backoff_seconds: float = 0.5
+    backoff_max_seconds: float = 30.0
+    default_timeout_seconds: float = 300.0
+    poll_seconds: float = 0.5
+    batch_size: int = field(default=256)
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Read settings from the environment, with the defaults above.
+
+        Raises:
+            ConfigurationError: a variable is not a valid number.
+        """
+        return cls(
+            max_workers=int(_env_number("LOCALSCORERS_MAX_WORKERS", 8, minimum=1)),
+            lease_seconds=_env_number("LOCALSCORERS_LEASE_SECONDS", 60.0, minimum=0.1),
+            default_timeout_seconds=_env_number(
+                "LOCALSCORERS_SCORER_TIMEOUT", 300.0, minimum=0.001
+            ),
+            max_attempts=int(_env_number("LOCALSCORERS_MAX_ATTEMPTS", 4, minimum=1)),
+            backoff_seconds=_env_number("LOCALSCORERS_BACKOFF_SECONDS", 0.5, minimum=0.0),
+        )
+
+
+@dataclass
+class _Task:
+    claim: Claim
+    future: Future[list[Feedback]]
+    deadline: float
+    key: tuple[str, str]
+
+
+class Runner:
+    """Evaluate pending (trace, scorer) pairs of one database on a thread pool.
+
+    Args:
+        db: the database.
+        store: reads traces for the claimed evaluations.
+        registry: reads the scorer versions to run.
+        settings: evaluator settings.
+        owner: lease owner id (a fresh one by default).
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        store: TraceStore,
+        registry: ScorerRegistry,
+        *,
+        settings: Settings | None = None,
+        owner: str | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        self._db = db
+        self._store = store
+        self._registry = registry
+        self.queue = EvaluationQueue(
+            db, owner=owner or new_owner_id(), lease_ms=int(self.settings.lease_seconds * 1000)
+        )
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._progress = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._backlog: list[Claim] = []
+        self._running: list[_Task] = []
+        self._done: list[Outcome] = []
+        self._scorers: dict[tuple[str, str, int], LoadedScorer] = {}
+        self._scorer_counter: int | None = None
+        self._last_renew = time.monotonic()
+        self._close_wait = 2.0
+        self.completed = 0
+
+    # -- control -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the dispatcher thread and the pool (idempotent)."""
+        if self._thread is not None:
+            return
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.settings.max_workers, thread_name_prefix="localscorers"
+        )
+        self._thread = threading.Thread(
+            target=self._loop, name="localscorers-dispatcher", daemon=True
+        )
+        self._thread.start()
+
+    def notify(self, count: int = 1) -> None:
+        """Tell the dispatcher new work was enqueued."""
+        if count:
+            self._wake.set()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every evaluation pending now is done; return False on timeout."""
+        watermark = self.queue.max_id()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._wake.set()
+        while self.queue.pending_count(up_to_id=watermark) > 0:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            with self._progress:
+                # Woken by our own completions; the cap covers work done by other processes.
+                self._progress.wait(timeout=0.05 if remaining is None else min(0.05, remaining))
+        return True
+
+    def close(self, *, wait: float = 2.0) -> None:
+        """Stop claiming, wait up to ``wait`` seconds for running calls, release the rest.
+
+        Work not finished stays durably pending for the next process or worker.
+        """
+        if self._thread is None:
+            return
+        self._close_wait = wait
+        self._stopping.set()
+        self._wake.set()
+        self._thread.join(timeout=wait + self.settings.poll_seconds + 5)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._thread = None
+
+    # -- the dispatcher loop ---------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._step()
+            except Exception:  # noqa: BLE001 - keep the monitor alive; the work stays pending
+                logger.exception("localscorers evaluator step failed; retrying")
+                self._stopping.wait(self.settings.poll_seconds)
+            wait = 0.01 if self._running else self.settings.poll_seconds
+            self._wake.wait(timeout=wait)
+            self._wake.clear()
+        self._finish()
+
+    def _step(self) -> None:
+        self._collect()
+        self._write_done()
+        self._renew_if_due()
+        capacity = self.settings.max_workers - len(self._running)
+        if capacity > 0 and len(self._backlog) < capacity:
+            saturated = self._saturated()
+            claimed = self.queue.claim(
+                min(self.settings.batch_size, capacity * 4), saturated=saturated
+            )
+            if claimed:
+                self._forget_changed_scorers()
+            self._backlog.extend(claimed)
+        if capacity > 0 and self._backlog:
+            self._dispatch(capacity)
+
+    def _finish(self) -> None:
+        self._collect()
+        self._write_done()
+        # Give running calls the grace period close() was given; what remains stays pending.
+        grace = time.monotonic() + self._close_wait
+        while self._running and time.monotonic() < grace:
+            self._running[0].future.exception(timeout=max(0.0, grace - time.monotonic()))
+            self._collect()
+        self._write_done()
+        self.queue.release()
+
+    def _forget_changed_scorers(self) -> None:
+        # Versions are immutable, but delete + register can reuse a version number.
+        counter = self._registry.change_counter()
+        if counter != self._scorer_counter:
+            self._scorers.clear()
+            self._scorer_counter = counter
+
+    def _saturated(self) -> set[tuple[str, str]]:
+        counts: dict[tuple[str, str], int] = {}
+        for task in self._running:
+            counts[task.key] = counts.get(task.key, 0) + 1
+        saturated = set()
+        for (experiment_id, name), count in counts.items():
+            loaded = next(
+                (s for k, s in self._scorers.items() if k[0] == experiment_id and k[1] == name),
+                None,
+            )
+            if loaded is not None and loaded.max_concurrency and count >= loaded.max_concurrency:
+                saturated.add((experiment_id, name))
+        return saturated
+
+    def _dispatch(self, capacity: int) -> None:
+        assert self._executor is not None  # noqa: S101 - start() ran
+        claims, self._backlog = self._backlog, []
+        traces = self._load_traces(claims)
+        running = {}
+        for task in self._running:
+            running[task.key] = running.get(task.key, 0) + 1
+        context = EvaluationContext(db=self._db, origin="online")
+        for claim in claims:
+            key = (claim.experiment_id, claim.scorer_name)
+            loaded = self._loaded(claim)
+            trace = traces.get(claim.trace_id)
+            if loaded is None or trace is None:
+                continue  # already turned into an outcome
+            limit = loaded.max_concurrency
+            if capacity <= 0 or (limit is not None and running.get(key, 0) >= limit):
+                self._backlog.append(claim)
+                continue
+            timeout = loaded.timeout_seconds or self.settings.default_timeout_seconds
+            future = self._executor.submit(evaluate, loaded, trace, context)
+            future.add_done_callback(lambda _f: self._wake.set())
+            self._running.append(_Task(claim, future, time.monotonic() + timeout, key))
+            running[key] = running.get(key, 0) + 1
+            capacity -= 1
+
+    def _load_traces(self, claims: list[Claim]) -> dict[str, Trace]:
+        ids = list(dict.fromkeys(c.trace_id for c in claims))
+        with self._db.read() as conn:
+            found = {t.info.trace_id: t for t in self._store.load_traces(conn, ids)}
+        for claim in claims:
+            if claim.trace_id not in found:
+                # Deleted trace: nothing to score, but the row must not stay pending forever.
+                self._done.append(Outcome(claim, feedback=()))
+        return found
+
+    def _loaded(self, claim: Claim) -> LoadedScorer | None:
+        key = (claim.experiment_id, claim.scorer_name, claim.scorer_version)
+        cached = self._scorers.get(key)
+        if cached is not None:
+            return cached
+        try:
+            state = self._registry.get(
+                claim.experiment_id, claim.scorer_name, version=claim.scorer_version
+            )
+        except ScorerNotFoundError as exc:
+            self._done.append(
+                Outcome(claim, feedback=[error_feedback(exc, name=claim.scorer_name,
+                                                        error_code="SCORER_NOT_FOUND")])
+            )
+            return None
+        loaded = load_scorer(state, db_path=self._db.path)
+        self._scorers[key] = loaded
+        return loaded
+
+    def _collect(self) -> None:
+        now = time.monotonic()
+        still: list[_Task] = []
+        for task in self._running:
+            if task.future.done():
+                self._done.append(self._outcome(task))
+            elif now > task.deadline:
+                # A Python call cannot be killed: record the timeout and ignore its late result.
+                timeout = TimeoutError(
+                    f"Scorer {task.claim.scorer_name!r} did not finish within its timeout; "
+                    "raise timeout_seconds on the scorer or LOCALSCORERS_SCORER_TIMEOUT."
+                )
+                self._done.append(
+                    Outcome(task.claim, feedback=[error_feedback(
+                        timeout, name=task.claim.scorer_name, error_code="SCORER_TIMEOUT")])
+                )
+            else:
+                still.append(task)
+        self._running = still
+
+    def _outcome(self, task: _Task) -> Outcome:
+        claim = task.claim
+        try:
+            return Outcome(claim, feedback=task.future.result())
+        except TransientError as exc:
+            if claim.attempts + 1 < self.settings.max_attempts:
+                return Outcome(claim, retry_at_ms=_clock.now_ms() + self._backoff_ms(claim, exc))
+            return Outcome(claim, feedback=[error_feedback(exc, name=claim.scorer_name)])
+        except Exception as exc:  # noqa: BLE001 - evaluate() only lets TransientError out; belt and braces
+            return Outcome(claim, feedback=[error_feedback(exc, name=claim.scorer_name)])
+
+    def _backoff_ms(self, claim: Claim, exc: TransientError) -> int:
+        base = min(
+            self.settings.backoff_max_seconds,
+            self.settings.backoff_seconds * (2**claim.attempts),
+        )
+        delay = base * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not security
+        if exc.retry_after is not None:
+            delay = max(delay, exc.retry_after)
+        return int(delay * 1000)
+
+    def _write_done(self) -> None:
+        if not self._done:
+            return
+        done, self._done = self._done, []
+        written = self.queue.complete(done)
+        self.completed += written
+        with self._progress:
+            self._progress.notify_all()
+        if any(o.retry_at_ms is not None for o in done):
+            self._wake.set()
+
+    def _renew_if_due(self) -> None:
+        now = time.monotonic()
+        if now - self._last_renew >= self.settings.lease_seconds / 3:
+            self._last_renew = now
+            if self._running or self._backlog:
+                self.queue.renew()

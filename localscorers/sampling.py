@@ -1,0 +1,34 @@
+"""Deterministic sampling, frozen as sampling version 1 (DESIGN.md section 6).
+
+A trace is in a scorer's sample when the first 8 bytes of
+``sha256(trace_id + "\\0" + scorer_name)``, read as a big-endian integer and divided
+by 2**64, are below the scorer's rate. Consequences users can rely on:
+
+- the decision is reproducible anywhere, by anyone, from the two strings;
+- a higher rate samples a superset of a lower one (the fraction is fixed per pair);
+- one scorer's sample never depends on which other scorers exist.
+
+Never change this function: stored decisions and users' own recomputations depend on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+__all__ = ["SAMPLING_VERSION", "is_sampled", "sample_fraction"]
+
+SAMPLING_VERSION = 1
+_TWO_TO_64 = float(2**64)
+
+
+def sample_fraction(trace_id: str, scorer_name: str) -> float:
+    """Return the pair's fixed position in [0, 1) used by every sampling decision."""
+    digest = hashlib.sha256(f"{trace_id}\0{scorer_name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / _TWO_TO_64
+
+
+def is_sampled(trace_id: str, scorer_name: str, sample_rate: float) -> bool:
+    """Tell whether the trace is in the scorer's sample at this rate."""
+    if sample_rate <= 0.0:
+        return False
+    return sample_fraction(trace_id, scorer_name) < sample_rate

@@ -1,0 +1,405 @@
+"""Scorers: ``@scorer``, the immutable ``Scorer`` model and its lifecycle (DESIGN.md section 5).
+
+A ``Scorer`` never changes after construction. ``register`` / ``start`` / ``update`` /
+``stop`` / ``delete`` write to the registry and return a new instance carrying the
+stored state; the receiver stays as it was.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Self, overload
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+from localscorers import _context, _serialization
+from localscorers.exceptions import ConfigurationError, ScorerLoadError
+from localscorers.models import ScorerSamplingConfig, ScorerStatus
+from localscorers.registry import ScorerState, validate_name
+
+if TYPE_CHECKING:
+    from localscorers.models import Trace
+
+__all__ = [
+    "SCORER_PARAMETERS",
+    "FunctionScorer",
+    "Scorer",
+    "delete_scorer",
+    "get_scorer",
+    "list_scorers",
+    "scorer",
+    "scorer_from_state",
+]
+
+SCORER_PARAMETERS = ("inputs", "outputs", "expectations", "trace")
+_STATE_FIELDS = frozenset({"version", "status", "sample_rate", "filter_string", "experiment_id"})
+
+
+class Scorer(BaseModel):
+    """Base of every scorer: a frozen model with a name and its registry state.
+
+    Subclasses implement ``__call__(*, inputs, outputs, expectations, trace)``. Their
+    pydantic fields are their configuration: a registered class-based scorer is
+    stored as its class reference plus those fields.
+
+    Attributes:
+        name: the scorer's name; feedback it writes in production carries it.
+        version: the registered version, or None when unregistered.
+        status: the lifecycle state (``ScorerStatus``).
+        sample_rate: the active rate; 0.0 whenever the scorer is not active.
+        filter_string: the active trace filter, if any.
+    """
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True, extra="forbid")
+
+    # The fields that describe the lifecycle rather than the scorer itself.
+    state_fields: ClassVar[frozenset[str]] = _STATE_FIELDS
+
+    name: str
+    description: str | None = None
+    version: int | None = None
+    status: ScorerStatus = ScorerStatus.UNREGISTERED
+    sample_rate: float = 0.0
+    filter_string: str | None = None
+    experiment_id: str | None = None
+
+    def __call__(
+        self,
+        *,
+        inputs: Any = None,  # noqa: ANN401 - scorers accept whatever the app logged
+        outputs: Any = None,  # noqa: ANN401
+        expectations: dict[str, Any] | None = None,
+        trace: Trace | None = None,
+    ) -> Any:  # noqa: ANN401 - bool, number, str, Feedback or list of Feedback
+        """Score one call; subclasses implement this."""
+        raise NotImplementedError(f"{type(self).__name__} must implement __call__.")
+
+    # -- stored definition ---------------------------------------------------------
+
+    def definition(self) -> dict[str, Any]:
+        """Return what the registry stores for this scorer (hashed for versioning).
+
+        Raises:
+            ConfigurationError: the scorer cannot be stored.
+        """
+        cls = type(self)
+        reference = f"{cls.__module__}:{cls.__qualname__}"
+        if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__:
+            raise ConfigurationError(
+                f"Cannot register scorer class {cls.__qualname__!r}: classes must be "
+                "importable (defined at module level in an importable module), or use "
+                "@scorer on a function instead."
+            )
+        config = self.model_dump(mode="json", exclude=set(_STATE_FIELDS) | {"name", "description"})
+        return {
+            "serialization_version": _serialization.SERIALIZATION_VERSION,
+            "kind": "class",
+            "reference": reference,
+            "config": config,
+        }
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def register(self, *, name: str | None = None, experiment_id: str | None = None) -> Scorer:
+        """Register this scorer; return it as stored (``REGISTERED`` or the name's state).
+
+        An identical definition keeps its version; a changed one becomes version N+1.
+
+        Raises:
+            ConfigurationError: the name is blank or too long, or the scorer cannot be stored.
+            ScorerLimitError: the experiment already has 20 scorer names.
+        """
+        target = validate_name(self.name if name is None else name)
+        runtime = _context.current()
+        experiment = _context.resolve_experiment_id(experiment_id)
+        state = runtime.registry.register(
+            experiment, target, definition=self.definition(), description=self.description
+        )
+        return self._with_state(state)
+
+    def start(
+        self,
+        *,
+        name: str | None = None,
+        experiment_id: str | None = None,
+        sampling_config: ScorerSamplingConfig | None = None,
+    ) -> Scorer:
+        """Activate the scorer on new traces with a sample rate and optional filter.
+
+        Raises:
+            ConfigurationError: the rate is 0 (use ``stop()``) or the config is not a
+                ``ScorerSamplingConfig``.
+            InvalidTransitionError: the scorer is not registered.
+        """
+        config = _check_config(sampling_config or ScorerSamplingConfig(), action="start")
+        return self._transition("start", name, experiment_id, config)
+
+    def update(
+        self,
+        *,
+        name: str | None = None,
+        experiment_id: str | None = None,
+        sampling_config: ScorerSamplingConfig,
+    ) -> Scorer:
+        """Replace an active scorer's sampling config (a filter not repeated is cleared).
+
+        Raises:
+            ConfigurationError: the rate is 0 (use ``stop()``).
+            InvalidTransitionError: the scorer is not ACTIVE.
+        """
+        config = _check_config(sampling_config, action="update")
+        return self._transition("update", name, experiment_id, config)
+
+    def stop(self, *, name: str | None = None, experiment_id: str | None = None) -> Scorer:
+        """Stop scoring new traces; the scorer stays registered with rate 0.
+
+        Raises:
+            InvalidTransitionError: the scorer is not registered.
+        """
+        return self._transition("stop", name, experiment_id, None)
+
+    def delete(self, *, name: str | None = None, experiment_id: str | None = None) -> Scorer:
+        """Delete every version and the config of the name; return it as ``DELETED``.
+
+        Feedback it wrote stays on the traces.
+
+        Raises:
+            ScorerNotFoundError: no scorer of that name is registered.
+        """
+        target = validate_name(self.name if name is None else name)
+        experiment = _context.resolve_experiment_id(experiment_id)
+        runtime = _context.current()
+        runtime.registry.delete(experiment, target)
+        base = self if target == self.name else self.model_copy(update={"name": target})
+        return base.model_copy(
+            update={
+                "version": None,
+                "status": ScorerStatus.DELETED,
+                "sample_rate": 0.0,
+                "filter_string": None,
+                "experiment_id": experiment,
+            }
+        )
+
+    def _transition(
+        self,
+        action: str,
+        name: str | None,
+        experiment_id: str | None,
+        config: ScorerSamplingConfig | None,
+    ) -> Scorer:
+        target = validate_name(self.name if name is None else name)
+        experiment = _context.resolve_experiment_id(experiment_id)
+        runtime = _context.current()
+        state = runtime.registry.transition(
+            experiment,
+            target,
+            action=action,
+            sample_rate=config.sample_rate if config else 0.0,
+            filter_string=config.filter_string if config else None,
+        )
+        if target != self.name:
+            return scorer_from_state(state, db_path=runtime.db.path)
+        return self._with_state(state)
+
+    def _with_state(self, state: ScorerState) -> Self:
+        return self.model_copy(
+            update={
+                "name": state.name,
+                "version": state.version,
+                "status": state.status,
+                "sample_rate": state.sample_rate,
+                "filter_string": state.filter_string,
+                "experiment_id": state.experiment_id,
+            }
+        )
+
+
+def _check_config(config: object, *, action: str) -> ScorerSamplingConfig:
+    if not isinstance(config, ScorerSamplingConfig):
+        raise ConfigurationError(
+            f"sampling_config must be a ScorerSamplingConfig, got {type(config).__name__}. "
+            "Pass sampling_config=ScorerSamplingConfig(sample_rate=0.5)."
+        )
+    if config.sample_rate == 0.0:
+        raise ConfigurationError(
+            f"{action}() needs a sample_rate above 0, got 0.0. To stop scoring, call stop()."
+        )
+    return config
+
+
+class FunctionScorer(Scorer):
+    """A scorer made from a function by ``@scorer``.
+
+    Restored scorers load their function on first call, so listing scorers never
+    runs stored code, and a scorer whose module is missing still lists fine.
+    """
+
+    func: Callable[..., Any] | None = Field(default=None, exclude=True, repr=False)
+    stored_definition: dict[str, Any] | None = Field(default=None, repr=False)
+    _db_path: Path | None = PrivateAttr(default=None)
+    _loaded: Callable[..., Any] | None = PrivateAttr(default=None)
+
+    def definition(self) -> dict[str, Any]:
+        """Return the function's stored form: a ``module:qualname`` reference, or its source.
+
+        Raises:
+            ConfigurationError: the function is neither importable nor has readable source.
+        """
+        if self.func is not None:
+            return _serialization.function_definition(self.func)
+        if self.stored_definition is None:
+            raise ConfigurationError(f"Scorer {self.name!r} has neither a function nor a definition.")
+        return self.stored_definition
+
+    def function(self) -> Callable[..., Any]:
+        """Return the scoring function, loading a restored one on first use.
+
+        Raises:
+            ScorerLoadError: the stored definition cannot be loaded here.
+        """
+        if self.func is not None:
+            return self.func
+        if self._loaded is None:
+            if self.stored_definition is None:
+                raise ScorerLoadError(f"Scorer {self.name!r} has no function to run.")
+            self._loaded = _serialization.load_function(
+                self.stored_definition, db_path=self._db_path
+            )
+        return self._loaded
+
+    def __call__(
+        self,
+        *,
+        inputs: Any = None,  # noqa: ANN401
+        outputs: Any = None,  # noqa: ANN401
+        expectations: dict[str, Any] | None = None,
+        trace: Trace | None = None,
+    ) -> Any:  # noqa: ANN401 - the function's own return value
+        """Call the function with the arguments it declares; return its own value.
+
+        Raises:
+            ScorerLoadError: a restored function cannot be loaded here.
+        """
+        func = self.function()
+        given = {"inputs": inputs, "outputs": outputs, "expectations": expectations, "trace": trace}
+        wanted = _parameters(func)
+        return func(**{key: value for key, value in given.items() if key in wanted})
+
+
+def _parameters(func: Callable[..., Any]) -> frozenset[str]:
+    return frozenset(inspect.signature(func).parameters)
+
+
+def _make_function_scorer(
+    func: Callable[..., Any], *, name: str | None, description: str | None
+) -> FunctionScorer:
+    if not callable(func):
+        raise ConfigurationError(f"@scorer decorates a function, got {func!r}.")
+    signature = inspect.signature(func)
+    extra = [p for p in signature.parameters if p not in SCORER_PARAMETERS]
+    if extra:
+        raise ConfigurationError(
+            f"Scorer function {func.__qualname__!r} has parameters {extra}; a scorer may "
+            f"only take a subset of {list(SCORER_PARAMETERS)}, which are passed by name."
+        )
+    scorer_name = validate_name(func.__name__ if name is None else name)
+    return FunctionScorer(
+        name=scorer_name, description=description or inspect.getdoc(func), func=func
+    )
+
+
+@overload
+def scorer(func: Callable[..., Any], /) -> FunctionScorer: ...
+@overload
+def scorer(
+    *, name: str | None = None, description: str | None = None
+) -> Callable[[Callable[..., Any]], FunctionScorer]: ...
+def scorer(
+    func: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+) -> FunctionScorer | Callable[[Callable[..., Any]], FunctionScorer]:
+    """Turn a function into a ``Scorer``; use bare (``@scorer``) or as ``@scorer(name=...)``.
+
+    The function's parameters must be a subset of ``inputs, outputs, expectations,
+    trace``. It may return a bool, number, string, ``Feedback`` or list of ``Feedback``.
+
+    Raises:
+        ConfigurationError: the function takes other parameters, or the name is blank.
+    """
+    if func is not None:
+        return _make_function_scorer(func, name=name, description=description)
+
+    def decorate(inner: Callable[..., Any]) -> FunctionScorer:
+        return _make_function_scorer(inner, name=name, description=description)
+
+    return decorate
+
+
+def scorer_from_state(state: ScorerState, *, db_path: Path | None) -> Scorer:
+    """Rebuild a ``Scorer`` from what the registry stored.
+
+    Raises:
+        ScorerLoadError: a class-based scorer's class cannot be imported.
+    """
+    definition = state.definition
+    fields: dict[str, Any] = {
+        "name": state.name,
+        "description": state.description,
+        "version": state.version,
+        "status": state.status,
+        "sample_rate": state.sample_rate,
+        "filter_string": state.filter_string,
+        "experiment_id": state.experiment_id,
+    }
+    if definition.get("kind") == "class":
+        cls = _serialization.resolve_reference(definition["reference"])
+        if not (isinstance(cls, type) and issubclass(cls, Scorer)):
+            raise ScorerLoadError(
+                f"Stored scorer {state.name!r} refers to {definition['reference']!r}, "
+                "which is not a Scorer class."
+            )
+        return cls(**definition.get("config", {}), **fields)
+    restored = FunctionScorer(**fields, stored_definition=definition)
+    restored._db_path = db_path  # noqa: SLF001 - set once, before anyone sees the instance
+    return restored
+
+
+def list_scorers(*, experiment_id: str | None = None) -> list[Scorer]:
+    """Return the registered scorers of the experiment (latest versions, by name)."""
+    runtime = _context.current()
+    experiment = _context.resolve_experiment_id(experiment_id)
+    return [
+        scorer_from_state(state, db_path=runtime.db.path)
+        for state in runtime.registry.list(experiment)
+    ]
+
+
+def get_scorer(*, name: str, experiment_id: str | None = None, version: int | None = None) -> Scorer:
+    """Return a registered scorer by name (latest version unless ``version`` is given).
+
+    Raises:
+        ScorerNotFoundError: no such name or version.
+    """
+    runtime = _context.current()
+    experiment = _context.resolve_experiment_id(experiment_id)
+    state = runtime.registry.get(experiment, validate_name(name), version=version)
+    return scorer_from_state(state, db_path=runtime.db.path)
+
+
+def delete_scorer(
+    *, name: str, experiment_id: str | None = None, version: int | None = None
+) -> None:
+    """Delete a scorer: one version, or (no version) every version and its config.
+
+    Raises:
+        ScorerNotFoundError: no such name or version.
+    """
+    runtime = _context.current()
+    experiment = _context.resolve_experiment_id(experiment_id)
+    runtime.registry.delete(experiment, validate_name(name), version=version)

@@ -1,0 +1,517 @@
+"""Traces, spans, assessments and experiments: the store behind the tracking API.
+
+The write path is the hot path: one ``BEGIN IMMEDIATE`` transaction per call, one
+``executemany`` per table, and, when scorers are active, the online evaluations the
+trace deserves written in that same transaction (DESIGN.md section 7), so a crash can
+lose neither the trace nor its pending scoring.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from localscorers import _clock, _filter_sql, _json, _tables, filters, sampling
+from localscorers.exceptions import ConfigurationError, ConflictError, TraceNotFoundError
+from localscorers.models import (
+    AssessmentError,
+    AssessmentSource,
+    AssessmentSourceType,
+    EvaluationStatus,
+    Expectation,
+    Experiment,
+    Feedback,
+    Span,
+    Trace,
+    TraceData,
+    TraceInfo,
+    TraceStatus,
+)
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, RowMapping
+
+    from localscorers.db import Database
+    from localscorers.registry import ScorerRegistry
+
+__all__ = [
+    "TraceRecord",
+    "TraceStore",
+    "assessment_row",
+    "new_trace_id",
+    "value_forms",
+]
+
+_CHUNK = 500  # ids per IN (...) list when loading children of many traces
+
+
+def new_trace_id() -> str:
+    """Return a fresh trace id: ``"tr-"`` followed by 32 hex digits."""
+    return f"tr-{uuid.uuid4().hex}"
+
+
+@dataclass(frozen=True)
+class TraceRecord:
+    """A finished trace, normalized, ready to be written."""
+
+    trace_id: str
+    experiment_id: str
+    status: TraceStatus
+    request_time_ms: int
+    inputs: Any = None
+    outputs: Any = None
+    name: str | None = None
+    execution_duration_ms: int | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+    spans: Sequence[Span] = ()
+    assessments: Sequence[Feedback | Expectation] = ()
+
+
+def value_forms(value: object) -> tuple[str | None, float | None]:
+    """Return the string and numeric forms filters compare an assessment value by."""
+    if value is None:
+        return None, None
+    if isinstance(value, bool):
+        return ("true" if value else "false"), (1.0 if value else 0.0)
+    if isinstance(value, int | float):
+        return str(value), float(value)
+    if isinstance(value, str):
+        return value, None
+    return _json.dumps(value), None
+
+
+def assessment_row(
+    assessment: Feedback | Expectation,
+    *,
+    trace_id: str,
+    origin: str,
+    now_ms: int,
+    evaluation_id: int | None = None,
+    scorer_name: str | None = None,
+    scorer_version: int | None = None,
+) -> dict[str, Any]:
+    """Return the ``assessments`` row for a feedback or expectation."""
+    value_str, value_num = value_forms(assessment.value)
+    source = assessment.source or AssessmentSource()
+    error = assessment.error if isinstance(assessment, Feedback) else None
+    created = assessment.create_time
+    return {
+        "assessment_id": assessment.assessment_id or f"a-{uuid.uuid4().hex}",
+        "trace_id": trace_id,
+        "evaluation_id": evaluation_id,
+        "kind": "FEEDBACK" if isinstance(assessment, Feedback) else "EXPECTATION",
+        "name": assessment.name,
+        "value": assessment.value,
+        "value_str": value_str,
+        "value_num": value_num,
+        "rationale": assessment.rationale,
+        "error": error.model_dump() if error is not None else None,
+        "meta": assessment.metadata,
+        "source_type": source.source_type.value,
+        "source_id": source.source_id,
+        "scorer_name": scorer_name if scorer_name is not None else assessment.scorer_name,
+        "scorer_version": scorer_version
+        if scorer_version is not None
+        else assessment.scorer_version,
+        "origin": origin,
+        "created_ms": _clock.ms_from_datetime(created) if created is not None else now_ms,
+        "valid": assessment.valid,
+        "overrides": assessment.overrides,
+    }
+
+
+class TraceStore:
+    """Read and write traces, their spans and assessments, and experiments.
+
+    Args:
+        db: the database.
+        registry: where the enqueue path finds the active scorers.
+        on_enqueued: called (outside the transaction) with the number of online
+            evaluations a commit enqueued, so the monitor can wake up.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        registry: ScorerRegistry,
+        *,
+        on_enqueued: Callable[[int], None] | None = None,
+    ) -> None:
+        self._db = db
+        self._registry = registry
+        self.on_enqueued = on_enqueued
+
+    # -- experiments ---------------------------------------------------------------
+
+    def get_experiment(self, experiment_id: str) -> Experiment | None:
+        """Return the experiment with that id, or None."""
+        e = _tables.experiments
+        with self._db.read() as conn:
+            row = conn.execute(sa.select(e).where(e.c.experiment_id == experiment_id)).first()
+        return None if row is None else _experiment(row._mapping)
+
+    def get_experiment_by_name(self, name: str) -> Experiment | None:
+        """Return the experiment with that name, or None."""
+        e = _tables.experiments
+        with self._db.read() as conn:
+            row = conn.execute(sa.select(e).where(e.c.name == name)).first()
+        return None if row is None else _experiment(row._mapping)
+
+    def create_experiment(self, name: str) -> Experiment:
+        """Return the experiment named ``name``, creating it when missing.
+
+        Raises:
+            ConfigurationError: the name is blank.
+        """
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigurationError(
+                f"An experiment name must be a non-blank string, got {name!r}."
+            )
+        e = _tables.experiments
+        with self._db.write() as conn:
+            row = conn.execute(sa.select(e).where(e.c.name == name)).first()
+            if row is not None:
+                return _experiment(row._mapping)
+            ids = conn.execute(sa.select(e.c.experiment_id)).scalars().all()
+            next_id = max((int(i) for i in ids if i.isdigit()), default=0) + 1
+            now = _clock.now_ms()
+            conn.execute(sa.insert(e).values(experiment_id=str(next_id), name=name, created_ms=now))
+            return Experiment(
+                experiment_id=str(next_id), name=name, creation_time=_clock.datetime_from_ms(now)
+            )
+
+    def list_experiments(self) -> list[Experiment]:
+        """Return every experiment, by id."""
+        e = _tables.experiments
+        with self._db.read() as conn:
+            rows = conn.execute(sa.select(e).order_by(e.c.created_ms, e.c.experiment_id)).all()
+        return [_experiment(row._mapping) for row in rows]
+
+    # -- writing traces ------------------------------------------------------------
+
+    def write_traces(self, records: Sequence[TraceRecord], *, skip_existing: bool = False) -> int:
+        """Write finished traces in one transaction with their online evaluations.
+
+        Returns:
+            The number of online evaluations enqueued.
+
+        Raises:
+            ConflictError: a trace id already exists (and ``skip_existing`` is false).
+        """
+        if not records:
+            return 0
+        now = _clock.now_ms()
+        with self._db.write() as conn:
+            if skip_existing:
+                records = self._without_existing(conn, records)
+            try:
+                self._insert(conn, records, now)
+            except sa.exc.IntegrityError as exc:
+                raise ConflictError(
+                    "A trace with one of these ids already exists: "
+                    f"{', '.join(r.trace_id for r in records[:5])}. Trace ids are unique; "
+                    "omit trace_id to get a fresh one."
+                ) from exc
+            enqueued = self._enqueue(conn, records, now)
+        if enqueued and self.on_enqueued is not None:
+            self.on_enqueued(enqueued)
+        return enqueued
+
+    def _without_existing(
+        self, conn: Connection, records: Sequence[TraceRecord]
+    ) -> list[TraceRecord]:
+        t = _tables.traces
+        ids = [r.trace_id for r in records]
+        existing: set[str] = set()
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            existing.update(
+                conn.execute(sa.select(t.c.trace_id).where(t.c.trace_id.in_(chunk))).scalars()
+            )
+        return [r for r in records if r.trace_id not in existing]
+
+    @staticmethod
+    def _insert(conn: Connection, records: Sequence[TraceRecord], now: int) -> None:
+        trace_rows = []
+        tag_rows = []
+        meta_rows = []
+        span_rows = []
+        assessment_rows = []
+        for r in records:
+            trace_rows.append(
+                {
+                    "trace_id": r.trace_id,
+                    "experiment_id": r.experiment_id,
+                    "name": r.name,
+                    "status": r.status.value,
+                    "request_time_ms": r.request_time_ms,
+                    "execution_duration_ms": r.execution_duration_ms,
+                    "inputs": r.inputs,
+                    "outputs": r.outputs,
+                    "ingested_ms": now,
+                }
+            )
+            tag_rows.extend({"trace_id": r.trace_id, "key": k, "value": v} for k, v in r.tags.items())
+            meta_rows.extend(
+                {"trace_id": r.trace_id, "key": k, "value": v} for k, v in r.metadata.items()
+            )
+            span_rows.extend(_span_row(r.trace_id, s) for s in r.spans)
+            assessment_rows.extend(
+                assessment_row(a, trace_id=r.trace_id, origin=a.origin or "import", now_ms=now)
+                for a in r.assessments
+            )
+        conn.execute(sa.insert(_tables.traces), trace_rows)
+        for table, rows in (
+            (_tables.trace_tags, tag_rows),
+            (_tables.trace_metadata, meta_rows),
+            (_tables.spans, span_rows),
+            (_tables.assessments, assessment_rows),
+        ):
+            if rows:
+                conn.execute(sa.insert(table), rows)
+
+    def _enqueue(self, conn: Connection, records: Sequence[TraceRecord], now: int) -> int:
+        pending: list[dict[str, Any]] = []
+        by_experiment: dict[str, list[TraceRecord]] = {}
+        for r in records:
+            if r.status is not TraceStatus.IN_PROGRESS:
+                by_experiment.setdefault(r.experiment_id, []).append(r)
+        for experiment_id, group in by_experiment.items():
+            active = self._registry.active_for(conn, experiment_id)
+            if not active:
+                continue
+            filtered = [a for a in active if a.filter_expr is not None]
+            for r in group:
+                # One SELECT evaluates every active filter against the just-written trace.
+                matched = (
+                    _filter_sql.matches_for_trace(
+                        conn, r.trace_id, [a.filter_expr for a in filtered if a.filter_expr]
+                    )
+                    if filtered
+                    else []
+                )
+                passes = dict(zip((a.name for a in filtered), matched, strict=True))
+                pending.extend(
+                    {
+                        "trace_id": r.trace_id,
+                        "experiment_id": experiment_id,
+                        "scorer_name": a.name,
+                        "scorer_version": a.version,
+                        "origin": "online",
+                        "status": EvaluationStatus.PENDING.value,
+                        "attempts": 0,
+                        "enqueued_ms": now,
+                        "not_before_ms": 0,
+                    }
+                    for a in active
+                    if passes.get(a.name, True)
+                    and sampling.is_sampled(r.trace_id, a.name, a.sample_rate)
+                )
+        if pending:
+            conn.execute(sa.insert(_tables.evaluations), pending)
+        return len(pending)
+
+    # -- feedback ------------------------------------------------------------------
+
+    def log_assessment(self, trace_id: str, assessment: Feedback | Expectation) -> Feedback | Expectation:
+        """Attach a manual feedback or expectation to a trace and return it as stored.
+
+        Raises:
+            TraceNotFoundError: no trace has that id.
+        """
+        now = _clock.now_ms()
+        row = assessment_row(
+            assessment, trace_id=trace_id, origin=assessment.origin or "manual", now_ms=now
+        )
+        with self._db.write() as conn:
+            self._require_trace(conn, trace_id)
+            conn.execute(sa.insert(_tables.assessments).values(**row))
+            stored = conn.execute(
+                sa.select(_tables.assessments).where(
+                    _tables.assessments.c.assessment_id == row["assessment_id"]
+                )
+            ).one()
+        return _assessment(stored._mapping)
+
+    @staticmethod
+    def _require_trace(conn: Connection, trace_id: str) -> None:
+        t = _tables.traces
+        if conn.execute(sa.select(t.c.trace_id).where(t.c.trace_id == trace_id)).first() is None:
+            raise TraceNotFoundError(
+                f"No trace has id {trace_id!r}. Check the id, or the tracking URI "
+                "(get_tracking_uri()) if the trace was logged to another database."
+            )
+
+    # -- reading -------------------------------------------------------------------
+
+    def get_trace(self, trace_id: str) -> Trace:
+        """Return one trace with its spans and assessments.
+
+        Raises:
+            TraceNotFoundError: no trace has that id.
+        """
+        with self._db.read() as conn:
+            found = self.load_traces(conn, [trace_id])
+        if not found:
+            raise TraceNotFoundError(
+                f"No trace has id {trace_id!r}. Check the id, or the tracking URI "
+                "(get_tracking_uri()) if the trace was logged to another database."
+            )
+        return found[0]
+
+    def search_traces(
+        self,
+        *,
+        experiment_ids: Sequence[str],
+        filter_string: str | None = None,
+        order_by: Sequence[str] | None = None,
+        max_results: int | None = None,
+    ) -> list[Trace]:
+        """Return the traces of the experiments that match the filter, in order.
+
+        Raises:
+            FilterSyntaxError: the filter or the ordering does not parse.
+            ConfigurationError: ``max_results`` is not a positive integer.
+        """
+        if max_results is not None and (
+            isinstance(max_results, bool) or not isinstance(max_results, int) or max_results < 1
+        ):
+            raise ConfigurationError(
+                f"max_results must be a positive integer or None (all), got {max_results!r}."
+            )
+        t = _tables.traces
+        query = sa.select(t.c.trace_id).where(t.c.experiment_id.in_(list(experiment_ids)))
+        if filter_string is not None and filter_string.strip():
+            query = query.where(_filter_sql.compile_filter(filters.parse(filter_string)))
+        query = query.order_by(*_filter_sql.compile_order_by(order_by))
+        if max_results is not None:
+            query = query.limit(max_results)
+        with self._db.read() as conn:
+            ids = list(conn.execute(query).scalars())
+            return self.load_traces(conn, ids)
+
+    def load_traces(self, conn: Connection, trace_ids: Sequence[str]) -> list[Trace]:
+        """Load whole traces by id, in the given order, a few queries per chunk of ids."""
+        result: list[Trace] = []
+        for start in range(0, len(trace_ids), _CHUNK):
+            result.extend(self._load_chunk(conn, trace_ids[start : start + _CHUNK]))
+        return result
+
+    @staticmethod
+    def _load_chunk(conn: Connection, ids: Sequence[str]) -> list[Trace]:
+        t, a = _tables.traces, _tables.assessments
+        rows = {r.trace_id: r._mapping for r in conn.execute(sa.select(t).where(t.c.trace_id.in_(ids)))}
+        tags = _grouped(conn, _tables.trace_tags, ids)
+        metadata = _grouped(conn, _tables.trace_metadata, ids)
+        spans: dict[str, list[Span]] = {}
+        s = _tables.spans
+        for row in conn.execute(
+            sa.select(s).where(s.c.trace_id.in_(ids)).order_by(s.c.start_time_ns, s.c.span_id)
+        ):
+            spans.setdefault(row.trace_id, []).append(_span(row._mapping))
+        assessments: dict[str, list[Feedback | Expectation]] = {}
+        for row in conn.execute(
+            sa.select(a).where(a.c.trace_id.in_(ids)).order_by(a.c.created_ms, a.c.assessment_id)
+        ):
+            assessments.setdefault(row.trace_id, []).append(_assessment(row._mapping))
+        traces = []
+        for trace_id in ids:
+            row = rows.get(trace_id)
+            if row is None:
+                continue
+            info = TraceInfo(
+                trace_id=trace_id,
+                experiment_id=row["experiment_id"],
+                request_time=_clock.datetime_from_ms(row["request_time_ms"]),
+                execution_duration_ms=row["execution_duration_ms"],
+                status=TraceStatus(row["status"]),
+                name=row["name"],
+                tags={k: v for k, v in tags.get(trace_id, ())},
+                metadata={k: v for k, v in metadata.get(trace_id, ())},
+                assessments=assessments.get(trace_id, []),
+            )
+            data = TraceData(
+                spans=spans.get(trace_id, []), request=row["inputs"], response=row["outputs"]
+            )
+            traces.append(Trace(info=info, data=data))
+        return traces
+
+
+def _grouped(conn: Connection, table: sa.Table, ids: Iterable[str]) -> dict[str, list[tuple[str, str]]]:
+    grouped: dict[str, list[tuple[str, str]]] = {}
+    query = sa.select(table.c.trace_id, table.c.key, table.c.value).where(table.c.trace_id.in_(list(ids)))
+    for trace_id, key, value in conn.execute(query.order_by(table.c.key)):
+        grouped.setdefault(trace_id, []).append((key, value))
+    return grouped
+
+
+def _span_row(trace_id: str, span: Span) -> dict[str, Any]:
+    return {
+        "trace_id": trace_id,
+        "span_id": span.span_id,
+        "parent_id": span.parent_id,
+        "name": span.name,
+        "span_type": span.span_type,
+        "status": span.status.value,
+        "status_message": span.status_message,
+        "start_time_ns": span.start_time_ns,
+        "end_time_ns": span.end_time_ns,
+        "inputs": span.inputs,
+        "outputs": span.outputs,
+        "attributes": span.attributes,
+        "events": span.events,
+    }
+
+
+def _span(row: RowMapping) -> Span:
+    return Span(
+        span_id=row["span_id"],
+        parent_id=row["parent_id"],
+        name=row["name"],
+        span_type=row["span_type"],
+        status=TraceStatus(row["status"]),
+        status_message=row["status_message"],
+        start_time_ns=row["start_time_ns"],
+        end_time_ns=row["end_time_ns"],
+        inputs=row["inputs"],
+        outputs=row["outputs"],
+        attributes=row["attributes"] or {},
+        events=row["events"] or [],
+    )
+
+
+def _assessment(row: RowMapping) -> Feedback | Expectation:
+    common: dict[str, Any] = {
+        "name": row["name"],
+        "value": row["value"],
+        "rationale": row["rationale"],
+        "metadata": row["meta"],
+        "source": AssessmentSource(
+            source_type=AssessmentSourceType(row["source_type"]), source_id=row["source_id"]
+        ),
+        "assessment_id": row["assessment_id"],
+        "trace_id": row["trace_id"],
+        "create_time": _clock.datetime_from_ms(row["created_ms"]),
+        "scorer_name": row["scorer_name"],
+        "scorer_version": row["scorer_version"],
+        "origin": row["origin"],
+        "valid": bool(row["valid"]),
+        "overrides": row["overrides"],
+    }
+    if row["kind"] == "EXPECTATION":
+        return Expectation(**common)
+    error = row["error"]
+    return Feedback(**common, error=AssessmentError(**error) if error else None)
+
+
+def _experiment(row: RowMapping) -> Experiment:
+    return Experiment(
+        experiment_id=row["experiment_id"],
+        name=row["name"],
+        creation_time=_clock.datetime_from_ms(row["created_ms"]),
+    )
