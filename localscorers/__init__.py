@@ -23,6 +23,7 @@ from localscorers.exceptions import (
     TransactionError,
     TransientError,
 )
+from localscorers.explain import ExplainEntry, ExplainOutcome, Explanation, explain
 from localscorers.models import (
     AssessmentError,
     AssessmentSource,
@@ -73,6 +74,9 @@ __all__ = [
     "DatabaseBusyError",
     "Expectation",
     "Experiment",
+    "ExplainEntry",
+    "ExplainOutcome",
+    "Explanation",
     "Feedback",
     "FilterSyntaxError",
     "FunctionScorer",
@@ -99,6 +103,7 @@ __all__ = [
     "TransactionError",
     "TransientError",
     "delete_scorer",
+    "explain",
     "flush",
     "get_experiment_by_name",
     "get_scorer",

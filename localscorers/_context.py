@@ -24,6 +24,7 @@ __all__ = [
     "Runtime",
     "current",
     "get_tracking_uri",
+    "reset",
     "resolve_experiment_id",
     "set_active_experiment",
     "set_tracking_uri",
@@ -92,7 +93,7 @@ _active_experiment_id = DEFAULT_EXPERIMENT_ID
 
 
 def get_tracking_uri() -> str:
-    """Return the database URI in use: set_tracking_uri(), else the environment, else the default."""
+    """Return the database URI in use: set_tracking_uri(), else the environment, else default."""
     with _lock:
         if _uri_override is not None:
             return _uri_override
@@ -172,11 +173,20 @@ def _exit_wait() -> float:
 
 def shutdown() -> None:
     """Stop the monitor, waiting briefly; unfinished work stays durably pending."""
-    global _runtime  # noqa: PLW0603
+    global _runtime
     with _lock:
         old, _runtime = _runtime, None
     if old is not None:
         old.close(wait=_exit_wait())
+
+
+def reset() -> None:
+    """Forget the tracking URI and active experiment and stop the monitor (tests use it)."""
+    global _uri_override, _active_experiment_id  # noqa: PLW0603
+    shutdown()
+    with _lock:
+        _uri_override = None
+        _active_experiment_id = DEFAULT_EXPERIMENT_ID
 
 
 atexit.register(shutdown)

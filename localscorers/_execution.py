@@ -83,7 +83,9 @@ class LoadedScorer:
 
 
 def _options(definition: dict[str, Any]) -> tuple[float | None, int | None]:
-    source = definition.get("config", definition) if definition.get("kind") == "class" else definition
+    source = (
+        definition.get("config", definition) if definition.get("kind") == "class" else definition
+    )
     timeout = source.get("timeout_seconds")
     limit = source.get("max_concurrency")
     return (float(timeout) if timeout else None), (int(limit) if limit else None)

@@ -30,8 +30,8 @@ __all__ = [
     "SERIALIZATION_VERSION",
     "check_source_trust",
     "function_definition",
-    "load_function",
     "instantiate_class",
+    "load_function",
     "resolve_reference",
 ]
 
@@ -185,7 +185,7 @@ def load_function(definition: dict[str, Any], *, db_path: Path | None) -> Callab
         func = getattr(target, "func", target)
         if not callable(func):
             raise ScorerLoadError(f"Scorer reference {definition['reference']!r} is not callable.")
-        return func  # type: ignore[no-any-return]
+        return func
     if kind != "source":
         raise ScorerLoadError(f"Unknown scorer definition kind {kind!r}.")
     check_source_trust(db_path)
@@ -200,7 +200,7 @@ def load_function(definition: dict[str, Any], *, db_path: Path | None) -> Callab
         exec(code, namespace)  # noqa: S102 - trusted: check_source_trust passed above
     except ScorerLoadError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any failure of user code is reported as a load error
+    except Exception as exc:
         raise ScorerLoadError(
             f"Cannot restore scorer {definition.get('function_name')!r} from its stored "
             f"source: {type(exc).__name__}: {exc}"
@@ -225,7 +225,7 @@ def instantiate_class(definition: dict[str, Any], fields: dict[str, Any]) -> Any
         )
     try:
         return cls(**definition.get("config", {}), **fields)
-    except Exception as exc:  # noqa: BLE001 - a bad stored config is reported, not crashed on
+    except Exception as exc:
         raise ScorerLoadError(
             f"Cannot rebuild scorer {fields.get('name')!r} from its stored config: {exc}"
         ) from exc

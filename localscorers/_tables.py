@@ -146,8 +146,9 @@ class TraceTagRow(_Base, table=True):
     __table_args__ = (sa.Index("ix_trace_tags_key_value", "key", "value"),)
 
     trace_id: str = Field(
-        sa_column=sa.Column(sa.String, sa.ForeignKey("traces.trace_id", ondelete="CASCADE"),
-                            primary_key=True)
+        sa_column=sa.Column(
+            sa.String, sa.ForeignKey("traces.trace_id", ondelete="CASCADE"), primary_key=True
+        )
     )
     key: str = Field(primary_key=True)
     value: str
@@ -160,8 +161,9 @@ class TraceMetadataRow(_Base, table=True):
     __table_args__ = (sa.Index("ix_trace_metadata_key_value", "key", "value"),)
 
     trace_id: str = Field(
-        sa_column=sa.Column(sa.String, sa.ForeignKey("traces.trace_id", ondelete="CASCADE"),
-                            primary_key=True)
+        sa_column=sa.Column(
+            sa.String, sa.ForeignKey("traces.trace_id", ondelete="CASCADE"), primary_key=True
+        )
     )
     key: str = Field(primary_key=True)
     value: str
@@ -177,8 +179,9 @@ class SpanRow(_Base, table=True):
     )
 
     trace_id: str = Field(
-        sa_column=sa.Column(sa.String, sa.ForeignKey("traces.trace_id", ondelete="CASCADE"),
-                            primary_key=True)
+        sa_column=sa.Column(
+            sa.String, sa.ForeignKey("traces.trace_id", ondelete="CASCADE"), primary_key=True
+        )
     )
     span_id: str = Field(primary_key=True)
     parent_id: str | None = None
@@ -210,8 +213,9 @@ class AssessmentRow(_Base, table=True):
 
     assessment_id: str = Field(primary_key=True)
     trace_id: str = Field(
-        sa_column=sa.Column(sa.String, sa.ForeignKey("traces.trace_id", ondelete="CASCADE"),
-                            nullable=False)
+        sa_column=sa.Column(
+            sa.String, sa.ForeignKey("traces.trace_id", ondelete="CASCADE"), nullable=False
+        )
     )
     evaluation_id: int | None = None
     kind: str
@@ -265,8 +269,9 @@ class EvaluationRow(_Base, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     trace_id: str = Field(
-        sa_column=sa.Column(sa.String, sa.ForeignKey("traces.trace_id", ondelete="CASCADE"),
-                            nullable=False)
+        sa_column=sa.Column(
+            sa.String, sa.ForeignKey("traces.trace_id", ondelete="CASCADE"), nullable=False
+        )
     )
     experiment_id: str
     scorer_name: str

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import platformdirs
@@ -93,7 +93,9 @@ class Database:
         self.uri = normalize_uri(uri)
         self.busy_timeout = busy_timeout if busy_timeout is not None else _busy_timeout_from_env()
         self.is_memory = self.uri == MEMORY_URI
-        self.path: Path | None = None if self.is_memory else Path(self.uri.removeprefix("sqlite:///"))
+        self.path: Path | None = (
+            None if self.is_memory else Path(self.uri.removeprefix("sqlite:///"))
+        )
         self._lock = threading.RLock()
         self._local = threading.local()
         self._pid = os.getpid()
@@ -170,12 +172,9 @@ class Database:
         if outer is not None:
             yield outer
             return
-        if self.is_memory:
-            with self._lock, self._translate_busy("read"), self.engine.connect() as conn:
-                with conn.begin():
-                    yield conn
-            return
-        with self._translate_busy("read"), self.engine.connect() as conn, conn.begin():
+        # The in-memory database is one shared connection: readers must queue too.
+        guard = self._lock if self.is_memory else nullcontext()
+        with guard, self._translate_busy("read"), self.engine.connect() as conn, conn.begin():
             yield conn
 
     def in_transaction(self) -> bool:
@@ -188,7 +187,9 @@ class Database:
             yield
         except OperationalError as exc:
             if _dialect.is_locked_error(exc):
-                raise DatabaseBusyError(timeout=self.busy_timeout, detail=f"during a {what}") from exc
+                raise DatabaseBusyError(
+                    timeout=self.busy_timeout, detail=f"during a {what}"
+                ) from exc
             raise
 
     def close(self) -> None:

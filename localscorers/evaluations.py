@@ -72,9 +72,7 @@ class EvaluationQueue:
         self.owner = owner
         self.lease_ms = lease_ms
 
-    def claim(
-        self, limit: int, *, saturated: Collection[tuple[str, str]] = ()
-    ) -> list[Claim]:
+    def claim(self, limit: int, *, saturated: Collection[tuple[str, str]] = ()) -> list[Claim]:
         """Lease up to ``limit`` pending evaluations that are due and free (or whose lease expired).
 
         ``saturated`` lists (experiment_id, scorer_name) pairs at their concurrency limit.
@@ -169,15 +167,20 @@ class EvaluationQueue:
                     continue
                 if outcome.retry_at_ms is not None:
                     retries.append(
-                        {"b_id": claim.id, "attempts": claim.attempts + 1,
-                         "not_before_ms": outcome.retry_at_ms}
+                        {
+                            "b_id": claim.id,
+                            "attempts": claim.attempts + 1,
+                            "not_before_ms": outcome.retry_at_ms,
+                        }
                     )
                     continue
                 failed = any(f.error is not None for f in outcome.feedback)
                 finals.append(
                     {
                         "b_id": claim.id,
-                        "status": (EvaluationStatus.FAILED if failed else EvaluationStatus.SUCCEEDED).value,
+                        "status": (
+                            EvaluationStatus.FAILED if failed else EvaluationStatus.SUCCEEDED
+                        ).value,
                         "attempts": claim.attempts + 1,
                         "finished_ms": now,
                     }
@@ -197,7 +200,9 @@ class EvaluationQueue:
             where = e.c.id == sa.bindparam("b_id")
             if finals:
                 conn.execute(
-                    sa.update(e).where(where).values(
+                    sa.update(e)
+                    .where(where)
+                    .values(
                         status=sa.bindparam("status"),
                         attempts=sa.bindparam("attempts"),
                         finished_ms=sa.bindparam("finished_ms"),
@@ -208,7 +213,9 @@ class EvaluationQueue:
                 )
             if retries:
                 conn.execute(
-                    sa.update(e).where(where).values(
+                    sa.update(e)
+                    .where(where)
+                    .values(
                         attempts=sa.bindparam("attempts"),
                         not_before_ms=sa.bindparam("not_before_ms"),
                         lease_owner=None,

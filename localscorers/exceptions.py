@@ -97,9 +97,7 @@ class InvalidTransitionError(ConflictError, ValueError):
         self.name = name
         self.current = current
         self.action = action
-        super().__init__(
-            f"Cannot {action}() scorer {name!r}: it is {current}. {hint}"
-        )
+        super().__init__(f"Cannot {action}() scorer {name!r}: it is {current}. {hint}")
 
 
 class StoreError(LocalScorersError):

@@ -45,9 +45,7 @@ MIGRATIONS: tuple[Migration, ...] = (m0001_initial,)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def migrate(
-    engine: Engine, *, path: str, migrations: Sequence[Migration] = MIGRATIONS
-) -> int:
+def migrate(engine: Engine, *, path: str, migrations: Sequence[Migration] = MIGRATIONS) -> int:
     """Bring the database up to the newest schema version; return that version.
 
     Raises:

@@ -10,6 +10,7 @@ every process compares against before trusting its cache of active scorers.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import threading
@@ -142,7 +143,7 @@ class ScorerRegistry:
         with self._db.read() as conn:
             return self._find(conn, experiment_id, name)
 
-    def list(self, experiment_id: str) -> list[ScorerState]:
+    def list(self, experiment_id: str) -> builtins.list[ScorerState]:
         """Return every registered scorer of the experiment, latest versions, by name."""
         s, v = _tables.scorers, _tables.scorer_versions
         query = (
@@ -161,7 +162,7 @@ class ScorerRegistry:
         with self._db.read() as conn:
             return [_state_from_row(row._mapping, row.version) for row in conn.execute(query)]
 
-    def history(self, experiment_id: str, name: str) -> list[dict[str, Any]]:
+    def history(self, experiment_id: str, name: str) -> builtins.list[dict[str, Any]]:
         """Return the name's lifecycle events, oldest first (what ``explain`` reads)."""
         e = _tables.scorer_events
         query = (
@@ -181,7 +182,7 @@ class ScorerRegistry:
                 ).scalar_one()
             )
 
-    def active_for(self, conn: Connection, experiment_id: str) -> list[ActiveScorer]:
+    def active_for(self, conn: Connection, experiment_id: str) -> builtins.list[ActiveScorer]:
         """Return the experiment's ACTIVE scorers, from cache while nothing changed.
 
         Costs one primary-key read of the change counter per call; the scorers

@@ -21,7 +21,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from localscorers import _clock
-from localscorers._execution import EvaluationContext, LoadedScorer, error_feedback, evaluate, load_scorer
+from localscorers._execution import (
+    EvaluationContext,
+    LoadedScorer,
+    error_feedback,
+    evaluate,
+    load_scorer,
+)
 from localscorers.evaluations import Claim, EvaluationQueue, Outcome, new_owner_id
 from localscorers.exceptions import ConfigurationError, ScorerNotFoundError, TransientError
 
@@ -194,7 +200,7 @@ class Runner:
         while not self._stopping.is_set():
             try:
                 self._step()
-            except Exception:  # noqa: BLE001 - keep the monitor alive; the work stays pending
+            except Exception:
                 logger.exception("localscorers evaluator step failed; retrying")
                 self._stopping.wait(self.settings.poll_seconds)
             wait = 0.01 if self._running else self.settings.poll_seconds
@@ -254,7 +260,7 @@ class Runner:
         assert self._executor is not None  # noqa: S101 - start() ran
         claims, self._backlog = self._backlog, []
         traces = self._load_traces(claims)
-        running = {}
+        running: dict[tuple[str, str], int] = {}
         for task in self._running:
             running[task.key] = running.get(task.key, 0) + 1
         context = EvaluationContext(db=self._db, origin="online")
@@ -296,8 +302,12 @@ class Runner:
             )
         except ScorerNotFoundError as exc:
             self._done.append(
-                Outcome(claim, feedback=[error_feedback(exc, name=claim.scorer_name,
-                                                        error_code="SCORER_NOT_FOUND")])
+                Outcome(
+                    claim,
+                    feedback=[
+                        error_feedback(exc, name=claim.scorer_name, error_code="SCORER_NOT_FOUND")
+                    ],
+                )
             )
             return None
         loaded = load_scorer(state, db_path=self._db.path)
@@ -317,8 +327,14 @@ class Runner:
                     "raise timeout_seconds on the scorer or LOCALSCORERS_SCORER_TIMEOUT."
                 )
                 self._done.append(
-                    Outcome(task.claim, feedback=[error_feedback(
-                        timeout, name=task.claim.scorer_name, error_code="SCORER_TIMEOUT")])
+                    Outcome(
+                        task.claim,
+                        feedback=[
+                            error_feedback(
+                                timeout, name=task.claim.scorer_name, error_code="SCORER_TIMEOUT"
+                            )
+                        ],
+                    )
                 )
             else:
                 still.append(task)

@@ -1,7 +1,7 @@
-"""Deterministic sampling, frozen as sampling version 1 (DESIGN.md section 6).
+r"""Deterministic sampling, frozen as sampling version 1 (DESIGN.md section 6).
 
 A trace is in a scorer's sample when the first 8 bytes of
-``sha256(trace_id + "\\0" + scorer_name)``, read as a big-endian integer and divided
+``sha256(trace_id + "\0" + scorer_name)``, read as a big-endian integer and divided
 by 2**64, are below the scorer's rate. Consequences users can rely on:
 
 - the decision is reproducible anywhere, by anyone, from the two strings;

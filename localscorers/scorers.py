@@ -251,7 +251,9 @@ class FunctionScorer(Scorer):
         if self.func is not None:
             return _serialization.function_definition(self.func)
         if self.stored_definition is None:
-            raise ConfigurationError(f"Scorer {self.name!r} has neither a function nor a definition.")
+            raise ConfigurationError(
+                f"Scorer {self.name!r} has neither a function nor a definition."
+            )
         return self.stored_definition
 
     def function(self) -> Callable[..., Any]:
@@ -366,7 +368,7 @@ def scorer_from_state(state: ScorerState, *, db_path: Path | None) -> Scorer:
             )
         return cls(**definition.get("config", {}), **fields)
     restored = FunctionScorer(**fields, stored_definition=definition)
-    restored._db_path = db_path  # noqa: SLF001 - set once, before anyone sees the instance
+    restored._db_path = db_path
     return restored
 
 
@@ -380,7 +382,9 @@ def list_scorers(*, experiment_id: str | None = None) -> list[Scorer]:
     ]
 
 
-def get_scorer(*, name: str, experiment_id: str | None = None, version: int | None = None) -> Scorer:
+def get_scorer(
+    *, name: str, experiment_id: str | None = None, version: int | None = None
+) -> Scorer:
     """Return a registered scorer by name (latest version unless ``version`` is given).
 
     Raises:

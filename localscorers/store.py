@@ -237,11 +237,11 @@ class TraceStore:
 
     @staticmethod
     def _insert(conn: Connection, records: Sequence[TraceRecord], now: int) -> None:
-        trace_rows = []
-        tag_rows = []
-        meta_rows = []
-        span_rows = []
-        assessment_rows = []
+        trace_rows: list[dict[str, Any]] = []
+        tag_rows: list[dict[str, Any]] = []
+        meta_rows: list[dict[str, Any]] = []
+        span_rows: list[dict[str, Any]] = []
+        assessment_rows: list[dict[str, Any]] = []
         for r in records:
             trace_rows.append(
                 {
@@ -256,7 +256,9 @@ class TraceStore:
                     "ingested_ms": now,
                 }
             )
-            tag_rows.extend({"trace_id": r.trace_id, "key": k, "value": v} for k, v in r.tags.items())
+            tag_rows.extend(
+                {"trace_id": r.trace_id, "key": k, "value": v} for k, v in r.tags.items()
+            )
             meta_rows.extend(
                 {"trace_id": r.trace_id, "key": k, "value": v} for k, v in r.metadata.items()
             )
@@ -318,7 +320,9 @@ class TraceStore:
 
     # -- feedback ------------------------------------------------------------------
 
-    def log_assessment(self, trace_id: str, assessment: Feedback | Expectation) -> Feedback | Expectation:
+    def log_assessment(
+        self, trace_id: str, assessment: Feedback | Expectation
+    ) -> Feedback | Expectation:
         """Attach a manual feedback or expectation to a trace and return it as stored.
 
         Raises:
@@ -405,7 +409,9 @@ class TraceStore:
     @staticmethod
     def _load_chunk(conn: Connection, ids: Sequence[str]) -> list[Trace]:
         t, a = _tables.traces, _tables.assessments
-        rows = {r.trace_id: r._mapping for r in conn.execute(sa.select(t).where(t.c.trace_id.in_(ids)))}
+        rows = {
+            r.trace_id: r._mapping for r in conn.execute(sa.select(t).where(t.c.trace_id.in_(ids)))
+        }
         tags = _grouped(conn, _tables.trace_tags, ids)
         metadata = _grouped(conn, _tables.trace_metadata, ids)
         spans: dict[str, list[Span]] = {}
@@ -421,30 +427,34 @@ class TraceStore:
             assessments.setdefault(row.trace_id, []).append(_assessment(row._mapping))
         traces = []
         for trace_id in ids:
-            row = rows.get(trace_id)
-            if row is None:
+            found = rows.get(trace_id)
+            if found is None:
                 continue
             info = TraceInfo(
                 trace_id=trace_id,
-                experiment_id=row["experiment_id"],
-                request_time=_clock.datetime_from_ms(row["request_time_ms"]),
-                execution_duration_ms=row["execution_duration_ms"],
-                status=TraceStatus(row["status"]),
-                name=row["name"],
-                tags={k: v for k, v in tags.get(trace_id, ())},
-                metadata={k: v for k, v in metadata.get(trace_id, ())},
+                experiment_id=found["experiment_id"],
+                request_time=_clock.datetime_from_ms(found["request_time_ms"]),
+                execution_duration_ms=found["execution_duration_ms"],
+                status=TraceStatus(found["status"]),
+                name=found["name"],
+                tags=dict(tags.get(trace_id, ())),
+                metadata=dict(metadata.get(trace_id, ())),
                 assessments=assessments.get(trace_id, []),
             )
             data = TraceData(
-                spans=spans.get(trace_id, []), request=row["inputs"], response=row["outputs"]
+                spans=spans.get(trace_id, []), request=found["inputs"], response=found["outputs"]
             )
             traces.append(Trace(info=info, data=data))
         return traces
 
 
-def _grouped(conn: Connection, table: sa.Table, ids: Iterable[str]) -> dict[str, list[tuple[str, str]]]:
+def _grouped(
+    conn: Connection, table: sa.Table, ids: Iterable[str]
+) -> dict[str, list[tuple[str, str]]]:
     grouped: dict[str, list[tuple[str, str]]] = {}
-    query = sa.select(table.c.trace_id, table.c.key, table.c.value).where(table.c.trace_id.in_(list(ids)))
+    query = sa.select(table.c.trace_id, table.c.key, table.c.value).where(
+        table.c.trace_id.in_(list(ids))
+    )
     for trace_id, key, value in conn.execute(query.order_by(table.c.key)):
         grouped.setdefault(trace_id, []).append((key, value))
     return grouped

@@ -48,7 +48,7 @@ def set_experiment(name: str | None = None, *, experiment_id: str | None = None)
     """Make an experiment active, creating it by name when it does not exist.
 
     Raises:
-        ConfigurationError: neither or both of ``name`` and ``experiment_id`` given, or a blank name.
+        ConfigurationError: not exactly one of ``name`` and ``experiment_id``, or a blank name.
         NotFoundError: no experiment has that id.
     """
     if (name is None) == (experiment_id is None):
@@ -88,7 +88,9 @@ def _string_map(value: Mapping[str, Any] | None, *, argument: str) -> dict[str, 
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise ConfigurationError(f"{argument} must be a dict of strings, got {type(value).__name__}.")
+        raise ConfigurationError(
+            f"{argument} must be a dict of strings, got {type(value).__name__}."
+        )
     result = {}
     for key, item in value.items():
         if not isinstance(key, str) or not key:

@@ -1,0 +1,193 @@
+"""``explain(trace_id)``: why each scorer of the experiment did or did not score a trace.
+
+The answer is reconstructed from durable facts only: the evaluation ledger (pending,
+succeeded, failed), and otherwise the scorer's lifecycle history (``scorer_events``)
+at the moment the trace was committed, replayed through the same filter and the same
+sampling formula the enqueue path used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from localscorers import _context, _filter_sql, _tables, filters, sampling
+from localscorers.exceptions import TraceNotFoundError
+from localscorers.models import EvaluationStatus, ScorerStatus
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+    from localscorers.registry import ScorerState
+
+__all__ = ["ExplainEntry", "ExplainOutcome", "Explanation", "explain"]
+
+
+class ExplainOutcome(StrEnum):
+    """What happened between a trace and one scorer."""
+
+    FILTERED_OUT = "FILTERED_OUT"
+    SAMPLED_OUT = "SAMPLED_OUT"
+    NOT_ACTIVE = "NOT_ACTIVE"
+    PENDING = "PENDING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+    @property
+    def words(self) -> str:
+        """The outcome as people say it: ``"filtered out"``, ``"sampled out"``, ..."""
+        return self.value.lower().replace("_", " ")
+
+
+@dataclass(frozen=True)
+class ExplainEntry:
+    """One scorer's answer: its name, the outcome, and the detail behind it."""
+
+    scorer_name: str
+    outcome: ExplainOutcome
+    detail: str
+
+
+class Explanation(list[ExplainEntry]):
+    """The entries of ``explain``, one per scorer; ``str()`` is a readable table."""
+
+    def __init__(self, trace_id: str, entries: list[ExplainEntry]) -> None:
+        super().__init__(entries)
+        self.trace_id = trace_id
+
+    def __str__(self) -> str:
+        if not self:
+            return f"Trace {self.trace_id}: the experiment has no registered scorers."
+        rows = [(e.scorer_name, e.outcome.words, e.detail) for e in self]
+        width_name = max(len("scorer"), *(len(r[0]) for r in rows))
+        width_outcome = max(len("outcome"), *(len(r[1]) for r in rows))
+        lines = [
+            f"Trace {self.trace_id}",
+            f"{'scorer':<{width_name}}  {'outcome':<{width_outcome}}  detail",
+            f"{'-' * width_name}  {'-' * width_outcome}  ------",
+        ]
+        lines.extend(f"{n:<{width_name}}  {o:<{width_outcome}}  {d}" for n, o, d in rows)
+        return "\n".join(lines)
+
+
+def explain(trace_id: str) -> Explanation:
+    """Say, for each scorer of the trace's experiment, whether and why it scored the trace.
+
+    Raises:
+        TraceNotFoundError: no trace has that id.
+    """
+    runtime = _context.current()
+    t = _tables.traces
+    with runtime.db.read() as conn:
+        row = conn.execute(
+            sa.select(t.c.experiment_id, t.c.ingested_ms, t.c.status).where(
+                t.c.trace_id == trace_id
+            )
+        ).first()
+        if row is None:
+            raise TraceNotFoundError(
+                f"No trace has id {trace_id!r}. Check the id, or the tracking URI "
+                "(get_tracking_uri()) if the trace was logged to another database."
+            )
+        entries = [
+            _entry(conn, trace_id, row.ingested_ms, row.status, state)
+            for state in runtime.registry.list(row.experiment_id)
+        ]
+    return Explanation(trace_id, entries)
+
+
+def _entry(
+    conn: Connection, trace_id: str, ingested_ms: int, trace_status: str, state: ScorerState
+) -> ExplainEntry:
+    evaluation = _latest_evaluation(conn, trace_id, state.name)
+    if evaluation is not None:
+        return _from_evaluation(conn, state.name, evaluation)
+    return _from_history(conn, trace_id, ingested_ms, trace_status, state)
+
+
+def _from_history(
+    conn: Connection, trace_id: str, ingested_ms: int, trace_status: str, state: ScorerState
+) -> ExplainEntry:
+    # Replays the enqueue decision with the config in force when the trace was committed.
+    name = state.name
+    config = _config_at(conn, state.experiment_id, name, ingested_ms)
+    if config is None:
+        return ExplainEntry(
+            name, ExplainOutcome.NOT_ACTIVE, "not registered yet when the trace was logged"
+        )
+    if config["status"] != ScorerStatus.ACTIVE.value:
+        return ExplainEntry(
+            name, ExplainOutcome.NOT_ACTIVE, f"{config['status']} when the trace was logged"
+        )
+    filter_string = config["filter_string"]
+    if (
+        filter_string
+        and not _filter_sql.matches_for_trace(conn, trace_id, [filters.parse(filter_string)])[0]
+    ):
+        return ExplainEntry(
+            name, ExplainOutcome.FILTERED_OUT, f"trace does not match filter: {filter_string}"
+        )
+    rate = float(config["sample_rate"])
+    fraction = sampling.sample_fraction(trace_id, name)
+    if fraction >= rate:
+        return ExplainEntry(
+            name,
+            ExplainOutcome.SAMPLED_OUT,
+            f"sample position {fraction:.4f} >= sample_rate {rate:g} (sampling v1)",
+        )
+    if trace_status == "IN_PROGRESS":
+        return ExplainEntry(
+            name, ExplainOutcome.NOT_ACTIVE, "trace is IN_PROGRESS; only finished traces are scored"
+        )
+    return ExplainEntry(
+        name,
+        ExplainOutcome.NOT_ACTIVE,
+        "active and sampled, but no evaluation was recorded (the scorer changed while the "
+        "trace was being committed); run a backfill to score it",
+    )
+
+
+def _latest_evaluation(conn: Connection, trace_id: str, name: str) -> Any:  # noqa: ANN401 - a Row
+    e = _tables.evaluations
+    return conn.execute(
+        sa.select(e.c.id, e.c.status, e.c.scorer_version, e.c.origin, e.c.attempts)
+        .where(e.c.trace_id == trace_id, e.c.scorer_name == name, e.c.superseded.is_(False))
+        .order_by(e.c.scorer_version.desc(), e.c.id.desc())
+        .limit(1)
+    ).first()
+
+
+def _from_evaluation(conn: Connection, name: str, evaluation: Any) -> ExplainEntry:  # noqa: ANN401
+    where = f"version {evaluation.scorer_version}, {evaluation.origin}"
+    if evaluation.status == EvaluationStatus.PENDING.value:
+        retries = f", {evaluation.attempts} attempt(s) so far" if evaluation.attempts else ""
+        return ExplainEntry(
+            name, ExplainOutcome.PENDING, f"waiting to be evaluated ({where}{retries})"
+        )
+    a = _tables.assessments
+    feedback = conn.execute(
+        sa.select(a.c.name, a.c.value, a.c.error).where(a.c.evaluation_id == evaluation.id)
+    ).all()
+    if evaluation.status == EvaluationStatus.FAILED.value:
+        errors = [f["error"] for f in (r._mapping for r in feedback) if f["error"]]
+        first = errors[0] if errors else {}
+        message = f"{first.get('error_code', 'ERROR')}: {first.get('error_message') or ''}".strip()
+        return ExplainEntry(name, ExplainOutcome.FAILED, f"{message} ({where})")
+    values = ", ".join(f"{r.name}={r.value!r}" for r in feedback) or "no feedback"
+    return ExplainEntry(name, ExplainOutcome.SUCCEEDED, f"{values} ({where})")
+
+
+def _config_at(
+    conn: Connection, experiment_id: str, name: str, at_ms: int
+) -> dict[str, Any] | None:
+    e = _tables.scorer_events
+    row = conn.execute(
+        sa.select(e.c.status, e.c.sample_rate, e.c.filter_string)
+        .where(e.c.experiment_id == experiment_id, e.c.name == name, e.c.at_ms <= at_ms)
+        .order_by(e.c.at_ms.desc(), e.c.id.desc())
+        .limit(1)
+    ).first()
+    return None if row is None else dict(row._mapping)

@@ -1,0 +1,65 @@
+"""Shared fixtures: every test gets its own database and a clean process state."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+import localscorers
+from localscorers import _context
+
+settings.register_profile(
+    "dev", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "ci",
+    max_examples=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    print_blob=True,
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _isolated_process_state(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """Point the default database at a temporary file and reset the module-level state.
+
+    Nothing a test does reaches the user's real data directory, and no monitor thread or
+    open database outlives its test.
+    """
+    fallback = tmp_path_factory.mktemp("default-db") / "localscorers.db"
+    monkeypatch.setenv("LOCALSCORERS_TRACKING_URI", f"sqlite:///{fallback}")
+    _context.reset()
+    yield
+    _context.reset()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    """A database file path in the test's temporary directory."""
+    return tmp_path / "localscorers.db"
+
+
+@pytest.fixture
+def tracking(db_path: Path) -> Path:
+    """Use a fresh database file for the test; return its path."""
+    localscorers.set_tracking_uri(db_path)
+    return db_path
+
+
+@pytest.fixture
+def subprocess_env(db_path: Path) -> dict[str, str]:
+    """Environment for child processes: the repo importable, the test database selected."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    env["LOCALSCORERS_TRACKING_URI"] = f"sqlite:///{db_path}"
+    return env

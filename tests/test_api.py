@@ -1,0 +1,69 @@
+"""The public surface: exports, docstrings, signatures, the error tree."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+import localscorers
+from localscorers import exceptions
+
+
+def test_all_is_sorted_and_every_name_imports_with_a_docstring() -> None:
+    assert list(localscorers.__all__) == sorted(localscorers.__all__)
+    for name in localscorers.__all__:
+        value = getattr(localscorers, name)
+        assert inspect.getdoc(value), f"{name} has no docstring"
+
+
+@pytest.mark.parametrize("method", ["register", "start", "update", "stop", "delete"])
+def test_lifecycle_methods_take_keyword_only_name_and_experiment(method: str) -> None:
+    parameters = inspect.signature(getattr(localscorers.Scorer, method)).parameters
+    assert parameters["name"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert parameters["name"].default is None
+    assert parameters["experiment_id"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert parameters["experiment_id"].default is None
+    positional = [
+        p for p in parameters.values() if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+    ]
+    assert [p.name for p in positional] == ["self"]
+
+
+def test_start_and_update_take_a_sampling_config() -> None:
+    start = inspect.signature(localscorers.Scorer.start).parameters["sampling_config"]
+    update = inspect.signature(localscorers.Scorer.update).parameters["sampling_config"]
+    assert start.kind is update.kind is inspect.Parameter.KEYWORD_ONLY
+    assert update.default is inspect.Parameter.empty  # MLflow requires it for update
+
+
+@pytest.mark.parametrize(
+    ("name", "builtin"),
+    [
+        ("ConfigurationError", ValueError),
+        ("FilterSyntaxError", ValueError),
+        ("ScorerLimitError", ValueError),
+        ("InvalidTransitionError", ValueError),
+        ("NotFoundError", LookupError),
+        ("ScorerNotFoundError", LookupError),
+        ("TraceNotFoundError", LookupError),
+        ("JobNotFoundError", LookupError),
+    ],
+)
+def test_errors_share_one_root_and_the_matching_builtin(name: str, builtin: type) -> None:
+    error = getattr(localscorers, name)
+    assert issubclass(error, localscorers.LocalScorersError)
+    assert issubclass(error, builtin)
+
+
+def test_every_exception_is_exported() -> None:
+    for name in exceptions.__all__:
+        assert getattr(localscorers, name) is getattr(exceptions, name)
+
+
+def test_statuses_are_upper_case_str_enums() -> None:
+    assert localscorers.ScorerStatus.ACTIVE == "ACTIVE"
+    assert localscorers.TraceStatus.OK == "OK"
+    assert localscorers.JobStatus.SUCCEEDED == "SUCCEEDED"
+    for enum in (localscorers.ScorerStatus, localscorers.TraceStatus, localscorers.JobStatus):
+        assert all(member.value == member.name for member in enum)
