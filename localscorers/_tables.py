@@ -125,7 +125,6 @@ class TraceRow(_Base, table=True):
     __tablename__ = "traces"
     __table_args__ = (
         sa.Index("ix_traces_experiment_time", "experiment_id", "request_time_ms", "trace_id"),
-        sa.Index("ix_traces_experiment_ingested", "experiment_id", "ingested_ms"),
     )
 
     trace_id: str = Field(primary_key=True)

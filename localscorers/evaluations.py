@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from localscorers import _clock, _tables
 from localscorers.models import EvaluationStatus, Feedback
-from localscorers.store import assessment_row
+from localscorers.store import assessment_row, insert_rows
 
 if TYPE_CHECKING:
     from localscorers.db import Database
@@ -223,8 +223,7 @@ class EvaluationQueue:
                     ),
                     retries,
                 )
-            if feedback_rows:
-                conn.execute(sa.insert(_tables.assessments), feedback_rows)
+            insert_rows(conn, _tables.assessments, feedback_rows)
         return len(finals) + len(retries)
 
     def pending_count(self, *, up_to_id: int | None = None) -> int:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from localscorers import _clock, _tables, filters
+from localscorers import _bulk, _clock, _tables, filters
 from localscorers.exceptions import (
     ConfigurationError,
     InvalidTransitionError,
@@ -188,9 +188,9 @@ class ScorerRegistry:
         Costs one primary-key read of the change counter per call; the scorers
         themselves are re-read only after some process changed a lifecycle.
         """
-        counter = conn.execute(
-            sa.select(_tables.counters.c.value).where(_tables.counters.c.name == "scorers")
-        ).scalar_one()
+        counter = _bulk.compiled_select(conn, "scorer_counter", _counter_query).fetchall(conn, {})[
+            0
+        ][0]
         with self._cache_lock:
             if counter != self._cache_counter:
                 self._cache = {}
@@ -428,6 +428,11 @@ class ScorerRegistry:
     def _bump_counter(conn: Connection) -> None:
         c = _tables.counters
         conn.execute(sa.update(c).where(c.c.name == "scorers").values(value=c.c.value + 1))
+
+
+def _counter_query() -> sa.Select[tuple[int]]:
+    counters = _tables.counters
+    return sa.select(counters.c.value).where(counters.c.name == "scorers")
 
 
 def _state_from_row(row: Any, version: int) -> ScorerState:  # noqa: ANN401 - a Row mapping

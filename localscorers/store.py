@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from localscorers import _clock, _filter_sql, _json, _tables, filters, sampling
+from localscorers import _bulk, _clock, _filter_sql, _json, _tables, filters, sampling
 from localscorers.exceptions import ConfigurationError, ConflictError, TraceNotFoundError
 from localscorers.models import (
     AssessmentError,
@@ -42,11 +42,37 @@ __all__ = [
     "TraceRecord",
     "TraceStore",
     "assessment_row",
+    "insert_rows",
     "new_trace_id",
     "value_forms",
 ]
 
 _CHUNK = 500  # ids per IN (...) list when loading children of many traces
+
+
+_JSON_COLUMNS = {
+    table.name: _bulk.json_columns(table)
+    for table in (_tables.traces, _tables.spans, _tables.assessments, _tables.evaluations)
+}
+
+
+def insert_rows(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert rows with one driver ``executemany``; JSON columns are encoded here.
+
+    Hot paths (trace commits, feedback) use this instead of ``conn.execute(insert, rows)``.
+    """
+    if not rows:
+        return
+    json_names = _JSON_COLUMNS.get(table.name, frozenset())
+    if json_names:
+        rows = [
+            {
+                k: (_json.dumps(v) if k in json_names and v is not None else v)
+                for k, v in row.items()
+            }
+            for row in rows
+        ]
+    _bulk.compiled_insert(conn, table).executemany(conn, rows)
 
 
 def new_trace_id() -> str:
@@ -267,15 +293,14 @@ class TraceStore:
                 assessment_row(a, trace_id=r.trace_id, origin=a.origin or "import", now_ms=now)
                 for a in r.assessments
             )
-        conn.execute(sa.insert(_tables.traces), trace_rows)
         for table, rows in (
+            (_tables.traces, trace_rows),
             (_tables.trace_tags, tag_rows),
             (_tables.trace_metadata, meta_rows),
             (_tables.spans, span_rows),
             (_tables.assessments, assessment_rows),
         ):
-            if rows:
-                conn.execute(sa.insert(table), rows)
+            insert_rows(conn, table, rows)
 
     def _enqueue(self, conn: Connection, records: Sequence[TraceRecord], now: int) -> int:
         pending: list[dict[str, Any]] = []
@@ -309,13 +334,13 @@ class TraceStore:
                         "attempts": 0,
                         "enqueued_ms": now,
                         "not_before_ms": 0,
+                        "superseded": False,
                     }
                     for a in active
                     if passes.get(a.name, True)
                     and sampling.is_sampled(r.trace_id, a.name, a.sample_rate)
                 )
-        if pending:
-            conn.execute(sa.insert(_tables.evaluations), pending)
+        insert_rows(conn, _tables.evaluations, pending)
         return len(pending)
 
     # -- feedback ------------------------------------------------------------------
@@ -379,8 +404,9 @@ class TraceStore:
         """Return the traces of the experiments that match the filter, in order.
 
         Raises:
-            FilterSyntaxError: the filter or the ordering does not parse.
-            ConfigurationError: ``max_results`` is not a positive integer.
+            FilterSyntaxError: the filter does not parse.
+            ConfigurationError: ``order_by`` does not parse, or ``max_results`` is not a
+                positive integer.
         """
         if max_results is not None and (
             isinstance(max_results, bool) or not isinstance(max_results, int) or max_results < 1

@@ -1,0 +1,92 @@
+"""Compile-once Core statements executed through the DBAPI cursor, for the hot paths.
+
+SQLAlchemy builds the SQL (so it stays portable: the text comes from the Core table
+for whatever dialect the engine has), but executing a Core construct costs tens of
+microseconds of bookkeeping per call, which is most of a trace commit. Here a
+statement is compiled once per dialect, and rows are bound and sent with the driver's
+``executemany`` inside the transaction SQLAlchemy opened. Bind processors are skipped,
+so callers pass driver-ready values: JSON columns already encoded with ``_json.dumps``
+(the engine's own serializer, so reads decode them the same way) and plain ints/strs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.sql.compiler import SQLCompiler
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Dialect
+
+__all__ = ["CompiledStatement", "compiled_insert", "compiled_select", "json_columns"]
+
+_cache: dict[tuple[str, int], CompiledStatement] = {}
+
+
+class CompiledStatement:
+    """One statement compiled for one dialect, with the order its parameters bind in."""
+
+    def __init__(self, statement: sa.ClauseElement, dialect: Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        assert isinstance(compiled, SQLCompiler)  # noqa: S101 - DML and SELECT compile to SQL
+        self.sql = str(compiled)
+        self.positional = bool(compiled.positional)
+        self.keys: tuple[str, ...] = tuple(compiled.positiontup or compiled.params)
+        # Literals in the statement (e.g. a WHERE name = 'scorers') become parameters too.
+        self.defaults: dict[str, Any] = {k: v for k, v in compiled.params.items() if v is not None}
+
+    def _bind(self, row: Mapping[str, Any]) -> Sequence[Any] | Mapping[str, Any]:
+        defaults = self.defaults
+        if self.positional:
+            return tuple(row.get(key, defaults.get(key)) for key in self.keys)
+        return {key: row.get(key, defaults.get(key)) for key in self.keys}
+
+    def executemany(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Send many rows in one driver call, inside ``conn``'s open transaction."""
+        if not rows:
+            return
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            params: Any = [self._bind(row) for row in rows]
+            cursor.executemany(self.sql, params)
+        finally:
+            cursor.close()
+
+    def fetchall(self, conn: Connection, params: Mapping[str, Any]) -> list[Any]:
+        """Run a query with parameters and return the driver's rows (tuples)."""
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(self.sql, self._bind(params))
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
+
+
+def _cached(key: str, conn: Connection, build: Any) -> CompiledStatement:  # noqa: ANN401
+    dialect = conn.dialect
+    cache_key = (key, id(dialect))
+    found = _cache.get(cache_key)
+    if found is None:
+        found = _cache[cache_key] = CompiledStatement(build(), dialect)
+    return found
+
+
+def compiled_insert(conn: Connection, table: sa.Table) -> CompiledStatement:
+    """Return ``INSERT INTO table (all columns)`` compiled for the connection's dialect."""
+    return _cached(
+        f"insert:{table.name}",
+        conn,
+        lambda: sa.insert(table).values({c.name: sa.bindparam(c.name) for c in table.c}),
+    )
+
+
+def compiled_select(conn: Connection, key: str, build: Any) -> CompiledStatement:  # noqa: ANN401
+    """Return a query built by ``build()`` compiled once for the connection's dialect."""
+    return _cached(f"select:{key}", conn, build)
+
+
+def json_columns(table: sa.Table) -> frozenset[str]:
+    """Return the names of the table's JSON columns (callers encode those values)."""
+    return frozenset(c.name for c in table.c if isinstance(c.type, sa.JSON))
