@@ -1,0 +1,344 @@
+"""Compile filter ASTs (``filters``) into SQLAlchemy boolean expressions over ``_tables``.
+
+Every comparison yields a definite true or false, never SQL NULL: a comparison on
+a missing value (a trace without a name, a tag that is not there) is false, so
+``NOT`` always means "the opposite" and ``NOT trace.name = 'a'`` holds for a trace
+without a name. Tags, metadata, spans and assessments are correlated ``EXISTS``
+subqueries against ``traces``. Filter text only ever reaches SQL as bound parameters:
+keys and values become ``BindParameter`` objects, never SQL text.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, Final, assert_never
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from localscorers import _tables
+from localscorers.exceptions import ConfigurationError, FilterSyntaxError, TraceNotFoundError
+from localscorers.filters import (
+    And,
+    Comparison,
+    Entity,
+    Expr,
+    Field,
+    Not,
+    Op,
+    Or,
+    Scalar,
+    Value,
+    parse_field,
+)
+
+__all__ = ["compile_filter", "compile_order_by", "matches_for_trace"]
+
+_traces = _tables.traces
+_spans = _tables.spans
+_assessments = _tables.assessments
+
+# Statuses are stored upper-case; MLflow users write 'OK' but also 'ok'.
+_UPPERCASED_OPS: Final = frozenset({Op.EQ, Op.NE, Op.IN, Op.NOT_IN, Op.LIKE})
+_ASSESSMENT_KINDS: Final = {Entity.FEEDBACK: "FEEDBACK", Entity.EXPECTATION: "EXPECTATION"}
+_ORDER_RE: Final = re.compile(
+    r"\s*(?P<field>.*?)(?:\s+(?P<direction>asc|desc))?\s*", re.IGNORECASE | re.DOTALL
+)
+_EXPERIMENT_ID_RE: Final = re.compile(r"(?:(?:trace|attributes?)\.)?experiment_id", re.I)
+_ORDER_FIELDS: Final = (
+    "timestamp_ms, execution_time_ms, end_time_ms, status, name, trace_id, experiment_id, "
+    "run_id, tags.<key> or metadata.<key>, optionally followed by ASC or DESC"
+)
+
+
+_Apply = Callable[[sa.ColumnElement[Any], Any], sa.ColumnElement[bool]]
+_OPERATIONS: Final[dict[Op, _Apply]] = {
+    Op.EQ: operator.eq,
+    Op.NE: operator.ne,
+    Op.LT: operator.lt,
+    Op.LE: operator.le,
+    Op.GT: operator.gt,
+    Op.GE: operator.ge,
+    Op.LIKE: lambda column, value: column.like(value),
+    Op.ILIKE: lambda column, value: column.ilike(value),
+    # SQLite: REGEXP is registered on every connection by _dialect (Python's re.search).
+    Op.RLIKE: lambda column, value: column.regexp_match(value),
+    Op.IN: lambda column, values: column.in_(list(values)),
+    Op.NOT_IN: lambda column, values: column.not_in(list(values)),
+    Op.IS_NULL: lambda column, _: column.is_(None),
+    Op.IS_NOT_NULL: lambda column, _: column.is_not(None),
+}
+
+
+def _predicate(column: sa.ColumnElement[Any], op: Op, value: Value) -> sa.ColumnElement[bool]:
+    """Apply ``op`` to a column; every value becomes a bound parameter."""
+    return _OPERATIONS[op](column, value)
+
+
+def _upper(value: Value) -> Value:
+    if isinstance(value, str):
+        return value.upper()
+    if isinstance(value, tuple):
+        return tuple(v.upper() if isinstance(v, str) else v for v in value)
+    return value
+
+
+def _definite(
+    column: sa.ColumnElement[Any], condition: sa.ColumnElement[bool]
+) -> sa.ColumnElement[bool]:
+    # "x != 'a'" on a NULL x is NULL in SQL; "x IS NOT NULL AND ..." makes it false.
+    return sa.and_(column.is_not(None), condition)
+
+
+def _trace_column(key: str) -> sa.ColumnElement[Any]:
+    if key == "end_time_ms":
+        return _traces.c.request_time_ms + _traces.c.execution_duration_ms
+    columns: dict[str, sa.ColumnElement[Any]] = {
+        "status": _traces.c.status,
+        "name": _traces.c.name,
+        "trace_id": _traces.c.trace_id,
+        "experiment_id": _traces.c.experiment_id,
+        "timestamp_ms": _traces.c.request_time_ms,
+        "execution_time_ms": _traces.c.execution_duration_ms,
+    }
+    return columns[key]
+
+
+def _trace_condition(key: str, op: Op, value: Value) -> sa.ColumnElement[bool]:
+    column = _trace_column(key)
+    if op in (Op.IS_NULL, Op.IS_NOT_NULL):
+        return _predicate(column, op, None)
+    if key == "status" and op in _UPPERCASED_OPS:
+        value = _upper(value)
+    return _definite(column, _predicate(column, op, value))
+
+
+def _key_value_condition(table: sa.Table, key: str, op: Op, value: Value) -> sa.ColumnElement[bool]:
+    """Tags and metadata: ``IS NULL`` means "no such key"; everything else needs the key."""
+    entry = (
+        sa.select(sa.literal(1))
+        .where(table.c.trace_id == _traces.c.trace_id, table.c.key == key)
+        .correlate(_traces)
+    )
+    if op is Op.IS_NULL:
+        return ~entry.exists()
+    if op is Op.IS_NOT_NULL:
+        return entry.exists()
+    return entry.where(_predicate(table.c.value, op, value)).exists()
+
+
+def _span_attribute(key: str) -> sa.ColumnElement[Any]:
+    """The attribute's value as text: strings as-is, numbers as digits, objects as JSON.
+
+    SQLite's JSON_EXTRACT turns JSON true / false into 1 / 0, so a boolean attribute
+    reads as '1' / '0' there (PostgreSQL's ``->>`` gives 'true' / 'false').
+    """
+    # SQLAlchemy builds the SQLite path '$."<key>"', and SQLite (3.40) compares that
+    # label with the key as written in the stored JSON text, where '\' and control
+    # characters are escaped: escape the key the same way (ensure_ascii=False, as
+    # _json.dumps writes it). The parser refuses keys holding '"', which no SQLite path
+    # label can express. PostgreSQL's ->> takes the raw key; move this to _dialect then.
+    json_key = json.dumps(key, ensure_ascii=False)[1:-1]
+    value: sa.ColumnElement[Any] = _spans.c.attributes[json_key].as_string()
+    return value
+
+
+def _span_condition(field: Field, op: Op, value: Value) -> sa.ColumnElement[bool]:
+    """True when at least one span of the trace matches."""
+    if field.entity is Entity.SPAN_ATTRIBUTE:
+        condition = _predicate(_span_attribute(field.key), op, value)
+    elif field.key == "content":
+        texts = (sa.cast(_spans.c[name], sa.Text) for name in ("inputs", "outputs", "attributes"))
+        condition = sa.or_(*(_predicate(text, op, value) for text in texts))
+    else:
+        column = {"name": _spans.c.name, "type": _spans.c.span_type, "status": _spans.c.status}
+        if field.key == "status" and op in _UPPERCASED_OPS:
+            value = _upper(value)
+        condition = _predicate(column[field.key], op, value)
+    return (
+        sa.select(sa.literal(1))
+        .where(_spans.c.trace_id == _traces.c.trace_id, condition)
+        .correlate(_traces)
+        .exists()
+    )
+
+
+def _is_number(value: Value) -> bool:
+    first: Scalar | None = value[0] if isinstance(value, tuple) else value
+    return isinstance(first, int | float)
+
+
+def _assessment_condition(field: Field, op: Op, value: Value) -> sa.ColumnElement[bool]:
+    """Valid feedback / expectations of that name; numbers compare ``value_num``."""
+    entry = (
+        sa.select(sa.literal(1))
+        .where(
+            _assessments.c.trace_id == _traces.c.trace_id,
+            _assessments.c.kind == _ASSESSMENT_KINDS[field.entity],
+            _assessments.c.name == field.key,
+            _assessments.c.valid == sa.true(),
+        )
+        .correlate(_traces)
+    )
+    if op is Op.IS_NULL:
+        return ~entry.exists()
+    if op is Op.IS_NOT_NULL:
+        return entry.exists()
+    column = _assessments.c.value_num if _is_number(value) else _assessments.c.value_str
+    return entry.where(_predicate(column, op, value)).exists()
+
+
+def _compile_comparison(comparison: Comparison) -> sa.ColumnElement[bool]:
+    field, op, value = comparison.field, comparison.op, comparison.value
+    entity = field.entity
+    if entity is Entity.TRACE:
+        return _trace_condition(field.key, op, value)
+    if entity is Entity.TAG:
+        return _key_value_condition(_tables.trace_tags, field.key, op, value)
+    if entity is Entity.METADATA:
+        return _key_value_condition(_tables.trace_metadata, field.key, op, value)
+    if entity in (Entity.SPAN, Entity.SPAN_ATTRIBUTE):
+        return _span_condition(field, op, value)
+    return _assessment_condition(field, op, value)
+
+
+def compile_filter(expr: Expr) -> sa.ColumnElement[bool]:
+    """Compile a parsed filter into a boolean SQL expression over ``traces``.
+
+    The result is meant for the WHERE clause (or the columns) of a SELECT whose FROM
+    holds ``_tables.traces``: the tag, metadata, span and assessment conditions are
+    ``EXISTS`` subqueries correlated to it.
+
+    Args:
+        expr: an AST from :func:`localscorers.filters.parse`.
+
+    Returns:
+        A boolean column expression that is never NULL.
+
+    Raises:
+        AssertionError: ``expr`` is not a filter AST (a programming error, not bad input:
+            user text is checked by ``parse``).
+    """
+    if isinstance(expr, Comparison):
+        return _compile_comparison(expr)
+    if isinstance(expr, And):
+        return sa.and_(*(compile_filter(operand) for operand in expr.operands))
+    if isinstance(expr, Or):
+        return sa.or_(*(compile_filter(operand) for operand in expr.operands))
+    if isinstance(expr, Not):
+        return sa.not_(compile_filter(expr.operand))
+    assert_never(expr)
+
+
+def matches_for_trace(conn: Connection, trace_id: str, exprs: Sequence[Expr]) -> list[bool]:
+    """Evaluate several filters against one trace in a single SELECT.
+
+    Runs ``SELECT <f1>, <f2>, ... FROM traces WHERE trace_id = :id`` on ``conn``, so
+    it sees the caller's open transaction (the store calls it while committing the
+    trace, to decide which scorers' filters match).
+
+    Args:
+        conn: an open connection, usually inside a write transaction.
+        trace_id: the trace to test.
+        exprs: parsed filters.
+
+    Returns:
+        One bool per filter, in order.
+
+    Raises:
+        TraceNotFoundError: no trace has that id.
+    """
+    if not exprs:
+        return []
+    columns = [
+        sa.case((compile_filter(expr), 1), else_=0).label(f"f{i}") for i, expr in enumerate(exprs)
+    ]
+    query = sa.select(*columns).select_from(_traces).where(_traces.c.trace_id == trace_id)
+    row = conn.execute(query).one_or_none()
+    if row is None:
+        raise TraceNotFoundError(
+            f"No trace has id {trace_id!r}, so no filter can be tested against it. "
+            "Check the id, or log the trace before testing filters."
+        )
+    return [bool(value) for value in row]
+
+
+def _order_error(clause: str, position: int, token: str, expected: str) -> ConfigurationError:
+    shown = repr(token) if token else "end of input"
+    return ConfigurationError(
+        f"Invalid order_by clause at position {position}: found {shown}, expected {expected}.\n"
+        f"  {clause}\n  {' ' * position}^\n"
+        "Use a trace attribute with an optional ASC or DESC, e.g. 'timestamp_ms DESC'."
+    )
+
+
+def _order_column(clause: str) -> tuple[Field, bool, sa.ColumnElement[Any]]:
+    match = _ORDER_RE.fullmatch(clause)
+    assert match is not None  # noqa: S101 - the pattern matches every string
+    text, start = match.group("field"), match.start("field")
+    ascending = (match.group("direction") or "asc").lower() == "asc"
+    if _EXPERIMENT_ID_RE.fullmatch(text):
+        field = Field(Entity.TRACE, "experiment_id")
+    else:
+        try:
+            field = parse_field(text)
+        except FilterSyntaxError as exc:
+            raise _order_error(clause, start + exc.position, exc.token, _ORDER_FIELDS) from exc
+    if field.entity is Entity.TRACE:
+        return field, ascending, _trace_column(field.key)
+    if field.entity in (Entity.TAG, Entity.METADATA):
+        table = _tables.trace_tags if field.entity is Entity.TAG else _tables.trace_metadata
+        value = (
+            sa.select(table.c.value)
+            .where(table.c.trace_id == _traces.c.trace_id, table.c.key == field.key)
+            .correlate(_traces)
+            .scalar_subquery()
+        )
+        return field, ascending, value
+    raise _order_error(clause, start, text, _ORDER_FIELDS)
+
+
+def compile_order_by(order_by: Sequence[str] | None) -> list[sa.ColumnElement[Any]]:
+    """Compile MLflow-style ``order_by`` entries into ORDER BY clauses over ``traces``.
+
+    Each entry is a field (``timestamp_ms``, ``trace.execution_time_ms``, ``name``,
+    ``status``, ``trace_id``, ``experiment_id``, ``run_id``, ``tags.<key>``,
+    ``metadata.<key>`` and their MLflow aliases) with an optional ``ASC`` (default) or
+    ``DESC``. Missing values sort last either way, as in MLflow. ``request_time_ms
+    DESC`` and then ``trace_id`` are appended as tie-breakers unless already present,
+    so the order is total and stable across calls.
+
+    Args:
+        order_by: the entries, or None for the default (newest first).
+
+    Returns:
+        Clauses for ``Select.order_by(*clauses)``.
+
+    Raises:
+        ConfigurationError: ``order_by`` is not a list of strings, or an entry does not
+            parse or names a field that cannot be ordered by (the message points at it).
+    """
+    if order_by is None:
+        order_by = []
+    if isinstance(order_by, str) or not isinstance(order_by, Sequence):
+        raise ConfigurationError(
+            f"order_by must be a list of strings such as ['timestamp_ms DESC'], got {order_by!r}."
+        )
+    clauses: list[sa.ColumnElement[Any]] = []
+    fields: set[Field] = set()
+    for clause in order_by:
+        if not isinstance(clause, str):
+            raise ConfigurationError(
+                f"Each order_by entry must be a str such as 'timestamp_ms DESC', got {clause!r}."
+            )
+        field, ascending, column = _order_column(clause)
+        fields.add(field)
+        clauses.append(sa.nulls_last(column.asc() if ascending else column.desc()))
+    if Field(Entity.TRACE, "timestamp_ms") not in fields:
+        clauses.append(_traces.c.request_time_ms.desc())
+    if Field(Entity.TRACE, "trace_id") not in fields:
+        clauses.append(_traces.c.trace_id.asc())
+    return clauses

@@ -1,0 +1,743 @@
+"""Filter strings against real SQLite files: a hand-made corpus, injection, and properties.
+
+Everything goes through the public API (``log_trace``, ``log_feedback``,
+``search_traces``) except ``matches_for_trace``, the store's commit-time hook, which
+is called directly on a second ``Database`` opened on the same file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy.dialects import sqlite
+
+import localscorers
+from localscorers import _tables
+from localscorers._filter_sql import compile_filter, compile_order_by, matches_for_trace
+from localscorers.db import Database
+from localscorers.exceptions import ConfigurationError, FilterSyntaxError, TraceNotFoundError
+from localscorers.filters import And, Comparison, Entity, Expr, Field, Not, Op, Or, parse, render
+
+T0 = 1_700_000_000_000
+GPT = {"model": "gpt-4o"}
+
+
+def span(span_id: str, name: str, span_type: str | None = "CHAIN", **extra: Any) -> dict[str, Any]:
+    return {"span_id": span_id, "name": name, "span_type": span_type, "start_time_ns": 1, **extra}
+
+
+# Twelve hand-made traces. The comments are what the table below relies on.
+CORPUS: list[dict[str, Any]] = [
+    {
+        "trace_id": "t01", "name": "chat", "status": "OK", "at": 1000, "ms": 120,
+        "tags": {"env": "prod", "team": "search"},
+        "metadata": {"mlflow.trace.session": "s1", "user": "alice"},
+        "spans": [
+            span("r", "chat", inputs={"q": "hello world"}, outputs="hi there"),
+            span("l", "llm", "LLM", parent_id="r", attributes={"model": "gpt-4o", "temp": 0.7}),
+        ],
+        "feedback": {"quality": "good", "score": 0.9},
+    },
+    {
+        "trace_id": "t02", "name": "chat", "status": "ERROR", "at": 2000, "ms": 3000,
+        "tags": {"env": "dev"}, "metadata": {"mlflow.trace.session": "s1"},
+        "spans": [
+            span("r", "chat", status="ERROR", inputs={"q": "broken"}),
+            span("k", "retriever", "RETRIEVER", attributes={"k": 5}),
+        ],
+        "feedback": {"quality": "bad", "score": 0.2},
+    },
+    {
+        "trace_id": "t03", "name": "Chat", "status": "OK", "at": 3000, "ms": 50,
+        "tags": {"env": "prod"}, "spans": [span("r", "Chat", inputs={"q": "Hello"})],
+        "expectations": {"answer": "42"},
+    },
+    {
+        "trace_id": "t04", "name": "summarize", "status": "OK", "at": 4000, "ms": None,
+        "tags": {"env": "staging"}, "metadata": {"user": "bob"},
+        "spans": [span("r", "summarize"), span("l", "llm", "LLM", attributes={"model": "claude"})],
+        "feedback": {"score": 1, "quality": "good"},
+    },
+    # No name, still running, no spans given: log_trace adds a root span named "root".
+    {"trace_id": "t05", "name": None, "status": "IN_PROGRESS", "at": 5000, "ms": None},
+    {
+        "trace_id": "t06", "name": "chat", "status": "OK", "at": 6000, "ms": 800,
+        "tags": {"env": "prod", "weird key.with dots": "v"},
+        "metadata": {"mlflow.sourceRun": "run-1"},
+        "spans": [span("r", "chat"), span("t", "search", "TOOL", inputs={"q": "it's 100% done"})],
+        "feedback": {"correct": True},
+    },
+    {
+        "trace_id": "t07", "name": "rag", "status": "OK", "at": 7000, "ms": 999,
+        "tags": {"env": "prod", "quote'key": "x", "tick`key": "y"},
+        "spans": [span("r", "rag"), span("l", "llm", "LLM", attributes={"model": "gpt-4o-mini"})],
+        "feedback": {"correct": False},
+    },
+    {
+        "trace_id": "t08", "name": "chat%", "status": "OK", "at": 8000, "ms": 10,
+        "tags": {"env": "PROD"}, "spans": [span("r", "chat%")],
+    },
+    {
+        "trace_id": "t09", "name": "it's", "status": "ERROR", "at": 9000, "ms": 5000,
+        "tags": {"env": "dev", "note": "DROP TABLE traces; --"},
+        "spans": [span("r", "it's", None, status="ERROR")],
+    },
+    {
+        "trace_id": "t10", "name": "chat", "status": "OK", "at": 10000, "ms": 0,
+        "metadata": {"user": "carol"},
+        "spans": [span("r", "chat"), span("l", "llm", "LLM", attributes={**GPT, "a.b": "x"})],
+    },
+    {
+        "trace_id": "t11", "name": "agent", "status": "OK", "at": 11000, "ms": 250,
+        "spans": [
+            span("r", "agent", "AGENT"),
+            span("l", "llm", "LLM", status="ERROR", attributes=GPT),
+        ],
+        "feedback": {"quality": "good /* c */"},
+    },
+    {
+        "trace_id": "t12", "name": "batch", "status": "OK", "at": 12000, "ms": 60000,
+        "tags": {"env": "prod", "team": "ml"},
+        "spans": [span("r", "batch", outputs={"summary": "Done"})],
+        "feedback": {"score": 0.5}, "expectations": {"answer": "41"},
+    },
+]  # fmt: skip
+ALL = {t["trace_id"] for t in CORPUS}
+
+
+def log_corpus_trace(trace: dict[str, Any], *, experiment_id: str | None = None) -> str:
+    trace_id = localscorers.log_trace(
+        inputs={"q": "pending"} if trace.get("spans") is None else None,
+        outputs=None,
+        name=trace["name"],
+        status=trace["status"],
+        request_time=T0 + trace["at"],
+        execution_duration_ms=trace["ms"],
+        tags=trace.get("tags"),
+        metadata=trace.get("metadata"),
+        spans=trace.get("spans"),
+        trace_id=trace["trace_id"],
+        experiment_id=experiment_id,
+    )
+    for name, value in trace.get("feedback", {}).items():
+        localscorers.log_feedback(trace_id=trace_id, name=name, value=value)
+    for name, value in trace.get("expectations", {}).items():
+        localscorers.log_expectation(trace_id=trace_id, name=name, value=value)
+    return trace_id
+
+
+@pytest.fixture(scope="module")
+def corpus_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "corpus.db"
+    localscorers.set_tracking_uri(path)
+    for trace in CORPUS:
+        log_corpus_trace(trace)
+    return path
+
+
+@pytest.fixture
+def corpus(corpus_path: Path) -> Path:
+    localscorers.set_tracking_uri(corpus_path)
+    return corpus_path
+
+
+@pytest.fixture
+def reader(corpus: Path) -> Iterator[Database]:
+    database = Database(corpus)
+    yield database
+    database.close()
+
+
+def ids(**kwargs: Any) -> list[str]:
+    return [t.info.trace_id for t in localscorers.search_traces(**kwargs)]
+
+
+def only(*names: str) -> set[str]:
+    return {f"t{n}" for n in names}
+
+
+CASES: list[tuple[str, set[str]]] = [
+    # trace status (compared upper-case, as stored)
+    ("trace.status = 'OK'", only("01", "03", "04", "06", "07", "08", "10", "11", "12")),
+    ("status = 'error'", only("02", "09")),
+    ("attributes.status != 'OK'", only("02", "05", "09")),
+    ("trace.status IN ('ERROR', 'in_progress')", only("02", "05", "09")),
+    ("trace.status NOT IN ('OK')", only("02", "05", "09")),
+    # trace name: LIKE is case-sensitive, ILIKE is not, a missing name matches nothing
+    ("trace.name = 'chat'", only("01", "02", "06", "10")),
+    ("name LIKE 'chat%'", only("01", "02", "06", "08", "10")),
+    ("name ILIKE 'CHAT'", only("01", "02", "03", "06", "10")),
+    ("name RLIKE '^(chat|rag)$'", only("01", "02", "06", "07", "10")),
+    ("name != 'chat'", only("03", "04", "07", "08", "09", "11", "12")),
+    ("NOT name = 'chat'", only("03", "04", "05", "07", "08", "09", "11", "12")),
+    ("name IS NULL", only("05")),
+    ("name IS NOT NULL AND status = 'IN_PROGRESS'", set()),
+    ("name = 'it''s'", only("09")),
+    ('name = "it\'s"', only("09")),
+    ("trace.request_id = 't03'", only("03")),
+    # times
+    (f"trace.timestamp_ms > {T0 + 6000}", only("07", "08", "09", "10", "11", "12")),
+    (f"timestamp >= {T0 + 6000} AND timestamp_ms < {T0 + 8000}", only("06", "07")),
+    ("trace.execution_time_ms > 900", only("02", "07", "09", "12")),
+    ("execution_time_ms <= 50", only("03", "08", "10")),
+    ("trace.execution_time_ms IS NULL", only("04", "05")),
+    ("NOT trace.execution_time_ms > 100", only("03", "04", "05", "08", "10")),
+    (f"trace.end_time_ms >= {T0 + 8010}", only("08", "09", "10", "11", "12")),
+    (f"trace.end_time_ms = '{T0 + 1120}'", only("01")),
+    ("execution_time_ms IN (0, 10.0, 7)", only("08", "10")),
+    # tags: everything but IS NULL needs the tag to exist
+    ("tags.env = 'prod'", only("01", "03", "06", "07", "12")),
+    ("tag.env != 'prod'", only("02", "04", "08", "09")),
+    ("tags.env IS NULL", only("05", "10", "11")),
+    ("tags.team IS NOT NULL", only("01", "12")),
+    ("tags.env ILIKE 'prod'", only("01", "03", "06", "07", "08", "12")),
+    ("tags.env NOT IN ('prod', 'dev')", only("04", "08")),
+    ("tags.`weird key.with dots` = 'v'", only("06")),
+    ("tags.`quote'key` = 'x'", only("07")),
+    ("tags.`tick``key` = 'y'", only("07")),
+    ("tags.note = 'DROP TABLE traces; --'", only("09")),
+    # metadata
+    ("metadata.`mlflow.trace.session` = 's1'", only("01", "02")),
+    ("request_metadata.user LIKE '%o%'", only("04", "10")),
+    ("trace.run_id = 'run-1'", only("06")),
+    ("metadata.user IS NULL", only("02", "03", "05", "06", "07", "08", "09", "11", "12")),
+    # spans: true when any span matches
+    ("span.name = 'llm'", only("01", "04", "07", "10", "11")),
+    ("span.name = 'root'", only("05")),
+    ("span.type = 'RETRIEVER'", only("02")),
+    ("span.type IS NULL", only("05", "09")),
+    ("span.status = 'error'", only("02", "09", "11")),
+    ("NOT span.status = 'OK'", only("05", "09")),
+    ("span.attributes.model = 'gpt-4o'", only("01", "10", "11")),
+    ("span.attributes.model LIKE 'gpt-4o%'", only("01", "07", "10", "11")),
+    ("span.attributes.model RLIKE '^cl'", only("04")),
+    ("span.attributes.`a.b` = 'x'", only("10")),
+    ("span.attributes.k = '5'", only("02")),
+    ("span.attributes.temp = '0.7'", only("01")),
+    ("span.attributes.model IS NOT NULL", only("01", "04", "07", "10", "11")),
+    ("span.content LIKE '%hello%'", only("01")),
+    ("span.content ILIKE '%hello%'", only("01", "03")),
+    ("trace.text LIKE '%100%'", only("06")),
+    ("span.content LIKE '%it''s%'", only("06")),
+    ("span.content RLIKE 'Do[n]e'", only("12")),
+    # feedback and expectations: strings compare value_str, numbers value_num
+    ("feedback.quality = 'good'", only("01", "04")),
+    ("feedback.quality != 'good'", only("02", "11")),
+    ("feedback.score > 0.5", only("01", "04")),
+    ("feedback.score >= 0.5", only("01", "04", "12")),
+    ("feedback.score = 1", only("04")),
+    ("feedback.score = '1'", only("04")),
+    ("feedback.correct = 'true'", only("06")),
+    ("feedback.correct = 0", only("07")),
+    ("feedback.score IS NULL", only("03", "05", "06", "07", "08", "09", "10", "11")),
+    ("feedback.quality IN ('bad', 'good /* c */')", only("02", "11")),
+    ("expectation.answer = '42'", only("03")),
+    ("expectation.answer RLIKE '^4[12]$'", only("03", "12")),
+    ("expectation.answer > 41", set()),
+    ("feedback.answer IS NOT NULL", set()),
+    # OR, NOT, parentheses
+    ("tags.env = 'dev' OR feedback.score >= 0.9", only("01", "02", "04", "09")),
+    ("NOT (tags.env = 'prod' OR tags.env IS NULL)", only("02", "04", "08", "09")),
+    (
+        "status = 'OK' AND (span.name = 'llm' OR span.type = 'TOOL') "
+        "AND NOT feedback.quality = 'good'",
+        only("06", "07", "10", "11"),
+    ),
+    ("name = 'chat' AND NOT (tags.env = 'prod') OR name = 'rag'", only("02", "07", "10")),
+]
+
+
+@pytest.mark.parametrize(("filter_string", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_corpus(reader: Database, filter_string: str, expected: set[str]) -> None:
+    assert set(ids(filter_string=filter_string)) == expected
+    # The commit-time path agrees with search, trace by trace.
+    with reader.read() as conn:
+        for trace_id in sorted(ALL):
+            [matched] = matches_for_trace(conn, trace_id, [parse(filter_string)])
+            assert matched == (trace_id in expected), trace_id
+
+
+def test_matches_for_trace_evaluates_many_filters_at_once(reader: Database) -> None:
+    exprs = [parse(text) for text, _ in CASES]
+    with reader.read() as conn:
+        for trace_id in sorted(ALL):
+            assert matches_for_trace(conn, trace_id, exprs) == [
+                trace_id in expected for _, expected in CASES
+            ]
+        assert matches_for_trace(conn, "t01", []) == []
+        with pytest.raises(TraceNotFoundError, match="t99"):
+            matches_for_trace(conn, "t99", exprs[:1])
+
+
+INVALID: list[tuple[str, int, str]] = [
+    ("status = 'OK' AND", 17, ""),
+    ("tags.env == 'prod'", 10, "="),
+    ("span.content = 'x'", 13, "="),
+    ("feedback.score > 'high'", 17, "'high'"),
+    ("name RLIKE '(unclosed'", 11, "'(unclosed'"),
+    ("unknown = 'x'", 0, "unknown"),
+    ("timestamp_ms > 'yesterday'", 15, "'yesterday'"),
+]
+
+
+@pytest.mark.parametrize(("filter_string", "position", "token"), INVALID)
+def test_invalid_filters(corpus: Path, filter_string: str, position: int, token: str) -> None:
+    with pytest.raises(FilterSyntaxError) as info:
+        localscorers.search_traces(filter_string=filter_string)
+    assert (info.value.position, info.value.token) == (position, token)
+
+
+def test_blank_filter_means_everything(corpus: Path) -> None:
+    assert set(ids(filter_string="")) == ALL
+    assert set(ids(filter_string="   ")) == ALL
+    assert set(ids()) == ALL
+
+
+ODD_KEYS = {"a\\b": "1", "a\nb": "2", "é ü": "3", "a'b": "4", "$.x": "5", "a[0]": "6", "a.b": "7"}
+
+
+def test_span_attribute_keys_with_odd_characters(tmp_path: Path) -> None:
+    localscorers.set_tracking_uri(tmp_path / "odd.db")
+    spans = [span("r", "root", attributes=ODD_KEYS), span("c", "child", attributes={"k": "v"})]
+    trace_id = localscorers.log_trace(inputs=None, outputs=None, spans=spans)
+    for key, value in ODD_KEYS.items():
+        field = "span.attributes.`" + key.replace("`", "``") + "`"
+        assert ids(filter_string=f"{field} = '{value}'") == [trace_id], key
+        assert ids(filter_string=f"{field} = 'other'") == [], key
+    assert ids(filter_string="span.attributes.`a` = '7'") == []
+    assert ids(filter_string="span.attributes.k IS NULL") == [trace_id]  # the root lacks k
+
+
+# --------------------------------------------------------------------------- order_by
+
+NEWEST_FIRST = [f"t{n:02d}" for n in range(12, 0, -1)]
+
+
+@pytest.mark.parametrize(
+    ("order_by", "filter_string", "expected"),
+    [
+        (None, None, NEWEST_FIRST),
+        ([], None, NEWEST_FIRST),
+        (["timestamp_ms DESC"], None, NEWEST_FIRST),
+        (["trace.timestamp ASC"], None, NEWEST_FIRST[::-1]),
+        # Missing durations sort last either way; ties fall back to newest first.
+        (
+            ["trace.execution_time_ms DESC"],
+            None,
+            ["t12", "t09", "t02", "t07", "t06", "t11", "t01", "t03", "t08", "t10", "t05", "t04"],
+        ),
+        (
+            ["execution_time_ms asc"],
+            None,
+            ["t10", "t08", "t03", "t01", "t11", "t06", "t07", "t02", "t09", "t12", "t05", "t04"],
+        ),
+        (["name", "timestamp_ms ASC"], "tags.env = 'prod'", ["t03", "t12", "t01", "t06", "t07"]),
+        (["tags.env DESC"], "name = 'chat'", ["t06", "t01", "t02", "t10"]),
+        (["`trace`.status DESC", "trace_id"], "name = 'chat'", ["t01", "t06", "t10", "t02"]),
+        (["end_time_ms"], "tags.env = 'dev'", ["t02", "t09"]),
+        (["experiment_id", "request_id DESC"], "tags.team IS NOT NULL", ["t12", "t01"]),
+        (
+            ["run_id DESC"],
+            "trace.execution_time_ms > 700",
+            ["t06", "t12", "t09", "t07", "t02"],
+        ),
+    ],
+)
+def test_order_by(
+    corpus: Path, order_by: list[str] | None, filter_string: str | None, expected: list[str]
+) -> None:
+    assert ids(order_by=order_by, filter_string=filter_string) == expected
+
+
+def test_order_by_with_max_results(corpus: Path) -> None:
+    assert ids(order_by=["execution_time_ms DESC"], max_results=2) == ["t12", "t09"]
+
+
+@pytest.mark.parametrize(
+    ("order_by", "message"),
+    [
+        (["bogus"], "position 0: found 'bogus'"),
+        (["timestamp_ms SIDEWAYS"], "position 13: found 'SIDEWAYS'"),
+        (["  span.name DESC"], "position 2: found 'span.name'"),
+        (["feedback.score"], "found 'feedback.score'"),
+        (["timestamp_ms DESC DESC"], "position 13"),
+        ([""], "found end of input"),
+        ("timestamp_ms DESC", "must be a list of strings"),
+        ([5], "must be a str"),
+    ],
+)
+def test_order_by_errors(corpus: Path, order_by: Any, message: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        localscorers.search_traces(order_by=order_by)
+    assert message in str(info.value)
+    assert "timestamp_ms DESC" in str(info.value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text() | st.sampled_from(["tags.`a\nb` DESC", "name\tasc", "`", "trace.", "x DESC"]))
+def test_random_order_by_raises_only_configuration_errors(clause: str) -> None:
+    error: ConfigurationError | None = None
+    try:
+        compile_order_by([clause])
+    except ConfigurationError as exc:
+        error = exc
+    if error is not None:
+        assert not isinstance(error, FilterSyntaxError)
+        assert "order_by" in str(error)
+
+
+# --------------------------------------------------------------------------- injection
+
+INJECTIONS = [
+    "name = 'x'' OR ''1''=''1'",
+    "name = 'x\\'' OR 1=1 --'",
+    "tags.env = 'prod''; DROP TABLE traces; --'",
+    "tags.`env'; DROP TABLE traces; --` = 'x'",
+    "tags.`env``; DROP TABLE traces; --` IS NOT NULL",
+    "metadata.`\"; DROP TABLE trace_metadata; --` = 'x'",
+    "span.attributes.`model'); DROP TABLE spans; --` = 'x'",
+    "span.attributes.`$.model` = 'gpt-4o'",
+    "span.content LIKE '%''); DROP TABLE spans; --%'",
+    "feedback.`q' OR 1=1 --` = 'good'",
+    "name IN ('a'', (SELECT 1))', 'b /* */', '-- c')",
+    "name RLIKE '.*'' OR 1=1; DROP TABLE traces; --'",
+]
+
+
+@pytest.mark.parametrize("filter_string", INJECTIONS)
+def test_injected_text_is_inert(corpus: Path, filter_string: str) -> None:
+    assert ids(filter_string=filter_string) == []
+    assert set(ids()) == ALL
+
+
+@pytest.mark.parametrize(
+    "filter_string",
+    [
+        "name = 'x'; DROP TABLE traces",
+        "name = 'x' -- DROP TABLE traces",
+        "name = 'x' /* DROP TABLE traces */",
+        "name = 'x' OR 1=1",
+        "`traces`.name = 'x'",
+        "name = 'x\\' OR 1=1 --'",
+    ],
+)
+def test_sql_outside_values_is_a_syntax_error(corpus: Path, filter_string: str) -> None:
+    with pytest.raises(FilterSyntaxError):
+        localscorers.search_traces(filter_string=filter_string)
+    assert set(ids()) == ALL
+
+
+def test_tables_survive_every_injection(reader: Database) -> None:
+    for filter_string in INJECTIONS:
+        localscorers.search_traces(filter_string=filter_string)
+    with reader.read() as conn:
+        tables = set(sa.inspect(conn).get_table_names())
+        assert {"traces", "trace_tags", "trace_metadata", "spans", "assessments"} <= tables
+        assert conn.execute(sa.select(sa.func.count()).select_from(_tables.traces)).scalar() == 12
+        assert conn.execute(sa.select(sa.func.count()).select_from(_tables.spans)).scalar() == 19
+
+
+@pytest.mark.parametrize(
+    "filter_string",
+    [
+        "name = 'ZQX'",
+        "tags.`ZQX` = 'ZQX'",
+        "metadata.ZQX IS NULL",
+        "span.attributes.ZQX LIKE '%ZQX%'",
+        "span.content RLIKE 'ZQX'",
+        "feedback.ZQX IN ('ZQX', 'ZQY')",
+        "expectation.ZQX > 4242",
+        "trace.timestamp_ms < 4242",
+    ],
+)
+def test_filter_text_only_reaches_sql_as_parameters(filter_string: str) -> None:
+    statement = sa.select(_tables.traces.c.trace_id).where(compile_filter(parse(filter_string)))
+    for dialect in (None, sqlite.dialect()):
+        sql = str(statement.compile(dialect=dialect))
+        assert "ZQX" not in sql
+        assert "4242" not in sql
+
+
+def test_compile_order_by_defaults() -> None:
+    clauses = compile_order_by(None)
+    rendered = [str(c.compile(dialect=sqlite.dialect())) for c in clauses]
+    assert rendered == ["traces.request_time_ms DESC", "traces.trace_id ASC"]
+
+
+# --------------------------------------------------------------------------- properties
+
+# A small vocabulary, so random filters and random traces meet often.
+NAMES = [None, "chat", "Chat", "rag", "a_b"]
+TAG_KEYS = ["env", "team"]
+TAG_VALUES = ["prod", "dev", "PROD", "x'y"]
+META_KEYS = ["user", "mlflow.sourceRun"]
+SPAN_NAMES = ["llm", "tool", "chat"]
+SPAN_TYPES = [None, "LLM", "TOOL"]
+MODELS = ["gpt-4o", "claude", "x"]
+WORDS = ["hello", "Hello", "bye"]
+QUALITIES = ["good", "bad"]
+SCORES = [0, 0.5, 1, True, False]
+PATTERNS = ["%a%", "c%", "%O%", "_hat", "%", "gpt%", "%e%"]
+REGEXES = ["^c", "a$", "o", "^(llm|tool)$", "[A-Z]"]
+
+random_spans = st.lists(
+    st.fixed_dictionaries(
+        {
+            "name": st.sampled_from(SPAN_NAMES),
+            "span_type": st.sampled_from(SPAN_TYPES),
+            "status": st.sampled_from(["OK", "ERROR"]),
+            "attributes": st.dictionaries(
+                st.sampled_from(["model", "a.b"]), st.sampled_from(MODELS)
+            ),
+            "inputs": st.sampled_from(WORDS).map(lambda w: {"q": w}),
+        }
+    ),
+    min_size=1,
+    max_size=3,
+)
+random_traces = st.lists(
+    st.fixed_dictionaries(
+        {
+            "name": st.sampled_from(NAMES),
+            "status": st.sampled_from(["OK", "ERROR", "IN_PROGRESS"]),
+            "at": st.integers(0, 4).map(lambda k: k * 1000),
+            "ms": st.none() | st.integers(0, 3).map(lambda k: k * 500),
+            "tags": st.dictionaries(st.sampled_from(TAG_KEYS), st.sampled_from(TAG_VALUES)),
+            "metadata": st.dictionaries(st.sampled_from(META_KEYS), st.sampled_from(TAG_VALUES)),
+            "spans": random_spans,
+            "feedback": st.fixed_dictionaries(
+                {},
+                optional={"score": st.sampled_from(SCORES), "quality": st.sampled_from(QUALITIES)},
+            ),
+        }
+    ),
+    min_size=1,
+    max_size=5,
+)
+
+
+def _string_comparisons(field: Field, values: list[str]) -> st.SearchStrategy[Comparison]:
+    def build(op: Op, value: object) -> Comparison:
+        return Comparison(field, op, value)  # type: ignore[arg-type]
+
+    vals = st.sampled_from(values)
+    return st.one_of(
+        st.builds(build, st.sampled_from([Op.EQ, Op.NE]), vals),
+        st.builds(
+            build,
+            st.sampled_from([Op.IN, Op.NOT_IN]),
+            st.lists(vals, min_size=1, max_size=2).map(tuple),
+        ),
+        st.builds(build, st.sampled_from([Op.LIKE, Op.ILIKE]), st.sampled_from(PATTERNS)),
+        st.builds(build, st.just(Op.RLIKE), st.sampled_from(REGEXES)),
+        st.builds(build, st.sampled_from([Op.IS_NULL, Op.IS_NOT_NULL]), st.none()),
+    )
+
+
+def _number_comparisons(field: Field, values: Sequence[float]) -> st.SearchStrategy[Comparison]:
+    ops = [Op.EQ, Op.NE, Op.LT, Op.LE, Op.GT, Op.GE]
+    return st.one_of(
+        st.builds(Comparison, st.just(field), st.sampled_from(ops), st.sampled_from(values)),
+        st.builds(
+            Comparison,
+            st.just(field),
+            st.sampled_from([Op.IS_NULL, Op.IS_NOT_NULL]),
+            st.none(),
+        ),
+    )
+
+
+times = [T0 + k * 500 for k in range(10)]
+random_comparisons = st.one_of(
+    _string_comparisons(Field(Entity.TRACE, "status"), ["OK", "ok", "ERROR", "IN_PROGRESS"]),
+    _string_comparisons(Field(Entity.TRACE, "name"), [n for n in NAMES if n]),
+    _number_comparisons(Field(Entity.TRACE, "timestamp_ms"), times),
+    _number_comparisons(Field(Entity.TRACE, "execution_time_ms"), [0, 500, 750, 1500]),
+    _number_comparisons(Field(Entity.TRACE, "end_time_ms"), times),
+    *(_string_comparisons(Field(Entity.TAG, k), TAG_VALUES) for k in TAG_KEYS),
+    *(_string_comparisons(Field(Entity.METADATA, k), TAG_VALUES) for k in META_KEYS),
+    _string_comparisons(Field(Entity.SPAN, "name"), SPAN_NAMES),
+    _string_comparisons(Field(Entity.SPAN, "type"), ["LLM", "TOOL"]),
+    _string_comparisons(Field(Entity.SPAN, "status"), ["OK", "error"]),
+    *(_string_comparisons(Field(Entity.SPAN_ATTRIBUTE, k), MODELS) for k in ("model", "a.b")),
+    st.builds(
+        Comparison,
+        st.just(Field(Entity.SPAN, "content")),
+        st.sampled_from([Op.LIKE, Op.ILIKE]),
+        st.sampled_from(["%hello%", "%bye%", "%gpt%"]),
+    ),
+    _string_comparisons(Field(Entity.FEEDBACK, "quality"), QUALITIES),
+    _number_comparisons(Field(Entity.FEEDBACK, "score"), [0, 0.5, 1]),
+    _string_comparisons(Field(Entity.FEEDBACK, "score"), ["true", "0.5", "1"]),
+)
+random_filters: st.SearchStrategy[Expr] = st.recursive(
+    random_comparisons,
+    lambda children: st.one_of(
+        st.lists(children, min_size=2, max_size=3).map(lambda xs: And(tuple(xs))),
+        st.lists(children, min_size=2, max_size=3).map(lambda xs: Or(tuple(xs))),
+        children.map(Not),
+    ),
+    max_leaves=5,
+)
+
+
+@pytest.fixture(scope="module")
+def random_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("random") / "random.db"
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(traces=random_traces, filters=st.lists(random_filters, min_size=1, max_size=4))
+def test_search_agrees_with_matches_for_trace_and_a_reference(
+    random_path: Path, traces: list[dict[str, Any]], filters: list[Expr]
+) -> None:
+    # Each example logs its traces into a fresh experiment of one database file.
+    localscorers.set_tracking_uri(random_path)
+    experiment = localscorers.set_experiment(f"random-{uuid.uuid4().hex}")
+    trace_ids = []
+    for number, trace in enumerate(traces):
+        spans = [
+            {**s, "span_id": f"s{i}", "start_time_ns": 1} for i, s in enumerate(trace["spans"])
+        ]
+        trace_ids.append(
+            log_corpus_trace(
+                {**trace, "spans": spans, "trace_id": f"{experiment.experiment_id}-{number}"},
+                experiment_id=experiment.experiment_id,
+            )
+        )
+    database = Database(random_path)
+    try:
+        with database.read() as conn:
+            together = {tid: matches_for_trace(conn, tid, filters) for tid in trace_ids}
+    finally:
+        database.close()
+    for index, expr in enumerate(filters):
+        found = ids(experiment_ids=[experiment.experiment_id], filter_string=render(expr))
+        by_trace = {tid for tid in trace_ids if together[tid][index]}
+        assert set(found) == by_trace
+        expected = {tid for tid, trace in zip(trace_ids, traces, strict=True) if holds(expr, trace)}
+        assert by_trace == expected, render(expr)
+
+
+# A Python reading of the filter semantics, for the random traces above.
+
+
+def _like(pattern: str, *, ignore_case: bool) -> re.Pattern[str]:
+    parts = (".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
+    return re.compile("".join(parts), re.DOTALL | (re.IGNORECASE if ignore_case else 0))
+
+
+def _compare(op: Op, actual: Any, value: Any) -> bool:  # noqa: PLR0911
+    if actual is None:
+        return False
+    if op is Op.LIKE:
+        return _like(value, ignore_case=False).fullmatch(actual) is not None
+    if op is Op.ILIKE:
+        return _like(value, ignore_case=True).fullmatch(actual) is not None
+    if op is Op.RLIKE:
+        return re.search(value, actual) is not None
+    if op is Op.IN:
+        return actual in value
+    if op is Op.NOT_IN:
+        return actual not in value
+    comparisons = {
+        Op.EQ: "__eq__",
+        Op.NE: "__ne__",
+        Op.LT: "__lt__",
+        Op.LE: "__le__",
+        Op.GT: "__gt__",
+        Op.GE: "__ge__",
+    }
+    return bool(getattr(actual, comparisons[op])(value))
+
+
+def _any(op: Op, values: list[Any], value: Any) -> bool:
+    if op is Op.IS_NULL:
+        return any(v is None for v in values)
+    if op is Op.IS_NOT_NULL:
+        return any(v is not None for v in values)
+    return any(_compare(op, v, value) for v in values)
+
+
+def _upper(op: Op, value: Any) -> Any:
+    if op not in (Op.EQ, Op.NE, Op.IN, Op.NOT_IN, Op.LIKE):
+        return value
+    return tuple(v.upper() for v in value) if isinstance(value, tuple) else value.upper()
+
+
+def _value_forms(value: Any) -> tuple[str, float | None]:
+    if isinstance(value, bool):
+        return ("true" if value else "false"), float(value)
+    return str(value), (float(value) if isinstance(value, int | float) else None)
+
+
+def holds(expr: Expr, trace: dict[str, Any]) -> bool:  # noqa: PLR0911, PLR0912
+    if isinstance(expr, And):
+        return all(holds(e, trace) for e in expr.operands)
+    if isinstance(expr, Or):
+        return any(holds(e, trace) for e in expr.operands)
+    if isinstance(expr, Not):
+        return not holds(expr.operand, trace)
+    field, op, value = expr.field, expr.op, expr.value
+    if field.entity is Entity.TRACE:
+        at, ms = T0 + trace["at"], trace["ms"]
+        actual = {
+            "status": trace["status"],
+            "name": trace["name"],
+            "timestamp_ms": at,
+            "execution_time_ms": ms,
+            "end_time_ms": None if ms is None else at + ms,
+        }[field.key]
+        if op is Op.IS_NULL:
+            return actual is None
+        if op is Op.IS_NOT_NULL:
+            return actual is not None
+        return _compare(op, actual, _upper(op, value) if field.key == "status" else value)
+    if field.entity in (Entity.TAG, Entity.METADATA):
+        entries = trace["tags"] if field.entity is Entity.TAG else trace["metadata"]
+        if op in (Op.IS_NULL, Op.IS_NOT_NULL):
+            return (field.key in entries) == (op is Op.IS_NOT_NULL)
+        return _compare(op, entries.get(field.key), value)
+    spans = trace["spans"]
+    if field.entity is Entity.SPAN_ATTRIBUTE:
+        return _any(op, [s["attributes"].get(field.key) for s in spans], value)
+    if field.entity is Entity.SPAN:
+        if field.key == "content":
+            texts = [
+                json.dumps(s[k], separators=(",", ":"))
+                for s in spans
+                for k in ("inputs", "attributes")
+            ]
+            return _any(op, texts, value)
+        key = {"name": "name", "type": "span_type", "status": "status"}[field.key]
+        return _any(op, [s[key] for s in spans], _upper(op, value) if key == "status" else value)
+    feedback = trace["feedback"]
+    if op in (Op.IS_NULL, Op.IS_NOT_NULL):
+        return (field.key in feedback) == (op is Op.IS_NOT_NULL)
+    if field.key not in feedback:
+        return False
+    text, number = _value_forms(feedback[field.key])
+    first = value[0] if isinstance(value, tuple) else value
+    return _compare(op, text if isinstance(first, str) else number, value)
+
+
+def test_reference_helpers_cover_the_corpus_grammar() -> None:
+    # The reference agrees with the database on the hand-made corpus's simple cases too.
+    trace = {
+        "name": "chat", "status": "OK", "at": 0, "ms": None, "tags": {"env": "prod"},
+        "metadata": {}, "spans": [{"name": "llm", "span_type": "LLM", "status": "OK",
+        "attributes": {"model": "gpt-4o"}, "inputs": {"q": "hello"}}], "feedback": {"score": True},
+    }  # fmt: skip
+    assert holds(parse("name LIKE 'ch_t' AND tags.env = 'prod' AND NOT tags.x = 'y'"), trace)
+    assert holds(parse("feedback.score = 1 AND feedback.score = 'true'"), trace)
+    assert not holds(parse("trace.end_time_ms > 0 OR execution_time_ms IS NOT NULL"), trace)
+    assert holds(parse("span.content LIKE '%hello%' AND span.status = 'ok'"), trace)
