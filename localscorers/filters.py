@@ -31,9 +31,21 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from enum import Enum, StrEnum
-from typing import Final, TypeAlias
+from enum import Enum
+from typing import Final
 
+from localscorers._filter_ast import (
+    And,
+    Comparison,
+    Entity,
+    Expr,
+    Field,
+    Not,
+    Op,
+    Or,
+    Scalar,
+    Value,
+)
 from localscorers.exceptions import ConfigurationError, FilterSyntaxError
 
 __all__ = [
@@ -59,88 +71,6 @@ MAX_COMPARISONS: Final = 200
 MAX_VALUES: Final = 1000
 _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
-
-
-class Entity(StrEnum):
-    """What a field reads: the trace row, its tags, metadata, spans or assessments."""
-
-    TRACE = "trace"
-    TAG = "tags"
-    METADATA = "metadata"
-    SPAN = "span"
-    SPAN_ATTRIBUTE = "span.attributes"
-    FEEDBACK = "feedback"
-    EXPECTATION = "expectation"
-
-
-class Op(StrEnum):
-    """A comparison operator, spelled as in filter text."""
-
-    EQ = "="
-    NE = "!="
-    LT = "<"
-    LE = "<="
-    GT = ">"
-    GE = ">="
-    LIKE = "LIKE"
-    ILIKE = "ILIKE"
-    RLIKE = "RLIKE"
-    IN = "IN"
-    NOT_IN = "NOT IN"
-    IS_NULL = "IS NULL"
-    IS_NOT_NULL = "IS NOT NULL"
-
-
-Scalar: TypeAlias = str | int | float
-Value: TypeAlias = Scalar | tuple[Scalar, ...] | None
-
-
-@dataclass(frozen=True, slots=True)
-class Field:
-    """A normalized field: ``Field(Entity.TRACE, "timestamp_ms")``, ``Field(Entity.TAG, "k")``."""
-
-    entity: Entity
-    key: str
-
-
-@dataclass(frozen=True, slots=True)
-class Comparison:
-    """``field op value``; ``value`` is a tuple for IN / NOT IN and None for IS [NOT] NULL."""
-
-    field: Field
-    op: Op
-    value: Value = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Junction:
-    operands: tuple[Expr, ...]
-
-    def __post_init__(self) -> None:
-        if len(self.operands) < 2:
-            raise ConfigurationError(
-                f"{type(self).__name__} needs at least two operands, got {self.operands!r}."
-            )
-
-
-@dataclass(frozen=True, slots=True)
-class And(_Junction):
-    """All operands hold. An unparenthesized ``a AND b AND c`` is one node of three."""
-
-
-@dataclass(frozen=True, slots=True)
-class Or(_Junction):
-    """At least one operand holds. An unparenthesized ``a OR b OR c`` is one node of three."""
-
-
-@dataclass(frozen=True, slots=True)
-class Not:
-    """The operand does not hold."""
-
-    operand: Expr
-
-
-Expr: TypeAlias = Comparison | And | Or | Not
 
 
 class _Kind(Enum):
