@@ -50,6 +50,8 @@ class Scorer(BaseModel):
         status: the lifecycle state (``ScorerStatus``).
         sample_rate: the active rate; 0.0 whenever the scorer is not active.
         filter_string: the active trace filter, if any.
+        timeout_seconds: per-call timeout in production (None: ``LOCALSCORERS_SCORER_TIMEOUT``).
+        max_concurrency: at most this many calls of this scorer at once (None: no limit).
     """
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True, extra="forbid")
@@ -64,6 +66,8 @@ class Scorer(BaseModel):
     sample_rate: float = 0.0
     filter_string: str | None = None
     experiment_id: str | None = None
+    timeout_seconds: float | None = Field(default=None, gt=0)
+    max_concurrency: int | None = Field(default=None, ge=1)
 
     def __call__(
         self,
@@ -249,7 +253,13 @@ class FunctionScorer(Scorer):
             ConfigurationError: the function is neither importable nor has readable source.
         """
         if self.func is not None:
-            return _serialization.function_definition(self.func)
+            definition = _serialization.function_definition(self.func)
+            # Execution options are part of the definition: changing them is a new version.
+            if self.timeout_seconds is not None:
+                definition["timeout_seconds"] = self.timeout_seconds
+            if self.max_concurrency is not None:
+                definition["max_concurrency"] = self.max_concurrency
+            return definition
         if self.stored_definition is None:
             raise ConfigurationError(
                 f"Scorer {self.name!r} has neither a function nor a definition."
@@ -296,7 +306,12 @@ def _parameters(func: Callable[..., Any]) -> frozenset[str]:
 
 
 def _make_function_scorer(
-    func: Callable[..., Any], *, name: str | None, description: str | None
+    func: Callable[..., Any],
+    *,
+    name: str | None,
+    description: str | None,
+    timeout_seconds: float | None,
+    max_concurrency: int | None,
 ) -> FunctionScorer:
     if not callable(func):
         raise ConfigurationError(f"@scorer decorates a function, got {func!r}.")
@@ -308,8 +323,24 @@ def _make_function_scorer(
             f"only take a subset of {list(SCORER_PARAMETERS)}, which are passed by name."
         )
     scorer_name = validate_name(func.__name__ if name is None else name)
+    if timeout_seconds is not None and not (
+        isinstance(timeout_seconds, int | float) and timeout_seconds > 0
+    ):
+        raise ConfigurationError(
+            f"timeout_seconds must be a positive number of seconds, got {timeout_seconds!r}."
+        )
+    if max_concurrency is not None and not (
+        isinstance(max_concurrency, int) and max_concurrency >= 1
+    ):
+        raise ConfigurationError(
+            f"max_concurrency must be a positive integer, got {max_concurrency!r}."
+        )
     return FunctionScorer(
-        name=scorer_name, description=description or inspect.getdoc(func), func=func
+        name=scorer_name,
+        description=description or inspect.getdoc(func),
+        func=func,
+        timeout_seconds=timeout_seconds,
+        max_concurrency=max_concurrency,
     )
 
 
@@ -317,7 +348,11 @@ def _make_function_scorer(
 def scorer(func: Callable[..., Any], /) -> FunctionScorer: ...
 @overload
 def scorer(
-    *, name: str | None = None, description: str | None = None
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    timeout_seconds: float | None = None,
+    max_concurrency: int | None = None,
 ) -> Callable[[Callable[..., Any]], FunctionScorer]: ...
 def scorer(
     func: Callable[..., Any] | None = None,
@@ -325,22 +360,37 @@ def scorer(
     *,
     name: str | None = None,
     description: str | None = None,
+    timeout_seconds: float | None = None,
+    max_concurrency: int | None = None,
 ) -> FunctionScorer | Callable[[Callable[..., Any]], FunctionScorer]:
     """Turn a function into a ``Scorer``; use bare (``@scorer``) or as ``@scorer(name=...)``.
 
     The function's parameters must be a subset of ``inputs, outputs, expectations,
     trace``. It may return a bool, number, string, ``Feedback`` or list of ``Feedback``.
 
+    Args:
+        func: the function (when used bare).
+        name: the scorer's name (default: the function's name).
+        description: what it checks (default: the function's docstring).
+        timeout_seconds: per-call timeout in production; a call running longer is
+            recorded as a ``SCORER_TIMEOUT`` error feedback.
+        max_concurrency: at most this many calls of this scorer run at once.
+
     Raises:
-        ConfigurationError: the function takes other parameters, or the name is blank.
+        ConfigurationError: the function takes other parameters, the name is blank, or
+            an option is out of range.
     """
-    if func is not None:
-        return _make_function_scorer(func, name=name, description=description)
 
     def decorate(inner: Callable[..., Any]) -> FunctionScorer:
-        return _make_function_scorer(inner, name=name, description=description)
+        return _make_function_scorer(
+            inner,
+            name=name,
+            description=description,
+            timeout_seconds=timeout_seconds,
+            max_concurrency=max_concurrency,
+        )
 
-    return decorate
+    return decorate if func is None else decorate(func)
 
 
 def scorer_from_state(state: ScorerState, *, db_path: Path | None) -> Scorer:
@@ -367,7 +417,12 @@ def scorer_from_state(state: ScorerState, *, db_path: Path | None) -> Scorer:
                 "which is not a Scorer class."
             )
         return cls(**definition.get("config", {}), **fields)
-    restored = FunctionScorer(**fields, stored_definition=definition)
+    restored = FunctionScorer(
+        **fields,
+        stored_definition=definition,
+        timeout_seconds=definition.get("timeout_seconds"),
+        max_concurrency=definition.get("max_concurrency"),
+    )
     restored._db_path = db_path
     return restored
 

@@ -19,6 +19,7 @@ from localscorers import (
     ScorerStatus,
     scorer,
 )
+from tests import scorer_helpers
 
 
 @scorer
@@ -254,3 +255,22 @@ def test_lambdas_cannot_be_stored(tracking: Path) -> None:
     assert anonymous(outputs="x") is True  # fine for direct use
     with pytest.raises(ConfigurationError, match="a lambda cannot"):
         anonymous.register()
+
+
+def test_execution_options_are_validated_and_stored(tracking: Path) -> None:
+    with pytest.raises(ConfigurationError, match="timeout_seconds must be a positive number"):
+        scorer(timeout_seconds=0)(lambda outputs: True)
+    with pytest.raises(ConfigurationError, match="max_concurrency must be a positive integer"):
+        scorer(max_concurrency=0)(lambda outputs: True)
+
+    slowish = scorer(name="slowish", timeout_seconds=2.5, max_concurrency=3)(
+        scorer_helpers.plain_true
+    )
+    registered = slowish.register()
+    restored = localscorers.get_scorer(name="slowish")
+    assert (restored.timeout_seconds, restored.max_concurrency) == (2.5, 3)
+    assert slowish.register().version == registered.version  # identical: same version
+    changed = scorer(name="slowish", timeout_seconds=5, max_concurrency=3)(
+        scorer_helpers.plain_true
+    )
+    assert changed.register().version == registered.version + 1  # only the option changed
