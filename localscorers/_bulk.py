@@ -44,24 +44,48 @@ class CompiledStatement:
         return {key: row.get(key, defaults.get(key)) for key in self.keys}
 
     def executemany(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Send many rows in one driver call, inside ``conn``'s open transaction."""
+        """Send many rows in one driver call, inside ``conn``'s open transaction.
+
+        Raises:
+            sqlalchemy.exc.DBAPIError: the driver failed (as SQLAlchemy itself would raise
+                it: ``IntegrityError``, ``OperationalError``, ...).
+        """
         if not rows:
             return
+        params: Any = [self._bind(row) for row in rows]
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            params: Any = [self._bind(row) for row in rows]
             cursor.executemany(self.sql, params)
+        except _driver_error(conn) as exc:
+            raise _wrapped(conn, self.sql, exc) from exc
         finally:
             cursor.close()
 
     def fetchall(self, conn: Connection, params: Mapping[str, Any]) -> list[Any]:
-        """Run a query with parameters and return the driver's rows (tuples)."""
+        """Run a query with parameters and return the driver's rows (tuples).
+
+        Raises:
+            sqlalchemy.exc.DBAPIError: the driver failed.
+        """
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.execute(self.sql, self._bind(params))
             return list(cursor.fetchall())
+        except _driver_error(conn) as exc:
+            raise _wrapped(conn, self.sql, exc) from exc
         finally:
             cursor.close()
+
+
+def _driver_error(conn: Connection) -> type[Exception]:
+    error: type[Exception] = conn.dialect.loaded_dbapi.Error
+    return error
+
+
+def _wrapped(conn: Connection, sql: str, exc: Exception) -> sa.exc.StatementError:
+    # The same translation SQLAlchemy applies to its own executions, so callers catch
+    # sqlalchemy.exc.IntegrityError / OperationalError whichever path ran the statement.
+    return sa.exc.DBAPIError.instance(sql, None, exc, _driver_error(conn), dialect=conn.dialect)
 
 
 def _cached(key: str, conn: Connection, build: Any) -> CompiledStatement:  # noqa: ANN401

@@ -239,9 +239,9 @@ class TraceStore:
                 self._insert(conn, records, now)
             except sa.exc.IntegrityError as exc:
                 raise ConflictError(
-                    "A trace with one of these ids already exists: "
-                    f"{', '.join(r.trace_id for r in records[:5])}. Trace ids are unique; "
-                    "omit trace_id to get a fresh one."
+                    f"Cannot write traces {', '.join(r.trace_id for r in records[:5])}: "
+                    f"{exc.orig}. If a trace with that id already exists, omit trace_id "
+                    "to get a fresh one."
                 ) from exc
             enqueued = self._enqueue(conn, records, now)
         if enqueued and self.on_enqueued is not None:

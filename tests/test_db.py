@@ -243,3 +243,34 @@ def test_set_experiment_errors(tracking: Path) -> None:
         localscorers.set_experiment(experiment_id="42")
     with pytest.raises(LookupError, match="No experiment has id '42'"):
         localscorers.log_trace(inputs="q", outputs="a", experiment_id="42")
+
+
+def test_a_writer_blocked_past_the_busy_timeout_gets_database_busy_error(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOCALSCORERS_BUSY_TIMEOUT", "0.2")
+    localscorers.set_tracking_uri(db_path)
+    localscorers.log_trace(inputs="q", outputs="a")  # open and migrate first
+    holder = sqlite3.connect(db_path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process's long write transaction
+    try:
+        with pytest.raises(
+            localscorers.DatabaseBusyError,
+            match=r"locked by another writer for more than 0.2 s.*LOCALSCORERS_BUSY_TIMEOUT",
+        ) as info:
+            localscorers.log_trace(inputs="q", outputs="a")
+        assert info.value.timeout == 0.2
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    localscorers.log_trace(inputs="q", outputs="a")
+    assert len(localscorers.search_traces()) == 2
+
+
+def test_busy_timeout_setting_is_validated(monkeypatch: pytest.MonkeyPatch, db_path: Path) -> None:
+    monkeypatch.setenv("LOCALSCORERS_BUSY_TIMEOUT", "soon")
+    with pytest.raises(
+        ConfigurationError,
+        match="LOCALSCORERS_BUSY_TIMEOUT must be a positive number of seconds, got 'soon'",
+    ):
+        Database(db_path)
