@@ -1,0 +1,257 @@
+"""The in-memory span and trace state behind ``tracing``: ``LiveSpan`` and value helpers."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+import traceback
+from collections.abc import Mapping
+from typing import Any
+
+from localscorers import _json
+from localscorers.exceptions import ConfigurationError
+from localscorers.models import Span, TraceStatus
+
+__all__ = [
+    "DEFAULT_SPAN_TYPE",
+    "ActiveTrace",
+    "LiveSpan",
+    "attribute_map",
+    "snapshot",
+    "string_entries",
+]
+
+logger = logging.getLogger("localscorers.tracing")
+
+#: MLflow's span type for spans created without one (``SpanType.UNKNOWN``).
+DEFAULT_SPAN_TYPE = "UNKNOWN"
+
+
+def snapshot(value: object) -> Any:  # noqa: ANN401 - user values are untyped
+    """Return the value as it will be stored, taken now so later mutation cannot leak in."""
+    try:
+        return _json.jsonable(value)
+    except Exception:  # a value we cannot encode must not break the user's call
+        if isinstance(value, Mapping):  # keep the arguments that do encode
+            return {str(k): snapshot(v) for k, v in value.items()}
+        logger.warning(
+            "Could not encode a %s value for the trace; storing a placeholder.",
+            type(value).__name__,
+            exc_info=True,
+        )
+        return f"<unserializable {type(value).__name__}>"
+
+
+def _status(value: object) -> TraceStatus:
+    text = value.value if isinstance(value, TraceStatus) else str(value).upper()
+    if text not in (TraceStatus.OK, TraceStatus.ERROR):
+        raise ConfigurationError(
+            f"A span status must be 'OK' or 'ERROR', got {value!r}. "
+            "Use 'ERROR' to mark a failed operation."
+        )
+    return TraceStatus(text)
+
+
+def _key(key: object, *, argument: str) -> str:
+    if not isinstance(key, str) or not key:
+        raise ConfigurationError(f"{argument} keys must be non-empty strings, got {key!r}.")
+    return key
+
+
+def attribute_map(attributes: Mapping[str, Any] | None, *, argument: str) -> dict[str, Any]:
+    if attributes is None:
+        return {}
+    if not isinstance(attributes, Mapping):
+        raise ConfigurationError(
+            f"{argument} must be a dict, got {type(attributes).__name__}: {attributes!r}."
+        )
+    return {_key(k, argument=argument): snapshot(v) for k, v in attributes.items()}
+
+
+def string_entries(values: Mapping[str, Any] | None, *, argument: str) -> dict[str, str]:
+    """Tags and metadata are strings; other values are stored as JSON text, as in log_trace."""
+    if values is None:
+        return {}
+    if not isinstance(values, Mapping):
+        raise ConfigurationError(
+            f"{argument} must be a dict of strings, got {type(values).__name__}: {values!r}."
+        )
+    return {
+        _key(k, argument=argument): v if isinstance(v, str) else _json.dumps(v)
+        for k, v in values.items()
+    }
+
+
+class ActiveTrace:
+    """The in-memory state of one trace between its root span's start and end."""
+
+    def __init__(self, trace_id: str, experiment_id: str | None) -> None:
+        self.trace_id = trace_id
+        self.experiment_id = experiment_id
+        # Spans of one trace may start and end on several threads (copied contexts).
+        self.lock = threading.Lock()
+        self.open: dict[str, LiveSpan] = {}
+        self.finished: list[Span] = []
+        self.tags: dict[str, str] = {}
+        self.metadata: dict[str, str] = {}
+        self.committed = False
+
+
+class LiveSpan:
+    """A span being recorded: what ``start_span`` yields and ``get_current_active_span`` returns.
+
+    Setters take effect until the span ends; after that they are ignored with a warning,
+    because the span has already been added to its trace.
+    """
+
+    def __init__(
+        self,
+        *,
+        active: ActiveTrace,
+        name: str,
+        span_type: str | None,
+        parent_id: str | None,
+    ) -> None:
+        self._active = active
+        self._span_id = secrets.token_hex(8)
+        self._parent_id = parent_id
+        self._name = name
+        self._span_type = span_type or DEFAULT_SPAN_TYPE
+        self._inputs: Any = None
+        self._outputs: Any = None
+        self._attributes: dict[str, Any] = {}
+        self._events: list[dict[str, Any]] = []
+        self._status = TraceStatus.OK
+        self._status_message: str | None = None
+        self._start_time_ns = time.time_ns()
+        self._end_time_ns: int | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"LiveSpan(name={self._name!r}, trace_id={self.trace_id!r}, "
+            f"span_id={self._span_id!r}, parent_id={self._parent_id!r})"
+        )
+
+    @property
+    def span_id(self) -> str:
+        """The span's id (16 hex digits), unique within its trace."""
+        return self._span_id
+
+    @property
+    def trace_id(self) -> str:
+        """The id of the trace the span belongs to (``"tr-"`` + 32 hex digits)."""
+        return self._active.trace_id
+
+    @property
+    def parent_id(self) -> str | None:
+        """The parent span's id, or None for the root span."""
+        return self._parent_id
+
+    @property
+    def name(self) -> str:
+        """The span's name."""
+        return self._name
+
+    @property
+    def span_type(self) -> str:
+        """The span's type, e.g. ``"LLM"`` or ``"RETRIEVER"`` (default ``"UNKNOWN"``)."""
+        return self._span_type
+
+    def _writable(self, what: str) -> bool:
+        if self._end_time_ns is None:
+            return True
+        logger.warning("Ignored %s on span %r: the span has already ended.", what, self._name)
+        return False
+
+    def set_inputs(self, inputs: Any) -> None:  # noqa: ANN401 - the application's own value
+        """Set the span's inputs (for the root span, the trace's inputs)."""
+        if self._writable("set_inputs"):
+            self._inputs = snapshot(inputs)
+
+    def set_outputs(self, outputs: Any) -> None:  # noqa: ANN401 - the application's own value
+        """Set the span's outputs (for the root span, the trace's outputs)."""
+        if self._writable("set_outputs"):
+            self._outputs = snapshot(outputs)
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        """Add attributes to the span, replacing those with the same keys.
+
+        Raises:
+            ConfigurationError: ``attributes`` is not a dict with non-empty string keys.
+        """
+        values = attribute_map(attributes, argument="attributes")
+        if self._writable("set_attributes"):
+            self._attributes.update(values)
+
+    def set_attribute(self, key: str, value: Any) -> None:  # noqa: ANN401 - any JSON-able value
+        """Set one attribute of the span.
+
+        Raises:
+            ConfigurationError: the key is not a non-empty string.
+        """
+        self.set_attributes({key: value})
+
+    def set_status(self, status: TraceStatus | str, *, message: str | None = None) -> None:
+        """Mark the span ``"OK"`` or ``"ERROR"``; an ``ERROR`` root span makes the trace ``ERROR``.
+
+        Raises:
+            ConfigurationError: the status is neither ``OK`` nor ``ERROR``.
+        """
+        value = _status(status)
+        if self._writable("set_status"):
+            self._status = value
+            self._status_message = message
+
+    def add_event(
+        self,
+        name: str,
+        *,
+        attributes: Mapping[str, Any] | None = None,
+        timestamp_ns: int | None = None,
+    ) -> None:
+        """Record an event on the span (stored like MLflow's: name, time_unix_nano, attributes).
+
+        Raises:
+            ConfigurationError: the name is not a non-empty string or the attributes are not a dict.
+        """
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"An event name must be a non-empty string, got {name!r}.")
+        values = attribute_map(attributes, argument="event attributes")
+        if self._writable("add_event"):
+            self._events.append(
+                {
+                    "name": name,
+                    "time_unix_nano": time.time_ns() if timestamp_ns is None else timestamp_ns,
+                    "attributes": values,
+                }
+            )
+
+    def record_exception(self, exception: BaseException) -> None:
+        """Add an ``exception`` event (type, message, stack trace) and set the status to ERROR."""
+        self.add_event(
+            "exception",
+            attributes={
+                "exception.type": type(exception).__name__,
+                "exception.message": str(exception),
+                "exception.stacktrace": "".join(traceback.format_exception(exception)),
+            },
+        )
+        self.set_status(TraceStatus.ERROR, message=f"{type(exception).__name__}: {exception}")
+
+    def _to_span(self, *, end_time_ns: int | None) -> Span:
+        return Span(
+            span_id=self._span_id,
+            parent_id=self._parent_id,
+            name=self._name,
+            span_type=self._span_type,
+            status=self._status if end_time_ns is not None else TraceStatus.IN_PROGRESS,
+            status_message=self._status_message,
+            start_time_ns=self._start_time_ns,
+            end_time_ns=end_time_ns,
+            inputs=self._inputs,
+            outputs=self._outputs,
+            attributes=dict(self._attributes),
+            events=list(self._events),
+        )
