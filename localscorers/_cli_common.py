@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from localscorers import _context, _json, tracking
 from localscorers.exceptions import LocalScorersError
@@ -84,7 +85,10 @@ def run(app: typer.Typer, argv: list[str] | None = None) -> int:
     try:
         app(args=args, prog_name="localscorers", standalone_mode=False)
     except LocalScorersError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
+        # One line whatever the terminal width, and the message printed literally:
+        # "pip install 'localscorers[plot]'" must not lose its brackets to rich markup.
+        message = " ".join(str(exc).split())
+        err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
         return 1
     except typer.Exit as exc:
         return int(exc.exit_code)

@@ -1,0 +1,345 @@
+"""``localscorers scorers``: list, get, register-builtin, start, update, stop and delete.
+
+The lifecycle commands work on the registry's stored state, not on rebuilt ``Scorer``
+objects: stopping or listing a scorer must work from a shell even when the scorer's
+own module is not importable there (a class scorer of the application, say). They
+apply the same checks as ``Scorer.start`` / ``update`` / ``stop``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.table import Table
+
+from localscorers import _context, judges
+from localscorers._cli_common import console, print_json
+from localscorers.exceptions import ConfigurationError
+from localscorers.models import ScorerSamplingConfig, ScorerStatus
+from localscorers.registry import validate_name
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from localscorers.registry import ScorerState
+    from localscorers.scorers import Scorer
+
+__all__ = ["BUILTIN_JUDGES", "register", "scorer_state_dict", "status_style"]
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")]
+NameArgument = Annotated[str, typer.Argument(metavar="NAME", help="The scorer's registered name.")]
+RateOption = Annotated[
+    float,
+    typer.Option("--sample-rate", "-r", min=0.0, max=1.0, help="Fraction of traces to score."),
+]
+FilterOption = Annotated[
+    str | None,
+    typer.Option("--filter", "-f", help="Only score traces matching this filter string."),
+]
+
+_STATUS_STYLES = {
+    ScorerStatus.ACTIVE: "bold green",
+    ScorerStatus.REGISTERED: "cyan",
+    ScorerStatus.STOPPED: "yellow",
+    ScorerStatus.DELETED: "red",
+    ScorerStatus.UNREGISTERED: "dim",
+}
+
+
+def _builtin(name: str) -> Callable[..., Scorer]:
+    factory: Callable[..., Scorer] = getattr(judges, name)
+    return factory
+
+
+# KIND names accepted by ``register-builtin``: the judges of DESIGN.md section 5.
+BUILTIN_JUDGES: dict[str, Callable[..., Scorer]] = {
+    name: _builtin(name)
+    for name in (
+        "Safety",
+        "Guidelines",
+        "ExpectationsGuidelines",
+        "RelevanceToQuery",
+        "Correctness",
+        "RetrievalGroundedness",
+        "RetrievalRelevance",
+        "RetrievalSufficiency",
+        "make_judge",
+    )
+}
+
+
+def status_style(status: ScorerStatus | str) -> str:
+    """Return the status as rich markup, coloured by state."""
+    value = ScorerStatus(status)
+    return f"[{_STATUS_STYLES[value]}]{value.value}[/]"
+
+
+def scorer_state_dict(state: ScorerState, *, definition: bool = False) -> dict[str, Any]:
+    """Return a scorer's stored state as a JSON-able dict (``--json`` output)."""
+    stored = state.definition
+    result: dict[str, Any] = {
+        "name": state.name,
+        "experiment_id": state.experiment_id,
+        "version": state.version,
+        "latest_version": state.latest_version,
+        "status": state.status.value,
+        "sample_rate": state.sample_rate,
+        "filter_string": state.filter_string,
+        "description": state.description,
+        "kind": stored.get("kind"),
+        "reference": stored.get("reference"),
+    }
+    if definition:
+        result["definition"] = stored
+    return result
+
+
+def _where(state: ScorerState) -> str:
+    stored = state.definition
+    if stored.get("kind") == "source":
+        return f"source of {stored.get('function_name', '?')}()"
+    return str(stored.get("reference", stored.get("kind", "?")))
+
+
+def _scorers_table(states: list[ScorerState], *, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("name", style="bold")
+    table.add_column("version", justify="right")
+    table.add_column("status")
+    table.add_column("sample rate", justify="right")
+    table.add_column("filter")
+    table.add_column("defined by", overflow="fold")
+    for state in states:
+        table.add_row(
+            state.name,
+            str(state.version),
+            status_style(state.status),
+            f"{state.sample_rate:g}",
+            state.filter_string or "",
+            _where(state),
+        )
+    return table
+
+
+def _show_state(state: ScorerState, *, as_json: bool, verb: str) -> None:
+    if as_json:
+        print_json(scorer_state_dict(state))
+        return
+    detail = f"version {state.version}, sample rate {state.sample_rate:g}"
+    if state.filter_string:
+        detail += f", filter {state.filter_string!r}"
+    console.print(
+        f"Scorer [bold]{state.name}[/] {verb}: {status_style(state.status)} ({detail})",
+        highlight=False,
+    )
+
+
+def _experiment() -> str:
+    return _context.resolve_experiment_id(None)
+
+
+def _active_config(rate: float, filter_string: str | None, *, action: str) -> ScorerSamplingConfig:
+    config = ScorerSamplingConfig(sample_rate=rate, filter_string=filter_string)
+    if config.sample_rate == 0.0:
+        raise ConfigurationError(
+            f"{action} needs a --sample-rate above 0, got 0. To stop scoring, run "
+            "'localscorers scorers stop NAME'."
+        )
+    return config
+
+
+def register(app: typer.Typer) -> None:  # noqa: PLR0915 - one closure per command
+    """Add the ``scorers`` command group to the app."""
+    group = typer.Typer(
+        name="scorers",
+        help="List, inspect and manage the experiment's registered scorers.",
+        no_args_is_help=True,
+    )
+    app.add_typer(group, name="scorers")
+
+    @group.command("list")
+    def list_command(as_json: JsonOption = False) -> None:
+        """List the registered scorers of the experiment (latest versions)."""
+        experiment = _experiment()
+        states = _context.current().registry.list(experiment)
+        if as_json:
+            print_json([scorer_state_dict(s) for s in states])
+            return
+        if not states:
+            console.print(f"No scorers are registered in experiment {experiment}.")
+            return
+        console.print(_scorers_table(states, title=f"Scorers of experiment {experiment}"))
+
+    @group.command("get")
+    def get_command(
+        name: NameArgument,
+        version: Annotated[
+            int | None, typer.Option("--version", "-v", min=1, help="A version (default: latest).")
+        ] = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Show one scorer: its state and stored definition."""
+        state = _context.current().registry.get(_experiment(), validate_name(name), version=version)
+        if as_json:
+            print_json(scorer_state_dict(state, definition=True))
+            return
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="bold")
+        grid.add_column(overflow="fold")
+        for key, value in (
+            ("name", state.name),
+            ("experiment", state.experiment_id),
+            ("version", f"{state.version} (latest {state.latest_version})"),
+            ("status", status_style(state.status)),
+            ("sample rate", f"{state.sample_rate:g}"),
+            ("filter", state.filter_string or "-"),
+            ("description", state.description or "-"),
+            ("defined by", _where(state)),
+        ):
+            grid.add_row(key, value)
+        console.print(grid)
+        source = state.definition.get("source")
+        if source:
+            console.print("[bold]source[/]")
+            console.print(source, highlight=False, markup=False)
+
+    @group.command("register-builtin")
+    def register_builtin_command(
+        *,
+        kind: Annotated[
+            str,
+            typer.Argument(metavar="KIND", help=f"The judge: one of {', '.join(BUILTIN_JUDGES)}."),
+        ],
+        name: Annotated[str, typer.Option("--name", "-n", help="Name to register it under.")],
+        model: Annotated[
+            str | None,
+            typer.Option("--model", "-m", help="Judge model, e.g. openai:/gpt-4o-mini."),
+        ] = None,
+        guidelines: Annotated[
+            list[str] | None,
+            typer.Option("--guideline", "-g", help="A guideline (repeat for several)."),
+        ] = None,
+        instructions: Annotated[
+            str | None,
+            typer.Option("--instructions", help="make_judge's instructions."),
+        ] = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Register a built-in LLM judge (or make_judge) under a name."""
+        factory = _judge_factory(kind)
+        arguments: dict[str, Any] = {"name": validate_name(name)}
+        if model is not None:
+            arguments["model"] = model
+        if guidelines:
+            arguments["guidelines"] = list(guidelines)
+        if instructions is not None:
+            arguments["instructions"] = instructions
+        _check_judge_arguments(kind, arguments)
+        try:
+            judge = factory(**arguments)
+        except (TypeError, ValidationError) as exc:
+            # The checks above cover the known judges; this keeps a judge whose options
+            # change from surfacing as a traceback.
+            raise ConfigurationError(
+                f"{kind} does not accept these options: {exc}. See "
+                "'localscorers scorers register-builtin --help'."
+            ) from exc
+        registered = judge.register(experiment_id=_experiment())
+        state = _context.current().registry.get(_experiment(), registered.name)
+        _show_state(state, as_json=as_json, verb="registered")
+
+    @group.command("start")
+    def start_command(
+        name: NameArgument,
+        sample_rate: RateOption = 1.0,
+        filter_string: FilterOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Start scoring new traces (REGISTERED, STOPPED or ACTIVE -> ACTIVE)."""
+        config = _active_config(sample_rate, filter_string, action="start")
+        state = _context.current().registry.transition(
+            _experiment(),
+            validate_name(name),
+            action="start",
+            sample_rate=config.sample_rate,
+            filter_string=config.filter_string,
+        )
+        _show_state(state, as_json=as_json, verb="started")
+
+    @group.command("update")
+    def update_command(
+        name: NameArgument,
+        sample_rate: Annotated[
+            float,
+            typer.Option(
+                "--sample-rate", "-r", min=0.0, max=1.0, help="Fraction of traces to score."
+            ),
+        ],
+        filter_string: FilterOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Replace an ACTIVE scorer's sampling config (a filter not repeated is cleared)."""
+        config = _active_config(sample_rate, filter_string, action="update")
+        state = _context.current().registry.transition(
+            _experiment(),
+            validate_name(name),
+            action="update",
+            sample_rate=config.sample_rate,
+            filter_string=config.filter_string,
+        )
+        _show_state(state, as_json=as_json, verb="updated")
+
+    @group.command("stop")
+    def stop_command(name: NameArgument, as_json: JsonOption = False) -> None:
+        """Stop scoring new traces; the scorer stays registered."""
+        state = _context.current().registry.transition(
+            _experiment(), validate_name(name), action="stop"
+        )
+        _show_state(state, as_json=as_json, verb="stopped")
+
+    @group.command("delete")
+    def delete_command(
+        name: NameArgument,
+        version: Annotated[
+            int | None,
+            typer.Option("--version", "-v", min=1, help="Delete one version (default: all)."),
+        ] = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Delete a scorer (every version, or one); the feedback it wrote stays."""
+        experiment = _experiment()
+        _context.current().registry.delete(experiment, validate_name(name), version=version)
+        if as_json:
+            print_json(
+                {"name": name, "experiment_id": experiment, "version": version, "deleted": True}
+            )
+            return
+        what = f"version {version} of scorer" if version is not None else "scorer"
+        console.print(f"Deleted {what} [bold]{name}[/].", highlight=False)
+
+
+def _judge_factory(kind: str) -> Callable[..., Scorer]:
+    lookup = {key.lower(): value for key, value in BUILTIN_JUDGES.items()}
+    factory = lookup.get(kind.lower().replace("-", "_"))
+    if factory is None:
+        raise typer.BadParameter(
+            f"unknown judge {kind!r}; choose one of {', '.join(BUILTIN_JUDGES)}.",
+            param_hint="KIND",
+        )
+    return factory
+
+
+def _check_judge_arguments(kind: str, arguments: dict[str, Any]) -> None:
+    normalized = kind.lower().replace("-", "_")
+    if normalized == "make_judge" and "instructions" not in arguments:
+        raise typer.BadParameter("make_judge needs --instructions TEXT.", param_hint="KIND")
+    if normalized == "guidelines" and "guidelines" not in arguments:
+        raise typer.BadParameter(
+            "Guidelines needs at least one --guideline TEXT.", param_hint="KIND"
+        )
+    if "instructions" in arguments and normalized != "make_judge":
+        raise typer.BadParameter("--instructions applies to make_judge only.", param_hint="KIND")
+    if "guidelines" in arguments and normalized != "guidelines":
+        raise typer.BadParameter("--guideline applies to Guidelines only.", param_hint="KIND")

@@ -1,0 +1,254 @@
+"""``localscorers traces search|get`` and ``localscorers explain``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich import box
+from rich.markup import escape
+from rich.table import Table
+from rich.tree import Tree
+
+from localscorers import _json, tracking
+from localscorers._cli_common import console, err_console, print_json
+from localscorers.explain import ExplainOutcome, explain
+from localscorers.models import Feedback
+
+if TYPE_CHECKING:
+    from localscorers.explain import Explanation
+    from localscorers.models import Span, Trace
+
+__all__ = ["explanation_table", "register", "traces_table"]
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")]
+TraceIdArgument = Annotated[str, typer.Argument(metavar="TRACE_ID", help="The trace id (tr-...).")]
+
+# MLflow's search_traces returns 100 traces unless told otherwise; a terminal table of
+# every trace of a busy experiment would be useless, so the CLI keeps that default.
+DEFAULT_MAX_RESULTS = 100
+_PREVIEW = 80
+
+_OUTCOME_STYLES = {
+    ExplainOutcome.SUCCEEDED: "green",
+    ExplainOutcome.FAILED: "bold red",
+    ExplainOutcome.PENDING: "cyan",
+    ExplainOutcome.FILTERED_OUT: "yellow",
+    ExplainOutcome.SAMPLED_OUT: "magenta",
+    ExplainOutcome.NOT_ACTIVE: "dim",
+}
+_TRACE_STATUS_STYLES = {"OK": "green", "ERROR": "bold red", "IN_PROGRESS": "cyan"}
+
+
+def _preview(value: object, width: int = _PREVIEW) -> str:
+    text = value if isinstance(value, str) else _json.dumps(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _feedback_summary(trace: Trace) -> str:
+    parts = []
+    for assessment in trace.info.assessments:
+        if not isinstance(assessment, Feedback) or not assessment.valid:
+            continue
+        if assessment.error is not None:
+            parts.append(f"[red]{escape(str(assessment.name))}=error[/]")
+        else:
+            value = _preview(assessment.value, 20)
+            parts.append(f"{escape(str(assessment.name))}={escape(value)}")
+    return ", ".join(parts)
+
+
+def _status(status: str) -> str:
+    return f"[{_TRACE_STATUS_STYLES.get(status, 'white')}]{status}[/]"
+
+
+def traces_table(traces: list[Trace]) -> Table:
+    """Return traces as a rich table: id, time, name, status, duration, tags, feedback."""
+    table = Table(title=f"{len(traces)} trace(s)", title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("trace id", overflow="fold", min_width=12)
+    table.add_column("time (UTC)", min_width=8)
+    table.add_column("name", min_width=6, overflow="fold")
+    table.add_column("status", min_width=5)
+    table.add_column("ms", justify="right")
+    table.add_column("tags", overflow="fold", min_width=8)
+    table.add_column("feedback", overflow="fold", min_width=12)
+    for trace in traces:
+        info = trace.info
+        table.add_row(
+            info.trace_id,
+            info.request_time.strftime("%m-%d %H:%M:%S"),
+            escape(info.name or ""),
+            _status(info.status.value),
+            "" if info.execution_duration_ms is None else str(info.execution_duration_ms),
+            escape(", ".join(f"{k}={v}" for k, v in sorted(info.tags.items()))),
+            _feedback_summary(trace),
+        )
+    return table
+
+
+def _span_label(span: Span) -> str:
+    kind = f" [dim]{escape(span.span_type)}[/]" if span.span_type else ""
+    duration = ""
+    if span.end_time_ns is not None:
+        duration = f" {(span.end_time_ns - span.start_time_ns) / 1e6:.1f} ms"
+    return f"{escape(span.name)}{kind} {_status(span.status.value)}{duration}"
+
+
+def _span_tree(trace: Trace) -> Tree:
+    tree = Tree("[bold]spans[/]")
+    spans = sorted(trace.data.spans, key=lambda s: s.start_time_ns)
+    ids = {span.span_id for span in spans}
+    nodes: dict[str, Tree] = {}
+    # Parents start before their children, so one pass in start order builds the tree;
+    # a span whose parent is missing (a partial import) hangs from the root.
+    for span in spans:
+        parent = nodes.get(span.parent_id or "") if span.parent_id in ids else None
+        nodes[span.span_id] = (parent or tree).add(_span_label(span))
+    return tree
+
+
+def _assessments_table(trace: Trace) -> Table:
+    table = Table(title="assessments", title_justify="left")
+    table.add_column("name")
+    table.add_column("kind")
+    table.add_column("value", overflow="fold")
+    table.add_column("source")
+    table.add_column("origin")
+    table.add_column("rationale / error", overflow="fold")
+    for assessment in trace.info.assessments:
+        is_feedback = isinstance(assessment, Feedback)
+        error = assessment.error if isinstance(assessment, Feedback) else None
+        detail = (
+            f"[red]{escape(error.error_code)}: {escape(error.error_message or '')}[/]"
+            if error is not None
+            else escape(assessment.rationale or "")
+        )
+        version = f" v{assessment.scorer_version}" if assessment.scorer_version else ""
+        source = assessment.source.source_type.value if assessment.source else ""
+        table.add_row(
+            escape(str(assessment.name)) + ("" if assessment.valid else " [dim](replaced)[/]"),
+            "feedback" if is_feedback else "expectation",
+            "" if error is not None else escape(_preview(assessment.value)),
+            f"{source}{version}",
+            escape(assessment.origin or ""),
+            detail,
+        )
+    return table
+
+
+def _show_trace(trace: Trace) -> None:
+    info = trace.info
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column(overflow="fold")
+    rows: list[tuple[str, str]] = [
+        ("trace id", info.trace_id),
+        ("experiment", info.experiment_id),
+        ("name", escape(info.name or "")),
+        ("status", _status(info.status.value)),
+        ("request time", info.request_time.isoformat()),
+        (
+            "duration",
+            "-" if info.execution_duration_ms is None else f"{info.execution_duration_ms} ms",
+        ),
+        ("tags", escape(", ".join(f"{k}={v}" for k, v in sorted(info.tags.items())) or "-")),
+        (
+            "metadata",
+            escape(", ".join(f"{k}={v}" for k, v in sorted(info.metadata.items())) or "-"),
+        ),
+        ("request", escape(_preview(trace.data.request, 200))),
+        ("response", escape(_preview(trace.data.response, 200))),
+    ]
+    for key, value in rows:
+        grid.add_row(key, value)
+    console.print(grid)
+    console.print(_span_tree(trace))
+    if info.assessments:
+        console.print(_assessments_table(trace))
+
+
+def explanation_table(explanation: Explanation) -> Table:
+    """Return ``explain``'s answer as a rich table (the demo prints it too)."""
+    table = Table(
+        title=f"Why each scorer did or did not score {explanation.trace_id}", title_justify="left"
+    )
+    table.add_column("scorer", style="bold")
+    table.add_column("outcome")
+    table.add_column("detail", overflow="fold")
+    for entry in explanation:
+        style = _OUTCOME_STYLES[entry.outcome]
+        table.add_row(
+            escape(entry.scorer_name), f"[{style}]{entry.outcome.words}[/]", escape(entry.detail)
+        )
+    return table
+
+
+def _explanation_json(explanation: Explanation) -> dict[str, Any]:
+    return {
+        "trace_id": explanation.trace_id,
+        "entries": [
+            {"scorer_name": e.scorer_name, "outcome": e.outcome.value, "detail": e.detail}
+            for e in explanation
+        ],
+    }
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``traces`` command group and the ``explain`` command to the app."""
+    group = typer.Typer(
+        name="traces", help="Search and show the experiment's traces.", no_args_is_help=True
+    )
+    app.add_typer(group, name="traces")
+
+    @group.command("search")
+    def search_command(
+        filter_string: Annotated[
+            str | None,
+            typer.Option("--filter", "-f", help="Filter string, e.g. \"tags.env = 'prod'\"."),
+        ] = None,
+        order_by: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--order-by", "-o", help="Ordering, e.g. 'timestamp_ms DESC' (repeatable)."
+            ),
+        ] = None,
+        max_results: Annotated[
+            int,
+            typer.Option("--max-results", "-n", min=1, help="Return at most this many traces."),
+        ] = DEFAULT_MAX_RESULTS,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Search the experiment's traces (newest first unless --order-by says otherwise)."""
+        traces = tracking.search_traces(
+            filter_string=filter_string, order_by=order_by or None, max_results=max_results
+        )
+        if as_json:
+            print_json([t.model_dump(mode="json") for t in traces])
+        elif traces:
+            console.print(traces_table(traces))
+        else:
+            console.print("No traces match.")
+        if len(traces) == max_results:
+            err_console.print(
+                f"[dim]Showing the first {max_results}; pass --max-results N for more.[/]"
+            )
+
+    @group.command("get")
+    def get_command(trace_id: TraceIdArgument, as_json: JsonOption = False) -> None:
+        """Show one trace: its info, span tree and assessments."""
+        trace = tracking.get_trace(trace_id)
+        if as_json:
+            print_json(trace.model_dump(mode="json"))
+        else:
+            _show_trace(trace)
+
+    @app.command("explain")
+    def explain_command(trace_id: TraceIdArgument, as_json: JsonOption = False) -> None:
+        """Say why each scorer of the experiment did or did not score a trace."""
+        explanation = explain(trace_id)
+        if as_json:
+            print_json(_explanation_json(explanation))
+        elif not explanation:
+            console.print(str(explanation))
+        else:
+            console.print(explanation_table(explanation))

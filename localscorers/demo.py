@@ -1,0 +1,523 @@
+"""``localscorers demo``: the whole production-monitoring story on a small simulated app.
+
+It runs on the current database in its own experiment (``localscorers-demo``), offline
+and in seconds: a support bot traced with ``@trace`` logs traffic, code scorers and an
+LLM judge (whose "model" is a deterministic local function) are registered, started
+with a filter and a sample rate, score live traffic, are updated and stopped, score
+earlier traffic through a backfill, and the demo ends with ``explain`` and the report.
+
+The app, the scorers and the judge model are module-level functions of this module,
+so a ``localscorers worker`` in another process can run the same scorers. The story is
+told with the CLI's own tables (``explain``, ``report``), so what it shows is what users get.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from localscorers import _clock, _context
+from localscorers._cli_report import render_report
+from localscorers._cli_traces import explanation_table
+from localscorers.exceptions import ConfigurationError
+from localscorers.explain import ExplainOutcome, explain
+from localscorers.jobs import (
+    BackfillScorerConfig,
+    BackfillTimeoutError,
+    backfill_scorers,
+    wait_for_backfill_job,
+)
+from localscorers.judges import make_judge
+from localscorers.models import Feedback, JobStatus, ScorerSamplingConfig
+from localscorers.report import ScorerReport, scorer_report
+from localscorers.scorers import delete_scorer, list_scorers, scorer
+from localscorers.tracing import trace, update_current_trace
+from localscorers.tracking import flush, search_traces, set_experiment
+
+if TYPE_CHECKING:
+    from localscorers.models import Trace
+    from localscorers.scorers import Scorer
+
+__all__ = [
+    "DEMO_EXPERIMENT",
+    "DemoResult",
+    "answer_length",
+    "cites_source",
+    "demo_judge_model",
+    "generate",
+    "is_concise",
+    "retrieve",
+    "run_demo",
+    "support_bot",
+]
+
+DEMO_EXPERIMENT = "localscorers-demo"
+_SEED = 20250131
+_FLUSH_DEADLINE_S = 30.0
+_BACKFILL_DEADLINE_S = 60.0
+_FINAL_JOB_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+# -- the simulated application: a support bot with a retriever and a "model" ------------------
+
+_KNOWLEDGE_BASE: dict[str, list[tuple[str, str]]] = {
+    "refund": [
+        ("refund-policy", "Refunds are issued to the original payment method within 5 days."),
+        ("refund-form", "Start a refund from Orders > Request refund."),
+    ],
+    "shipping": [
+        ("shipping-times", "Standard shipping takes 3-5 business days."),
+        ("tracking", "Every order has a tracking link in its confirmation email."),
+    ],
+    "password": [("password-reset", "Reset your password from the sign-in page.")],
+    "billing": [
+        ("double-charge", "A second charge is an authorization hold and drops within 3 days."),
+        ("invoices", "Invoices are under Account > Billing."),
+    ],
+}
+_QUESTIONS = [
+    "How do I get a refund for my order?",
+    "When will my refund arrive?",
+    "How long does shipping take?",
+    "Where is my tracking number?",
+    "I forgot my password",
+    "Why was I charged twice?",
+    "Where can I download my invoices?",
+    "Can I pay with seashells?",
+    "What is the meaning of life?",
+    "Please explain shipping, refunds and billing in full detail",
+    "The app crashed while I was paying",
+]
+
+
+@trace(span_type="RETRIEVER")
+def retrieve(query: str) -> list[dict[str, str]]:
+    """Return the knowledge-base documents whose topic the query mentions."""
+    words = query.lower()
+    return [
+        {"doc_id": doc_id, "text": text}
+        for topic, docs in _KNOWLEDGE_BASE.items()
+        if topic in words or (topic == "billing" and "charged" in words)
+        for doc_id, text in docs
+    ]
+
+
+@trace(span_type="LLM")
+def generate(question: str, documents: list[dict[str, str]]) -> str:
+    """Answer from the documents, like a (very predictable) language model.
+
+    Raises:
+        RuntimeError: the question mentions a crash (the simulated model times out).
+    """
+    if "crash" in question.lower():
+        raise RuntimeError("upstream model timed out after 30 s")
+    if not documents:
+        return "I don't know, sorry. Let me connect you with a human agent."
+    cited = " ".join(f"{d['text']} [doc:{d['doc_id']}]" for d in documents)
+    if "full detail" in question.lower():
+        return f"Here is everything we know. {cited} " + "Let me know if that helps! " * 3
+    return cited
+
+
+@trace(name="support_bot", span_type="CHAIN")
+def support_bot(question: str, *, user: str, env: str) -> str:
+    """Answer a customer question: retrieve documents, then generate an answer."""
+    update_current_trace(
+        tags={"env": env, "app_version": "1.4.2"},
+        metadata={"user": user, "mlflow.trace.session": f"session-{user}"},
+    )
+    return generate(question, retrieve(question))
+
+
+# -- scorers: module-level, so any process can import them by reference -----------------------
+
+
+@scorer
+def is_concise(outputs: Any) -> bool:  # noqa: ANN401 - whatever the app returned
+    """The answer fits in 200 characters."""
+    return isinstance(outputs, str) and len(outputs) <= 200
+
+
+@scorer
+def cites_source(outputs: Any) -> Feedback:  # noqa: ANN401
+    """The answer cites a knowledge-base document ([doc:...]).
+
+    Raises:
+        TypeError: the trace has no answer (the app failed), recorded as error feedback.
+    """
+    if not isinstance(outputs, str):
+        raise TypeError("the trace has no answer to check: the app failed before answering")
+    cited = re.findall(r"\[doc:([\w-]+)\]", outputs)
+    rationale = f"cites {', '.join(cited)}" if cited else "no [doc:...] citation"
+    return Feedback(value=bool(cited), rationale=rationale)
+
+
+@scorer
+def answer_length(outputs: Any) -> int:  # noqa: ANN401
+    """The answer's length in words (a numeric scorer: the report shows its mean)."""
+    return len(outputs.split()) if isinstance(outputs, str) else 0
+
+
+def demo_judge_model(messages: list[dict[str, str]]) -> str:
+    """A deterministic stand-in for an LLM: judges helpfulness without any network.
+
+    It receives the judge's chat messages and answers in the judge's JSON format:
+    unhelpful when the answer gives up or is missing, helpful otherwise.
+    """
+    prompt = messages[-1]["content"] if messages else ""
+    if "I don't know" in prompt:
+        verdict, why = False, "the bot gave up and handed over to a human"
+    elif "Let me know if that helps! Let me know" in prompt:
+        verdict, why = False, "the answer repeats itself"
+    else:
+        verdict, why = True, "the answer addresses the question with documented facts"
+    return json.dumps({"rationale": why, "result": verdict})
+
+
+helpfulness = make_judge(
+    name="helpfulness",
+    instructions=(
+        "A customer asked {{ inputs }} and the support bot answered {{ outputs }}. "
+        "Is the answer helpful to the customer?"
+    ),
+    model=demo_judge_model,
+    feedback_value_type=bool,
+    description="LLM judge (a local deterministic model): is the answer helpful?",
+)
+
+
+# -- the story --------------------------------------------------------------------------------
+
+
+@dataclass
+class DemoResult:
+    """What the demo did, for scripts and tests.
+
+    Attributes:
+        experiment_id: the demo experiment's id.
+        traces: traces logged by this run.
+        evaluations: scorer evaluations finished during the run (online and backfill).
+        backfill_job_id: the backfill job over the earlier traffic.
+        explained_trace_id: the filtered-out trace shown with ``explain``.
+        reports: the final report.
+    """
+
+    experiment_id: str
+    traces: int = 0
+    evaluations: int = 0
+    backfill_job_id: str | None = None
+    explained_trace_id: str | None = None
+    reports: list[ScorerReport] = field(default_factory=list)
+
+
+class _Story:
+    """The demo's steps, narrated on one console."""
+
+    def __init__(self, console: Console, *, experiment_name: str) -> None:
+        self.out = console
+        self.experiment_name = experiment_name
+        self.rng = random.Random(_SEED)  # noqa: S311 - simulated traffic, not cryptography
+        self.step = 0
+        self.started = time.monotonic()
+        self.result = DemoResult(experiment_id="")
+
+    def heading(self, title: str, text: str) -> None:
+        self.step += 1
+        self.out.print()
+        self.out.rule(f"[bold cyan]{self.step}. {title}", align="left")
+        self.out.print(text, highlight=False)
+
+    def traffic(self, count: int, *, label: str) -> None:
+        """Send ``count`` questions through the bot."""
+        failed = 0
+        with self.progress() as progress:
+            task = progress.add_task(label, total=count)
+            for _ in range(count):
+                question = self.rng.choice(_QUESTIONS)
+                env = "prod" if self.rng.random() < 0.7 else "staging"
+                user = f"user-{self.rng.randint(1, 25):02d}"
+                try:
+                    support_bot(question, user=user, env=env)
+                except RuntimeError:
+                    failed += 1  # recorded as an ERROR trace; a real app would answer politely
+                progress.advance(task)
+        self.result.traces += count
+        self.out.print(f"  {count} calls traced ({failed} failed with an ERROR status).")
+
+    def progress(self) -> Progress:
+        return Progress(
+            TextColumn("  {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.out,
+        )
+
+    def wait_for_online(self) -> None:
+        if not _context.monitor_enabled():
+            self.out.print(
+                "  [yellow]LOCALSCORERS_MONITOR is off: evaluations wait for a "
+                "'localscorers worker' process.[/]"
+            )
+        deadline = time.monotonic() + _FLUSH_DEADLINE_S
+        pending = self._pending()
+        with self.progress() as progress:
+            task = progress.add_task("online evaluations", total=max(pending, 1))
+            # flush(timeout) is the wait: it returns as soon as the work is done.
+            while not flush(timeout=0.2) and time.monotonic() < deadline:
+                progress.update(task, completed=pending - self._pending())
+            left = self._pending()
+            progress.update(task, completed=max(pending - left, 0 if left else 1))
+        if left:
+            self.out.print(f"  [yellow]{left} evaluations are still pending.[/]")
+
+    def _pending(self) -> int:
+        return sum(r.pending for r in scorer_report())
+
+    def scorers_table(self) -> Table:
+        table = Table(title="Registered scorers", title_justify="left")
+        for column in ("name", "version", "status", "sample rate", "filter", "description"):
+            table.add_column(column)
+        for item in list_scorers():
+            table.add_row(
+                item.name,
+                str(item.version),
+                item.status.value,
+                f"{item.sample_rate:g}",
+                escape(item.filter_string or ""),
+                escape((item.description or "").split("\n", 1)[0]),
+            )
+        return table
+
+
+def run_demo(
+    *, console: Console | None = None, experiment_name: str = DEMO_EXPERIMENT, traces: int = 200
+) -> DemoResult:
+    """Run the guided demo on the current database and narrate it.
+
+    The demo makes ``experiment_name`` the active experiment and deletes that
+    experiment's scorers first, so it can run again; earlier demo traces stay.
+
+    Args:
+        console: where to narrate (default: a new rich console on stdout).
+        experiment_name: the experiment to use.
+        traces: how many calls the simulated app makes (at least 20).
+
+    Returns:
+        A summary of what happened.
+
+    Raises:
+        ConfigurationError: ``traces`` is below 20.
+    """
+    if traces < 20:
+        raise ConfigurationError(
+            f"The demo needs at least 20 traces to tell its story, got {traces}."
+        )
+    story = _Story(console or Console(), experiment_name=experiment_name)
+    out = story.out
+    out.print(
+        Panel.fit(
+            "[bold]localscorers demo[/]: production scorers on a simulated support bot\n"
+            f"database   {escape(_context.get_tracking_uri())}\n"
+            f"experiment {escape(experiment_name)}",
+            border_style="cyan",
+        )
+    )
+    experiment = set_experiment(experiment_name)
+    story.result.experiment_id = experiment.experiment_id
+    wiped = [s.name for s in list_scorers()]
+    for name in wiped:
+        delete_scorer(name=name)
+    if wiped:
+        out.print(f"Removed the scorers of an earlier run: {', '.join(wiped)}.")
+    demo_start = _clock.now_ms()
+
+    earlier = traces * 5 // 10
+    live = traces * 4 // 10
+    after = traces - earlier - live
+    story.heading(
+        "Earlier traffic",
+        "The support bot is decorated with @trace: every call becomes a trace with a "
+        "CHAIN root span, a RETRIEVER span and an LLM span, tagged env=prod|staging. "
+        "No scorer is running yet.",
+    )
+    story.traffic(earlier, label="earlier traffic")
+    live_start = _clock.now_ms()
+
+    active = _register_and_start(story)
+    story.heading(
+        "Live traffic, scored online",
+        "New traces get a pending evaluation per matching, sampled scorer in the same "
+        "transaction; the in-process monitor scores them on a thread pool.",
+    )
+    story.traffic(live, label="live traffic")
+    story.wait_for_online()
+    scored = search_traces(filter_string="feedback.is_concise IS NOT NULL", max_results=5)
+    out.print(_feedback_table(scored))
+
+    _update_and_stop(story, active)
+    after_start = _clock.now_ms()
+    story.traffic(after, label="more traffic")
+    story.wait_for_online()
+
+    _backfill(story, start_ms=demo_start, end_ms=live_start)
+    _explain(story, start_ms=live_start, end_ms=after_start)
+
+    story.heading("Report", "Per scorer: evaluations, pass rate or mean, and errors over time.")
+    reports = scorer_report(since=_clock.datetime_from_ms(demo_start))
+    render_report(
+        reports,
+        out=out,
+        experiment_id=experiment.experiment_id,
+        since=_clock.datetime_from_ms(demo_start),
+    )
+    story.result.reports = reports
+    story.result.evaluations = sum(r.evaluations for r in reports)
+    _closing(story)
+    return story.result
+
+
+def _feedback_table(traces: list[Trace]) -> Table:
+    table = Table(title="Latest scored traces", title_justify="left")
+    table.add_column("trace id", no_wrap=True)
+    table.add_column("env")
+    table.add_column("online feedback", overflow="fold")
+    for item in traces:
+        feedback = sorted(
+            (a.name or "", "error" if a.error else repr(a.value))
+            for a in item.info.assessments
+            if isinstance(a, Feedback)
+        )
+        table.add_row(
+            item.info.trace_id,
+            escape(item.info.tags.get("env", "")),
+            escape(", ".join(f"{name}={value}" for name, value in feedback)),
+        )
+    return table
+
+
+def _register_and_start(story: _Story) -> dict[str, Scorer]:
+    story.heading(
+        "Register and start scorers",
+        "Three code scorers and an LLM judge. [bold]cites_source[/] only looks at "
+        "production traffic (a filter); [bold]answer_length[/] samples half the traces.",
+    )
+    active = {
+        "is_concise": is_concise.register().start(),
+        "cites_source": cites_source.register().start(
+            sampling_config=ScorerSamplingConfig(filter_string="tags.env = 'prod'")
+        ),
+        "answer_length": answer_length.register().start(
+            sampling_config=ScorerSamplingConfig(sample_rate=0.5)
+        ),
+        "helpfulness": helpfulness.register().start(),
+    }
+    story.out.print(story.scorers_table())
+    return active
+
+
+def _update_and_stop(story: _Story, active: dict[str, Scorer]) -> None:
+    story.heading(
+        "Update one scorer, stop another",
+        "answer_length now scores every successful trace (update replaces the whole "
+        "config); cites_source is stopped: it stays registered, but scores nothing new.",
+    )
+    active["answer_length"] = active["answer_length"].update(
+        sampling_config=ScorerSamplingConfig(sample_rate=1.0, filter_string="trace.status = 'OK'")
+    )
+    active["cites_source"] = active["cites_source"].stop()
+    story.out.print(story.scorers_table())
+
+
+def _backfill(story: _Story, *, start_ms: int, end_ms: int) -> None:
+    story.heading(
+        "Backfill the earlier traffic",
+        "The traces logged before the scorers started are scored by a durable backfill "
+        "job, resumable after a crash. The stopped cites_source is given an explicit rate.",
+    )
+    configs = [
+        BackfillScorerConfig("is_concise"),
+        BackfillScorerConfig("helpfulness"),
+        BackfillScorerConfig("cites_source", sample_rate=1.0),
+    ]
+    job_id = backfill_scorers(
+        scorers=configs,
+        start_time=_clock.datetime_from_ms(start_ms),
+        end_time=_clock.datetime_from_ms(end_ms),
+    )
+    story.result.backfill_job_id = job_id
+    deadline = time.monotonic() + _BACKFILL_DEADLINE_S
+    with story.progress() as progress:
+        task = progress.add_task(f"backfill {job_id[:11]}", total=None)
+        while True:
+            # The bounded wait doubles as the poll interval; it hands back the job as it stands.
+            try:
+                job = wait_for_backfill_job(job_id, timeout=0.2)
+            except BackfillTimeoutError as timeout:
+                job = timeout.job
+            progress.update(task, total=job.total or None, completed=job.processed)
+            if job.status in _FINAL_JOB_STATUSES or time.monotonic() > deadline:
+                break
+    story.out.print(
+        f"  Job {job.status}: {job.processed} processed, {job.succeeded} succeeded, "
+        f"{job.failed} failed, {job.skipped} skipped."
+    )
+
+
+def _explain(story: _Story, *, start_ms: int, end_ms: int) -> None:
+    story.heading(
+        "Why was this trace not scored?",
+        "explain(trace_id) replays each scorer's config at the time the trace was "
+        "logged: filter, then sample, then the evaluation's outcome.",
+    )
+    # The live traffic, while cites_source was active with its tags.env = 'prod' filter.
+    window = f"trace.timestamp_ms >= {start_ms} AND trace.timestamp_ms < {end_ms}"
+    candidates = search_traces(filter_string=f"tags.env = 'staging' AND {window}", max_results=20)
+    chosen = _pick_filtered_out(candidates)
+    if chosen is None:
+        story.out.print("  No staging trace in the live traffic this time.")
+        return
+    story.result.explained_trace_id = chosen.info.trace_id
+    story.out.print(explanation_table(explain(chosen.info.trace_id)))
+
+
+def _pick_filtered_out(candidates: list[Trace]) -> Trace | None:
+    # Prefer a trace that shows two reasons at once: filtered out and sampled out.
+    best: Trace | None = None
+    for candidate in candidates:
+        outcomes = {e.outcome for e in explain(candidate.info.trace_id)}
+        if ExplainOutcome.FILTERED_OUT in outcomes:
+            if ExplainOutcome.SAMPLED_OUT in outcomes:
+                return candidate
+            best = best or candidate
+    return best
+
+
+def _closing(story: _Story) -> None:
+    elapsed = time.monotonic() - story.started
+    uri = _context.get_tracking_uri()
+    story.out.print()
+    story.out.rule("[bold green]Done", align="left")
+    story.out.print(
+        f"{story.result.traces} traces, {story.result.evaluations} evaluations in "
+        f"{elapsed:.1f} s. Explore with:",
+        highlight=False,
+    )
+    prefix = f"localscorers --db {uri} -e {story.experiment_name}"
+    for command in (
+        "scorers list",
+        "traces search --filter \"feedback.helpfulness = 'false'\"",
+        f"explain {story.result.explained_trace_id or 'TRACE_ID'}",
+        "report --since 1h",
+    ):
+        story.out.print(f"  {escape(prefix)} {escape(command)}", highlight=False, soft_wrap=True)

@@ -1,0 +1,397 @@
+"""``scorer_report``: how each scorer of an experiment is doing, aggregated in SQL.
+
+The numbers come from the evaluation ledger (``evaluations``) and the feedback it
+wrote (``assessments``), grouped by scorer in the database, never by loading
+traces: a report over a million evaluations costs three ``GROUP BY`` queries.
+
+Only current evaluations count (``superseded = false``): after a rescore, the
+replaced evaluation and its feedback are history, not part of today's numbers.
+Manual and imported feedback is not a scorer's work and is left out.
+"""
+
+from __future__ import annotations
+
+import importlib
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field
+
+from localscorers import _clock, _context, _tables
+from localscorers.exceptions import ConfigurationError
+from localscorers.models import EvaluationStatus, ScorerStatus
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from types import ModuleType
+
+    from sqlalchemy.engine import Connection
+
+__all__ = ["ReportBucket", "ScorerReport", "TimeBucket", "save_report_chart", "scorer_report"]
+
+_HOUR_MS = 3_600_000
+_DAY_MS = 24 * _HOUR_MS
+# Up to two days of data reads best hour by hour; beyond that, day by day.
+_HOURLY_SPAN_MS = 2 * _DAY_MS
+_SUCCEEDED = EvaluationStatus.SUCCEEDED.value
+_FAILED = EvaluationStatus.FAILED.value
+_PENDING = EvaluationStatus.PENDING.value
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class TimeBucket(StrEnum):
+    """The width of the time buckets of ``ScorerReport.buckets``."""
+
+    HOUR = "HOUR"
+    DAY = "DAY"
+
+    @property
+    def milliseconds(self) -> int:
+        """The bucket width in milliseconds."""
+        return _HOUR_MS if self is TimeBucket.HOUR else _DAY_MS
+
+
+class ReportBucket(BaseModel):
+    """Evaluations and errors of one scorer finished within one time bucket.
+
+    Attributes:
+        start: the bucket's start (aware UTC).
+        evaluations: evaluations finished in the bucket.
+        errors: how many of them failed.
+    """
+
+    model_config = _FROZEN
+
+    start: datetime
+    evaluations: int
+    errors: int
+
+
+class ScorerReport(BaseModel):
+    """One scorer's production numbers.
+
+    Attributes:
+        scorer_name: the scorer's registered name.
+        status: its lifecycle state; ``DELETED`` when the name is gone but its feedback stays.
+        version: the current registered version (None when deleted).
+        sample_rate: the active rate (0.0 when not active).
+        filter_string: the active filter, if any.
+        evaluations: finished evaluations (succeeded + errors).
+        succeeded: evaluations that produced a value.
+        errors: evaluations that recorded an error instead.
+        pending: evaluations waiting to run (not limited by ``since``).
+        bool_values: boolean feedback values among the succeeded evaluations.
+        passed: how many of those were true.
+        numeric_values: numeric (non-boolean) feedback values.
+        other_values: string or structured feedback values.
+        pass_rate: ``passed / bool_values``, or None without boolean feedback.
+        mean_value: the mean of the numeric values, or None without any.
+        last_evaluation: when the newest evaluation finished.
+        bucket: the width of ``buckets``.
+        buckets: evaluations and errors per time bucket, oldest first (empty buckets left out).
+    """
+
+    model_config = _FROZEN
+
+    scorer_name: str
+    status: ScorerStatus
+    version: int | None = None
+    sample_rate: float = 0.0
+    filter_string: str | None = None
+    evaluations: int = 0
+    succeeded: int = 0
+    errors: int = 0
+    pending: int = 0
+    bool_values: int = 0
+    passed: int = 0
+    numeric_values: int = 0
+    other_values: int = 0
+    pass_rate: float | None = None
+    mean_value: float | None = None
+    last_evaluation: datetime | None = None
+    bucket: TimeBucket = TimeBucket.HOUR
+    buckets: list[ReportBucket] = Field(default_factory=list)
+
+    @property
+    def error_rate(self) -> float | None:
+        """Errors as a fraction of finished evaluations, or None when there are none."""
+        return self.errors / self.evaluations if self.evaluations else None
+
+
+def scorer_report(
+    *,
+    experiment_id: str | None = None,
+    since: datetime | int | float | None = None,
+    bucket: TimeBucket | str | None = None,
+) -> list[ScorerReport]:
+    """Summarize each scorer of an experiment: evaluations, pass rate or mean, errors over time.
+
+    Every registered scorer gets an entry, and so does every deleted scorer whose
+    feedback is still on the experiment's traces. Entries are ordered by name.
+
+    Args:
+        experiment_id: the experiment (default: the active one).
+        since: only evaluations finished at or after this time (a datetime, naive
+            meaning UTC, or epoch milliseconds); pending work is always counted.
+        bucket: ``"HOUR"`` or ``"DAY"`` buckets for errors over time; by default hours
+            when the data spans two days or less, days otherwise.
+
+    Returns:
+        One ``ScorerReport`` per scorer.
+
+    Raises:
+        ConfigurationError: ``since`` is not a time, or ``bucket`` is not HOUR or DAY.
+        NotFoundError: no experiment has that id.
+    """
+    since_ms = _clock.to_epoch_ms(since, argument="since")
+    width = _bucket(bucket)
+    runtime = _context.current()
+    experiment = _context.resolve_experiment_id(experiment_id)
+    states = {state.name: state for state in runtime.registry.list(experiment)}
+    with runtime.db.read() as conn:
+        counts = _counts(conn, experiment, since_ms)
+        values = _values(conn, experiment, since_ms)
+        if width is None:
+            width = _auto_bucket(counts, since_ms)
+        buckets = _buckets(conn, experiment, since_ms, width)
+    reports = []
+    for name in sorted(set(states) | set(counts)):
+        state = states.get(name)
+        count = counts.get(name, {})
+        value = values.get(name, {})
+        bool_values = int(value.get("n_bool") or 0)
+        numeric_values = int(value.get("n_num") or 0)
+        passed = int(value.get("n_true") or 0)
+        last = count.get("last_ms")
+        reports.append(
+            ScorerReport(
+                scorer_name=name,
+                status=state.status if state else ScorerStatus.DELETED,
+                version=state.version if state else None,
+                sample_rate=state.sample_rate if state else 0.0,
+                filter_string=state.filter_string if state else None,
+                evaluations=int(count.get("succeeded") or 0) + int(count.get("failed") or 0),
+                succeeded=int(count.get("succeeded") or 0),
+                errors=int(count.get("failed") or 0),
+                pending=int(count.get("pending") or 0),
+                bool_values=bool_values,
+                passed=passed,
+                numeric_values=numeric_values,
+                other_values=int(value.get("n_other") or 0),
+                pass_rate=passed / bool_values if bool_values else None,
+                mean_value=float(value["sum_num"]) / numeric_values if numeric_values else None,
+                last_evaluation=_clock.datetime_from_ms(int(last)) if last is not None else None,
+                bucket=width,
+                buckets=buckets.get(name, []),
+            )
+        )
+    return reports
+
+
+def _bucket(value: TimeBucket | str | None) -> TimeBucket | None:
+    if value is None:
+        return None
+    try:
+        return TimeBucket(str(value).upper())
+    except ValueError:
+        raise ConfigurationError(
+            f"bucket must be one of {[b.value for b in TimeBucket]} or None (automatic), "
+            f"got {value!r}."
+        ) from None
+
+
+def _finished_since(since_ms: int | None) -> sa.ColumnElement[bool]:
+    e = _tables.evaluations
+    if since_ms is None:
+        return e.c.finished_ms.is_not(None)
+    return e.c.finished_ms >= since_ms
+
+
+def _counts(
+    conn: Connection, experiment_id: str, since_ms: int | None
+) -> dict[str, dict[str, Any]]:
+    e = _tables.evaluations
+
+    def status_count(status: str) -> sa.ColumnElement[Any]:
+        return sa.func.sum(sa.case((e.c.status == status, 1), else_=0))
+
+    query = (
+        sa.select(
+            e.c.scorer_name,
+            status_count(_SUCCEEDED).label("succeeded"),
+            status_count(_FAILED).label("failed"),
+            status_count(_PENDING).label("pending"),
+            sa.func.min(e.c.finished_ms).label("first_ms"),
+            sa.func.max(e.c.finished_ms).label("last_ms"),
+        )
+        .where(
+            e.c.experiment_id == experiment_id,
+            e.c.superseded.is_(False),
+            sa.or_(e.c.status == _PENDING, _finished_since(since_ms)),
+        )
+        .group_by(e.c.scorer_name)
+    )
+    return {row.scorer_name: dict(row._mapping) for row in conn.execute(query)}
+
+
+def _values(
+    conn: Connection, experiment_id: str, since_ms: int | None
+) -> dict[str, dict[str, Any]]:
+    e, a = _tables.evaluations, _tables.assessments
+    # The store keeps each value's string and numeric forms; a boolean is the one
+    # whose string form is 'true' / 'false' and that also has a numeric form.
+    is_bool = sa.and_(a.c.value_num.is_not(None), a.c.value_str.in_(["true", "false"]))
+    is_num = sa.and_(a.c.value_num.is_not(None), sa.not_(is_bool))
+    is_other = sa.and_(a.c.value_num.is_(None), a.c.value_str.is_not(None))
+
+    def count_where(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[Any]:
+        return sa.func.sum(sa.case((condition, 1), else_=0))
+
+    query = (
+        sa.select(
+            e.c.scorer_name,
+            count_where(is_bool).label("n_bool"),
+            count_where(sa.and_(is_bool, a.c.value_num == 1)).label("n_true"),
+            count_where(is_num).label("n_num"),
+            sa.func.sum(sa.case((is_num, a.c.value_num), else_=None)).label("sum_num"),
+            count_where(is_other).label("n_other"),
+        )
+        .select_from(e.join(a, a.c.evaluation_id == e.c.id))
+        .where(
+            e.c.experiment_id == experiment_id,
+            e.c.superseded.is_(False),
+            e.c.status == _SUCCEEDED,
+            _finished_since(since_ms),
+            a.c.kind == "FEEDBACK",
+            a.c.valid.is_(True),
+        )
+        .group_by(e.c.scorer_name)
+    )
+    return {row.scorer_name: dict(row._mapping) for row in conn.execute(query)}
+
+
+def _auto_bucket(counts: dict[str, dict[str, Any]], since_ms: int | None) -> TimeBucket:
+    firsts = [c["first_ms"] for c in counts.values() if c.get("first_ms") is not None]
+    start = since_ms if since_ms is not None else min(firsts, default=None)
+    if start is None:
+        return TimeBucket.HOUR
+    return TimeBucket.HOUR if _clock.now_ms() - start <= _HOURLY_SPAN_MS else TimeBucket.DAY
+
+
+def _buckets(
+    conn: Connection, experiment_id: str, since_ms: int | None, width: TimeBucket
+) -> dict[str, list[ReportBucket]]:
+    e = _tables.evaluations
+    # Floor division of integers is portable SQL (SQLAlchemy renders it per dialect).
+    index = (e.c.finished_ms // width.milliseconds).label("bucket")
+    query = (
+        sa.select(
+            e.c.scorer_name,
+            index,
+            sa.func.count().label("evaluations"),
+            sa.func.sum(sa.case((e.c.status == _FAILED, 1), else_=0)).label("errors"),
+        )
+        .where(
+            e.c.experiment_id == experiment_id,
+            e.c.superseded.is_(False),
+            e.c.status.in_([_SUCCEEDED, _FAILED]),
+            _finished_since(since_ms),
+        )
+        .group_by(e.c.scorer_name, index)
+        .order_by(e.c.scorer_name, index)
+    )
+    result: dict[str, list[ReportBucket]] = {}
+    for row in conn.execute(query):
+        result.setdefault(row.scorer_name, []).append(
+            ReportBucket(
+                start=_clock.datetime_from_ms(int(row.bucket) * width.milliseconds),
+                evaluations=int(row.evaluations),
+                errors=int(row.errors or 0),
+            )
+        )
+    return result
+
+
+def _pyplot() -> ModuleType:
+    # matplotlib is the optional "plot" extra: most users never draw a chart, and it is
+    # a heavy import. Loading it by name here, rather than with an import statement in
+    # the function, keeps STYLE.md rule 2 and still turns its absence into a clear error.
+    try:
+        matplotlib = importlib.import_module("matplotlib")
+    except ImportError as exc:
+        raise ConfigurationError(
+            "Drawing the report needs matplotlib, which is not installed. Install it with "
+            "'pip install matplotlib' (the 'plot' extra of localscorers), or leave out --png."
+        ) from exc
+    matplotlib.use("Agg")  # draw to files only; never open a window or need a display
+    return importlib.import_module("matplotlib.pyplot")
+
+
+def save_report_chart(reports: Sequence[ScorerReport], path: str | Path) -> Path:
+    """Draw the report as a PNG: each scorer's pass rate (or mean), and its errors over time.
+
+    The left panel shows pass rates of boolean scorers as bars (0-100 %) and the mean
+    of numeric scorers as a label; the right panel shows errors per time bucket, one
+    bar per scorer, for the latest buckets.
+
+    Args:
+        reports: what ``scorer_report`` returned.
+        path: the PNG file to write.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ConfigurationError: matplotlib (the ``plot`` extra) is not installed.
+    """
+    plt = _pyplot()
+    target = Path(path)
+    figure, (results, errors) = plt.subplots(1, 2, figsize=(11, 0.9 + 0.45 * max(len(reports), 4)))
+    names = [r.scorer_name for r in reports]
+    rates = [100 * (r.pass_rate or 0.0) for r in reports]
+    results.barh(names, rates, color="#4c72b0")
+    results.set_xlim(0, 100)
+    results.set_xlabel("pass rate (%)")
+    results.invert_yaxis()
+    for row, report in enumerate(reports):
+        if report.pass_rate is not None:
+            label = f"{report.pass_rate:.0%}"
+        elif report.mean_value is not None:
+            label = f"mean {report.mean_value:.3g}"
+        else:
+            label = "no values"
+        results.text(1, row, label, va="center", color="black")
+    results.set_title("results")
+    _draw_errors(errors, reports)
+    figure.tight_layout()
+    figure.savefig(target, dpi=100)
+    plt.close(figure)
+    return target
+
+
+def _draw_errors(axes: Any, reports: Sequence[ScorerReport]) -> None:  # noqa: ANN401 - matplotlib
+    with_data = [r for r in reports if r.buckets]
+    width = reports[0].bucket if reports else TimeBucket.HOUR
+    axes.set_title(f"errors per {width.value.lower()} (UTC)")
+    if not with_data:
+        axes.text(0.5, 0.5, "no evaluations", ha="center", va="center", transform=axes.transAxes)
+        return
+    # Bucket starts as category labels: a time axis would stretch one bucket over years.
+    starts = sorted({b.start for r in with_data for b in r.buckets})[-12:]
+    fmt = "%m-%d %H:00" if width is TimeBucket.HOUR else "%Y-%m-%d"
+    bar = 0.8 / len(with_data)
+    for index, report in enumerate(with_data):
+        counts = {b.start: b.errors for b in report.buckets}
+        axes.bar(
+            [position + index * bar for position in range(len(starts))],
+            [counts.get(start, 0) for start in starts],
+            width=bar,
+            label=report.scorer_name,
+        )
+    axes.set_xticks([p + 0.4 - bar / 2 for p in range(len(starts))])
+    axes.set_xticklabels([s.strftime(fmt) for s in starts], rotation=30, ha="right")
+    axes.legend(loc="upper left", fontsize="small")

@@ -1,0 +1,435 @@
+"""The command line: scorers, traces, explain and report, in-process and as real processes.
+
+In-process runs go through ``_cli_common.run``, the function the ``localscorers`` entry
+point calls, so exit codes are the real ones: 0 ok, 1 a user error, 2 a usage error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import localscorers
+from localscorers._cli_common import run
+from localscorers.cli import app
+
+
+@localscorers.scorer
+def is_long(outputs):
+    return len(outputs) > 5
+
+
+@localscorers.scorer
+def word_total(outputs):
+    return len(outputs.split())
+
+
+def is_long_v2(outputs):
+    return len(outputs) > 10
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self):
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def cli_db(tmp_path: Path) -> Path:
+    """A database with experiment 'cli': scorer is_long filtered to prod, word_total registered."""
+    path = tmp_path / "cli.db"
+    localscorers.set_tracking_uri(path)
+    localscorers.set_experiment("cli")
+    is_long.register().start(
+        sampling_config=localscorers.ScorerSamplingConfig(filter_string="tags.env = 'prod'")
+    )
+    word_total.register()
+    for index, (env, outputs) in enumerate(
+        [("prod", "a fairly long answer"), ("prod", "tiny"), ("dev", "another long answer")]
+    ):
+        localscorers.log_trace(
+            inputs={"question": f"q{index}"},
+            outputs=outputs,
+            name="bot",
+            tags={"env": env},
+            request_time=1_700_000_000_000 + index * 1000,
+        )
+    assert localscorers.flush(timeout=30)
+    return path
+
+
+@pytest.fixture
+def cli(cli_db: Path, capsys: pytest.CaptureFixture[str]):
+    """Run the command line in-process against the fixture database and experiment."""
+
+    def invoke(*argv: str) -> Result:
+        capsys.readouterr()
+        code = run(app, ["--db", str(cli_db), "--experiment", "cli", *argv])
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return invoke
+
+
+def _trace_ids(filter_string: str) -> list[str]:
+    return [t.info.trace_id for t in localscorers.search_traces(filter_string=filter_string)]
+
+
+def _assert_user_error(result: Result, fragment: str) -> None:
+    assert result.code == 1, result
+    assert result.out == ""
+    assert result.err.startswith("error: ")
+    assert fragment in " ".join(result.err.split())
+    assert "Traceback" not in result.err
+
+
+# -- scorers ---------------------------------------------------------------------------------
+
+
+def test_scorers_list_json(cli):
+    result = cli("scorers", "list", "--json")
+    assert result.code == 0
+    listed = {s["name"]: s for s in result.json()}
+    assert set(listed) == {"is_long", "word_total"}
+    assert listed["is_long"]["status"] == "ACTIVE"
+    assert listed["is_long"]["filter_string"] == "tags.env = 'prod'"
+    assert listed["is_long"]["sample_rate"] == 1.0
+    assert listed["is_long"]["reference"] == "tests.test_cli:is_long"
+    assert listed["word_total"]["status"] == "REGISTERED"
+    assert listed["word_total"]["version"] == 1
+
+
+def test_scorers_list_table(cli):
+    result = cli("scorers", "list")
+    assert result.code == 0
+    assert "is_long" in result.out
+    assert "ACTIVE" in result.out
+    assert "REGISTERED" in result.out
+
+
+def test_scorers_list_empty_experiment(cli_db, capsys):
+    code = run(app, ["--db", str(cli_db), "-e", "empty", "scorers", "list", "--json"])
+    assert code == 0
+    assert json.loads(capsys.readouterr().out) == []
+    assert run(app, ["--db", str(cli_db), "-e", "empty", "scorers", "list"]) == 0
+    assert "No scorers are registered" in capsys.readouterr().out
+
+
+def test_scorers_get_latest_and_older_version(cli):
+    localscorers.scorer(is_long_v2, name="is_long").register()
+    latest = cli("scorers", "get", "is_long", "--json").json()
+    first = cli("scorers", "get", "is_long", "--version", "1", "--json").json()
+    assert (latest["version"], latest["latest_version"]) == (2, 2)
+    assert (first["version"], first["latest_version"]) == (1, 2)
+    assert first["definition"]["reference"] == "tests.test_cli:is_long"
+    assert latest["definition"]["reference"] == "tests.test_cli:is_long_v2"
+    shown = cli("scorers", "get", "is_long")
+    assert shown.code == 0
+    assert "tests.test_cli:is_long_v2" in shown.out
+
+
+def test_scorers_get_unknown_is_a_user_error(cli):
+    _assert_user_error(cli("scorers", "get", "nope"), "No scorer named 'nope'")
+    _assert_user_error(cli("scorers", "get", "is_long", "--version", "9"), "has no version 9")
+
+
+def test_scorers_start_update_stop_round_trip(cli):
+    started = cli("scorers", "start", "word_total", "--sample-rate", "0.25", "--json")
+    assert started.code == 0
+    assert started.json()["status"] == "ACTIVE"
+    assert started.json()["sample_rate"] == 0.25
+    assert localscorers.get_scorer(name="word_total").sample_rate == 0.25
+
+    updated = cli("scorers", "update", "word_total", "-r", "0.5", "--filter", "tags.env = 'dev'")
+    assert updated.code == 0
+    assert "ACTIVE" in updated.out
+    scorer = localscorers.get_scorer(name="word_total")
+    assert (scorer.sample_rate, scorer.filter_string) == (0.5, "tags.env = 'dev'")
+
+    # update replaces the whole config: a filter not repeated is cleared, as in MLflow.
+    cli("scorers", "update", "word_total", "-r", "0.5")
+    assert localscorers.get_scorer(name="word_total").filter_string is None
+
+    stopped = cli("scorers", "stop", "word_total", "--json").json()
+    assert (stopped["status"], stopped["sample_rate"]) == ("STOPPED", 0.0)
+    assert localscorers.get_scorer(name="word_total").status == localscorers.ScorerStatus.STOPPED
+
+
+def test_scorers_lifecycle_errors_exit_1(cli):
+    _assert_user_error(cli("scorers", "update", "word_total", "-r", "0.5"), "it is REGISTERED")
+    _assert_user_error(cli("scorers", "start", "word_total", "-r", "0"), "scorers stop")
+    _assert_user_error(cli("scorers", "start", "ghost"), "Cannot start() scorer 'ghost'")
+    _assert_user_error(
+        cli("scorers", "start", "word_total", "--filter", "tags.env = "), "Invalid filter"
+    )
+
+
+def test_scorers_usage_errors_exit_2(cli):
+    assert cli("scorers", "start", "word_total", "--sample-rate", "1.5").code == 2
+    assert cli("scorers", "update", "word_total").code == 2  # --sample-rate is required
+    assert cli("scorers", "get").code == 2
+    assert cli("scorers", "frobnicate").code == 2
+    assert cli("scorers", "delete", "is_long", "--version", "0").code == 2
+
+
+def test_scorers_delete_one_version_then_all(cli):
+    localscorers.scorer(is_long_v2, name="is_long").register()
+    deleted = cli("scorers", "delete", "is_long", "--version", "2", "--json")
+    assert deleted.json() == {
+        "name": "is_long",
+        "experiment_id": deleted.json()["experiment_id"],
+        "version": 2,
+        "deleted": True,
+    }
+    assert localscorers.get_scorer(name="is_long").version == 1
+    result = cli("scorers", "delete", "is_long")
+    assert result.code == 0
+    assert "Deleted scorer is_long" in result.out
+    _assert_user_error(cli("scorers", "delete", "is_long"), "No scorer named 'is_long'")
+    assert [s.name for s in localscorers.list_scorers()] == ["word_total"]
+
+
+def test_register_builtin_judges(cli):
+    safety = cli(*shlex.split("scorers register-builtin Safety --name safe -m openai:/m --json"))
+    assert safety.code == 0, safety
+    assert safety.json()["reference"] == "localscorers.judges:Safety"
+    assert safety.json()["status"] == "REGISTERED"
+
+    rules = cli(
+        *shlex.split(
+            "scorers register-builtin guidelines --name polite "
+            "--guideline 'Be polite.' --guideline 'No jargon.'"
+        )
+    )
+    assert rules.code == 0, rules
+    stored = cli("scorers", "get", "polite", "--json").json()["definition"]
+    assert stored["config"]["guidelines"] == ["Be polite.", "No jargon."]
+
+    custom = cli(
+        *shlex.split(
+            "scorers register-builtin make_judge --name helpful "
+            "--instructions 'Is {{ outputs }} helpful?' "
+            "--model python:/localscorers.demo:demo_judge_model --json"
+        )
+    )
+    assert custom.code == 0, custom
+    assert custom.json()["reference"] == "localscorers.judges:InstructionsJudge"
+    judge = localscorers.get_scorer(name="helpful")
+    assert judge.name == "helpful"
+    assert judge(outputs="Reset it from the sign-in page.").value == "true"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "Oracle --name x",  # not a judge
+        "make_judge --name x",  # make_judge needs --instructions
+        "Guidelines --name x",  # Guidelines needs --guideline
+        "Safety --name x --instructions y",  # --instructions is make_judge's
+        "Safety --name x --guideline y",  # --guideline is Guidelines'
+        "Safety",  # --name is required
+    ],
+)
+def test_register_builtin_usage_errors_exit_2(cli, command):
+    assert cli("scorers", "register-builtin", *shlex.split(command)).code == 2
+
+
+def test_register_builtin_user_errors_exit_1(cli):
+    _assert_user_error(
+        cli(*shlex.split("scorers register-builtin Safety --name x --model gpt-4")),
+        "Unsupported judge model",
+    )
+    _assert_user_error(
+        cli(*shlex.split("scorers register-builtin make_judge --name x --instructions hi")),
+        "template variable",
+    )
+
+
+# -- traces and explain ----------------------------------------------------------------------
+
+
+def test_traces_search_json_with_filter_order_and_limit(cli):
+    everything = cli("traces", "search", "--json").json()
+    assert len(everything) == 3
+    assert [t["info"]["request_time"] for t in everything] == sorted(
+        (t["info"]["request_time"] for t in everything), reverse=True
+    )
+    prod = cli("traces", "search", "--filter", "tags.env = 'prod'", "--json").json()
+    assert {t["info"]["tags"]["env"] for t in prod} == {"prod"}
+    assert len(prod) == 2
+    oldest = cli("traces", "search", "--order-by", "timestamp_ms ASC", "-n", "1", "--json")
+    assert oldest.code == 0
+    assert [t["data"]["request"] for t in oldest.json()] == [{"question": "q0"}]
+    assert "first 1" in oldest.err  # the limit was hit, said on stderr, JSON stays clean
+
+
+def test_traces_search_table_and_empty(cli):
+    table = cli("traces", "search")
+    assert table.code == 0
+    assert "3 trace(s)" in table.out
+    assert "is_long" in table.out
+    nothing = cli("traces", "search", "--filter", "tags.env = 'nowhere'")
+    assert nothing.code == 0
+    assert "No traces match" in nothing.out
+
+
+def test_traces_search_bad_filter_is_a_user_error(cli):
+    result = cli("traces", "search", "--filter", "tags.env ==== 'x'")
+    assert result.code == 1
+    assert result.err.startswith("error: Invalid filter")
+    assert "Traceback" not in result.err
+    assert cli("traces", "search", "--max-results", "0").code == 2
+
+
+def test_traces_get(cli):
+    (trace_id,) = _trace_ids("tags.env = 'prod' AND feedback.is_long = 'true'")
+    got = cli("traces", "get", trace_id, "--json").json()
+    assert got["info"]["trace_id"] == trace_id
+    assert got["data"]["response"] == "a fairly long answer"
+    assert [a["name"] for a in got["info"]["assessments"]] == ["is_long"]
+    shown = cli("traces", "get", trace_id)
+    assert shown.code == 0
+    assert trace_id in shown.out
+    assert "spans" in shown.out
+    assert "assessments" in shown.out
+    _assert_user_error(cli("traces", "get", "tr-missing"), "No trace has id 'tr-missing'")
+
+
+def test_explain_json_and_table(cli):
+    (dev,) = _trace_ids("tags.env = 'dev'")
+    explained = cli("explain", dev, "--json").json()
+    assert explained["trace_id"] == dev
+    outcomes = {e["scorer_name"]: e["outcome"] for e in explained["entries"]}
+    assert outcomes == {"is_long": "FILTERED_OUT", "word_total": "NOT_ACTIVE"}
+    table = cli("explain", dev)
+    assert table.code == 0
+    assert "filtered out" in table.out
+    assert "not active" in table.out
+    _assert_user_error(cli("explain", "tr-missing"), "No trace has id")
+    assert cli("explain").code == 2
+
+
+def test_explain_without_scorers(cli_db, capsys):
+    localscorers.set_experiment("bare")
+    trace_id = localscorers.log_trace(inputs=1, outputs=2)
+    assert run(app, ["--db", str(cli_db), "explain", trace_id]) == 0
+    assert "no registered scorers" in " ".join(capsys.readouterr().out.split())
+
+
+# -- report ----------------------------------------------------------------------------------
+
+
+def test_report_json(cli):
+    reports = {r["scorer_name"]: r for r in cli("report", "--json").json()}
+    assert set(reports) == {"is_long", "word_total"}
+    assert reports["is_long"]["evaluations"] == 2
+    assert reports["is_long"]["pass_rate"] == 0.5
+    assert reports["is_long"]["error_rate"] == 0.0
+    assert reports["is_long"]["buckets"][0]["evaluations"] == 2
+    assert reports["word_total"]["evaluations"] == 0
+    assert reports["word_total"]["status"] == "REGISTERED"
+
+
+def test_report_since_and_bucket(cli):
+    future = cli("report", "--since", "2999-01-01", "--json").json()
+    assert all(r["evaluations"] == 0 for r in future)
+    recent = cli("report", "--since", "1h", "--bucket", "day", "--json").json()
+    assert {r["bucket"] for r in recent} == {"DAY"}
+    assert sum(r["evaluations"] for r in recent) == 2
+    assert cli("report", "--since", "last tuesday").code == 2
+    assert cli("report", "--bucket", "fortnight").code == 2
+
+
+def test_report_table(cli):
+    result = cli("report")
+    assert result.code == 0
+    assert "is_long" in result.out
+    assert "50.0% pass" in result.out
+    assert "Errors / evaluations per hour" in result.out
+
+
+def test_report_png_without_matplotlib_is_a_user_error(cli, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    _assert_user_error(cli("report", "--png", str(tmp_path / "r.png")), "needs matplotlib")
+
+
+def test_unknown_command_is_a_usage_error(cli):
+    assert cli("frobnicate").code == 2
+
+
+# -- real processes --------------------------------------------------------------------------
+
+
+def _process(cli_db: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    # Rich wraps stderr at 80 columns when it is not a terminal; a wide console keeps
+    # the one-line error on one physical line so the test can count lines.
+    env["COLUMNS"] = "300"
+    return subprocess.run(
+        [sys.executable, "-m", "localscorers", *argv, "--db", str(cli_db), "-e", "cli"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_process_scorers_list_and_user_error(cli_db):
+    listed = _process(cli_db, "scorers", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert {s["name"] for s in json.loads(listed.stdout)} == {"is_long", "word_total"}
+
+    missing = _process(cli_db, "scorers", "stop", "ghost")
+    assert missing.returncode == 1
+    assert missing.stdout == ""
+    assert len(missing.stderr.strip().splitlines()) == 1
+    assert missing.stderr.startswith("error: Cannot stop() scorer 'ghost'")
+    assert "Traceback" not in missing.stderr
+
+    usage = _process(cli_db, "scorers", "start", "word_total", "--sample-rate", "7")
+    assert usage.returncode == 2
+    assert "Traceback" not in usage.stderr
+
+
+def test_process_traces_and_explain(cli_db):
+    searched = _process(cli_db, "traces", "search", "--filter", "tags.env = 'dev'", "--json")
+    assert searched.returncode == 0, searched.stderr
+    (trace,) = json.loads(searched.stdout)
+    trace_id = trace["info"]["trace_id"]
+    got = _process(cli_db, "traces", "get", trace_id, "--json")
+    assert json.loads(got.stdout)["info"]["tags"] == {"env": "dev"}
+    explained = _process(cli_db, "explain", trace_id, "--json")
+    assert explained.returncode == 0, explained.stderr
+    outcomes = {e["scorer_name"]: e["outcome"] for e in json.loads(explained.stdout)["entries"]}
+    assert outcomes["is_long"] == "FILTERED_OUT"
+
+
+def test_process_report(cli_db):
+    result = _process(cli_db, "report", "--json")
+    assert result.returncode == 0, result.stderr
+    reports = {r["scorer_name"]: r for r in json.loads(result.stdout)}
+    assert reports["is_long"]["pass_rate"] == 0.5
+
+
+def test_user_errors_print_one_literal_line(cli) -> None:
+    # Brackets survive (no rich markup), and a multi-line message (a filter caret) is one line.
+    result = cli("scorers", "get", "nope[plot]")
+    assert result.code == 1
+    assert result.err.startswith("error: No scorer named 'nope[plot]' is registered")
+    assert len(result.err.strip().splitlines()) == 1
+    bad_filter = cli("traces", "search", "--filter", "tags.env = ")
+    assert bad_filter.code == 1
+    assert len(bad_filter.err.strip().splitlines()) == 1
+    assert "position" in bad_filter.err

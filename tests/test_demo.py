@@ -1,0 +1,113 @@
+"""``localscorers demo``: the guided story runs offline on a temporary database and can rerun."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+import localscorers
+from localscorers import demo
+from localscorers._cli_common import run
+from localscorers.cli import app
+from localscorers.jobs import get_backfill_job
+
+STEPS = (
+    "1. Earlier traffic",
+    "2. Register and start scorers",
+    "3. Live traffic, scored online",
+    "4. Update one scorer, stop another",
+    "5. Backfill the earlier traffic",
+    "6. Why was this trace not scored?",
+    "7. Report",
+    "Done",
+)
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_demo_command_runs_and_reruns(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    db = tmp_path / "demo.db"
+
+    assert run(app, ["--db", str(db), "demo", "--traces", "60"]) == 0
+    first = _flat(capsys.readouterr().out)
+    for step in STEPS:
+        assert step in first
+    assert "filtered out" in first
+    assert "online evaluations" in first
+    assert "Job SUCCEEDED" in first
+
+    # A second run wipes the demo's scorers and tells the story again.
+    assert run(app, ["--db", str(db), "demo", "--traces", "40"]) == 0
+    second = _flat(capsys.readouterr().out)
+    assert "Removed the scorers of an earlier run" in second
+    assert "7. Report" in second
+
+
+def test_run_demo_result_and_state(tmp_path: Path):
+    localscorers.set_tracking_uri(tmp_path / "demo.db")
+    out = StringIO()
+
+    result = demo.run_demo(console=Console(file=out, width=120), traces=80)
+
+    assert result.traces == 80
+    assert result.explained_trace_id is not None
+    reports = {r.scorer_name: r for r in result.reports}
+    assert set(reports) == {"answer_length", "cites_source", "helpfulness", "is_concise"}
+    assert reports["cites_source"].status == localscorers.ScorerStatus.STOPPED
+    assert reports["answer_length"].sample_rate == 1.0
+    assert reports["answer_length"].mean_value is not None
+    assert reports["is_concise"].pass_rate is not None
+    # The app fails on some questions: cites_source records those as error feedback.
+    assert reports["cites_source"].errors > 0
+    assert all(r.pending == 0 for r in result.reports)
+    assert result.evaluations == sum(r.evaluations for r in result.reports)
+    assert result.backfill_job_id is not None
+    job = get_backfill_job(result.backfill_job_id)
+    assert job.status == "SUCCEEDED"
+    assert job.processed > 0
+    assert "Job SUCCEEDED" in out.getvalue()
+
+    explained = {e.scorer_name: e.outcome for e in localscorers.explain(result.explained_trace_id)}
+    assert explained["cites_source"] == localscorers.ExplainOutcome.FILTERED_OUT
+
+    # Every scorer is stored by reference, so a worker in another process can run it.
+    for scorer in localscorers.list_scorers():
+        definition = scorer.definition()
+        assert definition["kind"] in {"reference", "class"}, definition
+        assert "localscorers" in definition["reference"]
+
+
+def test_demo_needs_enough_traces(tmp_path: Path):
+    localscorers.set_tracking_uri(tmp_path / "demo.db")
+    with pytest.raises(localscorers.ConfigurationError, match="at least 20"):
+        demo.run_demo(console=Console(file=StringIO()), traces=5)
+
+
+def test_demo_as_a_process_under_30_seconds(tmp_path: Path):
+    db = tmp_path / "process-demo.db"
+    started = time.monotonic()
+    completed = subprocess.run(
+        [sys.executable, "-m", "localscorers", "--db", str(db), "demo"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=60,
+        check=False,
+    )
+    elapsed = time.monotonic() - started
+    assert completed.returncode == 0, completed.stderr
+    output = _flat(completed.stdout)
+    for step in STEPS:
+        assert step in output
+    assert "200 traces" in output
+    assert "Traceback" not in completed.stderr
+    assert elapsed < 30
