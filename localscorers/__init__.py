@@ -5,6 +5,7 @@ for it ports by changing the import.
 """
 
 from localscorers.exceptions import (
+    BackfillTimeoutError,
     ConfigurationError,
     ConflictError,
     DatabaseBusyError,
@@ -24,6 +25,26 @@ from localscorers.exceptions import (
     TransientError,
 )
 from localscorers.explain import ExplainEntry, ExplainOutcome, Explanation, explain
+from localscorers.importer import import_traces
+from localscorers.jobs import (
+    BackfillScorerConfig,
+    backfill_scorers,
+    cancel_backfill_job,
+    get_backfill_job,
+    list_backfill_jobs,
+    wait_for_backfill_job,
+)
+from localscorers.judges import (
+    Correctness,
+    ExpectationsGuidelines,
+    Guidelines,
+    RelevanceToQuery,
+    RetrievalGroundedness,
+    RetrievalRelevance,
+    RetrievalSufficiency,
+    Safety,
+    make_judge,
+)
 from localscorers.models import (
     AssessmentError,
     AssessmentSource,
@@ -41,6 +62,7 @@ from localscorers.models import (
     TraceInfo,
     TraceStatus,
 )
+from localscorers.report import ReportBucket, ScorerReport, TimeBucket, scorer_report
 from localscorers.scorers import (
     FunctionScorer,
     Scorer,
@@ -49,6 +71,7 @@ from localscorers.scorers import (
     list_scorers,
     scorer,
 )
+from localscorers.tracing import get_current_active_span, start_span, trace, update_current_trace
 from localscorers.tracking import (
     flush,
     get_experiment_by_name,
@@ -69,10 +92,14 @@ __all__ = [
     "AssessmentSource",
     "AssessmentSourceType",
     "BackfillJob",
+    "BackfillScorerConfig",
+    "BackfillTimeoutError",
     "ConfigurationError",
     "ConflictError",
+    "Correctness",
     "DatabaseBusyError",
     "Expectation",
+    "ExpectationsGuidelines",
     "Experiment",
     "ExplainEntry",
     "ExplainOutcome",
@@ -80,21 +107,30 @@ __all__ = [
     "Feedback",
     "FilterSyntaxError",
     "FunctionScorer",
+    "Guidelines",
     "InvalidTransitionError",
     "JobNotFoundError",
     "JobStatus",
     "LocalScorersError",
     "NotFoundError",
+    "RelevanceToQuery",
+    "ReportBucket",
+    "RetrievalGroundedness",
+    "RetrievalRelevance",
+    "RetrievalSufficiency",
+    "Safety",
     "SchemaVersionError",
     "Scorer",
     "ScorerExecutionError",
     "ScorerLimitError",
     "ScorerLoadError",
     "ScorerNotFoundError",
+    "ScorerReport",
     "ScorerSamplingConfig",
     "ScorerStatus",
     "Span",
     "StoreError",
+    "TimeBucket",
     "Trace",
     "TraceData",
     "TraceInfo",
@@ -102,19 +138,31 @@ __all__ = [
     "TraceStatus",
     "TransactionError",
     "TransientError",
+    "backfill_scorers",
+    "cancel_backfill_job",
     "delete_scorer",
     "explain",
     "flush",
+    "get_backfill_job",
+    "get_current_active_span",
     "get_experiment_by_name",
     "get_scorer",
     "get_trace",
     "get_tracking_uri",
+    "import_traces",
+    "list_backfill_jobs",
     "list_scorers",
     "log_expectation",
     "log_feedback",
     "log_trace",
+    "make_judge",
     "scorer",
+    "scorer_report",
     "search_traces",
     "set_experiment",
     "set_tracking_uri",
+    "start_span",
+    "trace",
+    "update_current_trace",
+    "wait_for_backfill_job",
 ]

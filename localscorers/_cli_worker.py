@@ -12,6 +12,7 @@ import typer
 
 from localscorers import _context
 from localscorers._cli_common import err_console
+from localscorers.backfill import JobRunner
 from localscorers.runner import Runner, Settings
 
 __all__ = ["register", "run_worker"]
@@ -29,13 +30,16 @@ def run_worker(*, drain: bool, max_workers: int | None, stop: threading.Event) -
         settings = Settings(**{**settings.__dict__, "max_workers": max_workers})
     runner = Runner(runtime.db, runtime.store, runtime.registry, settings=settings)
     runner.start()
+    jobs = JobRunner(runtime.db, runtime.store, runtime.registry, settings=settings)
+    jobs.start()
     try:
         while not stop.is_set():
-            if drain and runner.queue.pending_count() == 0:
+            if drain and runner.queue.pending_count() == 0 and jobs.unfinished_count() == 0:
                 break
             # Pending rows held by a dead process's lease wait for it to expire, then we claim them.
             stop.wait(0.1)
     finally:
+        jobs.close(wait=settings.lease_seconds)
         runner.close(wait=settings.lease_seconds)
     return runner.completed
 

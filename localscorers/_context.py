@@ -13,6 +13,7 @@ import atexit
 import os
 import threading
 
+from localscorers import backfill as backfill_module
 from localscorers import runner as runner_module
 from localscorers.db import Database, default_tracking_uri, normalize_uri
 from localscorers.exceptions import NotFoundError
@@ -42,6 +43,7 @@ class Runtime:
         self.registry = ScorerRegistry(self.db)
         self.store = TraceStore(self.db, self.registry, on_enqueued=self._on_enqueued)
         self._runner: runner_module.Runner | None = None
+        self._job_runner: backfill_module.JobRunner | None = None
         self._runner_lock = threading.Lock()
 
     @property
@@ -52,12 +54,28 @@ class Runtime:
     def runner(self) -> runner_module.Runner:
         """Return this database's in-process monitor, starting it on first use."""
         with self._runner_lock:
+            started = self._runner is None
             if self._runner is None:
                 self._runner = runner_module.Runner(
                     self.db, self.store, self.registry, settings=runner_module.Settings.from_env()
                 )
                 self._runner.start()
-            return self._runner
+            runner = self._runner
+        if started:
+            # Backfill jobs run wherever the evaluator runs, so a job whose process died
+            # resumes in the next process that scores traces.
+            self.job_runner()
+        return runner
+
+    def job_runner(self) -> backfill_module.JobRunner:
+        """Return this database's in-process backfill job runner, starting it on first use."""
+        with self._runner_lock:
+            if self._job_runner is None:
+                self._job_runner = backfill_module.JobRunner(
+                    self.db, self.store, self.registry, settings=runner_module.Settings.from_env()
+                )
+                self._job_runner.start()
+            return self._job_runner
 
     def existing_runner(self) -> runner_module.Runner | None:
         """Return the monitor if it was started, without starting it."""
@@ -71,6 +89,9 @@ class Runtime:
         """Stop the monitor (waiting up to ``wait`` seconds) and close the database."""
         with self._runner_lock:
             active, self._runner = self._runner, None
+            jobs, self._job_runner = self._job_runner, None
+        if jobs is not None:
+            jobs.close(wait=wait)
         if active is not None:
             active.close(wait=wait)
         self.db.close()

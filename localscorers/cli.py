@@ -10,7 +10,15 @@ import sys
 
 import typer
 
-from localscorers import _cli_common, _cli_worker
+from localscorers import (
+    _cli_common,
+    _cli_demo,
+    _cli_jobs,
+    _cli_report,
+    _cli_scorers,
+    _cli_traces,
+    _cli_worker,
+)
 
 __all__ = ["app", "main"]
 
@@ -23,6 +31,11 @@ app = typer.Typer(
 )
 _cli_common.add_global_options(app)
 _cli_worker.register(app)
+_cli_scorers.register(app)
+_cli_traces.register(app)
+_cli_report.register(app)
+_cli_demo.register(app)
+_cli_jobs.register(app)
 
 
 def main() -> None:

@@ -29,11 +29,10 @@ from rich.table import Table
 from localscorers import _clock, _context
 from localscorers._cli_report import render_report
 from localscorers._cli_traces import explanation_table
-from localscorers.exceptions import ConfigurationError
+from localscorers.exceptions import BackfillTimeoutError, ConfigurationError
 from localscorers.explain import ExplainOutcome, explain
 from localscorers.jobs import (
     BackfillScorerConfig,
-    BackfillTimeoutError,
     backfill_scorers,
     wait_for_backfill_job,
 )

@@ -8,7 +8,13 @@ written against MLflow's exceptions keeps working.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from localscorers.models import BackfillJob
+
 __all__ = [
+    "BackfillTimeoutError",
     "ConfigurationError",
     "ConflictError",
     "DatabaseBusyError",
@@ -178,3 +184,21 @@ class TransientError(LocalScorersError):
         self.retry_after = retry_after
         self.error_code = error_code
         super().__init__(message)
+
+
+class BackfillTimeoutError(LocalScorersError, TimeoutError):
+    """``wait_for_backfill_job`` ran out of time; the job keeps running.
+
+    Attributes:
+        job: the job as it was when the wait gave up.
+        timeout: the seconds waited.
+    """
+
+    def __init__(self, job: BackfillJob, timeout: float) -> None:
+        self.job = job
+        self.timeout = timeout
+        super().__init__(
+            f"Backfill job {job.job_id} is still {job.status} after {timeout:g} s "
+            f"({job.processed} of {job.total} pairs processed). It keeps running: wait "
+            "again, or stop it with cancel_backfill_job()."
+        )
