@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from localscorers import _serialization
+from localscorers import _json, _serialization
 from localscorers.exceptions import ScorerLoadError, TransientError
 from localscorers.models import AssessmentError, AssessmentSource, AssessmentSourceType, Feedback
 
@@ -139,26 +139,41 @@ def to_feedback(result: object, *, name: str) -> list[Feedback]:
     if isinstance(result, bool | int | float | str):
         return [Feedback(name=name, value=result, source=_source(name))]
     return [
-        Feedback(
-            name=name,
-            source=_source(name),
-            error=AssessmentError(
-                error_code="INVALID_SCORER_RESULT",
-                error_message=(
-                    f"Scorer {name!r} returned {type(result).__name__} ({result!r:.200}); a "
-                    "scorer must return a bool, number, string, Feedback or list of Feedback."
-                ),
-            ),
+        _invalid(
+            name,
+            f"Scorer {name!r} returned {type(result).__name__} ({result!r:.200}); a "
+            "scorer must return a bool, number, string, Feedback or list of Feedback.",
         )
     ]
 
 
+def _invalid(name: str, message: str) -> Feedback:
+    return Feedback(
+        name=name,
+        source=_source(name),
+        error=AssessmentError(error_code="INVALID_SCORER_RESULT", error_message=message),
+    )
+
+
 def _complete(feedback: Feedback, *, name: str, keep_name: bool) -> Feedback:
+    # Feedback that cannot be stored must fail here, as this evaluation's error: the
+    # batch it would be written with (other evaluations' feedback) must not fail with it.
+    try:
+        _json.dumps(feedback.value)
+        _json.dumps(feedback.metadata)
+    except (TypeError, ValueError) as exc:
+        return _invalid(
+            name, f"Scorer {name!r} returned a Feedback that cannot be stored as JSON: {exc}"
+        )
     update: dict[str, Any] = {}
     if not keep_name or feedback.name is None:
         update["name"] = name
     if feedback.source is None:
         update["source"] = _source(name)
+    if feedback.assessment_id is not None:
+        # A stored identity (say, a Feedback the scorer reuses for every trace) would
+        # collide with the unique assessment id; the store gives each row its own.
+        update["assessment_id"] = None
     return feedback.model_copy(update=update) if update else feedback
 
 
@@ -192,6 +207,8 @@ def evaluate(loaded: LoadedScorer, trace: Trace, context: EvaluationContext) -> 
             )
     except TransientError:
         raise
-    except Exception as exc:  # noqa: BLE001 - a scorer's exception is data (STYLE.md rule 22)
+    # A scorer's exception is data (STYLE.md rule 22). SystemExit and KeyboardInterrupt
+    # too: some libraries exit on a fatal error, and letting it out killed the dispatcher.
+    except BaseException as exc:  # noqa: BLE001
         return [error_feedback(exc, name=loaded.name)]
     return to_feedback(result, name=loaded.name)

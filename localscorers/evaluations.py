@@ -235,6 +235,19 @@ class EvaluationQueue:
         with self._db.read() as conn:
             return int(conn.execute(query).scalar_one())
 
+    def has_pending(self, *, up_to_id: int | None = None) -> bool:
+        """Tell whether any evaluation (optionally with id <= ``up_to_id``) is still pending.
+
+        What waiting loops should ask: it stops at the first pending row, where
+        ``pending_count`` reads all of them (milliseconds for a backlog of 20,000).
+        """
+        e = _tables.evaluations
+        query = sa.select(e.c.id).where(e.c.status == _PENDING, e.c.superseded.is_(False))
+        if up_to_id is not None:
+            query = query.where(e.c.id <= up_to_id)
+        with self._db.read() as conn:
+            return conn.execute(query.limit(1)).first() is not None
+
     def max_id(self) -> int:
         """Return the highest evaluation id written so far (0 when none)."""
         e = _tables.evaluations

@@ -112,8 +112,26 @@ def _from_history(
     conn: Connection, trace_id: str, ingested_ms: int, trace_status: str, state: ScorerState
 ) -> ExplainEntry:
     # Replays the enqueue decision with the config in force when the trace was committed.
+    # Commits and lifecycle events are stamped in milliseconds, so every config in force
+    # during the trace's millisecond is a candidate (a stop() and a start() can share it);
+    # the trace got no evaluation, so the candidate that explains why is the one that held.
     name = state.name
-    config = _config_at(conn, state.experiment_id, name, ingested_ms)
+    for config in _configs_at(conn, state.experiment_id, name, ingested_ms):
+        entry = _replay(conn, trace_id, trace_status, name, config)
+        if entry is not None:
+            return entry
+    return ExplainEntry(
+        name,
+        ExplainOutcome.NOT_ACTIVE,
+        "active and sampled, but no evaluation was recorded (the scorer changed while the "
+        "trace was being committed); run a backfill to score it",
+    )
+
+
+def _replay(
+    conn: Connection, trace_id: str, trace_status: str, name: str, config: dict[str, Any] | None
+) -> ExplainEntry | None:
+    """Return why this config enqueued nothing for the trace, or None if it would have."""
     if config is None:
         return ExplainEntry(
             name, ExplainOutcome.NOT_ACTIVE, "not registered yet when the trace was logged"
@@ -132,7 +150,7 @@ def _from_history(
         )
     rate = float(config["sample_rate"])
     fraction = sampling.sample_fraction(trace_id, name)
-    if fraction >= rate:
+    if not sampling.is_sampled(trace_id, name, rate):
         return ExplainEntry(
             name,
             ExplainOutcome.SAMPLED_OUT,
@@ -142,12 +160,7 @@ def _from_history(
         return ExplainEntry(
             name, ExplainOutcome.NOT_ACTIVE, "trace is IN_PROGRESS; only finished traces are scored"
         )
-    return ExplainEntry(
-        name,
-        ExplainOutcome.NOT_ACTIVE,
-        "active and sampled, but no evaluation was recorded (the scorer changed while the "
-        "trace was being committed); run a backfill to score it",
-    )
+    return None
 
 
 def _latest_evaluation(conn: Connection, trace_id: str, name: str) -> Any:  # noqa: ANN401 - a Row
@@ -180,14 +193,26 @@ def _from_evaluation(conn: Connection, name: str, evaluation: Any) -> ExplainEnt
     return ExplainEntry(name, ExplainOutcome.SUCCEEDED, f"{values} ({where})")
 
 
-def _config_at(
+def _configs_at(
     conn: Connection, experiment_id: str, name: str, at_ms: int
-) -> dict[str, Any] | None:
+) -> list[dict[str, Any] | None]:
+    """Return the configs in force during millisecond ``at_ms``, latest first.
+
+    Those set during that millisecond, then the one in force before it (None when the
+    name was not registered yet).
+    """
     e = _tables.scorer_events
-    row = conn.execute(
-        sa.select(e.c.status, e.c.sample_rate, e.c.filter_string)
-        .where(e.c.experiment_id == experiment_id, e.c.name == name, e.c.at_ms <= at_ms)
+    columns = (e.c.status, e.c.sample_rate, e.c.filter_string)
+    mine = sa.and_(e.c.experiment_id == experiment_id, e.c.name == name)
+    during = conn.execute(
+        sa.select(*columns).where(mine, e.c.at_ms == at_ms).order_by(e.c.id.desc())
+    ).all()
+    before = conn.execute(
+        sa.select(*columns)
+        .where(mine, e.c.at_ms < at_ms)
         .order_by(e.c.at_ms.desc(), e.c.id.desc())
         .limit(1)
     ).first()
-    return None if row is None else dict(row._mapping)
+    configs: list[dict[str, Any] | None] = [dict(row._mapping) for row in during]
+    configs.append(None if before is None else dict(before._mapping))
+    return configs

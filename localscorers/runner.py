@@ -17,6 +17,7 @@ import random
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for_futures
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -40,6 +41,9 @@ if TYPE_CHECKING:
 __all__ = ["Runner", "Settings"]
 
 logger = logging.getLogger(__name__)
+
+_WRITE_INTERVAL = 0.02  # seconds a finished call's result may wait to be written with others
+_CLAIM_INTERVAL = 0.02  # seconds between claims while the queue keeps running dry
 
 
 def _env_number(name: str, default: float, *, minimum: float) -> float:
@@ -139,10 +143,20 @@ class Runner:
         self._executor: ThreadPoolExecutor | None = None
         self._backlog: list[Claim] = []
         self._running: list[_Task] = []
+        # Calls past their timeout: recorded as SCORER_TIMEOUT, but a Python call cannot be
+        # killed, so each still holds a pool thread (and a slot of its scorer's limit)
+        # until it returns. Counting them keeps later calls from queueing behind them with
+        # their own timeouts already running.
+        self._abandoned: list[_Task] = []
         self._done: list[Outcome] = []
+        # Traces of the claims waiting in the backlog, loaded once: reloading the whole
+        # backlog on every dispatch made a long backlog cost O(n) reads per call started.
+        self._traces: dict[str, Trace] = {}
         self._scorers: dict[tuple[str, str, int], LoadedScorer] = {}
         self._scorer_counter: int | None = None
         self._last_renew = time.monotonic()
+        self._last_write = time.monotonic()
+        self._next_claim = 0.0
         self._close_wait = 2.0
         self.completed = 0
 
@@ -170,7 +184,7 @@ class Runner:
         watermark = self.queue.max_id()
         deadline = None if timeout is None else time.monotonic() + timeout
         self._wake.set()
-        while self.queue.pending_count(up_to_id=watermark) > 0:
+        while self.queue.has_pending(up_to_id=watermark):
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return False
@@ -203,6 +217,12 @@ class Runner:
             except Exception:
                 logger.exception("localscorers evaluator step failed; retrying")
                 self._stopping.wait(self.settings.poll_seconds)
+            pause = self._next_claim - time.monotonic()
+            if pause > 0 and self._wake.is_set():
+                # Work was announced moments after a claim that emptied the queue: let more
+                # gather, so one claim (a write transaction) serves many commits. Waking for
+                # each commit made the application wait on our write lock for every trace.
+                self._stopping.wait(pause)
             wait = 0.01 if self._running else self.settings.poll_seconds
             self._wake.wait(timeout=wait)
             self._wake.clear()
@@ -210,27 +230,35 @@ class Runner:
 
     def _step(self) -> None:
         self._collect()
-        self._write_done()
         self._renew_if_due()
-        capacity = self.settings.max_workers - len(self._running)
-        if capacity > 0 and len(self._backlog) < capacity:
-            saturated = self._saturated()
-            claimed = self.queue.claim(
-                min(self.settings.batch_size, capacity * 4), saturated=saturated
-            )
-            if claimed:
-                self._forget_changed_scorers()
-            self._backlog.extend(claimed)
-        if capacity > 0 and self._backlog:
-            self._dispatch(capacity)
+        self._abandoned = [task for task in self._abandoned if not task.future.done()]
+        capacity = self.settings.max_workers - len(self._running) - len(self._abandoned)
+        if capacity > 0:
+            # Claims waiting for a scorer at its concurrency limit are not work we can
+            # start: counting them blocked every scorer behind a slow max_concurrency=1 one.
+            blocked = self._saturated(with_backlog=False)
+            ready = sum(1 for c in self._backlog if (c.experiment_id, c.scorer_name) not in blocked)
+            if ready < capacity:
+                wanted = min(self.settings.batch_size, self.settings.max_workers * 4)
+                claimed = self.queue.claim(wanted, saturated=self._saturated(with_backlog=True))
+                if claimed:
+                    self._forget_changed_scorers()
+                self._backlog.extend(claimed)
+                if len(claimed) < wanted:
+                    self._next_claim = time.monotonic() + _CLAIM_INTERVAL
+            if self._backlog:
+                self._dispatch(capacity)
+        # After dispatching, so that new calls run while the results are written.
+        self._write_done(force=False)
 
     def _finish(self) -> None:
         self._collect()
         self._write_done()
         # Give running calls the grace period close() was given; what remains stays pending.
-        grace = time.monotonic() + self._close_wait
-        while self._running and time.monotonic() < grace:
-            self._running[0].future.exception(timeout=max(0.0, grace - time.monotonic()))
+        # (Future.exception(timeout) raised TimeoutError here, which killed this thread
+        # before release() and left the claims leased to a monitor that was gone.)
+        if self._running:
+            wait_for_futures([task.future for task in self._running], timeout=self._close_wait)
             self._collect()
         self._write_done()
         self.queue.release()
@@ -242,10 +270,14 @@ class Runner:
             self._scorers.clear()
             self._scorer_counter = counter
 
-    def _saturated(self) -> set[tuple[str, str]]:
+    def _saturated(self, *, with_backlog: bool) -> set[tuple[str, str]]:
+        # Scorers at their limit, counting calls running and, with_backlog, claims waiting.
         counts: dict[tuple[str, str], int] = {}
-        for task in self._running:
+        for task in (*self._running, *self._abandoned):
             counts[task.key] = counts.get(task.key, 0) + 1
+        for claim in self._backlog if with_backlog else ():
+            key = (claim.experiment_id, claim.scorer_name)
+            counts[key] = counts.get(key, 0) + 1
         saturated = set()
         for (experiment_id, name), count in counts.items():
             loaded = next(
@@ -261,7 +293,7 @@ class Runner:
         claims, self._backlog = self._backlog, []
         traces = self._load_traces(claims)
         running: dict[tuple[str, str], int] = {}
-        for task in self._running:
+        for task in (*self._running, *self._abandoned):
             running[task.key] = running.get(task.key, 0) + 1
         context = EvaluationContext(db=self._db, origin="online")
         for claim in claims:
@@ -280,11 +312,15 @@ class Runner:
             self._running.append(_Task(claim, future, time.monotonic() + timeout, key))
             running[key] = running.get(key, 0) + 1
             capacity -= 1
+        waiting = {claim.trace_id for claim in self._backlog}
+        self._traces = {k: v for k, v in self._traces.items() if k in waiting}
 
     def _load_traces(self, claims: list[Claim]) -> dict[str, Trace]:
-        ids = list(dict.fromkeys(c.trace_id for c in claims))
-        with self._db.read() as conn:
-            found = {t.info.trace_id: t for t in self._store.load_traces(conn, ids)}
+        found = self._traces
+        ids = [i for i in dict.fromkeys(c.trace_id for c in claims) if i not in found]
+        if ids:
+            with self._db.read() as conn:
+                found.update((t.info.trace_id, t) for t in self._store.load_traces(conn, ids))
         for claim in claims:
             if claim.trace_id not in found:
                 # Deleted trace: nothing to score, but the row must not stay pending forever.
@@ -336,6 +372,7 @@ class Runner:
                         ],
                     )
                 )
+                self._abandoned.append(task)
             else:
                 still.append(task)
         self._running = still
@@ -361,9 +398,20 @@ class Runner:
             delay = max(delay, exc.retry_after)
         return int(delay * 1000)
 
-    def _write_done(self) -> None:
+    def _write_done(self, *, force: bool = True) -> None:
         if not self._done:
             return
+        now = time.monotonic()
+        if (
+            not force
+            and self._running
+            and len(self._done) < self.settings.batch_size
+            and now - self._last_write < _WRITE_INTERVAL
+        ):
+            # One write transaction per finished call made the evaluator spend most of its
+            # time committing; while calls are running, results are written in batches.
+            return
+        self._last_write = now
         done, self._done = self._done, []
         written = self.queue.complete(done)
         self.completed += written

@@ -31,4 +31,8 @@ def is_sampled(trace_id: str, scorer_name: str, sample_rate: float) -> bool:
     """Tell whether the trace is in the scorer's sample at this rate."""
     if sample_rate <= 0.0:
         return False
+    if sample_rate >= 1.0:
+        # Exactly, every fraction is below 1; as a float, a prefix within 2**10 of 2**64
+        # rounds to 1.0 and would be left out of a rate-1.0 sample.
+        return True
     return sample_fraction(trace_id, scorer_name) < sample_rate
