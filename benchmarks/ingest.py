@@ -1,0 +1,277 @@
+"""Ingest: ``log_trace`` throughput against a raw ``sqlite3`` floor, and ``search_traces`` latency.
+
+Run: ``python benchmarks/ingest.py [--traces 5000] [--repeat 3] [--search-traces 100000] [--quick]``
+
+The floor writes the same rows ``log_trace`` writes (the trace with its JSON inputs and
+outputs, two tags, two metadata entries and a root span) into the same tables and
+indexes of a localscorers database, with plain ``sqlite3``: WAL, ``synchronous=NORMAL``,
+one ``BEGIN IMMEDIATE`` transaction per trace. Both run in this process on this machine,
+interleaved, ``--repeat`` rounds each; the median round counts. No scorer is active.
+
+Search: ``--search-traces`` traces (built in batches through the store, not timed), then
+pages of 100 newest traces for an indexed tag filter, p50 and p95 over 40 queries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import sqlite3
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import localscorers
+from localscorers import _context
+from localscorers.models import Span, TraceStatus
+from localscorers.store import TraceRecord
+
+BENCHMARK = "ingest"
+CUSTOMERS = 1000
+
+
+def payload(i: int) -> dict[str, object]:
+    """What one application call logs: the same for the library and the floor."""
+    return {
+        "inputs": {"question": f"What is the status of order {i}?", "user": f"u{i % 500}"},
+        "outputs": f"Order {i} shipped on day {i % 30}; it should arrive within a week.",
+        "tags": {"env": "prod" if i % 2 else "dev", "customer": f"c{i % CUSTOMERS:03d}"},
+        "metadata": {"session": f"s{i % 2000}", "model": "local-llm"},
+    }
+
+
+def row(name: str, value: float, *, floor: float | None, higher_is_better: bool, target: str):
+    # README contract: ratio >= 1.0 means the floor is met, whichever way the figure goes.
+    ratio = None if floor is None else (value / floor if higher_is_better else floor / value)
+    return {
+        "benchmark": BENCHMARK,
+        "figure": name,
+        "value": value,
+        "floor": floor,
+        "ratio": ratio,
+        "target": target,
+        "ok": ratio is None or ratio >= 1.0,
+    }
+
+
+# -- log_trace against the floor ------------------------------------------------------
+
+
+def run_log_trace(path: Path, start: int, count: int) -> float:
+    """Log ``count`` traces with ``log_trace``; return traces per second."""
+    localscorers.set_tracking_uri(path)
+    started = time.perf_counter()
+    for i in range(start, start + count):
+        data = payload(i)
+        localscorers.log_trace(
+            inputs=data["inputs"],
+            outputs=data["outputs"],
+            name="answer",
+            execution_duration_ms=120,
+            tags=data["tags"],
+            metadata=data["metadata"],
+        )
+    return count / (time.perf_counter() - started)
+
+
+def run_floor(path: Path, start: int, count: int) -> float:
+    """Insert the same rows with raw sqlite3, one transaction per trace; return traces/s."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    insert_trace = (
+        "INSERT INTO traces (trace_id, experiment_id, name, status, request_time_ms, "
+        "execution_duration_ms, inputs, outputs, ingested_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+    insert_tag = "INSERT INTO trace_tags (trace_id, key, value) VALUES (?, ?, ?)"
+    insert_meta = "INSERT INTO trace_metadata (trace_id, key, value) VALUES (?, ?, ?)"
+    insert_span = (
+        "INSERT INTO spans (trace_id, span_id, parent_id, name, span_type, status, "
+        "status_message, start_time_ns, end_time_ns, inputs, outputs, attributes, events) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+    started = time.perf_counter()
+    for i in range(start, start + count):
+        data = payload(i)
+        trace_id = f"tr-{uuid.uuid4().hex}"
+        now = time.time_ns() // 1_000_000
+        inputs, outputs = json.dumps(data["inputs"]), json.dumps(data["outputs"])
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(insert_trace, (trace_id, "0", "answer", "OK", now, 120, inputs, outputs, now))
+        conn.executemany(insert_tag, [(trace_id, k, v) for k, v in data["tags"].items()])
+        conn.executemany(insert_meta, [(trace_id, k, v) for k, v in data["metadata"].items()])
+        start_ns = now * 1_000_000
+        conn.execute(
+            insert_span,
+            (trace_id, secrets.token_hex(8), None, "answer", None, "OK", None, start_ns,
+             start_ns + 120_000_000, inputs, outputs, "{}", "[]"),
+        )  # fmt: skip
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return count / elapsed
+
+
+def rounds(values: list[float]) -> str:
+    return ", ".join(f"{x:.0f}" for x in values)
+
+
+def measure_ingest(directory: Path, *, traces: int, repeat: int) -> list[dict[str, object]]:
+    os.environ["LOCALSCORERS_MONITOR"] = "off"
+    library_db, floor_db = directory / "library.db", directory / "floor.db"
+    # The floor writes into a real localscorers schema (same tables, same indexes).
+    localscorers.set_tracking_uri(floor_db)
+    _context.current()
+    _context.reset()
+    warmup = max(200, traces // 10)
+    run_log_trace(library_db, 0, warmup)
+    run_floor(floor_db, 0, warmup)
+    library, floor = [], []
+    for round_ in range(repeat):
+        offset = warmup + round_ * traces
+        floor.append(run_floor(floor_db, offset, traces))
+        library.append(run_log_trace(library_db, offset, traces))
+    _context.reset()
+    lib, raw = statistics.median(library), statistics.median(floor)
+    slowdown = raw / lib
+    print(f"log_trace:      {lib:8.0f} traces/s  (rounds: {rounds(library)})")
+    print(f"raw sqlite3:    {raw:8.0f} traces/s  (rounds: {rounds(floor)})")
+    print(f"log_trace cost: {slowdown:.2f}x the raw floor (target <= 3x)")
+    print(f"per trace:      {1e6 / lib:.0f} us vs {1e6 / raw:.0f} us raw")
+    return [
+        row("log_trace throughput (traces/s)", lib, floor=None, higher_is_better=True,
+            target="informational"),
+        row("raw sqlite3 floor (traces/s)", raw, floor=None, higher_is_better=True,
+            target="informational"),
+        row("log_trace cost vs raw sqlite3 (x)", slowdown, floor=3.0, higher_is_better=False,
+            target="<= 3x the raw floor"),
+    ]  # fmt: skip
+
+
+# -- search ---------------------------------------------------------------------------
+
+
+def build_search_database(path: Path, traces: int) -> None:
+    """Write ``traces`` traces in batches through the store (setup, not timed)."""
+    os.environ["LOCALSCORERS_MONITOR"] = "off"
+    localscorers.set_tracking_uri(path)
+    store = _context.current().store
+    base = 1_700_000_000_000
+    batch: list[TraceRecord] = []
+    for i in range(traces):
+        data = payload(i)
+        request_ms = base + i * 100
+        batch.append(
+            TraceRecord(
+                trace_id=f"tr-{uuid.UUID(int=i).hex}",
+                experiment_id="0",
+                status=TraceStatus.OK if i % 10 else TraceStatus.ERROR,
+                request_time_ms=request_ms,
+                inputs=data["inputs"],
+                outputs=data["outputs"],
+                name="answer",
+                execution_duration_ms=120,
+                tags=data["tags"],  # type: ignore[arg-type]
+                metadata=data["metadata"],  # type: ignore[arg-type]
+                spans=[
+                    Span(
+                        span_id=secrets.token_hex(8),
+                        name="answer",
+                        start_time_ns=request_ms * 1_000_000,
+                        end_time_ns=(request_ms + 120) * 1_000_000,
+                        inputs=data["inputs"],
+                        outputs=data["outputs"],
+                    )
+                ],
+            )
+        )
+        if len(batch) == 5000:
+            store.write_traces(batch)
+            batch = []
+    store.write_traces(batch)
+
+
+def time_queries(filters: list[str]) -> list[float]:
+    """Return the latency (ms) of one page of 100 per filter."""
+    latencies = []
+    for text in filters:
+        started = time.perf_counter()
+        page = localscorers.search_traces(filter_string=text, max_results=100)
+        latencies.append((time.perf_counter() - started) * 1000)
+        assert page, text
+    return latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def measure_search(directory: Path, *, traces: int) -> list[dict[str, object]]:
+    path = directory / "search.db"
+    started = time.perf_counter()
+    build_search_database(path, traces)
+    print(f"built {traces} traces in {time.perf_counter() - started:.1f} s")
+    localscorers.search_traces(filter_string="tags.customer = 'c001'", max_results=100)  # warm
+    rows = []
+    cases = {
+        # ~traces/1000 matches; the tag index finds them.
+        "tags.customer = '<one of 1000>'": [
+            f"tags.customer = 'c{(i * 37) % CUSTOMERS:03d}'" for i in range(40)
+        ],
+        # Half of all traces match: the newest 100 of them.
+        "tags.env = 'prod' (half match)": ["tags.env = 'prod'", "tags.env = 'dev'"] * 20,
+        "tags.env = 'dev' AND trace.status = 'ERROR' (a tenth match)": [
+            "tags.env = 'dev' AND trace.status = 'ERROR'"
+        ]
+        * 40,
+    }
+    for label, filters in cases.items():
+        latencies = time_queries(filters)
+        p50, p95 = percentile(latencies, 0.5), percentile(latencies, 0.95)
+        print(f"search {label}: p50 {p50:.1f} ms, p95 {p95:.1f} ms ({traces} traces, page 100)")
+        rows.append(
+            row(
+                f"search_traces {label}, page of 100, {traces // 1000}k traces: p95 (ms)",
+                p95,
+                floor=50.0,
+                higher_is_better=False,
+                target="< 50 ms",
+            )
+        )
+    _context.reset()
+    return rows
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, object]]:
+    """Run the ingest benchmarks, print their figures, and return the rows."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--traces", type=int, default=5000, help="traces per round")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of each")
+    parser.add_argument("--search-traces", type=int, default=100_000)
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    args = parser.parse_args([] if argv is None else argv)
+    if args.quick:
+        args.traces, args.repeat, args.search_traces = 1000, 1, 10_000
+    saved = os.environ.get("LOCALSCORERS_MONITOR")
+    try:
+        with tempfile.TemporaryDirectory(prefix="localscorers-ingest-") as tmp:
+            rows = measure_ingest(Path(tmp), traces=args.traces, repeat=args.repeat)
+            rows += measure_search(Path(tmp), traces=args.search_traces)
+    finally:
+        if saved is None:
+            os.environ.pop("LOCALSCORERS_MONITOR", None)
+        else:
+            os.environ["LOCALSCORERS_MONITOR"] = saved
+    return rows
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])
