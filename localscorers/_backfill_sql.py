@@ -109,7 +109,9 @@ class Plan:
         self.specs = tuple(specs)
         self.start_ms, self.end_ms, self.rescore = start_ms, end_ms, rescore
         self._filters = [
-            _filter_sql.compile_filter(filters.parse(s.filter_string)) if s.filter_string else None
+            _filter_sql.compile_filter(filters.parse(s.filter_string), correlated=True)
+            if s.filter_string
+            else None
             for s in self.specs
         ]
         self._flags = sum(f is not None for f in self._filters)
@@ -144,7 +146,7 @@ class Plan:
                     e.c.trace_id == t.c.trace_id,
                     e.c.scorer_name == spec.name,
                     e.c.scorer_version == spec.version,
-                    e.c.superseded.is_(False),
+                    e.c.superseded == sa.false(),
                 )
                 .correlate(t)
                 .scalar_subquery()

@@ -11,6 +11,7 @@ so callers pass driver-ready values: JSON columns already encoded with ``_json.d
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -36,12 +37,23 @@ class CompiledStatement:
         self.keys: tuple[str, ...] = tuple(compiled.positiontup or compiled.params)
         # Literals in the statement (e.g. a WHERE name = 'scorers') become parameters too.
         self.defaults: dict[str, Any] = {k: v for k, v in compiled.params.items() if v is not None}
+        # Rows that carry every key bind in C; itemgetter of one key returns a bare value.
+        self._getter = operator.itemgetter(*self.keys) if len(self.keys) > 1 else None
 
     def _bind(self, row: Mapping[str, Any]) -> Sequence[Any] | Mapping[str, Any]:
         defaults = self.defaults
         if self.positional:
-            return tuple(row.get(key, defaults.get(key)) for key in self.keys)
+            return tuple([row.get(key, defaults.get(key)) for key in self.keys])
         return {key: row.get(key, defaults.get(key)) for key in self.keys}
+
+    def _bind_many(self, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+        getter = self._getter
+        if getter is not None and self.positional:
+            try:
+                return [getter(row) for row in rows]
+            except KeyError:
+                pass  # some row lacks a column: bind each with defaults instead
+        return [self._bind(row) for row in rows]
 
     def executemany(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         """Send many rows in one driver call, inside ``conn``'s open transaction.
@@ -52,7 +64,7 @@ class CompiledStatement:
         """
         if not rows:
             return
-        params: Any = [self._bind(row) for row in rows]
+        params: Any = self._bind_many(rows)
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.executemany(self.sql, params)

@@ -34,7 +34,7 @@ def run_worker(*, drain: bool, max_workers: int | None, stop: threading.Event) -
     jobs.start()
     try:
         while not stop.is_set():
-            if drain and runner.queue.pending_count() == 0 and jobs.unfinished_count() == 0:
+            if drain and not runner.queue.has_pending() and jobs.unfinished_count() == 0:
                 break
             # Pending rows held by a dead process's lease wait for it to expire, then we claim them.
             stop.wait(0.1)

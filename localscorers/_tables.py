@@ -263,7 +263,6 @@ class EvaluationRow(_Base, table=True):
             sqlite_where=sa.text("status = 'PENDING'"),
             postgresql_where=sa.text("status = 'PENDING'"),
         ),
-        sa.Index("ix_evaluations_trace", "trace_id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

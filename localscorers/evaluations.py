@@ -83,7 +83,7 @@ class EvaluationQueue:
         now = _clock.now_ms()
         conditions = [
             e.c.status == _PENDING,
-            e.c.superseded.is_(False),
+            e.c.superseded == sa.false(),
             e.c.not_before_ms <= now,
             sa.or_(e.c.lease_owner.is_(None), e.c.lease_expires_ms < now),
         ]
@@ -229,7 +229,9 @@ class EvaluationQueue:
     def pending_count(self, *, up_to_id: int | None = None) -> int:
         """Count pending evaluations (optionally only those with id <= ``up_to_id``)."""
         e = _tables.evaluations
-        query = sa.select(sa.func.count()).where(e.c.status == _PENDING, e.c.superseded.is_(False))
+        query = sa.select(sa.func.count()).where(
+            e.c.status == _PENDING, e.c.superseded == sa.false()
+        )
         if up_to_id is not None:
             query = query.where(e.c.id <= up_to_id)
         with self._db.read() as conn:
@@ -242,7 +244,7 @@ class EvaluationQueue:
         ``pending_count`` reads all of them (milliseconds for a backlog of 20,000).
         """
         e = _tables.evaluations
-        query = sa.select(e.c.id).where(e.c.status == _PENDING, e.c.superseded.is_(False))
+        query = sa.select(e.c.id).where(e.c.status == _PENDING, e.c.superseded == sa.false())
         if up_to_id is not None:
             query = query.where(e.c.id <= up_to_id)
         with self._db.read() as conn:

@@ -167,7 +167,7 @@ def _latest_evaluation(conn: Connection, trace_id: str, name: str) -> Any:  # no
     e = _tables.evaluations
     return conn.execute(
         sa.select(e.c.id, e.c.status, e.c.scorer_version, e.c.origin, e.c.attempts)
-        .where(e.c.trace_id == trace_id, e.c.scorer_name == name, e.c.superseded.is_(False))
+        .where(e.c.trace_id == trace_id, e.c.scorer_name == name, e.c.superseded == sa.false())
         .order_by(e.c.scorer_version.desc(), e.c.id.desc())
         .limit(1)
     ).first()

@@ -236,9 +236,9 @@ class ScorerRegistry:
         """
         validate_name(name)
         digest = definition_hash(definition, description)
-        now = _clock.now_ms()
         s, v = _tables.scorers, _tables.scorer_versions
         with self._db.write() as conn:
+            now = _clock.now_ms()  # under the write lock: see TraceStore.write_traces
             current = self._find(conn, experiment_id, name)
             if current is None:
                 count = conn.execute(
@@ -308,9 +308,9 @@ class ScorerRegistry:
             InvalidTransitionError: the current state does not allow the call.
         """
         target = ScorerStatus.STOPPED if action == "stop" else ScorerStatus.ACTIVE
-        now = _clock.now_ms()
         s = _tables.scorers
         with self._db.write() as conn:
+            now = _clock.now_ms()  # under the write lock: see TraceStore.write_traces
             current = self._find(conn, experiment_id, name)
             if current is None:
                 raise InvalidTransitionError(
@@ -347,9 +347,9 @@ class ScorerRegistry:
         Raises:
             ScorerNotFoundError: no such name or version.
         """
-        now = _clock.now_ms()
         s, v = _tables.scorers, _tables.scorer_versions
         with self._db.write() as conn:
+            now = _clock.now_ms()
             current = self._get(conn, experiment_id, name, version=version)
             versions = sa.and_(v.c.experiment_id == experiment_id, v.c.name == name)
             if version is not None:

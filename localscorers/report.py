@@ -230,7 +230,7 @@ def _counts(
         )
         .where(
             e.c.experiment_id == experiment_id,
-            e.c.superseded.is_(False),
+            e.c.superseded == sa.false(),
             sa.or_(e.c.status == _PENDING, _finished_since(since_ms)),
         )
         .group_by(e.c.scorer_name)
@@ -263,7 +263,7 @@ def _values(
         .select_from(e.join(a, a.c.evaluation_id == e.c.id))
         .where(
             e.c.experiment_id == experiment_id,
-            e.c.superseded.is_(False),
+            e.c.superseded == sa.false(),
             e.c.status == _SUCCEEDED,
             _finished_since(since_ms),
             a.c.kind == "FEEDBACK",
@@ -297,7 +297,7 @@ def _buckets(
         )
         .where(
             e.c.experiment_id == experiment_id,
-            e.c.superseded.is_(False),
+            e.c.superseded == sa.false(),
             e.c.status.in_([_SUCCEEDED, _FAILED]),
             _finished_since(since_ms),
         )

@@ -231,8 +231,11 @@ class TraceStore:
         """
         if not records:
             return 0
-        now = _clock.now_ms()
         with self._db.write() as conn:
+            # Taken under the write lock, so commit order and ingested_ms agree with the
+            # lifecycle history explain() replays (a trace that waited for the lock must
+            # not look older than a start() that committed before it).
+            now = _clock.now_ms()
             if skip_existing:
                 records = self._without_existing(conn, records)
             try:
@@ -325,6 +328,7 @@ class TraceStore:
                 passes = dict(zip((a.name for a in filtered), matched, strict=True))
                 pending.extend(
                     {
+                        "id": None,
                         "trace_id": r.trace_id,
                         "experiment_id": experiment_id,
                         "scorer_name": a.name,
@@ -334,6 +338,9 @@ class TraceStore:
                         "attempts": 0,
                         "enqueued_ms": now,
                         "not_before_ms": 0,
+                        "lease_owner": None,
+                        "lease_expires_ms": None,
+                        "finished_ms": None,
                         "superseded": False,
                     }
                     for a in active

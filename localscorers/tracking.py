@@ -363,7 +363,7 @@ def flush(timeout: float | None = None) -> bool:
     queue = EvaluationQueue(runtime.db, owner="flush", lease_ms=0)
     watermark = queue.max_id()
     deadline = None if timeout is None else time.monotonic() + timeout
-    while queue.pending_count(up_to_id=watermark):
+    while queue.has_pending(up_to_id=watermark):
         if deadline is not None and time.monotonic() >= deadline:
             return False
         time.sleep(0.05)
