@@ -103,15 +103,7 @@ def _keyword_filter(func: Callable[..., Any]) -> Callable[..., Any]:
 def load_scorer(state: ScorerState, *, db_path: Path | None) -> LoadedScorer:
     """Make a stored scorer version runnable; a load failure is kept, not raised."""
     timeout, limit = _options(state.definition)
-    fields = {
-        "name": state.name,
-        "description": state.description,
-        "version": state.version,
-        "status": state.status,
-        "sample_rate": state.sample_rate,
-        "filter_string": state.filter_string,
-        "experiment_id": state.experiment_id,
-    }
+    fields = state.scorer_fields()
     try:
         if state.definition.get("kind") == "class":
             call: Callable[..., Any] = _serialization.instantiate_class(state.definition, fields)

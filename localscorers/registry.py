@@ -73,6 +73,18 @@ class ScorerState:
     definition: dict[str, Any]
     description: str | None
 
+    def scorer_fields(self) -> dict[str, Any]:
+        """Return the ``Scorer`` fields this state sets (name, description, lifecycle)."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "version": self.version,
+            "status": self.status,
+            "sample_rate": self.sample_rate,
+            "filter_string": self.filter_string,
+            "experiment_id": self.experiment_id,
+        }
+
 
 @dataclass(frozen=True)
 class ActiveScorer:

@@ -400,25 +400,16 @@ def scorer_from_state(state: ScorerState, *, db_path: Path | None) -> Scorer:
         ScorerLoadError: a class-based scorer's class cannot be imported.
     """
     definition = state.definition
-    fields: dict[str, Any] = {
-        "name": state.name,
-        "description": state.description,
-        "version": state.version,
-        "status": state.status,
-        "sample_rate": state.sample_rate,
-        "filter_string": state.filter_string,
-        "experiment_id": state.experiment_id,
-    }
     if definition.get("kind") == "class":
-        cls = _serialization.resolve_reference(definition["reference"])
-        if not (isinstance(cls, type) and issubclass(cls, Scorer)):
+        restored_class = _serialization.instantiate_class(definition, state.scorer_fields())
+        if not isinstance(restored_class, Scorer):
             raise ScorerLoadError(
                 f"Stored scorer {state.name!r} refers to {definition['reference']!r}, "
                 "which is not a Scorer class."
             )
-        return cls(**definition.get("config", {}), **fields)
+        return restored_class
     restored = FunctionScorer(
-        **fields,
+        **state.scorer_fields(),
         stored_definition=definition,
         timeout_seconds=definition.get("timeout_seconds"),
         max_concurrency=definition.get("max_concurrency"),
