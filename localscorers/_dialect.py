@@ -6,8 +6,10 @@ run on PostgreSQL (where claims would use ``FOR UPDATE SKIP LOCKED``).
 
 from __future__ import annotations
 
+import random
 import re
 import sqlite3
+import time
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -76,7 +78,40 @@ def install_sqlite_hooks(engine: Engine, *, busy_timeout: float, wal: bool) -> N
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         mode = conn.get_execution_options().get(BEGIN_OPTION, "DEFERRED")
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        if mode == "IMMEDIATE" and wal:
+            _begin_immediate(conn, busy_timeout=busy_timeout)
+        else:
+            conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _begin_immediate(conn: Connection, *, busy_timeout: float) -> None:
+    """Take the write lock, retrying every fraction of a millisecond until the timeout.
+
+    SQLite's own busy handler sleeps 1, 2, 5, 10, 15, 20, 25... ms between tries, so
+    under steady contention between two processes (an application logging traces and
+    a worker writing feedback, each holding the lock well under a millisecond) the
+    waiter keeps oversleeping while the other takes the lock again. In WAL mode taking
+    the write lock is the only wait a writer has, so we do it here with short, jittered
+    sleeps; the connection's busy timeout still covers everything else.
+    """
+    raw = conn.connection.dbapi_connection
+    assert raw is not None  # noqa: S101 - a checked-out connection has its DBAPI connection
+    deadline = time.monotonic() + busy_timeout
+    delay = 0.0001
+    raw.execute("PRAGMA busy_timeout = 0")
+    try:
+        while True:
+            try:
+                raw.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if not is_locked_error(exc) or time.monotonic() >= deadline:
+                    raise sa.exc.OperationalError("BEGIN IMMEDIATE", None, exc) from exc
+                time.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter only
+                delay = min(delay * 1.5, 0.002)
+            else:
+                return
+    finally:
+        raw.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
 
 
 def is_locked_error(exc: BaseException) -> bool:
