@@ -101,12 +101,48 @@ class Settings:
         )
 
 
+_TASK_SECONDS = 0.005  # aim for pool tasks this long: fast scorers get claims in chunks
+_MAX_CHUNK = 32
+
+
 @dataclass
 class _Task:
-    claim: Claim
-    future: Future[list[Feedback]]
-    deadline: float
+    """One pool task: one scorer over a chunk of claims, called one after another.
+
+    A task per (trace, scorer) pair cost more in submitting, waking and handing the GIL
+    around than a trivial scorer costs to run; a chunk amortizes that. The worker records
+    each result and when each call started, under ``lock``, so a timeout still applies
+    to each call: finished results are kept, the call that overran is recorded as
+    ``SCORER_TIMEOUT``, and the claims it had not reached go back to the backlog.
+    """
+
+    claims: list[Claim]
     key: tuple[str, str]
+    timeout: float
+    future: Future[None] | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    results: list[list[Feedback] | TransientError] = field(default_factory=list)
+    call_started: float = field(default_factory=time.monotonic)
+    first_started: float = field(default_factory=time.monotonic)
+    abandoned: bool = False
+
+
+def _run_chunk(
+    task: _Task, loaded: LoadedScorer, traces: list[Trace], context: EvaluationContext
+) -> None:
+    with task.lock:
+        task.first_started = task.call_started = time.monotonic()
+    for trace in traces:
+        result: list[Feedback] | TransientError
+        try:
+            result = evaluate(loaded, trace, context)
+        except TransientError as exc:
+            result = exc
+        with task.lock:
+            if task.abandoned:
+                return  # the dispatcher gave up on this call; its result is not ours to write
+            task.results.append(result)
+            task.call_started = time.monotonic()
 
 
 class Runner:
@@ -153,6 +189,8 @@ class Runner:
         # backlog on every dispatch made a long backlog cost O(n) reads per call started.
         self._traces: dict[str, Trace] = {}
         self._scorers: dict[tuple[str, str, int], LoadedScorer] = {}
+        # Seconds per call, per scorer, smoothed: sizes the chunks of fast scorers.
+        self._call_seconds: dict[tuple[str, str], float] = {}
         self._scorer_counter: int | None = None
         self._last_renew = time.monotonic()
         self._last_write = time.monotonic()
@@ -231,7 +269,7 @@ class Runner:
     def _step(self) -> None:
         self._collect()
         self._renew_if_due()
-        self._abandoned = [task for task in self._abandoned if not task.future.done()]
+        self._abandoned = [t for t in self._abandoned if t.future is None or not t.future.done()]
         capacity = self.settings.max_workers - len(self._running) - len(self._abandoned)
         if capacity > 0:
             # Claims waiting for a scorer at its concurrency limit are not work we can
@@ -239,7 +277,10 @@ class Runner:
             blocked = self._saturated(with_backlog=False)
             ready = sum(1 for c in self._backlog if (c.experiment_id, c.scorer_name) not in blocked)
             if ready < capacity:
-                wanted = min(self.settings.batch_size, self.settings.max_workers * 4)
+                # Enough for every free thread to run a whole chunk of a fast scorer, since
+                # each claim (and its trace load and its completion) is a transaction;
+                # slow scorers keep claims small, so other workers can share the queue.
+                wanted = min(self.settings.batch_size, capacity * self._claim_chunk())
                 claimed = self.queue.claim(wanted, saturated=self._saturated(with_backlog=True))
                 if claimed:
                     self._forget_changed_scorers()
@@ -258,7 +299,8 @@ class Runner:
         # (Future.exception(timeout) raised TimeoutError here, which killed this thread
         # before release() and left the claims leased to a monitor that was gone.)
         if self._running:
-            wait_for_futures([task.future for task in self._running], timeout=self._close_wait)
+            futures = [task.future for task in self._running if task.future is not None]
+            wait_for_futures(futures, timeout=self._close_wait)
             self._collect()
         self._write_done()
         self.queue.release()
@@ -296,24 +338,47 @@ class Runner:
         for task in (*self._running, *self._abandoned):
             running[task.key] = running.get(task.key, 0) + 1
         context = EvaluationContext(db=self._db, origin="online")
+        chunks: dict[tuple[str, str, int], list[Claim]] = {}
         for claim in claims:
-            key = (claim.experiment_id, claim.scorer_name)
             loaded = self._loaded(claim)
-            trace = traces.get(claim.trace_id)
-            if loaded is None or trace is None:
+            if loaded is None or claim.trace_id not in traces:
                 continue  # already turned into an outcome
-            limit = loaded.max_concurrency
-            if capacity <= 0 or (limit is not None and running.get(key, 0) >= limit):
-                self._backlog.append(claim)
-                continue
-            timeout = loaded.timeout_seconds or self.settings.default_timeout_seconds
-            future = self._executor.submit(evaluate, loaded, trace, context)
-            future.add_done_callback(lambda _f: self._wake.set())
-            self._running.append(_Task(claim, future, time.monotonic() + timeout, key))
-            running[key] = running.get(key, 0) + 1
-            capacity -= 1
+            chunks.setdefault(
+                (claim.experiment_id, claim.scorer_name, claim.scorer_version), []
+            ).append(claim)
+        for (experiment_id, name, version), ready in chunks.items():
+            key = (experiment_id, name)
+            loaded = self._scorers[(experiment_id, name, version)]
+            size = self._chunk_size(key)
+            for offset in range(0, len(ready), size):
+                limit = loaded.max_concurrency
+                if capacity <= 0 or (limit is not None and running.get(key, 0) >= limit):
+                    self._backlog.extend(ready[offset:])
+                    break
+                chunk = ready[offset : offset + size]
+                timeout = loaded.timeout_seconds or self.settings.default_timeout_seconds
+                task = _Task(chunk, key, timeout)
+                chunk_traces = [traces[c.trace_id] for c in chunk]
+                task.future = self._executor.submit(_run_chunk, task, loaded, chunk_traces, context)
+                task.future.add_done_callback(lambda _f: self._wake.set())
+                self._running.append(task)
+                running[key] = running.get(key, 0) + 1
+                capacity -= 1
         waiting = {claim.trace_id for claim in self._backlog}
         self._traces = {k: v for k, v in self._traces.items() if k in waiting}
+
+    def _claim_chunk(self) -> int:
+        # The chunk size of the fastest scorer seen, at least 4 (the old fixed claim size).
+        fastest = min(self._call_seconds.values(), default=None)
+        if fastest is None:
+            return 4
+        return max(4, min(_MAX_CHUNK, int(_TASK_SECONDS / max(fastest, 1e-6))))
+
+    def _chunk_size(self, key: tuple[str, str]) -> int:
+        seconds = self._call_seconds.get(key)
+        if seconds is None:
+            return 1  # unknown speed: one call, then we know
+        return max(1, min(_MAX_CHUNK, int(_TASK_SECONDS / max(seconds, 1e-6))))
 
     def _load_traces(self, claims: list[Claim]) -> dict[str, Trace]:
         found = self._traces
@@ -354,39 +419,63 @@ class Runner:
         now = time.monotonic()
         still: list[_Task] = []
         for task in self._running:
+            assert task.future is not None  # noqa: S101 - set when submitted
             if task.future.done():
-                self._done.append(self._outcome(task))
-            elif now > task.deadline:
-                # A Python call cannot be killed: record the timeout and ignore its late result.
-                timeout = TimeoutError(
-                    f"Scorer {task.claim.scorer_name!r} did not finish within its timeout; "
-                    "raise timeout_seconds on the scorer or LOCALSCORERS_SCORER_TIMEOUT."
-                )
-                self._done.append(
-                    Outcome(
-                        task.claim,
-                        feedback=[
-                            error_feedback(
-                                timeout, name=task.claim.scorer_name, error_code="SCORER_TIMEOUT"
-                            )
-                        ],
-                    )
-                )
-                self._abandoned.append(task)
-            else:
+                self._finish_task(task, now)
+                continue
+            with task.lock:
+                overran = now - task.call_started > task.timeout
+                if overran:
+                    task.abandoned = True
+                    results = list(task.results)
+            if not overran:
                 still.append(task)
+                continue
+            # A Python call cannot be killed: record the timeout and ignore its late result.
+            finished, late = task.claims[: len(results)], task.claims[len(results)]
+            self._done.extend(self._outcome(c, r) for c, r in zip(finished, results, strict=True))
+            timeout = TimeoutError(
+                f"Scorer {late.scorer_name!r} did not finish within its timeout; "
+                "raise timeout_seconds on the scorer or LOCALSCORERS_SCORER_TIMEOUT."
+            )
+            self._done.append(
+                Outcome(
+                    late,
+                    feedback=[
+                        error_feedback(timeout, name=late.scorer_name, error_code="SCORER_TIMEOUT")
+                    ],
+                )
+            )
+            self._backlog.extend(task.claims[len(results) + 1 :])  # not started: still ours
+            self._call_seconds[task.key] = task.timeout
+            self._abandoned.append(task)
         self._running = still
 
-    def _outcome(self, task: _Task) -> Outcome:
-        claim = task.claim
-        try:
-            return Outcome(claim, feedback=task.future.result())
-        except TransientError as exc:
-            if claim.attempts + 1 < self.settings.max_attempts:
-                return Outcome(claim, retry_at_ms=_clock.now_ms() + self._backoff_ms(claim, exc))
-            return Outcome(claim, feedback=[error_feedback(exc, name=claim.scorer_name)])
-        except Exception as exc:  # noqa: BLE001 - evaluate() only lets TransientError out; belt and braces
-            return Outcome(claim, feedback=[error_feedback(exc, name=claim.scorer_name)])
+    def _finish_task(self, task: _Task, now: float) -> None:
+        assert task.future is not None  # noqa: S101 - set when submitted
+        error = task.future.exception()
+        results = task.results
+        self._done.extend(self._outcome(c, r) for c, r in zip(task.claims, results, strict=False))
+        if error is not None or len(results) < len(task.claims):
+            # The chunk itself failed (not a scorer: evaluate() turns those into data).
+            failure = error or RuntimeError("the scorer task stopped early")
+            self._done.extend(
+                Outcome(c, feedback=[error_feedback(failure, name=c.scorer_name)])
+                for c in task.claims[len(results) :]
+            )
+            return
+        per_call = (now - task.first_started) / len(task.claims)
+        previous = self._call_seconds.get(task.key)
+        self._call_seconds[task.key] = (
+            per_call if previous is None else 0.7 * previous + 0.3 * per_call
+        )
+
+    def _outcome(self, claim: Claim, result: list[Feedback] | TransientError) -> Outcome:
+        if not isinstance(result, TransientError):
+            return Outcome(claim, feedback=result)
+        if claim.attempts + 1 < self.settings.max_attempts:
+            return Outcome(claim, retry_at_ms=_clock.now_ms() + self._backoff_ms(claim, result))
+        return Outcome(claim, feedback=[error_feedback(result, name=claim.scorer_name)])
 
     def _backoff_ms(self, claim: Claim, exc: TransientError) -> int:
         base = min(
