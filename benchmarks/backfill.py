@@ -26,6 +26,8 @@ import tracemalloc
 import uuid
 from pathlib import Path
 
+import _rows
+
 import localscorers
 from localscorers import _context
 from localscorers.models import TraceStatus
@@ -167,12 +169,15 @@ def peak_memory(workdir: Path, traces: int) -> float:
     return peak / 2**20
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--traces", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--memory-traces", type=int, default=20_000)
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.traces, args.repeat, args.memory_traces = 2_000, 1, 2_000
     with tempfile.TemporaryDirectory(prefix="localscorers-bench-") as tmp:
         workdir = Path(tmp)
         template = workdir / "template.db"
@@ -201,7 +206,18 @@ def main() -> None:
         peaks = {n: peak_memory(workdir, n) for n in (small, large)}
         for n, peak in peaks.items():
             print(f"peak traced memory, {n:>9,} traces: {peak:7.1f} MiB")
-        print(f"memory growth for 10x traces: {peaks[large] / peaks[small]:.2f}x")
+        growth = peaks[large] / peaks[small]
+        print(f"memory growth for 10x traces: {growth:.2f}x")
+    return [
+        _rows.row("backfill", "raw sqlite3 floor (pairs/s)", pairs / floor, floor=None,
+                  higher_is_better=True, target="informational"),
+        _rows.row("backfill", "backfill_scorers (pairs/s)", pairs / backfill, floor=None,
+                  higher_is_better=True, target="informational"),
+        _rows.row("backfill", "backfill cost vs raw sqlite3 (x)", backfill / floor, floor=3.0,
+                  higher_is_better=False, target="<= 3x the raw floor"),
+        _rows.row("backfill", "peak memory growth for 10x traces (x)", growth, floor=1.5,
+                  higher_is_better=False, target="flat (<= 1.5x)"),
+    ]  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ import time
 import uuid
 from pathlib import Path
 
+import _rows
+
 import localscorers
 from localscorers import _context
 from localscorers.models import Span, TraceStatus
@@ -45,17 +47,9 @@ def payload(i: int) -> dict[str, object]:
 
 
 def row(name: str, value: float, *, floor: float | None, higher_is_better: bool, target: str):
-    # README contract: ratio >= 1.0 means the floor is met, whichever way the figure goes.
-    ratio = None if floor is None else (value / floor if higher_is_better else floor / value)
-    return {
-        "benchmark": BENCHMARK,
-        "figure": name,
-        "value": value,
-        "floor": floor,
-        "ratio": ratio,
-        "target": target,
-        "ok": ratio is None or ratio >= 1.0,
-    }
+    return _rows.row(
+        BENCHMARK, name, value, floor=floor, higher_is_better=higher_is_better, target=target
+    )
 
 
 # -- log_trace against the floor ------------------------------------------------------

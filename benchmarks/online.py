@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import _rows
+
 import localscorers
 from localscorers import ScorerSamplingConfig, _context
 from localscorers.evaluations import EvaluationQueue
@@ -69,17 +71,9 @@ for _func in (*TRIVIAL, slow):
 
 
 def row(name: str, value: float, *, floor: float | None, higher_is_better: bool, target: str):
-    # README contract: ratio >= 1.0 means the floor is met, whichever way the figure goes.
-    ratio = None if floor is None else (value / floor if higher_is_better else floor / value)
-    return {
-        "benchmark": BENCHMARK,
-        "figure": name,
-        "value": value,
-        "floor": floor,
-        "ratio": ratio,
-        "target": target,
-        "ok": ratio is None or ratio >= 1.0,
-    }
+    return _rows.row(
+        BENCHMARK, name, value, floor=floor, higher_is_better=higher_is_better, target=target
+    )
 
 
 def log(i: int) -> str:
