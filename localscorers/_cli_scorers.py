@@ -150,6 +150,18 @@ def _active_config(rate: float, filter_string: str | None, *, action: str) -> Sc
     return config
 
 
+def _activate(name: str, rate: float, filter_string: str | None, *, action: str) -> ScorerState:
+    # start and update differ only in which states the registry accepts them from.
+    config = _active_config(rate, filter_string, action=action)
+    return _context.current().registry.transition(
+        _experiment(),
+        validate_name(name),
+        action=action,
+        sample_rate=config.sample_rate,
+        filter_string=config.filter_string,
+    )
+
+
 def register(app: typer.Typer) -> None:  # noqa: PLR0915 - one closure per command
     """Add the ``scorers`` command group to the app."""
     group = typer.Typer(
@@ -258,14 +270,7 @@ def register(app: typer.Typer) -> None:  # noqa: PLR0915 - one closure per comma
         as_json: JsonOption = False,
     ) -> None:
         """Start scoring new traces (REGISTERED, STOPPED or ACTIVE -> ACTIVE)."""
-        config = _active_config(sample_rate, filter_string, action="start")
-        state = _context.current().registry.transition(
-            _experiment(),
-            validate_name(name),
-            action="start",
-            sample_rate=config.sample_rate,
-            filter_string=config.filter_string,
-        )
+        state = _activate(name, sample_rate, filter_string, action="start")
         _show_state(state, as_json=as_json, verb="started")
 
     @group.command("update")
@@ -281,14 +286,7 @@ def register(app: typer.Typer) -> None:  # noqa: PLR0915 - one closure per comma
         as_json: JsonOption = False,
     ) -> None:
         """Replace an ACTIVE scorer's sampling config (a filter not repeated is cleared)."""
-        config = _active_config(sample_rate, filter_string, action="update")
-        state = _context.current().registry.transition(
-            _experiment(),
-            validate_name(name),
-            action="update",
-            sample_rate=config.sample_rate,
-            filter_string=config.filter_string,
-        )
+        state = _activate(name, sample_rate, filter_string, action="update")
         _show_state(state, as_json=as_json, verb="updated")
 
     @group.command("stop")
