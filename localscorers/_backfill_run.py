@@ -45,6 +45,7 @@ from localscorers._execution import (
     load_scorer,
     to_feedback,
 )
+from localscorers.evaluations import move_requests
 from localscorers.exceptions import ScorerLoadError, TransientError
 from localscorers.models import Feedback, JobStatus, Trace
 
@@ -320,6 +321,8 @@ class Execution:
 
     def _fill(self) -> None:
         while not self.exhausted and len(self.slots) < self.window:
+            # Online work committed before this page is read shows as pending there.
+            move_requests(self.db)
             with self.db.read() as conn:
                 rows = self.plan.page(
                     conn, self.read_cursor, self.page_size, payload=True, existing=True

@@ -28,6 +28,7 @@ __all__ = [
     "assessments",
     "backfill_jobs",
     "counters",
+    "evaluation_requests",
     "evaluations",
     "experiments",
     "judge_cache",
@@ -285,6 +286,28 @@ class EvaluationRow(_Base, table=True):
     superseded: bool = False
 
 
+class EvaluationRequestRow(_Base, table=True):
+    """A committed trace's online evaluations, not yet moved into ``evaluations``.
+
+    One row per trace, written in the trace's transaction with the (scorer, version)
+    pairs whose filter matched and whose sample was in (``scorers``, a JSON list of
+    ``[name, version]``; ``count`` is its length). It has no index but its rowid and no
+    foreign key: a trace commit with scorers active costs one cheap row here, where
+    five ``evaluations`` rows with their unique index cost ~100 us (issue 4's 1.3x
+    budget). A claim moves requests into ``evaluations`` (insert-or-ignore on the
+    unique index, so exactly-once still holds) and deletes them in one transaction.
+    """
+
+    __tablename__ = "evaluation_requests"
+
+    id: int | None = Field(default=None, primary_key=True)
+    trace_id: str
+    experiment_id: str
+    scorers: Any = _json_column(nullable=False)
+    count: int
+    enqueued_ms: int
+
+
 class BackfillJobRow(_Base, table=True):
     """A durable backfill job with its keyset cursor ``(cursor_time_ms, cursor_trace_id)``."""
 
@@ -345,5 +368,6 @@ trace_metadata = _table(TraceMetadataRow)
 spans = _table(SpanRow)
 assessments = _table(AssessmentRow)
 evaluations = _table(EvaluationRow)
+evaluation_requests = _table(EvaluationRequestRow)
 backfill_jobs = _table(BackfillJobRow)
 judge_cache = _table(JudgeCacheRow)

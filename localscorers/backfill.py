@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from localscorers import _clock, _tables
 from localscorers._backfill_run import Execution
 from localscorers._backfill_sql import COUNT_KEYS, LeaseLostError, Plan, ScorerSpec, update_job
-from localscorers.evaluations import new_owner_id
+from localscorers.evaluations import move_requests, new_owner_id
 from localscorers.exceptions import ConfigurationError, JobNotFoundError
 from localscorers.models import BackfillJob, JobStatus
 
@@ -153,7 +153,10 @@ class BackfillJobs:
         end_ms: int | None = None,
         rescore: bool = False,
     ) -> dict[str, int]:
-        """Return, per scorer name, how many traces a job would evaluate; write nothing.
+        """Return, per scorer name, how many traces a job would evaluate; create no job.
+
+        (It does move online work committed so far from its compact queue into the
+        ledger, as a job would, so that pending online work is recognized.)
 
         Traces already scored by the same version are not counted (unless ``rescore``),
         exactly as a job would skip them.
@@ -164,6 +167,7 @@ class BackfillJobs:
             FilterSyntaxError: a scorer's filter does not parse.
         """
         plan = self._plan(experiment_id, specs, start_ms=start_ms, end_ms=end_ms, rescore=rescore)
+        move_requests(self._db)  # online work committed so far counts as pending
         counts = plan.count(self._db, check_existing=True)
         return {spec.name: count for spec, count in zip(specs, counts, strict=True)}
 

@@ -1,10 +1,12 @@
 """The evaluation ledger: pending work, leases, and exactly-once completion.
 
-Every (trace, scorer, version) evaluation is one ``evaluations`` row. Online rows are
-written PENDING with the trace; workers claim them with a lease; completion writes the
-feedback and retires the row in one transaction, and only while the lease is still
-ours. A worker that died loses its lease when it expires and the row is claimed again,
-so each row ends with exactly one set of feedback whatever crashes.
+Every (trace, scorer, version) evaluation is one ``evaluations`` row. A trace commit
+writes its online evaluations as one ``evaluation_requests`` row (cheap on the hot
+path); a claim moves requests into ``evaluations`` rows, leasing those it takes, in one
+transaction. Workers claim rows with a lease; completion writes the feedback and
+retires the row in one transaction, and only while the lease is still ours. A worker
+that died loses its lease when it expires and the row is claimed again, so each row
+ends with exactly one set of feedback whatever crashes.
 
 On SQLite, ``BEGIN IMMEDIATE`` makes a claim exclusive. On PostgreSQL the same claim
 would select with ``FOR UPDATE SKIP LOCKED``.
@@ -19,16 +21,37 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from localscorers import _clock, _tables
+from localscorers import _bulk, _clock, _dialect, _json, _tables
 from localscorers.models import EvaluationStatus, Feedback
 from localscorers.store import assessment_row, insert_rows
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
     from localscorers.db import Database
 
-__all__ = ["Claim", "EvaluationQueue", "Outcome", "new_owner_id"]
+__all__ = [
+    "Claim",
+    "EvaluationQueue",
+    "Outcome",
+    "Watermark",
+    "new_owner_id",
+    "pending_requests",
+    "requested_counts",
+]
 
 _PENDING = EvaluationStatus.PENDING.value
+_E = _tables.evaluations
+# In the order of Claim's fields.
+_CLAIM_COLUMNS = (
+    _E.c.id,
+    _E.c.trace_id,
+    _E.c.experiment_id,
+    _E.c.scorer_name,
+    _E.c.scorer_version,
+    _E.c.origin,
+    _E.c.attempts,
+)
 
 
 def new_owner_id() -> str:
@@ -58,6 +81,133 @@ class Outcome:
     retry_at_ms: int | None = None
 
 
+@dataclass
+class Watermark:
+    """The newest request and evaluation when a wait began (see ``has_pending``).
+
+    Requests up to ``request_id`` become evaluations with ids above ``evaluation_id``,
+    so once they are all moved, ``evaluation_id`` is raised to cover them.
+    """
+
+    request_id: int
+    evaluation_id: int
+
+
+def _insert_ignore() -> sa.Insert:
+    e = _tables.evaluations
+    insert: sa.Insert = _dialect.insert_ignore(e).values(
+        {c.name: sa.bindparam(c.name) for c in e.c}
+    )
+    return insert
+
+
+def _oldest_requests() -> sa.Select[Any]:
+    r = _tables.evaluation_requests
+    return (
+        sa.select(r.c.id, r.c.trace_id, r.c.experiment_id, r.c.scorers, r.c.enqueued_ms)
+        .order_by(r.c.id)
+        .limit(sa.bindparam("limit"))
+    )
+
+
+def _taken_since() -> sa.Select[Any]:
+    e = _tables.evaluations
+    return (
+        sa.select(*_CLAIM_COLUMNS)
+        .where(e.c.id > sa.bindparam("before"), e.c.lease_owner == sa.bindparam("owner"))
+        .order_by(e.c.id)
+    )
+
+
+def pending_requests(conn: Connection, trace_id: str) -> list[tuple[str, int]]:
+    """Return the (scorer name, version) pairs of a trace's requests not yet in the ledger.
+
+    Scans ``evaluation_requests`` (it has no index on ``trace_id``: it holds only the
+    backlog, and the hot path pays for every index). For explain, not for hot paths.
+    """
+    r = _tables.evaluation_requests
+    scorers = conn.execute(sa.select(r.c.scorers).where(r.c.trace_id == trace_id)).scalars()
+    return [(str(name), int(version)) for pairs in scorers for name, version in pairs]
+
+
+def requested_counts(conn: Connection, experiment_id: str) -> dict[str, int]:
+    """Count an experiment's requested evaluations not yet in the ledger, per scorer name."""
+    r = _tables.evaluation_requests
+    counts: dict[str, int] = {}
+    for pairs in conn.execute(
+        sa.select(r.c.scorers).where(r.c.experiment_id == experiment_id)
+    ).scalars():
+        for name, _version in pairs:
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def move_requests(db: Database, *, batch: int = 2000) -> int:
+    """Move every request into the ledger, unleased, ``batch`` requests per transaction.
+
+    A backfill calls this before it reads traces, so that online work already committed
+    shows as PENDING there (and is left to online scoring) instead of being invisible.
+    Returns how many requests were moved.
+    """
+    moved = 0
+    while True:
+        with db.write() as conn:
+            count, _ = _move(conn, batch)
+        moved += count
+        if count < batch:
+            return moved
+
+
+def _move(
+    conn: Connection,
+    limit: int,
+    *,
+    take: int = 0,
+    owner: str | None = None,
+    expires: int | None = None,
+    saturated: Collection[tuple[str, str]] = (),
+) -> tuple[int, int]:
+    """Move the oldest ``limit`` requests into ``evaluations``; lease up to ``take`` rows.
+
+    Insert-or-ignore: a pair that a backfill wrote meanwhile keeps its row, so the
+    unique index still makes each (trace, scorer, version) one evaluation. Returns the
+    number of requests moved and of rows leased to ``owner``.
+    """
+    requests = _bulk.compiled_select(conn, "evaluations:requests", _oldest_requests).fetchall(
+        conn, {"limit": limit}
+    )
+    if not requests:
+        return 0, 0
+    rows: list[dict[str, Any]] = []
+    taken = 0
+    for _id, trace_id, experiment_id, scorers, enqueued_ms in requests:
+        for name, version in _json.loads(scorers):
+            leased = taken < take and (experiment_id, name) not in saturated
+            taken += leased
+            rows.append(
+                {
+                    "id": None,
+                    "trace_id": trace_id,
+                    "experiment_id": experiment_id,
+                    "scorer_name": name,
+                    "scorer_version": version,
+                    "origin": "online",
+                    "status": _PENDING,
+                    "attempts": 0,
+                    "enqueued_ms": enqueued_ms,
+                    "not_before_ms": 0,
+                    "lease_owner": owner if leased else None,
+                    "lease_expires_ms": expires if leased else None,
+                    "finished_ms": None,
+                    "superseded": False,
+                }
+            )
+    _bulk.compiled_select(conn, "evaluations:insert-ignore", _insert_ignore).executemany(conn, rows)
+    r = _tables.evaluation_requests
+    conn.execute(sa.delete(r).where(r.c.id <= requests[-1][0]))
+    return len(requests), taken
+
+
 class EvaluationQueue:
     """Claim and complete evaluations under leases held by ``owner``.
 
@@ -75,6 +225,8 @@ class EvaluationQueue:
     def claim(self, limit: int, *, saturated: Collection[tuple[str, str]] = ()) -> list[Claim]:
         """Lease up to ``limit`` pending evaluations that are due and free (or whose lease expired).
 
+        Evaluations already in the ledger come first; then the oldest requests are moved
+        into it, and the rows we can take are written already leased to us.
         ``saturated`` lists (experiment_id, scorer_name) pairs at their concurrency limit.
         """
         if limit <= 0:
@@ -91,30 +243,44 @@ class EvaluationQueue:
             sa.not_(sa.and_(e.c.experiment_id == exp, e.c.scorer_name == name))
             for exp, name in saturated
         )
-        query = (
-            sa.select(
-                e.c.id,
-                e.c.trace_id,
-                e.c.experiment_id,
-                e.c.scorer_name,
-                e.c.scorer_version,
-                e.c.origin,
-                e.c.attempts,
-            )
-            .where(*conditions)
-            .order_by(e.c.id)
-            .limit(limit)
-        )
+        query = sa.select(*_CLAIM_COLUMNS).where(*conditions).order_by(e.c.id).limit(limit)
         with self._db.write() as conn:
             rows = conn.execute(query).all()
-            if not rows:
-                return []
-            conn.execute(
-                sa.update(e)
-                .where(e.c.id.in_([r.id for r in rows]))
-                .values(lease_owner=self.owner, lease_expires_ms=now + self.lease_ms)
-            )
-        return [Claim(*row) for row in rows]
+            if rows:
+                conn.execute(
+                    sa.update(e)
+                    .where(e.c.id.in_([r.id for r in rows]))
+                    .values(lease_owner=self.owner, lease_expires_ms=now + self.lease_ms)
+                )
+            claims = [Claim(*row) for row in rows]
+            if len(claims) < limit:
+                claims += self._move_requests(conn, now, limit - len(claims), saturated)
+        return claims
+
+    def _move_requests(
+        self, conn: Connection, now: int, limit: int, saturated: Collection[tuple[str, str]]
+    ) -> list[Claim]:
+        """Move up to ``limit`` requests into the ledger, taking up to ``limit`` of the rows.
+
+        Rows above ``before`` leased to us are exactly the ones just taken, since this
+        transaction holds the write lock.
+        """
+        e = _tables.evaluations
+        before = conn.execute(sa.select(sa.func.max(e.c.id))).scalar_one() or 0
+        _, taken = _move(
+            conn,
+            limit,
+            take=limit,
+            owner=self.owner,
+            expires=now + self.lease_ms,
+            saturated=saturated,
+        )
+        if not taken:
+            return []
+        taken_rows = _bulk.compiled_select(conn, "evaluations:taken", _taken_since).fetchall(
+            conn, {"before": before, "owner": self.owner}
+        )
+        return [Claim(*row) for row in taken_rows]
 
     def renew(self) -> int:
         """Extend every lease we hold; return how many."""
@@ -226,32 +392,48 @@ class EvaluationQueue:
             insert_rows(conn, _tables.assessments, feedback_rows)
         return len(finals) + len(retries)
 
-    def pending_count(self, *, up_to_id: int | None = None) -> int:
-        """Count pending evaluations (optionally only those with id <= ``up_to_id``)."""
-        e = _tables.evaluations
-        query = sa.select(sa.func.count()).where(
-            e.c.status == _PENDING, e.c.superseded == sa.false()
-        )
-        if up_to_id is not None:
-            query = query.where(e.c.id <= up_to_id)
+    def pending_count(self) -> int:
+        """Count pending evaluations: those in the ledger and those still requested."""
+        e, r = _tables.evaluations, _tables.evaluation_requests
         with self._db.read() as conn:
-            return int(conn.execute(query).scalar_one())
+            in_ledger = conn.execute(
+                sa.select(sa.func.count()).where(
+                    e.c.status == _PENDING, e.c.superseded == sa.false()
+                )
+            ).scalar_one()
+            requested = conn.execute(sa.select(sa.func.sum(r.c.count))).scalar_one()
+        return int(in_ledger) + int(requested or 0)
 
-    def has_pending(self, *, up_to_id: int | None = None) -> bool:
-        """Tell whether any evaluation (optionally with id <= ``up_to_id``) is still pending.
+    def watermark(self) -> Watermark:
+        """Mark the work pending now, for ``has_pending(since=...)``."""
+        e, r = _tables.evaluations, _tables.evaluation_requests
+        with self._db.read() as conn:
+            request_id = conn.execute(sa.select(sa.func.max(r.c.id))).scalar_one()
+            evaluation_id = conn.execute(sa.select(sa.func.max(e.c.id))).scalar_one()
+        return Watermark(int(request_id or 0), int(evaluation_id or 0))
+
+    def has_pending(self, since: Watermark | None = None) -> bool:
+        """Tell whether any evaluation is still pending (of those marked by ``since``).
 
         What waiting loops should ask: it stops at the first pending row, where
         ``pending_count`` reads all of them (milliseconds for a backlog of 20,000).
+        Updates ``since`` once its requests have all been moved into the ledger.
         """
-        e = _tables.evaluations
+        e, r = _tables.evaluations, _tables.evaluation_requests
+        requests = sa.select(r.c.id)
+        if since is not None:
+            requests = requests.where(r.c.id <= since.request_id)
         query = sa.select(e.c.id).where(e.c.status == _PENDING, e.c.superseded == sa.false())
-        if up_to_id is not None:
-            query = query.where(e.c.id <= up_to_id)
         with self._db.read() as conn:
+            # One read transaction, so the requests and the ledger are seen at one instant.
+            if conn.execute(requests.limit(1)).first() is not None:
+                return True
+            if since is not None:
+                if since.request_id:
+                    # Every marked request is in the ledger now, under some id up to the max.
+                    since.evaluation_id = int(
+                        conn.execute(sa.select(sa.func.max(e.c.id))).scalar_one() or 0
+                    )
+                    since.request_id = 0
+                query = query.where(e.c.id <= since.evaluation_id)
             return conn.execute(query.limit(1)).first() is not None
-
-    def max_id(self) -> int:
-        """Return the highest evaluation id written so far (0 when none)."""
-        e = _tables.evaluations
-        with self._db.read() as conn:
-            return int(conn.execute(sa.select(sa.func.max(e.c.id))).scalar_one() or 0)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from localscorers import _context, _filter_sql, _tables, filters, sampling
+from localscorers.evaluations import pending_requests
 from localscorers.exceptions import TraceNotFoundError
 from localscorers.models import EvaluationStatus, ScorerStatus
 
@@ -103,6 +104,14 @@ def _entry(
     conn: Connection, trace_id: str, ingested_ms: int, trace_status: str, state: ScorerState
 ) -> ExplainEntry:
     evaluation = _latest_evaluation(conn, trace_id, state.name)
+    requested = [v for name, v in pending_requests(conn, trace_id) if name == state.name]
+    # A request for a version already in the ledger will be dropped when it is moved.
+    if requested and (evaluation is None or max(requested) > evaluation.scorer_version):
+        return ExplainEntry(
+            state.name,
+            ExplainOutcome.PENDING,
+            f"waiting to be evaluated (version {max(requested)}, online)",
+        )
     if evaluation is not None:
         return _from_evaluation(conn, state.name, evaluation)
     return _from_history(conn, trace_id, ingested_ms, trace_status, state)

@@ -28,11 +28,27 @@ Migration = Callable[["Connection"], None]
 def m0001_initial(conn: Connection) -> None:
     """Create the version-1 tables and the default experiment ``"0"``.
 
-    This uses the live table definitions. When a later migration changes a table,
-    replace this body with the frozen version-1 DDL first, so a fresh database
-    still passes through every step.
+    The tables are named one by one (not ``create_all``), so tables added by later
+    migrations are not created here. Their definitions are still the live ones: before
+    a later migration changes a column of one of these tables, replace this body with
+    the frozen version-1 DDL, so a fresh database still passes through every step.
     """
-    _tables.METADATA.create_all(conn)
+    version_1 = (
+        _tables.experiments,
+        _tables.counters,
+        _tables.scorers,
+        _tables.scorer_versions,
+        _tables.scorer_events,
+        _tables.traces,
+        _tables.trace_tags,
+        _tables.trace_metadata,
+        _tables.spans,
+        _tables.assessments,
+        _tables.evaluations,
+        _tables.backfill_jobs,
+        _tables.judge_cache,
+    )
+    _tables.METADATA.create_all(conn, tables=version_1)
     conn.execute(
         sa.insert(_tables.experiments).values(
             experiment_id="0", name="Default", created_ms=_clock.now_ms()
@@ -41,7 +57,12 @@ def m0001_initial(conn: Connection) -> None:
     conn.execute(sa.insert(_tables.counters).values(name="scorers", value=0))
 
 
-MIGRATIONS: tuple[Migration, ...] = (m0001_initial,)
+def m0002_evaluation_requests(conn: Connection) -> None:
+    """Add ``evaluation_requests``: a trace commit's online evaluations, one row per trace."""
+    _tables.evaluation_requests.create(conn)
+
+
+MIGRATIONS: tuple[Migration, ...] = (m0001_initial, m0002_evaluation_requests)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
 
 from localscorers import _clock, _context, _tables
+from localscorers.evaluations import requested_counts
 from localscorers.exceptions import ConfigurationError
 from localscorers.models import EvaluationStatus, ScorerStatus
 
@@ -154,12 +155,13 @@ def scorer_report(
     states = {state.name: state for state in runtime.registry.list(experiment)}
     with runtime.db.read() as conn:
         counts = _counts(conn, experiment, since_ms)
+        requested = requested_counts(conn, experiment)
         values = _values(conn, experiment, since_ms)
         if width is None:
             width = _auto_bucket(counts, since_ms)
         buckets = _buckets(conn, experiment, since_ms, width)
     reports = []
-    for name in sorted(set(states) | set(counts)):
+    for name in sorted(set(states) | set(counts) | set(requested)):
         state = states.get(name)
         count = counts.get(name, {})
         value = values.get(name, {})
@@ -177,7 +179,7 @@ def scorer_report(
                 evaluations=int(count.get("succeeded") or 0) + int(count.get("failed") or 0),
                 succeeded=int(count.get("succeeded") or 0),
                 errors=int(count.get("failed") or 0),
-                pending=int(count.get("pending") or 0),
+                pending=int(count.get("pending") or 0) + requested.get(name, 0),
                 bool_values=bool_values,
                 passed=passed,
                 numeric_values=numeric_values,

@@ -222,10 +222,10 @@ class Runner:
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every evaluation pending now is done; return False on timeout."""
-        watermark = self.queue.max_id()
+        watermark = self.queue.watermark()
         deadline = None if timeout is None else time.monotonic() + timeout
         self._wake.set()
-        while self.queue.has_pending(up_to_id=watermark):
+        while self.queue.has_pending(since=watermark):
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return False

@@ -21,7 +21,6 @@ from localscorers.models import (
     AssessmentError,
     AssessmentSource,
     AssessmentSourceType,
-    EvaluationStatus,
     Expectation,
     Experiment,
     Feedback,
@@ -52,7 +51,13 @@ _CHUNK = 500  # ids per IN (...) list when loading children of many traces
 
 _JSON_COLUMNS = {
     table.name: _bulk.json_columns(table)
-    for table in (_tables.traces, _tables.spans, _tables.assessments, _tables.evaluations)
+    for table in (
+        _tables.traces,
+        _tables.spans,
+        _tables.assessments,
+        _tables.evaluations,
+        _tables.evaluation_requests,
+    )
 }
 
 
@@ -306,7 +311,9 @@ class TraceStore:
             insert_rows(conn, table, rows)
 
     def _enqueue(self, conn: Connection, records: Sequence[TraceRecord], now: int) -> int:
-        pending: list[dict[str, Any]] = []
+        # One evaluation_requests row per trace: cheap enough for the hot path. A claim
+        # turns it into one evaluations row per scorer (see evaluations.py).
+        requests: list[dict[str, Any]] = []
         by_experiment: dict[str, list[TraceRecord]] = {}
         for r in records:
             if r.status is not TraceStatus.IN_PROGRESS:
@@ -326,29 +333,25 @@ class TraceStore:
                     else []
                 )
                 passes = dict(zip((a.name for a in filtered), matched, strict=True))
-                pending.extend(
-                    {
-                        "id": None,
-                        "trace_id": r.trace_id,
-                        "experiment_id": experiment_id,
-                        "scorer_name": a.name,
-                        "scorer_version": a.version,
-                        "origin": "online",
-                        "status": EvaluationStatus.PENDING.value,
-                        "attempts": 0,
-                        "enqueued_ms": now,
-                        "not_before_ms": 0,
-                        "lease_owner": None,
-                        "lease_expires_ms": None,
-                        "finished_ms": None,
-                        "superseded": False,
-                    }
+                chosen = [
+                    [a.name, a.version]
                     for a in active
                     if passes.get(a.name, True)
                     and sampling.is_sampled(r.trace_id, a.name, a.sample_rate)
-                )
-        insert_rows(conn, _tables.evaluations, pending)
-        return len(pending)
+                ]
+                if chosen:
+                    requests.append(
+                        {
+                            "id": None,
+                            "trace_id": r.trace_id,
+                            "experiment_id": experiment_id,
+                            "scorers": chosen,
+                            "count": len(chosen),
+                            "enqueued_ms": now,
+                        }
+                    )
+        insert_rows(conn, _tables.evaluation_requests, requests)
+        return sum(request["count"] for request in requests)
 
     # -- feedback ------------------------------------------------------------------
 

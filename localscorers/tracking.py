@@ -361,9 +361,9 @@ def flush(timeout: float | None = None) -> bool:
     if _context.monitor_enabled():
         return runtime.runner().flush(timeout)
     queue = EvaluationQueue(runtime.db, owner="flush", lease_ms=0)
-    watermark = queue.max_id()
+    watermark = queue.watermark()
     deadline = None if timeout is None else time.monotonic() + timeout
-    while queue.has_pending(up_to_id=watermark):
+    while queue.has_pending(since=watermark):
         if deadline is not None and time.monotonic() >= deadline:
             return False
         time.sleep(0.05)

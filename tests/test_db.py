@@ -20,6 +20,7 @@ from localscorers import (
     _tables,
 )
 from localscorers.db import MEMORY_URI, Database, normalize_uri
+from localscorers.evaluations import move_requests
 from localscorers.migrations import MIGRATIONS, migrate
 from tests import scorer_helpers
 
@@ -165,7 +166,7 @@ def test_newer_database_is_refused_with_a_clear_message(db_path: Path) -> None:
     conn.close()
     with pytest.raises(
         SchemaVersionError,
-        match=r"has schema version 99, but this localscorers expects version 1 or lower.*"
+        match=r"has schema version 99, but this localscorers expects version 2 or lower.*"
         r"Upgrade localscorers",
     ) as info:
         Database(db_path)
@@ -179,10 +180,10 @@ def test_failing_migration_rolls_back(db_path: Path) -> None:
     # Ported from sqlite-utils' test_failing_migration_rolls_back.
     db = Database(db_path)
 
-    def m0002_add_table(conn: sa.Connection) -> None:
+    def add_table(conn: sa.Connection) -> None:
         conn.exec_driver_sql("CREATE TABLE added (id INTEGER)")
 
-    def m0003_fails_halfway(conn: sa.Connection) -> None:
+    def fails_halfway(conn: sa.Connection) -> None:
         conn.exec_driver_sql("CREATE TABLE half_done (id INTEGER)")
         conn.exec_driver_sql("INSERT INTO experiments VALUES ('5', 'five', 1)")
         raise RuntimeError("migration 3 failed")
@@ -191,10 +192,10 @@ def test_failing_migration_rolls_back(db_path: Path) -> None:
         migrate(
             db.engine,
             path=str(db_path),
-            migrations=[*MIGRATIONS, m0002_add_table, m0003_fails_halfway],
+            migrations=[*MIGRATIONS, add_table, fails_halfway],
         )
     with db.read() as conn:
-        assert _dialect.get_user_version(conn) == 2
+        assert _dialect.get_user_version(conn) == len(MIGRATIONS) + 1
         tables = set(sa.inspect(conn).get_table_names())
         experiments = conn.execute(sa.select(_tables.experiments.c.name)).scalars().all()
     assert "added" in tables
@@ -207,13 +208,45 @@ def test_older_database_is_migrated_on_open(db_path: Path) -> None:
     db = Database(db_path)
     calls: list[int] = []
 
-    def m0002_record(conn: sa.Connection) -> None:
+    def record(conn: sa.Connection) -> None:
         calls.append(1)
 
-    assert migrate(db.engine, path=str(db_path), migrations=[*MIGRATIONS, m0002_record]) == 2
-    assert migrate(db.engine, path=str(db_path), migrations=[*MIGRATIONS, m0002_record]) == 2
+    newest = len(MIGRATIONS) + 1
+    assert migrate(db.engine, path=str(db_path), migrations=[*MIGRATIONS, record]) == newest
+    assert migrate(db.engine, path=str(db_path), migrations=[*MIGRATIONS, record]) == newest
     assert calls == [1]
     db.close()
+
+
+def test_version_1_database_with_pending_work_is_migrated_and_scored(
+    tracking: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A database last written by schema version 1: online work pending in the ledger,
+    # no evaluation_requests table (version 2 added it).
+    monkeypatch.setenv("LOCALSCORERS_MONITOR", "off")
+    scorer_helpers.is_short.register().start(
+        sampling_config=localscorers.ScorerSamplingConfig(sample_rate=1.0)
+    )
+    ids = [localscorers.log_trace(inputs="q", outputs="a" * (i * 15)) for i in range(3)]
+    assert move_requests(_context.current().db) == 3
+    _context.reset()
+    with sqlite3.connect(tracking) as conn:
+        conn.execute("DROP TABLE evaluation_requests")
+        conn.execute("PRAGMA user_version = 1")
+    conn.close()
+
+    monkeypatch.setenv("LOCALSCORERS_MONITOR", "on")
+    localscorers.set_tracking_uri(tracking)
+    assert localscorers.flush(timeout=30)
+    with sqlite3.connect(tracking) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        assert conn.execute("SELECT count(*) FROM evaluation_requests").fetchone()[0] == 0
+    conn.close()
+    for trace_id in ids:
+        assessments = localscorers.get_trace(trace_id).info.assessments
+        assert [(a.name, a.origin) for a in assessments] == [("is_short", "online")]
+    values = [localscorers.get_trace(i).info.assessments[0].value for i in ids]
+    assert values == [True, True, False]
 
 
 def test_default_experiment_exists(tracking: Path) -> None:

@@ -8,6 +8,7 @@ Every test opens its own database in ``tmp_path``; settings come from the
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 import subprocess
 import threading
 import time
@@ -25,7 +26,9 @@ from localscorers import (
     ScorerStatus,
     TraceNotFoundError,
     _clock,
+    _context,
 )
+from localscorers.evaluations import EvaluationQueue, Outcome
 from tests import scorer_helpers_online as helpers
 
 FLUSH_TIMEOUT = 30.0
@@ -358,6 +361,70 @@ def test_monitor_off_leaves_work_pending_and_flush_waits_for_a_worker(open_db: O
         assert one_feedback(trace_id, "always_true").value is True
         assert one_feedback(trace_id, "output_length").value == i
     assert not any(t.name == "localscorers-dispatcher" for t in monitor_threads())
+
+
+def test_work_still_in_the_commit_queue_is_counted_once_as_pending(open_db: OpenDb) -> None:
+    # A commit writes one compact request per trace; a claim moves it into the ledger.
+    # Before, during and after that move, report and explain see the same pending work.
+    open_db(MONITOR="off")
+    helpers.always_true.register().start()
+    helpers.output_length.register().start()
+    traces = [localscorers.log_trace(inputs=i, outputs="x" * i) for i in range(3)]
+
+    def pending() -> dict[str, int]:
+        return {r.scorer_name: r.pending for r in localscorers.scorer_report()}
+
+    queue = EvaluationQueue(_context.current().db, owner="test", lease_ms=60_000)
+    assert pending() == {"always_true": 3, "output_length": 3}
+    assert queue.pending_count() == 6
+    claims = queue.claim(2)  # moves the first two requests, leases two of their four rows
+    assert [(c.trace_id, c.scorer_name) for c in claims] == [
+        (traces[0], "always_true"),
+        (traces[0], "output_length"),
+    ]
+    assert pending() == {"always_true": 3, "output_length": 3}
+    assert queue.pending_count() == 6
+    assert set(outcomes(traces[1]).values()) == {ExplainOutcome.PENDING}
+    assert set(outcomes(traces[2]).values()) == {ExplainOutcome.PENDING}
+    more = queue.claim(10)  # the two moved rows left unleased, then the last request
+    assert sorted((c.trace_id, c.scorer_name) for c in more) == sorted(
+        (t, name) for t in traces[1:] for name in ("always_true", "output_length")
+    )
+    assert queue.pending_count() == 6
+    queue.complete([Outcome(c, feedback=[Feedback(name=c.scorer_name, value=1)]) for c in claims])
+    assert pending() == {"always_true": 2, "output_length": 2}
+    assert outcomes(traces[0]) == {
+        "always_true": ExplainOutcome.SUCCEEDED,
+        "output_length": ExplainOutcome.SUCCEEDED,
+    }
+
+
+def test_a_request_for_a_pair_already_in_the_ledger_is_dropped(
+    open_db: OpenDb, tmp_path: Path
+) -> None:
+    # A backfill may write a pair between a trace's commit and the move of its request:
+    # the unique (trace, scorer, version) row it wrote stays the only one.
+    path = open_db(MONITOR="off")
+    helpers.always_true.register().start()
+    trace_id = localscorers.log_trace(inputs=1, outputs=1)
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "INSERT INTO evaluations (trace_id, experiment_id, scorer_name, scorer_version, "
+            "origin, status, attempts, enqueued_ms, not_before_ms, superseded) "
+            "VALUES (?, '0', 'always_true', 1, 'job-1', 'SUCCEEDED', 1, 0, 0, 0)",
+            (trace_id,),
+        )
+    conn.close()
+    queue = EvaluationQueue(_context.current().db, owner="test", lease_ms=60_000)
+    assert queue.has_pending()
+    assert queue.claim(10) == []
+    assert not queue.has_pending()
+    assert queue.pending_count() == 0
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT origin, status FROM evaluations").fetchall()
+        requests = conn.execute("SELECT count(*) FROM evaluation_requests").fetchone()[0]
+    conn.close()
+    assert (rows, requests) == ([("job-1", "SUCCEEDED")], 0)
 
 
 def test_closing_the_monitor_mid_call_leaves_the_work_pending_and_unleased(
