@@ -299,6 +299,9 @@ class EvaluationRequestRow(_Base, table=True):
     """
 
     __tablename__ = "evaluation_requests"
+    # Ids are never reused (SQLite would restart at 1 once the table is empty), so an
+    # id taken as a watermark by flush() stays below every later request.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: int | None = Field(default=None, primary_key=True)
     trace_id: str

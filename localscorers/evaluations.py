@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from localscorers import _bulk, _clock, _dialect, _json, _tables
 from localscorers.models import EvaluationStatus, Feedback
-from localscorers.store import assessment_row, insert_rows
+from localscorers.store import assessment_row, encode_json, insert_encoded
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -41,6 +41,8 @@ __all__ = [
 ]
 
 _PENDING = EvaluationStatus.PENDING.value
+_SUCCEEDED = EvaluationStatus.SUCCEEDED.value
+_FAILED = EvaluationStatus.FAILED.value
 _E = _tables.evaluations
 # In the order of Claim's fields.
 _CLAIM_COLUMNS = (
@@ -99,6 +101,35 @@ def _insert_ignore() -> sa.Insert:
         {c.name: sa.bindparam(c.name) for c in e.c}
     )
     return insert
+
+
+def _finish() -> sa.Update:
+    e = _tables.evaluations
+    return (
+        sa.update(e)
+        .where(e.c.id == sa.bindparam("b_id"))
+        .values(
+            status=sa.bindparam("status"),
+            attempts=sa.bindparam("attempts"),
+            finished_ms=sa.bindparam("finished_ms"),
+            lease_owner=sa.null(),
+            lease_expires_ms=sa.null(),
+        )
+    )
+
+
+def _retry() -> sa.Update:
+    e = _tables.evaluations
+    return (
+        sa.update(e)
+        .where(e.c.id == sa.bindparam("b_id"))
+        .values(
+            attempts=sa.bindparam("attempts"),
+            not_before_ms=sa.bindparam("not_before_ms"),
+            lease_owner=sa.null(),
+            lease_expires_ms=sa.null(),
+        )
+    )
 
 
 def _oldest_requests() -> sa.Select[Any]:
@@ -314,83 +345,59 @@ class EvaluationQueue:
             return 0
         e = _tables.evaluations
         now = _clock.now_ms()
+        # Rows are built before the write lock is taken: the application's commits wait
+        # for it, and Python work inside it (JSON, uuids) was most of its hold time.
+        finals: dict[int, dict[str, Any]] = {}
+        retries: dict[int, dict[str, Any]] = {}
+        feedback: dict[int, Sequence[dict[str, Any]]] = {}
+        for outcome in outcomes:
+            claim = outcome.claim
+            if outcome.retry_at_ms is not None:
+                retries[claim.id] = {
+                    "b_id": claim.id,
+                    "attempts": claim.attempts + 1,
+                    "not_before_ms": outcome.retry_at_ms,
+                }
+                continue
+            failed = any(f.error is not None for f in outcome.feedback)
+            finals[claim.id] = {
+                "b_id": claim.id,
+                "status": _FAILED if failed else _SUCCEEDED,
+                "attempts": claim.attempts + 1,
+                "finished_ms": now,
+            }
+            rows = [
+                assessment_row(
+                    f,
+                    trace_id=claim.trace_id,
+                    origin=claim.origin,
+                    now_ms=now,
+                    evaluation_id=claim.id,
+                    scorer_name=claim.scorer_name,
+                    scorer_version=claim.scorer_version,
+                )
+                for f in outcome.feedback
+            ]
+            feedback[claim.id] = encode_json(_tables.assessments, rows)
+        ids = [o.claim.id for o in outcomes]
         with self._db.write() as conn:
             ours = set(
                 conn.execute(
                     sa.select(e.c.id).where(
-                        e.c.id.in_([o.claim.id for o in outcomes]),
-                        e.c.lease_owner == self.owner,
-                        e.c.status == _PENDING,
+                        e.c.id.in_(ids), e.c.lease_owner == self.owner, e.c.status == _PENDING
                     )
                 ).scalars()
             )
-            finals: list[dict[str, Any]] = []
-            retries: list[dict[str, Any]] = []
-            feedback_rows: list[dict[str, Any]] = []
-            for outcome in outcomes:
-                claim = outcome.claim
-                if claim.id not in ours:
-                    continue
-                if outcome.retry_at_ms is not None:
-                    retries.append(
-                        {
-                            "b_id": claim.id,
-                            "attempts": claim.attempts + 1,
-                            "not_before_ms": outcome.retry_at_ms,
-                        }
-                    )
-                    continue
-                failed = any(f.error is not None for f in outcome.feedback)
-                finals.append(
-                    {
-                        "b_id": claim.id,
-                        "status": (
-                            EvaluationStatus.FAILED if failed else EvaluationStatus.SUCCEEDED
-                        ).value,
-                        "attempts": claim.attempts + 1,
-                        "finished_ms": now,
-                    }
-                )
-                feedback_rows.extend(
-                    assessment_row(
-                        f,
-                        trace_id=claim.trace_id,
-                        origin=claim.origin,
-                        now_ms=now,
-                        evaluation_id=claim.id,
-                        scorer_name=claim.scorer_name,
-                        scorer_version=claim.scorer_version,
-                    )
-                    for f in outcome.feedback
-                )
-            where = e.c.id == sa.bindparam("b_id")
-            if finals:
-                conn.execute(
-                    sa.update(e)
-                    .where(where)
-                    .values(
-                        status=sa.bindparam("status"),
-                        attempts=sa.bindparam("attempts"),
-                        finished_ms=sa.bindparam("finished_ms"),
-                        lease_owner=None,
-                        lease_expires_ms=None,
-                    ),
-                    finals,
-                )
-            if retries:
-                conn.execute(
-                    sa.update(e)
-                    .where(where)
-                    .values(
-                        attempts=sa.bindparam("attempts"),
-                        not_before_ms=sa.bindparam("not_before_ms"),
-                        lease_owner=None,
-                        lease_expires_ms=None,
-                    ),
-                    retries,
-                )
-            insert_rows(conn, _tables.assessments, feedback_rows)
-        return len(finals) + len(retries)
+            final_rows = [row for i, row in finals.items() if i in ours]
+            retry_rows = [row for i, row in retries.items() if i in ours]
+            _bulk.compiled_select(conn, "evaluations:finish", _finish).executemany(conn, final_rows)
+            _bulk.compiled_select(conn, "evaluations:retry", _retry).executemany(conn, retry_rows)
+            insert_encoded(
+                conn,
+                _tables.assessments,
+                [row for i, rows in feedback.items() if i in ours for row in rows],
+            )
+        return len(final_rows) + len(retry_rows)
 
     def pending_count(self) -> int:
         """Count pending evaluations: those in the ledger and those still requested."""

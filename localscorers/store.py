@@ -41,6 +41,8 @@ __all__ = [
     "TraceRecord",
     "TraceStore",
     "assessment_row",
+    "encode_json",
+    "insert_encoded",
     "insert_rows",
     "new_trace_id",
     "value_forms",
@@ -66,18 +68,27 @@ def insert_rows(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]
 
     Hot paths (trace commits, feedback) use this instead of ``conn.execute(insert, rows)``.
     """
-    if not rows:
-        return
+    insert_encoded(conn, table, encode_json(table, rows))
+
+
+def encode_json(table: sa.Table, rows: Sequence[dict[str, Any]]) -> Sequence[dict[str, Any]]:
+    """Return the rows with their JSON columns encoded, ready for :func:`insert_encoded`.
+
+    Callers that hold the write lock while inserting encode first, outside it.
+    """
     json_names = _JSON_COLUMNS.get(table.name, frozenset())
-    if json_names:
-        rows = [
-            {
-                k: (_json.dumps(v) if k in json_names and v is not None else v)
-                for k, v in row.items()
-            }
-            for row in rows
-        ]
-    _bulk.compiled_insert(conn, table).executemany(conn, rows)
+    if not json_names or not rows:
+        return rows
+    return [
+        {k: (_json.dumps(v) if k in json_names and v is not None else v) for k, v in row.items()}
+        for row in rows
+    ]
+
+
+def insert_encoded(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert rows already passed through :func:`encode_json`, with one ``executemany``."""
+    if rows:
+        _bulk.compiled_insert(conn, table).executemany(conn, rows)
 
 
 def new_trace_id() -> str:

@@ -399,6 +399,26 @@ def test_work_still_in_the_commit_queue_is_counted_once_as_pending(open_db: Open
     }
 
 
+def test_a_wait_covers_work_committed_before_it_and_nothing_after(open_db: OpenDb) -> None:
+    open_db(MONITOR="off")
+    helpers.always_true.register().start()
+    before = [localscorers.log_trace(inputs=i, outputs=i) for i in range(3)]
+    queue = EvaluationQueue(_context.current().db, owner="test", lease_ms=60_000)
+    mark = queue.watermark()
+    assert queue.has_pending(since=mark)
+    claims = queue.claim(10)  # moves every request, so the requests table is empty
+    assert sorted(c.trace_id for c in claims) == sorted(before)
+    queue.complete(
+        [Outcome(c, feedback=[Feedback(name="always_true", value=True)]) for c in claims]
+    )
+    # Committed after the mark: its request must not look older than the mark, even
+    # though the table was emptied (SQLite reuses rowids unless told not to).
+    localscorers.log_trace(inputs="late", outputs="late")
+    assert not queue.has_pending(since=mark)
+    assert queue.has_pending()
+    assert queue.has_pending(since=queue.watermark())
+
+
 def test_a_request_for_a_pair_already_in_the_ledger_is_dropped(
     open_db: OpenDb, tmp_path: Path
 ) -> None:
