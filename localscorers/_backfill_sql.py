@@ -15,7 +15,6 @@ really inserted.
 from __future__ import annotations
 
 import operator
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -24,7 +23,7 @@ import sqlalchemy as sa
 
 from localscorers import _bulk, _dialect, _filter_sql, _json, _tables, filters, sampling
 from localscorers.models import EvaluationStatus, Feedback, TraceStatus
-from localscorers.store import assessment_row, value_forms
+from localscorers.store import assessment_row, new_id_hex, value_forms
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -344,8 +343,7 @@ def plain_row(
     time. ``tests/test_backfill.py`` checks the two stay identical.
     """
     row = base.copy()
-    # Opaque and unique like assessment_row's uuid4 ids, at a tenth of the cost.
-    row["assessment_id"] = f"a-{os.urandom(16).hex()}"
+    row["assessment_id"] = f"a-{new_id_hex()}"
     row["trace_id"] = trace_id
     row["evaluation_id"] = evaluation_id
     if isinstance(value, bool):

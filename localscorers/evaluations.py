@@ -182,61 +182,88 @@ def move_requests(db: Database, *, batch: int = 2000) -> int:
     """
     moved = 0
     while True:
-        with db.write() as conn:
-            count, _ = _move(conn, batch)
-        moved += count
-        if count < batch:
+        requests = _read_requests(db, batch)
+        if requests is None:
             return moved
+        with db.write() as conn:
+            _move(conn, requests)
+        moved += len(requests.rows)
+        if len(requests.rows) < batch:
+            return moved
+
+
+@dataclass(frozen=True)
+class _Requests:
+    """The oldest requests, read before the write lock, with their ledger rows built."""
+
+    last_id: int
+    rows: list[list[dict[str, Any]]]  # per request, oldest first
+
+
+def _read_requests(db: Database, limit: int) -> _Requests | None:
+    # Outside the write lock: decoding and building rows there made the application's
+    # commits wait for it.
+    with db.read() as conn:
+        found = _bulk.compiled_select(conn, "evaluations:requests", _oldest_requests).fetchall(
+            conn, {"limit": limit}
+        )
+    if not found:
+        return None
+    rows = [
+        [
+            {
+                "id": None,
+                "trace_id": trace_id,
+                "experiment_id": experiment_id,
+                "scorer_name": name,
+                "scorer_version": version,
+                "origin": "online",
+                "status": _PENDING,
+                "attempts": 0,
+                "enqueued_ms": enqueued_ms,
+                "not_before_ms": 0,
+                "lease_owner": None,
+                "lease_expires_ms": None,
+                "finished_ms": None,
+                "superseded": False,
+            }
+            for name, version in _json.loads(scorers)
+        ]
+        for _id, trace_id, experiment_id, scorers, enqueued_ms in found
+    ]
+    return _Requests(found[-1][0], rows)
 
 
 def _move(
     conn: Connection,
-    limit: int,
+    requests: _Requests,
     *,
     take: int = 0,
     owner: str | None = None,
     expires: int | None = None,
     saturated: Collection[tuple[str, str]] = (),
-) -> tuple[int, int]:
-    """Move the oldest ``limit`` requests into ``evaluations``; lease up to ``take`` rows.
+) -> int:
+    """Move requests read by ``_read_requests`` into ``evaluations``; lease up to ``take`` rows.
 
-    Insert-or-ignore: a pair that a backfill wrote meanwhile keeps its row, so the
-    unique index still makes each (trace, scorer, version) one evaluation. Returns the
-    number of requests moved and of rows leased to ``owner``.
+    Runs inside the write lock. Another process may have moved some of them since they
+    were read: every move deletes the oldest requests and ids only grow (AUTOINCREMENT),
+    so the ones still there are the newest ``rowcount`` of ours. Insert-or-ignore: a
+    pair a backfill wrote meanwhile keeps its row, so the unique index still makes each
+    (trace, scorer, version) one evaluation. Returns how many rows were leased to ``owner``.
     """
-    requests = _bulk.compiled_select(conn, "evaluations:requests", _oldest_requests).fetchall(
-        conn, {"limit": limit}
-    )
-    if not requests:
-        return 0, 0
+    r = _tables.evaluation_requests
+    deleted = conn.execute(sa.delete(r).where(r.c.id <= requests.last_id)).rowcount
+    still_there = requests.rows[max(0, len(requests.rows) - deleted) :] if deleted else []
     rows: list[dict[str, Any]] = []
     taken = 0
-    for _id, trace_id, experiment_id, scorers, enqueued_ms in requests:
-        for name, version in _json.loads(scorers):
-            leased = taken < take and (experiment_id, name) not in saturated
-            taken += leased
-            rows.append(
-                {
-                    "id": None,
-                    "trace_id": trace_id,
-                    "experiment_id": experiment_id,
-                    "scorer_name": name,
-                    "scorer_version": version,
-                    "origin": "online",
-                    "status": _PENDING,
-                    "attempts": 0,
-                    "enqueued_ms": enqueued_ms,
-                    "not_before_ms": 0,
-                    "lease_owner": owner if leased else None,
-                    "lease_expires_ms": expires if leased else None,
-                    "finished_ms": None,
-                    "superseded": False,
-                }
-            )
+    for request_rows in still_there:
+        for row in request_rows:
+            if taken < take and (row["experiment_id"], row["scorer_name"]) not in saturated:
+                row["lease_owner"], row["lease_expires_ms"] = owner, expires
+                taken += 1
+            rows.append(row)
     _bulk.compiled_select(conn, "evaluations:insert-ignore", _insert_ignore).executemany(conn, rows)
-    r = _tables.evaluation_requests
-    conn.execute(sa.delete(r).where(r.c.id <= requests[-1][0]))
-    return len(requests), taken
+    return taken
 
 
 class EvaluationQueue:
@@ -275,6 +302,7 @@ class EvaluationQueue:
             for exp, name in saturated
         )
         query = sa.select(*_CLAIM_COLUMNS).where(*conditions).order_by(e.c.id).limit(limit)
+        requests = _read_requests(self._db, limit)
         with self._db.write() as conn:
             rows = conn.execute(query).all()
             if rows:
@@ -284,23 +312,28 @@ class EvaluationQueue:
                     .values(lease_owner=self.owner, lease_expires_ms=now + self.lease_ms)
                 )
             claims = [Claim(*row) for row in rows]
-            if len(claims) < limit:
-                claims += self._move_requests(conn, now, limit - len(claims), saturated)
+            if requests is not None and len(claims) < limit:
+                claims += self._move_requests(conn, requests, now, limit - len(claims), saturated)
         return claims
 
     def _move_requests(
-        self, conn: Connection, now: int, limit: int, saturated: Collection[tuple[str, str]]
+        self,
+        conn: Connection,
+        requests: _Requests,
+        now: int,
+        limit: int,
+        saturated: Collection[tuple[str, str]],
     ) -> list[Claim]:
-        """Move up to ``limit`` requests into the ledger, taking up to ``limit`` of the rows.
+        """Move the requests into the ledger, taking up to ``limit`` of their rows.
 
         Rows above ``before`` leased to us are exactly the ones just taken, since this
         transaction holds the write lock.
         """
         e = _tables.evaluations
         before = conn.execute(sa.select(sa.func.max(e.c.id))).scalar_one() or 0
-        _, taken = _move(
+        taken = _move(
             conn,
-            limit,
+            requests,
             take=limit,
             owner=self.owner,
             expires=now + self.lease_ms,

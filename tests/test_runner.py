@@ -27,6 +27,7 @@ from localscorers import (
     TraceNotFoundError,
     _clock,
     _context,
+    evaluations,
 )
 from localscorers.evaluations import EvaluationQueue, Outcome
 from tests import scorer_helpers_online as helpers
@@ -417,6 +418,36 @@ def test_a_wait_covers_work_committed_before_it_and_nothing_after(open_db: OpenD
     assert not queue.has_pending(since=mark)
     assert queue.has_pending()
     assert queue.has_pending(since=queue.watermark())
+
+
+def test_requests_moved_by_another_claimer_after_they_were_read_are_not_lost(
+    open_db: OpenDb,
+) -> None:
+    # A claim reads the oldest requests before taking the write lock; another claimer may
+    # move some of them in between. Whatever the interleaving, every pair is in the
+    # ledger once and nothing is left behind.
+    open_db(MONITOR="off")
+    helpers.always_true.register().start()
+    helpers.output_length.register().start()
+    traces = [localscorers.log_trace(inputs=i, outputs="x" * i) for i in range(3)]
+    db = _context.current().db
+    read_first = evaluations._read_requests(db, 10)
+    assert read_first is not None
+    other = EvaluationQueue(db, owner="other", lease_ms=60_000)
+    assert {c.trace_id for c in other.claim(2)} == {traces[0]}  # moves requests 1 and 2
+    with db.write() as conn:
+        taken = evaluations._move(conn, read_first, take=10, owner="late", expires=1)
+    assert taken == 2  # the two rows of the third request
+    with sqlite3.connect(db.path) as conn:
+        rows = conn.execute(
+            "SELECT trace_id, scorer_name, lease_owner FROM evaluations ORDER BY id"
+        ).fetchall()
+    conn.close()
+    assert sorted((t, n) for t, n, _ in rows) == sorted(
+        (t, n) for t in traces for n in ("always_true", "output_length")
+    )
+    owners = Counter(owner for _, _, owner in rows)
+    assert owners == {"other": 2, None: 2, "late": 2}
 
 
 def test_a_request_for_a_pair_already_in_the_ledger_is_dropped(

@@ -7,6 +7,7 @@ import contextvars
 import logging
 import re
 import threading
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -63,6 +64,24 @@ def test_trace_records_arguments_return_value_and_timing():
     assert root.end_time_ns is not None
     assert root.end_time_ns >= root.start_time_ns
     assert root.start_time_ns // 1_000_000 == int(trace.info.request_time.timestamp() * 1000)
+
+
+def test_trace_and_feedback_ids_are_unique_and_start_with_their_time():
+    # Ids shaped like MLflow's (tr- and 32 hex digits) but time-ordered like a UUIDv7,
+    # so that they append to the id indexes instead of landing at random pages.
+    before_ms = time.time_ns() // 1_000_000
+    trace_ids = [localscorers.log_trace(inputs=i, outputs=i) for i in range(200)]
+    feedback = localscorers.log_feedback(trace_id=trace_ids[0], name="ok", value=True)
+    after_ms = time.time_ns() // 1_000_000
+    assert len(set(trace_ids)) == len(trace_ids)
+    for trace_id in trace_ids:
+        assert re.fullmatch(r"tr-[0-9a-f]{32}", trace_id)
+    stamps = [int(trace_id[3:15], 16) for trace_id in trace_ids]
+    assert stamps == sorted(stamps)
+    assert before_ms <= stamps[0]
+    assert stamps[-1] <= after_ms
+    assert re.fullmatch(r"a-[0-9a-f]{32}", feedback.assessment_id)
+    assert stamps[-1] <= int(feedback.assessment_id[2:14], 16) <= after_ms
 
 
 def test_trace_options_name_type_and_attributes():
