@@ -31,7 +31,9 @@ import _rows
 import localscorers
 from localscorers import _context
 from localscorers.models import TraceStatus
-from localscorers.store import TraceRecord
+
+# new_id_hex: the library's own ids, so the raw floors write the very same rows.
+from localscorers.store import TraceRecord, new_id_hex
 
 _EXPERIMENT = "0"
 _ASSESSMENT_COLUMNS = (
@@ -104,7 +106,7 @@ def run_floor(path: Path) -> float:
             ):
                 batch.append(
                     (
-                        f"a-{uuid.uuid4().hex}",
+                        f"a-{new_id_hex()}",
                         trace_id,
                         None,
                         "FEEDBACK",

@@ -30,7 +30,9 @@ import _rows
 import localscorers
 from localscorers import _context
 from localscorers.models import Span, TraceStatus
-from localscorers.store import TraceRecord
+
+# new_id_hex: the library's own ids, so the raw floors write the very same rows.
+from localscorers.store import TraceRecord, new_id_hex
 
 BENCHMARK = "ingest"
 CUSTOMERS = 1000
@@ -92,7 +94,7 @@ def run_floor(path: Path, start: int, count: int) -> float:
     started = time.perf_counter()
     for i in range(start, start + count):
         data = payload(i)
-        trace_id = f"tr-{uuid.uuid4().hex}"
+        trace_id = f"tr-{new_id_hex()}"
         now = time.time_ns() // 1_000_000
         inputs, outputs = json.dumps(data["inputs"]), json.dumps(data["outputs"])
         conn.execute("BEGIN IMMEDIATE")
@@ -125,9 +127,7 @@ def run_one_table_floor(path: Path, start: int, count: int) -> float:
     started = time.perf_counter()
     for i in range(start, start + count):
         conn.execute("BEGIN IMMEDIATE")
-        conn.execute(
-            "INSERT INTO t VALUES (?, ?)", (f"tr-{uuid.uuid4().hex}", json.dumps(payload(i)))
-        )
+        conn.execute("INSERT INTO t VALUES (?, ?)", (f"tr-{new_id_hex()}", json.dumps(payload(i))))
         conn.execute("COMMIT")
     elapsed = time.perf_counter() - started
     conn.close()
