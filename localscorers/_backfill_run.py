@@ -20,7 +20,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import wait as wait_for_futures
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -45,6 +45,7 @@ from localscorers._execution import (
     load_scorer,
     to_feedback,
 )
+from localscorers._pool import DaemonThreadPool
 from localscorers.evaluations import move_requests
 from localscorers.exceptions import ScorerLoadError, TransientError
 from localscorers.models import Feedback, JobStatus, Trace
@@ -79,7 +80,7 @@ class Host(Protocol):
     registry: ScorerRegistry
     settings: Settings
     owner: str
-    executor: ThreadPoolExecutor
+    executor: DaemonThreadPool
     wake: threading.Event
     stopping: threading.Event
     close_wait: float

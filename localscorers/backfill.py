@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +23,7 @@ import sqlalchemy as sa
 from localscorers import _clock, _tables
 from localscorers._backfill_run import Execution
 from localscorers._backfill_sql import COUNT_KEYS, LeaseLostError, Plan, ScorerSpec, update_job
+from localscorers._pool import DaemonThreadPool
 from localscorers.evaluations import move_requests, new_owner_id
 from localscorers.exceptions import ConfigurationError, JobNotFoundError
 from localscorers.models import BackfillJob, JobStatus
@@ -252,7 +252,7 @@ class JobRunner:
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.close_wait = 2.0
-        self.executor = ThreadPoolExecutor(
+        self.executor = DaemonThreadPool(
             max_workers=settings.max_workers, thread_name_prefix="localscorers-backfill"
         )
         self._thread: threading.Thread | None = None

@@ -1,9 +1,9 @@
 """The evaluator: claims pending evaluations and runs scorers on a thread pool.
 
 One dispatcher thread per ``Runner`` claims work (leased), loads the traces and the
-scorer versions, hands calls to a ``ThreadPoolExecutor`` and writes results back in
-batches, one transaction per batch. Scorer calls never touch the database; only the
-dispatcher writes, so writes stay few and short.
+scorer versions, hands calls to a thread pool (``_pool.DaemonThreadPool``) and writes
+results back in batches, one transaction per batch. Scorer calls never touch the
+database; only the dispatcher writes, so writes stay few and short.
 
 The same class runs in-process (the monitor, started lazily when a commit enqueues
 work) and as ``localscorers worker`` in a process of its own.
@@ -17,7 +17,7 @@ import os
 import random
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import wait as wait_for_futures
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -30,6 +30,7 @@ from localscorers._execution import (
     evaluate,
     load_scorer,
 )
+from localscorers._pool import DaemonThreadPool
 from localscorers.evaluations import Claim, EvaluationQueue, Outcome, new_owner_id
 from localscorers.exceptions import ConfigurationError, ScorerNotFoundError, TransientError
 
@@ -179,7 +180,7 @@ class Runner:
         self._stopping = threading.Event()
         self._progress = threading.Condition()
         self._thread: threading.Thread | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: DaemonThreadPool | None = None
         self._backlog: list[Claim] = []
         self._running: list[_Task] = []
         # Calls past their timeout: recorded as SCORER_TIMEOUT, but a Python call cannot be
@@ -207,7 +208,7 @@ class Runner:
         """Start the dispatcher thread and the pool (idempotent)."""
         if self._thread is not None:
             return
-        self._executor = ThreadPoolExecutor(
+        self._executor = DaemonThreadPool(
             max_workers=self.settings.max_workers, thread_name_prefix="localscorers"
         )
         self._thread = threading.Thread(

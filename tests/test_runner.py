@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -505,6 +506,47 @@ def test_closing_the_monitor_mid_call_leaves_the_work_pending_and_unleased(
     )
     assert worker.returncode == 0, worker.stderr
     assert one_feedback(trace_id, "hang").value == "late"
+
+
+def test_exit_is_not_held_by_a_stuck_scorer_call_and_leaves_the_work_pending(
+    open_db: OpenDb, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The call below blocks for an hour. Python joins ThreadPoolExecutor threads at exit
+    # before atexit handlers run, which made such a process unable to exit at all.
+    path = open_db(MONITOR="off")
+    code = (
+        "import sys, time\n"
+        "import localscorers\n"
+        "from tests import scorer_helpers_online as helpers\n"
+        "localscorers.set_tracking_uri(sys.argv[1])\n"
+        "helpers.Hang(name='stuck', cap_seconds=3600).register().start()\n"
+        "print(localscorers.log_trace(inputs=1, outputs=1), flush=True)\n"
+        "deadline = time.monotonic() + 30\n"
+        "while helpers.calls('stuck') < 1:\n"
+        "    if time.monotonic() > deadline:\n"
+        "        raise SystemExit('the scorer call never started')\n"
+        "    time.sleep(0.01)\n"
+    )
+    started = time.monotonic()
+    child = subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        env=helpers.subprocess_env(LOCALSCORERS_EXIT_WAIT_SECONDS="0.5"),
+        cwd=helpers.REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert child.returncode == 0, child.stderr
+    assert time.monotonic() - started < 60
+    trace_id = child.stdout.strip()
+    assert outcomes(trace_id)["stuck"] == ExplainOutcome.PENDING
+    with sqlite3.connect(path) as conn:
+        leases = conn.execute(
+            "SELECT status, lease_owner FROM evaluations WHERE trace_id = ?", (trace_id,)
+        ).fetchall()
+    conn.close()
+    assert leases == [("PENDING", None)]  # released: a worker can take it at once
 
 
 # -- explain --------------------------------------------------------------------------
