@@ -7,10 +7,11 @@ Run: ``python benchmarks/online.py [--duration 30] [--rate 2000] [--scorers 5] [
    application thread pays is measured: the pending evaluations written in the trace's
    transaction. Interleaved blocks, median of each. Target: <= 1.3x.
 2. Throughput: ``log_trace`` paced at ``--rate`` traces/s for ``--duration`` s with
-   ``--scorers`` trivial scorers active and the in-process monitor on; the backlog of
-   pending evaluations when ingest stops, and how long until it reaches zero.
-   Target: zero within 5 s. The achieved ingest rate is reported too: one Python
-   thread on this machine may not reach the requested rate.
+   ``--scorers`` trivial scorers active, scored by the in-process monitor and then by a
+   ``localscorers worker`` process; the backlog of pending evaluations when ingest
+   stops, and how long until it reaches zero. Targets: zero within 5 s, and the worker
+   run ingesting at the requested rate. In-process, the achieved rate is reported
+   only: the application and the evaluator share one interpreter lock.
 3. Slow scorers: a scorer sleeping 20 ms, 16 workers, a backlog drained from the start
    of the monitor; evaluations/s against the ideal 16 / 0.020 s = 800/s. Target: >= 85 %.
 """
@@ -204,9 +205,14 @@ def measure_throughput(
     if not finished:
         print("flush timed out: the backlog did not reach zero within 600 s")
     peak = max((p for _, p in samples), default=backlog)
+    # The rate is the target for the worker process. In-process, the application's own
+    # log_trace calls and the evaluator share one interpreter lock, so on a small machine
+    # the application cannot log that fast while it also scores: reported, not targeted.
+    ingest_floor = rate if worker else None
+    ingest_target = f">= {rate:.0f} traces/s" if worker else "informational: one GIL"
     return [
         row(f"{mode}: ingest achieved, asked {rate:.0f}/s, {scorers} scorers (traces/s)",
-            achieved, floor=rate, higher_is_better=True, target=f">= {rate:.0f} traces/s"),
+            achieved, floor=ingest_floor, higher_is_better=True, target=ingest_target),
         row(f"{mode}: backlog when ingest stopped (evaluations)", float(backlog), floor=None,
             higher_is_better=False, target="informational"),
         row(f"{mode}: peak backlog during ingest (evaluations)", float(peak), floor=None,
