@@ -18,6 +18,7 @@ from localscorers import _context, _filter_sql, _tables, filters, sampling
 from localscorers.evaluations import pending_requests
 from localscorers.exceptions import TraceNotFoundError
 from localscorers.models import EvaluationStatus, ScorerStatus
+from localscorers.store import ONLINE_SCORING_KEY
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -129,12 +130,27 @@ def _from_history(
         entry = _replay(conn, trace_id, trace_status, name, config)
         if entry is not None:
             return entry
+    if _online_scoring_off(conn, trace_id):
+        return ExplainEntry(
+            name,
+            ExplainOutcome.NOT_ACTIVE,
+            "online scoring was off for this trace (imported with online_scoring=False); "
+            "run a backfill to score it",
+        )
     return ExplainEntry(
         name,
         ExplainOutcome.NOT_ACTIVE,
         "active and sampled, but no evaluation was recorded (the scorer changed while the "
         "trace was being committed); run a backfill to score it",
     )
+
+
+def _online_scoring_off(conn: Connection, trace_id: str) -> bool:
+    m = _tables.trace_metadata
+    value = conn.execute(
+        sa.select(m.c.value).where(m.c.trace_id == trace_id, m.c.key == ONLINE_SCORING_KEY)
+    ).scalar()
+    return value == "off"
 
 
 def _replay(

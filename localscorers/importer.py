@@ -45,7 +45,7 @@ from localscorers.models import (
     Span,
     TraceStatus,
 )
-from localscorers.store import TraceRecord
+from localscorers.store import ONLINE_SCORING_KEY, TraceRecord
 from localscorers.tracking import build_record
 
 __all__ = ["import_traces"]
@@ -95,7 +95,9 @@ class _Invalid(Exception):
     """What is wrong with one trace; import_traces adds the file and line."""
 
 
-def import_traces(path: str | os.PathLike[str], *, experiment_id: str | None = None) -> list[str]:
+def import_traces(
+    path: str | os.PathLike[str], *, experiment_id: str | None = None, online_scoring: bool = True
+) -> list[str]:
     """Load traces exported by MLflow and return their ids, in file order.
 
     ``path`` is a ``.json`` file holding one trace (``Trace.to_dict()``) or a list of
@@ -109,7 +111,10 @@ def import_traces(path: str | os.PathLike[str], *, experiment_id: str | None = N
     re-import harmless: the returned list still holds every id of the input (each once,
     in file order), whether it was imported now or before. Imported traces that are not
     ``IN_PROGRESS`` get online evaluations from the experiment's active scorers, as
-    traces logged now would.
+    traces logged now would; with ``online_scoring=False`` they get none (for a large
+    history, where active LLM judges would each be called once per trace). Such traces
+    carry the metadata ``localscorers.online_scoring = "off"``, which explain() reports;
+    score them later with a backfill.
 
     Raises:
         ConfigurationError: the path does not exist, holds no trace files, or a file is
@@ -134,9 +139,16 @@ def import_traces(path: str | os.PathLike[str], *, experiment_id: str | None = N
                 raise ConfigurationError(f"Cannot import {where}: {exc}") from exc
             seen.add(record.trace_id)
             records.append(record)
+    if not online_scoring:
+        records = [
+            dataclasses.replace(r, metadata={**r.metadata, ONLINE_SCORING_KEY: "off"})
+            for r in records
+        ]
     store = _context.current().store
     for start in range(0, len(records), _CHUNK):
-        store.write_traces(records[start : start + _CHUNK], skip_existing=True)
+        store.write_traces(
+            records[start : start + _CHUNK], skip_existing=True, enqueue=online_scoring
+        )
     return [r.trace_id for r in records]
 
 

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from localscorers.registry import ScorerRegistry
 
 __all__ = [
+    "ONLINE_SCORING_KEY",
     "TraceRecord",
     "TraceStore",
     "assessment_row",
@@ -51,6 +52,10 @@ __all__ = [
 ]
 
 _CHUNK = 500  # ids per IN (...) list when loading children of many traces
+
+# Trace metadata key set to "off" on traces written without online scoring (an import
+# with online_scoring=False), so that explain() can say why they were not scored.
+ONLINE_SCORING_KEY = "localscorers.online_scoring"
 
 
 _JSON_COLUMNS = {
@@ -306,8 +311,13 @@ class TraceStore:
 
     # -- writing traces ------------------------------------------------------------
 
-    def write_traces(self, records: Sequence[TraceRecord], *, skip_existing: bool = False) -> int:
+    def write_traces(
+        self, records: Sequence[TraceRecord], *, skip_existing: bool = False, enqueue: bool = True
+    ) -> int:
         """Write finished traces in one transaction with their online evaluations.
+
+        With ``enqueue=False`` no online evaluation is written (the caller marks the
+        traces with ``ONLINE_SCORING_KEY`` so that explain() can say so).
 
         Returns:
             The number of online evaluations enqueued.
@@ -336,7 +346,7 @@ class TraceStore:
                     f"{exc.orig}. If a trace with that id already exists, omit trace_id "
                     "to get a fresh one."
                 ) from exc
-            enqueued = self._enqueue(conn, records, now)
+            enqueued = self._enqueue(conn, records, now) if enqueue else 0
         if enqueued and self.on_enqueued is not None:
             self.on_enqueued(enqueued)
         return enqueued

@@ -14,9 +14,11 @@ from localscorers import (
     AssessmentSourceType,
     ConfigurationError,
     Expectation,
+    ExplainOutcome,
     Feedback,
     NotFoundError,
 )
+from tests import scorer_helpers
 
 DATA = Path(__file__).parent / "data" / "mlflow_traces"
 RAG = "tr-8b5f3e1c2a9d4f6b8e0c1d2a3b4c5d6e"
@@ -245,6 +247,29 @@ def test_traces_go_to_the_given_or_the_active_experiment():
 
     with pytest.raises(NotFoundError, match="'417'"):
         localscorers.import_traces(DATA / "batch", experiment_id="417")
+
+
+def test_imported_traces_are_scored_online_unless_asked_not_to(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOCALSCORERS_MONITOR", "off")  # evaluations stay visible as pending
+    localscorers.set_tracking_uri(tmp_path / "scored.db")
+    scorer_helpers.is_short.register().start()
+    first = minimal_trace("tr-" + "1" * 32)
+    second = minimal_trace("tr-" + "2" * 32)
+    write(tmp_path / "a.json", first)
+    write(tmp_path / "b.json", second)
+
+    (scored,) = localscorers.import_traces(tmp_path / "a.json")
+    (unscored,) = localscorers.import_traces(tmp_path / "b.json", online_scoring=False)
+
+    assert [e.outcome for e in localscorers.explain(scored)] == [ExplainOutcome.PENDING]
+    (entry,) = localscorers.explain(unscored)
+    assert entry.outcome == ExplainOutcome.NOT_ACTIVE
+    assert "online scoring was off for this trace" in entry.detail
+    assert "online_scoring=False" in entry.detail
+    assert localscorers.get_trace(unscored).info.metadata["localscorers.online_scoring"] == ("off")
+    assert "localscorers.online_scoring" not in localscorers.get_trace(scored).info.metadata
+    (report,) = localscorers.scorer_report()
+    assert report.pending == 1
 
 
 def test_other_accepted_shapes(tmp_path):
