@@ -13,7 +13,6 @@ job's lease: a crash loses only uncommitted work, which the next holder redoes.
 from __future__ import annotations
 
 import heapq
-import inspect
 import itertools
 import random
 import threading
@@ -23,12 +22,11 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_for_futures
 from dataclasses import dataclass, field
-from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlalchemy as sa
 
-from localscorers import _clock, _serialization, _tables
+from localscorers import _clock, _tables
 from localscorers._backfill_sql import (
     COUNT_KEYS,
     LeaseLostError,
@@ -42,12 +40,14 @@ from localscorers._execution import (
     error_feedback,
     evaluate,
     evaluation_context,
+    light_trace,
     load_scorer,
+    scorer_parameters,
     to_feedback,
 )
 from localscorers._pool import DaemonThreadPool
 from localscorers.evaluations import move_requests
-from localscorers.exceptions import ScorerLoadError, TransientError
+from localscorers.exceptions import TransientError
 from localscorers.models import Feedback, JobStatus, Trace
 
 if TYPE_CHECKING:
@@ -67,7 +67,6 @@ _COMMIT_SECONDS = 0.5  # a finished prefix waits at most this long (DESIGN: at l
 _CHUNK_SECONDS = 0.05  # target duration of one pool task, so slow scorers still spread out
 _SETTLE_SECONDS = 0.05  # how long the dispatcher waits for running chunks before writing
 _CHECK_SECONDS = 0.25  # how often a running job looks for a cancel request
-_ALL_PARAMETERS = frozenset({"inputs", "outputs", "expectations", "trace"})
 
 _Outcome = list[Feedback] | TransientError | tuple[bool | int | float | str]
 
@@ -136,26 +135,6 @@ class _Chunk:
             self.results.append((work, outcome, elapsed))
             self.started = None
             return True
-
-
-def _light_trace(request: Any, response: Any, expectations: dict[str, Any]) -> Trace:  # noqa: ANN401
-    # A function scorer without a ``trace`` parameter reads only the inputs, outputs and
-    # expectations, and never sees this object. Building a real Trace (spans, tags,
-    # pydantic) was most of the cost of a trivial backfill (benchmarks/backfill.py).
-    data = SimpleNamespace(request=request, response=response)
-    return cast("Trace", SimpleNamespace(data=data, expectations=expectations))
-
-
-def _parameters(loaded: LoadedScorer, definition: dict[str, Any], db: Database) -> frozenset[str]:
-    if loaded.call is None:
-        return frozenset()  # evaluate() only records the load error
-    if definition.get("kind") == "class":
-        return _ALL_PARAMETERS
-    try:
-        func = _serialization.load_function(definition, db_path=db.path)
-    except ScorerLoadError:
-        return _ALL_PARAMETERS
-    return frozenset(inspect.signature(func).parameters)
 
 
 def _evaluate(loaded: LoadedScorer, trace: Trace, context: EvaluationContext) -> _Outcome:
@@ -232,7 +211,7 @@ class Execution:
             # A version deleted since the job was created fails the job (not each trace).
             state = self.host.registry.get(self.plan.experiment_id, spec.name, version=spec.version)
             loaded = load_scorer(state, db_path=self.db.path)
-            wanted = _parameters(loaded, state.definition, self.db)
+            wanted = scorer_parameters(loaded, state.definition, db_path=self.db.path)
             self.loaded.append(loaded)
             self.full.append("trace" in wanted)
             is_function = state.definition.get("kind") != "class"
@@ -346,27 +325,13 @@ class Execution:
             for r in rows
             if r.trace_id not in found and any(self.wants_expectations[i] for i in r.run)
         ]
-        expectations = self._expectations(conn, wanted) if wanted else {}
+        expectations = self.host.store.load_expectations(conn, wanted) if wanted else {}
         for row in rows:
             if row.run and row.trace_id not in found:
-                found[row.trace_id] = _light_trace(
+                found[row.trace_id] = light_trace(
                     row.inputs, row.outputs, expectations.get(row.trace_id, {})
                 )
         return found
-
-    @staticmethod
-    def _expectations(conn: Connection, ids: list[str]) -> dict[str, dict[str, Any]]:
-        """Return what ``Trace.expectations`` would: the valid expectations by name."""
-        a = _tables.assessments
-        grouped: dict[str, dict[str, Any]] = {}
-        query = (
-            sa.select(a.c.trace_id, a.c.name, a.c.value)
-            .where(a.c.trace_id.in_(ids), a.c.kind == "EXPECTATION", a.c.valid.is_(True))
-            .order_by(a.c.created_ms, a.c.assessment_id)
-        )
-        for trace_id, name, value in conn.execute(query):
-            grouped.setdefault(trace_id, {})[name] = value
-        return grouped
 
     # -- the pool --------------------------------------------------------------------------
 

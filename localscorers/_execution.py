@@ -14,7 +14,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, cast
 
 from localscorers import _json, _serialization
 from localscorers.exceptions import ScorerLoadError, TransientError
@@ -26,13 +27,16 @@ if TYPE_CHECKING:
     from localscorers.registry import ScorerState
 
 __all__ = [
+    "ALL_PARAMETERS",
     "EvaluationContext",
     "LoadedScorer",
     "current_evaluation",
     "error_feedback",
     "evaluate",
     "evaluation_context",
+    "light_trace",
     "load_scorer",
+    "scorer_parameters",
     "to_feedback",
 ]
 
@@ -112,6 +116,37 @@ def load_scorer(state: ScorerState, *, db_path: Path | None) -> LoadedScorer:
     except ScorerLoadError as exc:
         return LoadedScorer(state.name, state.version, None, exc, timeout, limit)
     return LoadedScorer(state.name, state.version, call, None, timeout, limit)
+
+
+ALL_PARAMETERS = frozenset({"inputs", "outputs", "expectations", "trace"})
+
+
+def scorer_parameters(
+    loaded: LoadedScorer, definition: dict[str, Any], *, db_path: Path | None
+) -> frozenset[str]:
+    """Return what a scorer reads of a trace: its parameter names (all of them for classes).
+
+    A function scorer without a ``trace`` parameter can be given a ``light_trace``.
+    """
+    if loaded.call is None:
+        return frozenset()  # evaluate() only records the load error
+    if definition.get("kind") == "class":
+        return ALL_PARAMETERS
+    try:
+        func = _serialization.load_function(definition, db_path=db_path)
+    except ScorerLoadError:
+        return ALL_PARAMETERS
+    return frozenset(inspect.signature(func).parameters)
+
+
+def light_trace(request: Any, response: Any, expectations: dict[str, Any]) -> Trace:  # noqa: ANN401
+    """Stand in for a Trace for scorers that read only inputs, outputs and expectations.
+
+    Such a scorer never sees this object. Building a real Trace (spans, tags, pydantic)
+    was most of the cost of a trivial evaluation (benchmarks/backfill.py, online.py).
+    """
+    data = SimpleNamespace(request=request, response=response)
+    return cast("Trace", SimpleNamespace(data=data, expectations=expectations))
 
 
 def _source(name: str) -> AssessmentSource:

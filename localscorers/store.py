@@ -497,6 +497,36 @@ class TraceStore:
         return result
 
     @staticmethod
+    def load_payloads(conn: Connection, trace_ids: Sequence[str]) -> dict[str, tuple[Any, Any]]:
+        """Return (inputs, outputs) by trace id: all a light evaluation reads of the row."""
+        t = _tables.traces
+        found: dict[str, tuple[Any, Any]] = {}
+        for start in range(0, len(trace_ids), _CHUNK):
+            chunk = trace_ids[start : start + _CHUNK]
+            query = sa.select(t.c.trace_id, t.c.inputs, t.c.outputs).where(t.c.trace_id.in_(chunk))
+            found.update((row[0], (row[1], row[2])) for row in conn.execute(query))
+        return found
+
+    @staticmethod
+    def load_expectations(conn: Connection, trace_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Return what ``Trace.expectations`` would, by trace id: valid expectations by name."""
+        a = _tables.assessments
+        grouped: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(trace_ids), _CHUNK):
+            query = (
+                sa.select(a.c.trace_id, a.c.name, a.c.value)
+                .where(
+                    a.c.trace_id.in_(trace_ids[start : start + _CHUNK]),
+                    a.c.kind == "EXPECTATION",
+                    a.c.valid.is_(True),
+                )
+                .order_by(a.c.created_ms, a.c.assessment_id)
+            )
+            for trace_id, name, value in conn.execute(query):
+                grouped.setdefault(trace_id, {})[name] = value
+        return grouped
+
+    @staticmethod
     def _load_chunk(conn: Connection, ids: Sequence[str]) -> list[Trace]:
         t, a = _tables.traces, _tables.assessments
         rows = {
