@@ -35,6 +35,18 @@ def output_length(outputs: Any) -> int:
 
 
 @scorer
+def matches_expected(outputs: Any, expectations: dict[str, Any]) -> bool:
+    """Return whether the outputs equal the ``answer`` expectation."""
+    return outputs == expectations.get("answer")
+
+
+@scorer
+def span_names(trace: Any) -> str:
+    """Return the trace's span names and tags: it needs the whole Trace."""
+    return ",".join(s.name for s in trace.data.spans) + f"|{trace.info.tags.get('env')}"
+
+
+@scorer
 def echo_label(inputs: Any) -> str:
     """Return the input's ``label`` as a string."""
     return str(inputs["label"]) if isinstance(inputs, dict) and "label" in inputs else "none"

@@ -136,6 +136,31 @@ def test_feedback_carries_the_version_that_was_active(db: Path) -> None:
     assert one_feedback(second, "probe").scorer_version == 2
 
 
+def test_scorers_get_expectations_and_the_whole_trace_when_they_ask(
+    open_db: OpenDb, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The runner hands a light stand-in (inputs, outputs, expectations) to function
+    # scorers without a ``trace`` parameter, and the whole Trace to the others.
+    path = open_db(MONITOR="off")
+    helpers.matches_expected.register().start()
+    helpers.span_names.register().start()
+    helpers.output_length.register().start()
+    right = localscorers.log_trace(inputs="q", outputs="Paris", name="ask", tags={"env": "prod"})
+    wrong = localscorers.log_trace(inputs="q", outputs="Lyon", name="ask")
+    for trace_id in (right, wrong):
+        localscorers.log_expectation(trace_id=trace_id, name="answer", value="Paris")
+
+    monkeypatch.setenv("LOCALSCORERS_MONITOR", "on")
+    _context.reset()
+    localscorers.set_tracking_uri(path)
+    flush()
+    assert one_feedback(right, "matches_expected").value is True
+    assert one_feedback(wrong, "matches_expected").value is False
+    assert one_feedback(right, "span_names").value == "ask|prod"
+    assert one_feedback(wrong, "span_names").value == "ask|None"
+    assert one_feedback(right, "output_length").value == 5
+
+
 def test_every_kind_of_result_becomes_feedback(db: Path) -> None:
     for made in (
         helpers.always_true,
