@@ -18,7 +18,6 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_for_futures
 from dataclasses import dataclass, field
@@ -37,13 +36,13 @@ from localscorers._backfill_sql import (
 )
 from localscorers._execution import (
     EvaluationContext,
+    call_plain,
     error_feedback,
     evaluate,
     evaluation_context,
     light_trace,
     load_scorer,
     scorer_parameters,
-    to_feedback,
 )
 from localscorers._pool import DaemonThreadPool
 from localscorers.evaluations import move_requests
@@ -53,8 +52,8 @@ from localscorers.models import Feedback, JobStatus, Trace
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
-    from localscorers._backfill_sql import PageRow, Plain
-    from localscorers._execution import LoadedScorer
+    from localscorers._backfill_sql import PageRow
+    from localscorers._execution import LoadedScorer, Plain
     from localscorers.db import Database
     from localscorers.registry import ScorerRegistry
     from localscorers.runner import Settings
@@ -144,25 +143,6 @@ def _evaluate(loaded: LoadedScorer, trace: Trace, context: EvaluationContext) ->
         return exc
     except Exception as exc:  # noqa: BLE001 - evaluate() lets only TransientError out
         return [error_feedback(exc, name=loaded.name)]
-
-
-def _call_direct(call: Callable[..., Any], name: str, trace: Trace) -> _Outcome:
-    """``evaluate()`` for a function scorer taking no ``trace``; plain values stay plain.
-
-    The caller holds the evaluation context for the whole chunk. A bool, number or
-    string is returned as a 1-tuple and written by ``_backfill_sql._plain_row``.
-    """
-    try:
-        result = call(
-            inputs=trace.data.request, outputs=trace.data.response, expectations=trace.expectations
-        )
-    except TransientError as exc:
-        return exc
-    except BaseException as exc:  # noqa: BLE001 - as in evaluate(): a scorer's exception is data
-        return [error_feedback(exc, name=name)]
-    if isinstance(result, bool | int | float | str):
-        return (result,)
-    return to_feedback(result, name=name)
 
 
 class Execution:
@@ -347,7 +327,7 @@ class Execution:
                     if started is None:
                         return
                     outcome = (
-                        _call_direct(direct, loaded.name, work.trace)
+                        call_plain(direct, loaded.name, work.trace)
                         if direct is not None
                         else _evaluate(loaded, work.trace, self.context)
                     )

@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import sqlalchemy as sa
 
 from localscorers import _bulk, _dialect, _filter_sql, _json, _tables, filters, sampling
+from localscorers._execution import Plain
 from localscorers.models import EvaluationStatus, Feedback, TraceStatus
-from localscorers.store import assessment_row, new_id_hex, value_forms
+from localscorers.store import assessment_row, plain_base, plain_row
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -37,8 +38,6 @@ __all__ = [
     "Plan",
     "Result",
     "ScorerSpec",
-    "plain_base",
-    "plain_row",
     "update_job",
     "write_results",
 ]
@@ -49,7 +48,6 @@ _FAILED = EvaluationStatus.FAILED.value
 _SUCCEEDED = EvaluationStatus.SUCCEEDED.value
 _IN_CLAUSE = 500  # ids per IN (...) list
 _JSON_KEYS = ("value", "error", "meta")  # the JSON columns of assessments
-_JSON_CONSTANTS = {True: "true", False: "false"}
 
 
 @dataclass(frozen=True)
@@ -247,9 +245,6 @@ class Plan:
             after = (rows[-1].time_ms, rows[-1].trace_id)
 
 
-Plain = tuple[bool | int | float | str]  # a scorer's plain return value, not yet Feedback
-
-
 class Result(NamedTuple):
     """A finished pair: the feedback, or the plain value the scorer returned."""
 
@@ -315,45 +310,6 @@ def _supersede(conn: Connection, olds: list[tuple[int, str]]) -> dict[int, dict[
     return replaced
 
 
-def plain_base(spec: ScorerSpec, *, origin: str, now: int) -> dict[str, Any]:
-    """The fields that every plain-value feedback row of one scorer and commit shares."""
-    return {
-        "kind": "FEEDBACK",
-        "name": spec.name,
-        "rationale": None,
-        "error": None,
-        "meta": None,
-        "source_type": "CODE",
-        "source_id": spec.name,
-        "scorer_name": spec.name,
-        "scorer_version": spec.version,
-        "origin": origin,
-        "created_ms": now,
-        "valid": True,
-        "overrides": None,
-    }
-
-
-def plain_row(
-    value: object, base: dict[str, Any], *, trace_id: str, evaluation_id: int
-) -> dict[str, Any]:
-    """The row ``assessment_row`` gives the Feedback ``to_feedback`` makes of a plain value.
-
-    Built directly: a pydantic Feedback per pair was a fifth of a trivial backfill's
-    time. ``tests/test_backfill.py`` checks the two stay identical.
-    """
-    row = base.copy()
-    row["assessment_id"] = f"a-{new_id_hex()}"
-    row["trace_id"] = trace_id
-    row["evaluation_id"] = evaluation_id
-    if isinstance(value, bool):
-        row["value"] = _JSON_CONSTANTS[value]
-    else:
-        row["value"] = str(value) if type(value) is int else _json.dumps(value)
-    row["value_str"], row["value_num"] = value_forms(value)
-    return row
-
-
 def write_results(
     conn: Connection,
     plan: Plan,
@@ -404,7 +360,7 @@ def write_results(
             conn, "backfill:written", _written_query
         ).fetchall(conn, {"before": before, "origin": origin})
     }
-    plain_bases = [plain_base(spec, origin=origin, now=now) for spec in plan.specs]
+    plain_bases = [plain_base(s.name, s.version, origin=origin, now=now) for s in plan.specs]
     feedback_rows = []
     for result, row in zip(results, rows, strict=True):
         spec, count = plan.specs[result.scorer], counts[result.scorer]

@@ -30,6 +30,8 @@ __all__ = [
     "ALL_PARAMETERS",
     "EvaluationContext",
     "LoadedScorer",
+    "Plain",
+    "call_plain",
     "current_evaluation",
     "error_feedback",
     "evaluate",
@@ -213,6 +215,32 @@ def error_feedback(exc: BaseException, *, name: str, error_code: str | None = No
         source=_source(name),
         error=AssessmentError(error_code=str(code), error_message=str(exc), stack_trace=stack),
     )
+
+
+Plain = tuple[bool | int | float | str]  # a scorer's plain return value, not yet Feedback
+
+
+def call_plain(
+    call: Callable[..., Any], name: str, trace: Trace
+) -> list[Feedback] | TransientError | Plain:
+    """``evaluate()`` for a function scorer taking no ``trace``; plain values stay plain.
+
+    The caller holds the evaluation context (``evaluation_context``) around its calls.
+    A bool, number or string comes back as a 1-tuple, for ``store.plain_row``: a
+    pydantic Feedback per evaluation was a large share of a trivial scorer's cost. A
+    transient error is returned, not raised, for the caller's retry policy.
+    """
+    try:
+        result = call(
+            inputs=trace.data.request, outputs=trace.data.response, expectations=trace.expectations
+        )
+    except TransientError as exc:
+        return exc
+    except BaseException as exc:  # noqa: BLE001 - as in evaluate(): a scorer's exception is data
+        return [error_feedback(exc, name=name)]
+    if isinstance(result, bool | int | float | str):
+        return (result,)
+    return to_feedback(result, name=name)
 
 
 def evaluate(loaded: LoadedScorer, trace: Trace, context: EvaluationContext) -> list[Feedback]:

@@ -48,6 +48,8 @@ __all__ = [
     "insert_rows",
     "new_id_hex",
     "new_trace_id",
+    "plain_base",
+    "plain_row",
     "value_forms",
 ]
 
@@ -183,6 +185,49 @@ def assessment_row(
         "valid": assessment.valid,
         "overrides": assessment.overrides,
     }
+
+
+_JSON_CONSTANTS = {True: "true", False: "false"}
+
+
+def plain_base(name: str, version: int, *, origin: str, now: int) -> dict[str, Any]:
+    """The fields that every plain-value feedback row of one scorer version shares."""
+    return {
+        "kind": "FEEDBACK",
+        "name": name,
+        "rationale": None,
+        "error": None,
+        "meta": None,
+        "source_type": "CODE",
+        "source_id": name,
+        "scorer_name": name,
+        "scorer_version": version,
+        "origin": origin,
+        "created_ms": now,
+        "valid": True,
+        "overrides": None,
+    }
+
+
+def plain_row(
+    value: object, base: dict[str, Any], *, trace_id: str, evaluation_id: int
+) -> dict[str, Any]:
+    """The row ``assessment_row`` gives the Feedback ``to_feedback`` makes of a plain value.
+
+    Built directly and JSON-encoded already (ready for ``insert_encoded``): a pydantic
+    Feedback per evaluation was a fifth of a trivial backfill's time.
+    ``tests/test_backfill.py`` checks the two stay identical.
+    """
+    row = base.copy()
+    row["assessment_id"] = f"a-{new_id_hex()}"
+    row["trace_id"] = trace_id
+    row["evaluation_id"] = evaluation_id
+    if isinstance(value, bool):
+        row["value"] = _JSON_CONSTANTS[value]
+    else:
+        row["value"] = str(value) if type(value) is int else _json.dumps(value)
+    row["value_str"], row["value_num"] = value_forms(value)
+    return row
 
 
 @dataclass

@@ -35,12 +35,12 @@ from localscorers import (
     _context,
 )
 from localscorers._backfill_run import Execution
-from localscorers._backfill_sql import LeaseLostError, ScorerSpec, plain_base, plain_row
+from localscorers._backfill_sql import LeaseLostError, ScorerSpec
 from localscorers._execution import to_feedback
 from localscorers.backfill import BackfillJobs, JobRunner
 from localscorers.cli import app
 from localscorers.runner import Settings
-from localscorers.store import assessment_row
+from localscorers.store import assessment_row, plain_base, plain_row
 from tests import backfill_helpers as helpers
 
 T0 = 1_700_000_000_000  # request time of the first trace, epoch ms
@@ -429,7 +429,7 @@ def test_trace_and_expectation_scorers_get_what_they_declare(db: Path) -> None:
 
 @pytest.mark.parametrize("value", [True, False, 0, 7, -3, 2.5, float("nan"), "ok", "", 'é\n"q"'])
 def test_plain_values_are_written_as_their_feedback_would_be(value: object) -> None:
-    base = plain_base(ScorerSpec("s", 2, 1.0), origin="backfill:x", now=5)
+    base = plain_base("s", 2, origin="backfill:x", now=5)
     fast = plain_row(value, base, trace_id="tr-1", evaluation_id=9)
     [feedback] = to_feedback(value, name="s")
     slow = assessment_row(
