@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from localscorers import _bulk, _clock, _dialect, _json, _tables
+from localscorers._execution import Plain
 from localscorers.models import EvaluationStatus, Feedback
-from localscorers.store import assessment_row, encode_json, insert_encoded
+from localscorers.store import assessment_row, encode_json, insert_encoded, plain_base, plain_row
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -76,11 +77,16 @@ class Claim:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What became of a claim: feedback to write, or a retry time for a transient failure."""
+    """What became of a claim: feedback to write, or a retry time for a transient failure.
+
+    ``plain`` holds a scorer's plain return value (a bool, number or string in a
+    1-tuple), written as the feedback ``to_feedback`` would make of it, without building it.
+    """
 
     claim: Claim
     feedback: Sequence[Feedback] = ()
     retry_at_ms: int | None = None
+    plain: Plain | None = None
 
 
 @dataclass
@@ -383,6 +389,7 @@ class EvaluationQueue:
         finals: dict[int, dict[str, Any]] = {}
         retries: dict[int, dict[str, Any]] = {}
         feedback: dict[int, Sequence[dict[str, Any]]] = {}
+        bases: dict[tuple[str, int, str], dict[str, Any]] = {}
         for outcome in outcomes:
             claim = outcome.claim
             if outcome.retry_at_ms is not None:
@@ -392,13 +399,25 @@ class EvaluationQueue:
                     "not_before_ms": outcome.retry_at_ms,
                 }
                 continue
-            failed = any(f.error is not None for f in outcome.feedback)
             finals[claim.id] = {
                 "b_id": claim.id,
-                "status": _FAILED if failed else _SUCCEEDED,
+                "status": _FAILED if any(f.error for f in outcome.feedback) else _SUCCEEDED,
                 "attempts": claim.attempts + 1,
                 "finished_ms": now,
             }
+            if outcome.plain is not None:
+                base_key = (claim.scorer_name, claim.scorer_version, claim.origin)
+                base = bases.get(base_key)
+                if base is None:
+                    base = bases[base_key] = plain_base(
+                        claim.scorer_name, claim.scorer_version, origin=claim.origin, now=now
+                    )
+                feedback[claim.id] = [
+                    plain_row(
+                        outcome.plain[0], base, trace_id=claim.trace_id, evaluation_id=claim.id
+                    )
+                ]
+                continue
             rows = [
                 assessment_row(
                     f,

@@ -26,8 +26,11 @@ from localscorers import _clock
 from localscorers._execution import (
     EvaluationContext,
     LoadedScorer,
+    Plain,
+    call_plain,
     error_feedback,
     evaluate,
+    evaluation_context,
     light_trace,
     load_scorer,
     scorer_parameters,
@@ -125,7 +128,7 @@ class _Task:
     timeout: float
     future: Future[None] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
-    results: list[list[Feedback] | TransientError] = field(default_factory=list)
+    results: list[list[Feedback] | TransientError | Plain] = field(default_factory=list)
     # Infinity until a pool thread starts the task: waiting in the executor's queue
     # must not count against a call's timeout.
     call_started: float = math.inf
@@ -134,21 +137,32 @@ class _Task:
 
 
 def _run_chunk(
-    task: _Task, loaded: LoadedScorer, traces: list[Trace], context: EvaluationContext
+    task: _Task,
+    loaded: LoadedScorer,
+    traces: list[Trace],
+    context: EvaluationContext,
+    *,
+    direct: bool,
 ) -> None:
+    # direct: a function scorer that takes no trace, called without evaluate()'s
+    # per-call wrapping, its plain results kept plain (see call_plain).
     with task.lock:
         task.first_started = task.call_started = time.monotonic()
-    for trace in traces:
-        result: list[Feedback] | TransientError
-        try:
-            result = evaluate(loaded, trace, context)
-        except TransientError as exc:
-            result = exc
-        with task.lock:
-            if task.abandoned:
-                return  # the dispatcher gave up on this call; its result is not ours to write
-            task.results.append(result)
-            task.call_started = time.monotonic()
+    with evaluation_context(context):
+        for trace in traces:
+            result: list[Feedback] | TransientError | Plain
+            if direct and loaded.call is not None:
+                result = call_plain(loaded.call, loaded.name, trace)
+            else:
+                try:
+                    result = evaluate(loaded, trace, context)
+                except TransientError as exc:
+                    result = exc
+            with task.lock:
+                if task.abandoned:
+                    return  # the dispatcher gave up on this call; its result is not ours to write
+                task.results.append(result)
+                task.call_started = time.monotonic()
 
 
 class Runner:
@@ -196,6 +210,7 @@ class Runner:
         self._traces: dict[str, Trace] = {}
         self._light: dict[str, Trace] = {}  # light_trace stand-ins, for _whole_trace's others
         self._whole_trace: set[tuple[str, str, int]] = set()  # scorers that read the Trace
+        self._direct: set[tuple[str, str, int]] = set()  # function scorers run by call_plain
         self._scorers: dict[tuple[str, str, int], LoadedScorer] = {}
         # Seconds per call, per scorer, smoothed: sizes the chunks of fast scorers.
         self._call_seconds: dict[tuple[str, str], float] = {}
@@ -323,6 +338,7 @@ class Runner:
         if counter != self._scorer_counter:
             self._scorers.clear()
             self._whole_trace.clear()
+            self._direct.clear()
             self._scorer_counter = counter
 
     def _saturated(self, *, with_backlog: bool) -> set[tuple[str, str]]:
@@ -374,7 +390,10 @@ class Runner:
                 task = _Task(chunk, key, timeout)
                 traces = self._traces_for(chunk[0])
                 chunk_traces = [traces[c.trace_id] for c in chunk]
-                task.future = self._executor.submit(_run_chunk, task, loaded, chunk_traces, context)
+                direct = (experiment_id, name, version) in self._direct
+                task.future = self._executor.submit(
+                    _run_chunk, task, loaded, chunk_traces, context, direct=direct
+                )
                 task.future.add_done_callback(lambda _f: self._wake.set())
                 self._running.append(task)
                 running[key] = running.get(key, 0) + 1
@@ -449,6 +468,8 @@ class Runner:
         loaded = load_scorer(state, db_path=self._db.path)
         if "trace" in scorer_parameters(loaded, state.definition, db_path=self._db.path):
             self._whole_trace.add(key)
+        elif loaded.call is not None and state.definition.get("kind") != "class":
+            self._direct.add(key)
         self._scorers[key] = loaded
         return loaded
 
@@ -507,7 +528,9 @@ class Runner:
             per_call if previous is None else 0.7 * previous + 0.3 * per_call
         )
 
-    def _outcome(self, claim: Claim, result: list[Feedback] | TransientError) -> Outcome:
+    def _outcome(self, claim: Claim, result: list[Feedback] | TransientError | Plain) -> Outcome:
+        if isinstance(result, tuple):
+            return Outcome(claim, plain=result)
         if not isinstance(result, TransientError):
             return Outcome(claim, feedback=result)
         if claim.attempts + 1 < self.settings.max_attempts:
