@@ -14,17 +14,23 @@ really inserted.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import sqlalchemy as sa
 
-from localscorers import _bulk, _dialect, _filter_sql, _json, _tables, filters, sampling
+from localscorers import _bulk, _filter_sql, _tables, filters, sampling
 from localscorers._execution import Plain
+from localscorers.evaluations import ledger_insert
 from localscorers.models import EvaluationStatus, Feedback, TraceStatus
-from localscorers.store import assessment_row, plain_base, plain_row
+from localscorers.store import (
+    assessment_row,
+    encode_json,
+    insert_encoded,
+    plain_base,
+    plain_row,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -47,7 +53,6 @@ _PENDING = EvaluationStatus.PENDING.value
 _FAILED = EvaluationStatus.FAILED.value
 _SUCCEEDED = EvaluationStatus.SUCCEEDED.value
 _IN_CLAUSE = 500  # ids per IN (...) list
-_JSON_KEYS = ("value", "error", "meta")  # the JSON columns of assessments
 
 
 @dataclass(frozen=True)
@@ -255,30 +260,6 @@ class Result(NamedTuple):
     replaces: int | None
 
 
-def _send(conn: Connection, statement: _bulk.CompiledStatement, rows: list[dict[str, Any]]) -> None:
-    """Send rows holding every column, JSON already encoded, in one driver executemany.
-
-    ``_bulk`` binds one dict at a time; ``itemgetter`` builds the tuples in C, which
-    took a third off the write time of a trivial backfill (benchmarks/backfill.py).
-    """
-    if not rows:
-        return
-    getter = operator.itemgetter(*statement.keys)
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cursor.executemany(statement.sql, [getter(row) for row in rows])
-    finally:
-        cursor.close()
-
-
-def _insert_ignore() -> sa.Insert:
-    e = _tables.evaluations
-    insert: sa.Insert = _dialect.insert_ignore(e).values(
-        {c.name: sa.bindparam(c.name) for c in e.c}
-    )
-    return insert
-
-
 def _written_query() -> sa.Select[tuple[int, str, str]]:
     e = _tables.evaluations
     return sa.select(e.c.id, e.c.trace_id, e.c.scorer_name).where(
@@ -351,7 +332,7 @@ def write_results(
         row["status"] = _FAILED if failed else _SUCCEEDED
         row["attempts"] = result.attempts
         rows.append(row)
-    _send(conn, _bulk.compiled_select(conn, "backfill:insert", _insert_ignore), rows)
+    ledger_insert(conn).executemany(conn, rows)
     # Rows with ids above ``before`` and our origin are exactly the ones just written:
     # this transaction holds the write lock (RETURNING would cost a statement per row).
     written = {
@@ -381,8 +362,8 @@ def write_results(
                 )
             )
         else:
-            for item in result.outcome:
-                feedback_row = assessment_row(
+            made = [
+                assessment_row(
                     item,
                     trace_id=result.trace_id,
                     origin=origin,
@@ -391,13 +372,12 @@ def write_results(
                     scorer_name=spec.name,
                     scorer_version=spec.version,
                 )
-                for key in _JSON_KEYS:
-                    if feedback_row[key] is not None:
-                        feedback_row[key] = _json.dumps(feedback_row[key])
-                feedback_rows.append(feedback_row)
+                for item in result.outcome
+            ]
+            feedback_rows.extend(encode_json(_tables.assessments, made))
         if previous:
             # History: the new feedback names the one it replaces (same name, else any).
             fallback = next(iter(previous.values()))
             for feedback_row in feedback_rows[-len(result.outcome) :]:
                 feedback_row["overrides"] = previous.get(feedback_row["name"], fallback)
-    _send(conn, _bulk.compiled_insert(conn, _tables.assessments), feedback_rows)
+    insert_encoded(conn, _tables.assessments, feedback_rows)

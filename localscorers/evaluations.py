@@ -36,6 +36,8 @@ __all__ = [
     "EvaluationQueue",
     "Outcome",
     "Watermark",
+    "ledger_insert",
+    "move_requests",
     "new_owner_id",
     "pending_requests",
     "requested_counts",
@@ -107,6 +109,15 @@ def _insert_ignore() -> sa.Insert:
         {c.name: sa.bindparam(c.name) for c in e.c}
     )
     return insert
+
+
+def ledger_insert(conn: Connection) -> _bulk.CompiledStatement:
+    """Return the compiled insert-or-ignore of ``evaluations`` rows (all columns).
+
+    A row whose (trace, scorer, version) already has a current evaluation is skipped:
+    the unique index decides, so online moves and backfills never make a second one.
+    """
+    return _bulk.compiled_select(conn, "evaluations:insert-ignore", _insert_ignore)
 
 
 def _finish() -> sa.Update:
@@ -268,7 +279,7 @@ def _move(
                 row["lease_owner"], row["lease_expires_ms"] = owner, expires
                 taken += 1
             rows.append(row)
-    _bulk.compiled_select(conn, "evaluations:insert-ignore", _insert_ignore).executemany(conn, rows)
+    ledger_insert(conn).executemany(conn, rows)
     return taken
 
 
@@ -401,7 +412,9 @@ class EvaluationQueue:
                 continue
             finals[claim.id] = {
                 "b_id": claim.id,
-                "status": _FAILED if any(f.error for f in outcome.feedback) else _SUCCEEDED,
+                "status": (
+                    _FAILED if any(f.error is not None for f in outcome.feedback) else _SUCCEEDED
+                ),
                 "attempts": claim.attempts + 1,
                 "finished_ms": now,
             }
