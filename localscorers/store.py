@@ -110,8 +110,8 @@ def new_id_hex() -> str:
 
     Shaped like MLflow's uuid4 hex, but ordered by time like a UUIDv7: ids that grow
     with time land at the end of the primary-key and trace-id indexes, so a commit
-    dirties one leaf page of each instead of a random one. Measured: the 5 feedback
-    rows' hold of the write lock fell by a third on a 20k-evaluation queue.
+    dirties one leaf page of each instead of a random one. Measured: completing a batch
+    of evaluations held the write lock about 30 % less (20k-evaluation queue).
     """
     return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
