@@ -19,7 +19,7 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
@@ -303,7 +303,7 @@ def trace(
     The span's inputs are the call's arguments by parameter name (defaults applied,
     ``self`` / ``cls`` left out) and its outputs the return value. For a generator
     function the span covers the iteration and its outputs are the yielded items as a
-    list; ``async def`` functions work too (async generators do not). An exception
+    list; ``async def`` functions and async generators work the same way. An exception
     sets the span's status to ``ERROR``, adds an ``exception`` event and propagates
     unchanged.
 
@@ -317,8 +317,7 @@ def trace(
         The wrapped function, or a decorator when called with options.
 
     Raises:
-        ConfigurationError: the target is not callable or is an async generator function,
-            or an option is invalid.
+        ConfigurationError: the target is not callable, or an option is invalid.
     """
     _check_options(name, span_type, name_optional=True)
     fixed_attributes = attribute_map(attributes, argument="attributes")
@@ -338,10 +337,7 @@ def trace(
             )
 
         if inspect.isasyncgenfunction(target):
-            raise ConfigurationError(
-                f"@trace does not support async generator functions such as {span_name!r}; "
-                "use 'with start_span(...)' inside it instead."
-            )
+            return cast("Callable[P, R]", _wrap_async_generator(target, scope))
         if inspect.isgeneratorfunction(target):
             return cast("Callable[P, R]", _wrap_generator(target, scope))
         if inspect.iscoroutinefunction(target):
@@ -410,6 +406,50 @@ def _wrap_generator(
                     thrown = exc
         except BaseException as exc:
             # A consumer that stops early (break, close()) ends the span normally.
+            error = None if isinstance(exc, GeneratorExit) else exc
+            raise
+        finally:
+            span.set_outputs(items)
+            _close_span(span, error)
+
+    return wrapper
+
+
+def _wrap_async_generator(
+    target: Callable[..., AsyncGenerator[Any, Any]], opener: _Opener
+) -> Callable[..., AsyncGenerator[Any, Any]]:
+    # _wrap_generator's contract for ``async def ... yield`` (streamed LLM responses):
+    # the span covers the iteration, is current only while the generator's own code
+    # runs, collects the items as its outputs, forwards asend/athrow, and ends normally
+    # when the consumer stops early.
+    @functools.wraps(target)
+    async def wrapper(*args: object, **kwargs: object) -> AsyncGenerator[Any, Any]:
+        span = opener(args, kwargs)
+        items: list[Any] = []
+        error: BaseException | None = None
+        try:
+            inner = target(*args, **kwargs)
+            sent: Any = None
+            thrown: BaseException | None = None
+            while True:
+                token = _CURRENT.set(span)
+                try:
+                    step = inner.asend(sent) if thrown is None else inner.athrow(thrown)
+                    item = await step
+                except StopAsyncIteration:
+                    return
+                finally:
+                    _CURRENT.reset(token)
+                thrown = None
+                items.append(item)
+                try:
+                    sent = yield item
+                except GeneratorExit:
+                    await inner.aclose()
+                    raise
+                except BaseException as exc:  # noqa: BLE001 - forwarded like the sync wrapper
+                    thrown = exc
+        except BaseException as exc:
             error = None if isinstance(exc, GeneratorExit) else exc
             raise
         finally:

@@ -617,6 +617,90 @@ def test_a_generator_keeps_send_throw_and_its_return_value():
     assert trace.data.response == ["ready", "got ping", "handled"]
 
 
+def test_an_async_generator_span_covers_the_iteration_and_collects_the_items():
+    @localscorers.trace(span_type="LLM")
+    async def stream(n):
+        for i in range(n):
+            await asyncio.sleep(0)
+            with localscorers.start_span(f"chunk-{i}"):
+                pass
+            yield f"token{i}"
+
+    async def consume():
+        # The consumer's code between items runs outside the generator's span.
+        return [(item, localscorers.get_current_active_span()) async for item in stream(3)]
+
+    assert asyncio.run(consume()) == [("token0", None), ("token1", None), ("token2", None)]
+    trace = only_trace()
+    spans = spans_by_name(trace)
+    assert trace.info.name == "stream"
+    assert trace.info.status == "OK"
+    assert trace.data.request == {"n": 3}
+    assert trace.data.response == ["token0", "token1", "token2"]
+    assert spans["stream"].span_type == "LLM"
+    for i in range(3):
+        assert spans[f"chunk-{i}"].parent_id == spans["stream"].span_id
+
+
+def test_an_async_generator_closed_early_ends_normally():
+    @localscorers.trace
+    async def numbers():
+        for number in range(100):
+            yield number
+
+    async def first_three():
+        gen = numbers()
+        taken = [await anext(gen) for _ in range(3)]
+        await gen.aclose()
+        return taken
+
+    assert asyncio.run(first_three()) == [0, 1, 2]
+    trace = only_trace()
+    assert trace.info.status == "OK"
+    assert trace.data.response == [0, 1, 2]
+
+
+def test_an_async_generator_error_is_recorded_and_reraised():
+    @localscorers.trace
+    async def broken():
+        yield 1
+        raise RuntimeError("stream broke")
+
+    async def consume(received):
+        async for item in broken():
+            received.append(item)
+
+    received = []
+    with pytest.raises(RuntimeError, match="stream broke"):
+        asyncio.run(consume(received))
+    assert received == [1]
+    trace = only_trace()
+    assert trace.info.status == "ERROR"
+    assert trace.data.response == [1]
+
+
+def test_an_async_generator_keeps_asend_and_athrow():
+    @localscorers.trace
+    async def echo():
+        received = yield "ready"
+        try:
+            yield f"got {received}"
+        except KeyError:
+            yield "handled"
+
+    async def talk():
+        gen = echo()
+        said = [await anext(gen), await gen.asend("ping"), await gen.athrow(KeyError("k"))]
+        with pytest.raises(StopAsyncIteration):
+            await anext(gen)
+        return said
+
+    assert asyncio.run(talk()) == ["ready", "got ping", "handled"]
+    trace = only_trace()
+    assert trace.info.status == "OK"
+    assert trace.data.response == ["ready", "got ping", "handled"]
+
+
 # -- bad arguments -------------------------------------------------------------------
 
 
@@ -631,12 +715,6 @@ def test_bad_arguments_raise_configuration_errors():
         localscorers.trace("not a function")
     with pytest.raises(ConfigurationError, match="span name must be a non-blank string"):
         localscorers.start_span("").__enter__()
-    with pytest.raises(ConfigurationError, match="async generator"):
-
-        @localscorers.trace
-        async def agen():
-            yield 1
-
     with localscorers.start_span("root") as span:
         with pytest.raises(ConfigurationError, match="'OK' or 'ERROR'"):
             span.set_status("MAYBE")
