@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from sqlalchemy.dialects import sqlite
 
 import localscorers
-from localscorers import _tables
+from localscorers import _filter_sql, _tables
 from localscorers._filter_sql import compile_filter, compile_order_by, matches_for_trace
 from localscorers.db import Database
 from localscorers.exceptions import ConfigurationError, FilterSyntaxError, TraceNotFoundError
@@ -595,11 +595,89 @@ def random_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("random") / "random.db"
 
 
+PLANNED = [
+    "tags.env = 'prod'",
+    "tags.env = 'dev'",
+    "tags.env = 'nowhere'",
+    "tags.env = 'prod' AND tags.team = 't1'",
+    "tags.team = 't1' AND metadata.user = 'u3'",
+    "metadata.user = 'u3' AND trace.status = 'ERROR'",
+    "tags.env = 'dev' AND NOT tags.team = 't1'",
+    "tags.env = 'prod' AND (tags.team = 't2' OR metadata.user = 'u1')",
+    "tags.env = 'dev' OR tags.team = 't0'",
+    "tags.env = 'prod' AND tags.env != 'dev' AND tags.team LIKE 't%'",
+]
+
+
+@pytest.mark.parametrize("few", [0, 3, 1000])
+def test_planned_searches_find_exactly_the_matching_traces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, few: int
+) -> None:
+    # plan_search counts each required tag/metadata equality: a value on at most _FEW
+    # traces supplies the candidate ids, a commoner one is checked per trace. Whatever
+    # the split, the matches must be the same; another experiment's traces carrying the
+    # same tags must not leak in through the candidates.
+    monkeypatch.setattr(_filter_sql, "_FEW", few)
+    localscorers.set_tracking_uri(tmp_path / "planned.db")
+    other = localscorers.set_experiment("other")
+    for i in range(5):
+        localscorers.log_trace(inputs=i, outputs=i, tags={"env": "dev", "team": "t1"})
+    mine = localscorers.set_experiment("mine")
+    facts: dict[str, dict[str, Any]] = {}
+    for i in range(24):
+        tags = {"env": "dev" if i % 6 == 0 else "prod", "team": f"t{i % 3}"}
+        metadata = {"user": f"u{i % 4}"}
+        status = "ERROR" if i % 5 == 0 else "OK"
+        trace_id = localscorers.log_trace(
+            inputs=i, outputs=i, tags=tags, metadata=metadata, status=status
+        )
+        facts[trace_id] = {"tags": tags, "metadata": metadata, "status": status}
+    assert other.experiment_id != mine.experiment_id
+
+    def expected(text: str) -> set[str]:
+        def holds(fact: dict[str, Any]) -> bool:
+            env, team = fact["tags"]["env"], fact["tags"]["team"]
+            user, status = fact["metadata"]["user"], fact["status"]
+            return {
+                PLANNED[0]: env == "prod",
+                PLANNED[1]: env == "dev",
+                PLANNED[2]: False,
+                PLANNED[3]: env == "prod" and team == "t1",
+                PLANNED[4]: team == "t1" and user == "u3",
+                PLANNED[5]: user == "u3" and status == "ERROR",
+                PLANNED[6]: env == "dev" and team != "t1",
+                PLANNED[7]: env == "prod" and (team == "t2" or user == "u1"),
+                PLANNED[8]: env == "dev" or team == "t0",
+                PLANNED[9]: env == "prod",
+            }[text]
+
+        return {trace_id for trace_id, fact in facts.items() if holds(fact)}
+
+    for text in PLANNED:
+        found = ids(experiment_ids=[mine.experiment_id], filter_string=text)
+        assert len(found) == len(set(found)), text
+        assert set(found) == expected(text), text
+        newest_first = ids(experiment_ids=[mine.experiment_id], filter_string=text, max_results=3)
+        assert newest_first == found[:3], text
+
+
+# plan_search compiles a required tag/metadata equality on at most _FEW traces as the
+# candidates to start from, and one on more as a per-trace EXISTS: 0 forces the second
+# everywhere, 1000 the first (these databases are small), 2 mixes them.
+@pytest.mark.parametrize("few", [0, 2, 1000])
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(traces=random_traces, filters=st.lists(random_filters, min_size=1, max_size=4))
 def test_search_agrees_with_matches_for_trace_and_a_reference(
-    random_path: Path, traces: list[dict[str, Any]], filters: list[Expr]
+    random_path: Path, few: int, traces: list[dict[str, Any]], filters: list[Expr]
 ) -> None:
+    saved, _filter_sql._FEW = _filter_sql._FEW, few
+    try:
+        _search_agrees(random_path, traces, filters)
+    finally:
+        _filter_sql._FEW = saved
+
+
+def _search_agrees(random_path: Path, traces: list[dict[str, Any]], filters: list[Expr]) -> None:
     # Each example logs its traces into a fresh experiment of one database file.
     localscorers.set_tracking_uri(random_path)
     experiment = localscorers.set_experiment(f"random-{uuid.uuid4().hex}")
