@@ -48,7 +48,8 @@ _UPPERCASED_OPS: Final = frozenset({Op.EQ, Op.NE, Op.IN, Op.NOT_IN, Op.LIKE})
 _ASSESSMENT_KINDS: Final = {Entity.FEEDBACK: "FEEDBACK", Entity.EXPECTATION: "EXPECTATION"}
 _KEY_VALUE_TABLES: Final = {Entity.TAG: _tables.trace_tags, Entity.METADATA: _tables.trace_metadata}
 # A required tag/metadata value on at most this many traces drives a search (plan_search).
-_FEW: Final = 1000
+# Its ids become bound parameters: SQLite before 3.32 allows 999 per statement.
+_FEW: Final = 500
 _ORDER_RE: Final = re.compile(
     r"\s*(?P<field>.*?)(?:\s+(?P<direction>asc|desc))?\s*", re.IGNORECASE | re.DOTALL
 )
