@@ -286,7 +286,7 @@ class SearchPlan:
     candidates: list[str] | None
 
 
-def plan_search(conn: Connection, expr: Expr) -> SearchPlan:
+def plan_search(conn: Connection, expr: Expr, experiment_ids: Sequence[str]) -> SearchPlan:
     """Compile a search filter, choosing each required tag/metadata equality's form by count.
 
     A search wants the newest page of matches. Scanning traces newest first and checking
@@ -295,8 +295,8 @@ def plan_search(conn: Connection, expr: Expr) -> SearchPlan:
     (key, value) index is the reverse (a rare customer tag: ~1 ms; 'prod': ~25 ms to
     collect 50k ids). SQLite cannot tell the two apart (its statistics hold averages
     per index, not per value), so each equality ANDed at the top of the filter is
-    counted, up to ``_FEW`` index entries: the rarest one at most ``_FEW`` supplies the
-    candidate ids, and the common ones are checked per trace.
+    counted in the searched experiments, up to ``_FEW`` entries: the rarest one at most
+    ``_FEW`` supplies the candidate ids, and the common ones are checked per trace.
     """
     conjuncts = expr.operands if isinstance(expr, And) else (expr,)
     counts: dict[Comparison, int] = {}
@@ -306,7 +306,7 @@ def plan_search(conn: Connection, expr: Expr) -> SearchPlan:
             and conjunct.op is Op.EQ
             and conjunct.field.entity in _KEY_VALUE_TABLES
         ):
-            entries = _entries(conjunct).limit(_FEW + 1).subquery()
+            entries = _entries(conjunct, experiment_ids).limit(_FEW + 1).subquery()
             counts[conjunct] = conn.execute(
                 sa.select(sa.func.count()).select_from(entries)
             ).scalar_one()
@@ -314,16 +314,23 @@ def plan_search(conn: Connection, expr: Expr) -> SearchPlan:
     candidates = None
     if rare:
         rarest = min(rare, key=counts.__getitem__)
-        candidates = [str(row[0]) for row in conn.execute(_entries(rarest))]
+        candidates = [str(row[0]) for row in conn.execute(_entries(rarest, experiment_ids))]
     common = frozenset(c for c, n in counts.items() if n > _FEW)
     return SearchPlan(compile_filter(expr, exists_for=common), candidates)
 
 
-def _entries(comparison: Comparison) -> sa.Select[Any]:
+def _entries(comparison: Comparison, experiment_ids: Sequence[str]) -> sa.Select[Any]:
+    # The searched experiments' traces with that value: a value common in another
+    # experiment may be rare in this one.
     table = _KEY_VALUE_TABLES[comparison.field.entity]
-    return sa.select(table.c.trace_id).where(
-        table.c.key == comparison.field.key,
-        _predicate(table.c.value, comparison.op, comparison.value),
+    return (
+        sa.select(table.c.trace_id)
+        .join(_traces, _traces.c.trace_id == table.c.trace_id)
+        .where(
+            table.c.key == comparison.field.key,
+            _predicate(table.c.value, comparison.op, comparison.value),
+            _traces.c.experiment_id.in_(list(experiment_ids)),
+        )
     )
 
 

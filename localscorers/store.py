@@ -527,7 +527,7 @@ class TraceStore:
         expr = filters.parse(filter_string) if filter_string and filter_string.strip() else None
         order = _filter_sql.compile_order_by(order_by)
         with self._db.read() as conn:
-            plan = None if expr is None else _filter_sql.plan_search(conn, expr)
+            plan = None if expr is None else _filter_sql.plan_search(conn, expr, experiment_ids)
             experiment: sa.ColumnElement[Any] = t.c.experiment_id
             if plan is not None and plan.candidates is not None:
                 # An expression is not indexed: SQLite then starts from the candidates'

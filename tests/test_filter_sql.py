@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from sqlalchemy.dialects import sqlite
 
 import localscorers
-from localscorers import _filter_sql, _tables
+from localscorers import _context, _filter_sql, _tables
 from localscorers._filter_sql import compile_filter, compile_order_by, matches_for_trace
 from localscorers.db import Database
 from localscorers.exceptions import ConfigurationError, FilterSyntaxError, TraceNotFoundError
@@ -659,6 +659,28 @@ def test_planned_searches_find_exactly_the_matching_traces(
         assert set(found) == expected(text), text
         newest_first = ids(experiment_ids=[mine.experiment_id], filter_string=text, max_results=3)
         assert newest_first == found[:3], text
+
+
+def test_a_value_common_elsewhere_but_rare_here_starts_from_its_candidates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_filter_sql, "_FEW", 3)
+    localscorers.set_tracking_uri(tmp_path / "elsewhere.db")
+    localscorers.set_experiment("other")
+    for i in range(10):
+        localscorers.log_trace(inputs=i, outputs=i, tags={"env": "qa"})
+    mine = localscorers.set_experiment("mine").experiment_id
+    qa = {localscorers.log_trace(inputs=i, outputs=i, tags={"env": "qa"}) for i in range(2)}
+    for i in range(5):
+        localscorers.log_trace(inputs=i, outputs=i, tags={"env": "prod"})
+
+    with _context.current().db.read() as conn:
+        rare_here = _filter_sql.plan_search(conn, parse("tags.env = 'qa'"), [mine])
+        common_here = _filter_sql.plan_search(conn, parse("tags.env = 'prod'"), [mine])
+    assert set(rare_here.candidates or ()) == qa
+    assert common_here.candidates is None
+    assert set(ids(experiment_ids=[mine], filter_string="tags.env = 'qa'")) == qa
+    assert len(ids(experiment_ids=[mine], filter_string="tags.env = 'prod'")) == 5
 
 
 # plan_search compiles a required tag/metadata equality on at most _FEW traces as the
