@@ -27,6 +27,7 @@ from localscorers.models import EvaluationStatus, Feedback, TraceStatus
 from localscorers.store import (
     assessment_row,
     encode_json,
+    in_chunks,
     insert_encoded,
     plain_base,
     plain_row,
@@ -52,7 +53,6 @@ COUNT_KEYS = ("total", "processed", "succeeded", "failed", "skipped")
 _PENDING = EvaluationStatus.PENDING.value
 _FAILED = EvaluationStatus.FAILED.value
 _SUCCEEDED = EvaluationStatus.SUCCEEDED.value
-_IN_CLAUSE = 500  # ids per IN (...) list
 
 
 @dataclass(frozen=True)
@@ -76,10 +76,6 @@ def update_job(conn: Connection, job_id: str, owner: str, values: dict[str, Any]
         sa.update(j).where(j.c.job_id == job_id, j.c.lease_owner == owner).values(**values)
     )
     return bool(result.rowcount)
-
-
-def _chunks(items: Sequence[Any], size: int = _IN_CLAUSE) -> list[Sequence[Any]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 @dataclass
@@ -271,7 +267,7 @@ def _supersede(conn: Connection, olds: list[tuple[int, str]]) -> dict[int, dict[
     """Retire replaced evaluations and their feedback; map each to {name: assessment id}."""
     e, a = _tables.evaluations, _tables.assessments
     replaced: dict[int, dict[str, str]] = {}
-    for chunk in _chunks(olds):
+    for chunk in in_chunks(olds):
         ids = [old for old, _ in chunk]
         conn.execute(
             sa.update(e).where(e.c.id.in_(ids), e.c.status != _PENDING).values(superseded=True)
@@ -286,7 +282,7 @@ def _supersede(conn: Connection, olds: list[tuple[int, str]]) -> dict[int, dict[
         ).all()
         for assessment_id, evaluation_id, name in rows:
             replaced.setdefault(evaluation_id, {}).setdefault(name, assessment_id)
-        for part in _chunks([r[0] for r in rows]):
+        for part in in_chunks([r[0] for r in rows]):
             conn.execute(sa.update(a).where(a.c.assessment_id.in_(part)).values(valid=False))
     return replaced
 

@@ -15,7 +15,7 @@ would select with ``FOR UPDATE SKIP LOCKED``.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -120,33 +120,23 @@ def ledger_insert(conn: Connection) -> _bulk.CompiledStatement:
     return _bulk.compiled_select(conn, "evaluations:insert-ignore", _insert_ignore)
 
 
-def _finish() -> sa.Update:
-    e = _tables.evaluations
-    return (
-        sa.update(e)
-        .where(e.c.id == sa.bindparam("b_id"))
-        .values(
-            status=sa.bindparam("status"),
-            attempts=sa.bindparam("attempts"),
-            finished_ms=sa.bindparam("finished_ms"),
-            lease_owner=sa.null(),
-            lease_expires_ms=sa.null(),
+def _unleased(*columns: str) -> Callable[[], sa.Update]:
+    """Build ``UPDATE evaluations SET <columns>, no lease WHERE id = :b_id`` (for _bulk)."""
+
+    def build() -> sa.Update:
+        e = _tables.evaluations
+        values: dict[str, Any] = {name: sa.bindparam(name) for name in columns}
+        return (
+            sa.update(e)
+            .where(e.c.id == sa.bindparam("b_id"))
+            .values(**values, lease_owner=sa.null(), lease_expires_ms=sa.null())
         )
-    )
+
+    return build
 
 
-def _retry() -> sa.Update:
-    e = _tables.evaluations
-    return (
-        sa.update(e)
-        .where(e.c.id == sa.bindparam("b_id"))
-        .values(
-            attempts=sa.bindparam("attempts"),
-            not_before_ms=sa.bindparam("not_before_ms"),
-            lease_owner=sa.null(),
-            lease_expires_ms=sa.null(),
-        )
-    )
+_finish = _unleased("status", "attempts", "finished_ms")  # a final outcome
+_retry = _unleased("attempts", "not_before_ms")  # a transient failure, tried again later
 
 
 def _oldest_requests() -> sa.Select[Any]:

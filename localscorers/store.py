@@ -44,6 +44,7 @@ __all__ = [
     "TraceStore",
     "assessment_row",
     "encode_json",
+    "in_chunks",
     "insert_encoded",
     "insert_rows",
     "new_id_hex",
@@ -53,7 +54,13 @@ __all__ = [
     "value_forms",
 ]
 
-_CHUNK = 500  # ids per IN (...) list when loading children of many traces
+_CHUNK = 500  # ids per IN (...) list: SQLite before 3.32 allows 999 parameters
+
+
+def in_chunks(ids: Sequence[Any], size: int = _CHUNK) -> list[Sequence[Any]]:
+    """Split ids for ``IN (...)`` lists that stay within SQLite's parameter limit."""
+    return [ids[start : start + size] for start in range(0, len(ids), size)]
+
 
 # Trace metadata key set to "off" on traces written without online scoring (an import
 # with online_scoring=False), so that explain() can say why they were not scored.
@@ -402,8 +409,7 @@ class TraceStore:
         t = _tables.traces
         ids = [r.trace_id for r in records]
         existing: set[str] = set()
-        for start in range(0, len(ids), _CHUNK):
-            chunk = ids[start : start + _CHUNK]
+        for chunk in in_chunks(ids):
             existing.update(
                 conn.execute(sa.select(t.c.trace_id).where(t.c.trace_id.in_(chunk))).scalars()
             )
@@ -548,8 +554,8 @@ class TraceStore:
     def load_traces(self, conn: Connection, trace_ids: Sequence[str]) -> list[Trace]:
         """Load whole traces by id, in the given order, a few queries per chunk of ids."""
         result: list[Trace] = []
-        for start in range(0, len(trace_ids), _CHUNK):
-            result.extend(self._load_chunk(conn, trace_ids[start : start + _CHUNK]))
+        for chunk in in_chunks(trace_ids):
+            result.extend(self._load_chunk(conn, chunk))
         return result
 
     @staticmethod
@@ -557,8 +563,7 @@ class TraceStore:
         """Return (inputs, outputs) by trace id: all a light evaluation reads of the row."""
         t = _tables.traces
         found: dict[str, tuple[Any, Any]] = {}
-        for start in range(0, len(trace_ids), _CHUNK):
-            chunk = trace_ids[start : start + _CHUNK]
+        for chunk in in_chunks(trace_ids):
             query = sa.select(t.c.trace_id, t.c.inputs, t.c.outputs).where(t.c.trace_id.in_(chunk))
             found.update((row[0], (row[1], row[2])) for row in conn.execute(query))
         return found
@@ -568,11 +573,11 @@ class TraceStore:
         """Return what ``Trace.expectations`` would, by trace id: valid expectations by name."""
         a = _tables.assessments
         grouped: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(trace_ids), _CHUNK):
+        for chunk in in_chunks(trace_ids):
             query = (
                 sa.select(a.c.trace_id, a.c.name, a.c.value)
                 .where(
-                    a.c.trace_id.in_(trace_ids[start : start + _CHUNK]),
+                    a.c.trace_id.in_(chunk),
                     a.c.kind == "EXPECTATION",
                     a.c.valid.is_(True),
                 )
