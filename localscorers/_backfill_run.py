@@ -42,7 +42,6 @@ from localscorers._execution import (
     evaluation_context,
     light_trace,
     load_scorer,
-    scorer_parameters,
 )
 from localscorers._pool import DaemonThreadPool
 from localscorers.evaluations import move_requests
@@ -191,12 +190,10 @@ class Execution:
             # A version deleted since the job was created fails the job (not each trace).
             state = self.host.registry.get(self.plan.experiment_id, spec.name, version=spec.version)
             loaded = load_scorer(state, db_path=self.db.path)
-            wanted = scorer_parameters(loaded, state.definition, db_path=self.db.path)
             self.loaded.append(loaded)
-            self.full.append("trace" in wanted)
-            is_function = state.definition.get("kind") != "class"
-            self.direct.append(loaded.call is not None and is_function and "trace" not in wanted)
-            self.wants_expectations.append("expectations" in wanted)
+            self.full.append("trace" in loaded.parameters)
+            self.direct.append(loaded.direct)
+            self.wants_expectations.append("expectations" in loaded.parameters)
             self.timeouts.append(loaded.timeout_seconds or self.settings.default_timeout_seconds)
 
     def run(self) -> None:

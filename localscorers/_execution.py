@@ -38,7 +38,6 @@ __all__ = [
     "evaluation_context",
     "light_trace",
     "load_scorer",
-    "scorer_parameters",
     "to_feedback",
 ]
 
@@ -86,6 +85,15 @@ class LoadedScorer:
     load_error: ScorerLoadError | None
     timeout_seconds: float | None
     max_concurrency: int | None
+    # What it reads of a trace: a function's parameter names, all of them for a class
+    # (none when it failed to load: evaluate() only records the error).
+    parameters: frozenset[str] = frozenset()
+    is_function: bool = False
+
+    @property
+    def direct(self) -> bool:
+        """A function scorer that takes no ``trace``: ``call_plain`` and a ``light_trace`` do."""
+        return self.call is not None and self.is_function and "trace" not in self.parameters
 
 
 def _options(definition: dict[str, Any]) -> tuple[float | None, int | None]:
@@ -97,13 +105,14 @@ def _options(definition: dict[str, Any]) -> tuple[float | None, int | None]:
     return (float(timeout) if timeout else None), (int(limit) if limit else None)
 
 
-def _keyword_filter(func: Callable[..., Any]) -> Callable[..., Any]:
-    wanted = frozenset(inspect.signature(func).parameters)
-
+def _keyword_filter(func: Callable[..., Any], wanted: frozenset[str]) -> Callable[..., Any]:
     def call(**given: Any) -> Any:  # noqa: ANN401 - whatever the user's function returns
         return func(**{key: value for key, value in given.items() if key in wanted})
 
     return call
+
+
+ALL_PARAMETERS = frozenset({"inputs", "outputs", "expectations", "trace"})
 
 
 def load_scorer(state: ScorerState, *, db_path: Path | None) -> LoadedScorer:
@@ -113,32 +122,15 @@ def load_scorer(state: ScorerState, *, db_path: Path | None) -> LoadedScorer:
     try:
         if state.definition.get("kind") == "class":
             call: Callable[..., Any] = _serialization.instantiate_class(state.definition, fields)
+            wanted = ALL_PARAMETERS
         else:
-            call = _keyword_filter(_serialization.load_function(state.definition, db_path=db_path))
+            func = _serialization.load_function(state.definition, db_path=db_path)
+            wanted = frozenset(inspect.signature(func).parameters)
+            call = _keyword_filter(func, wanted)
     except ScorerLoadError as exc:
         return LoadedScorer(state.name, state.version, None, exc, timeout, limit)
-    return LoadedScorer(state.name, state.version, call, None, timeout, limit)
-
-
-ALL_PARAMETERS = frozenset({"inputs", "outputs", "expectations", "trace"})
-
-
-def scorer_parameters(
-    loaded: LoadedScorer, definition: dict[str, Any], *, db_path: Path | None
-) -> frozenset[str]:
-    """Return what a scorer reads of a trace: its parameter names (all of them for classes).
-
-    A function scorer without a ``trace`` parameter can be given a ``light_trace``.
-    """
-    if loaded.call is None:
-        return frozenset()  # evaluate() only records the load error
-    if definition.get("kind") == "class":
-        return ALL_PARAMETERS
-    try:
-        func = _serialization.load_function(definition, db_path=db_path)
-    except ScorerLoadError:
-        return ALL_PARAMETERS
-    return frozenset(inspect.signature(func).parameters)
+    is_function = state.definition.get("kind") != "class"
+    return LoadedScorer(state.name, state.version, call, None, timeout, limit, wanted, is_function)
 
 
 def light_trace(request: Any, response: Any, expectations: dict[str, Any]) -> Trace:  # noqa: ANN401

@@ -33,7 +33,6 @@ from localscorers._execution import (
     evaluation_context,
     light_trace,
     load_scorer,
-    scorer_parameters,
 )
 from localscorers._pool import DaemonThreadPool
 from localscorers.evaluations import Claim, EvaluationQueue, Outcome, new_owner_id
@@ -137,21 +136,16 @@ class _Task:
 
 
 def _run_chunk(
-    task: _Task,
-    loaded: LoadedScorer,
-    traces: list[Trace],
-    context: EvaluationContext,
-    *,
-    direct: bool,
+    task: _Task, loaded: LoadedScorer, traces: list[Trace], context: EvaluationContext
 ) -> None:
-    # direct: a function scorer that takes no trace, called without evaluate()'s
+    # A direct scorer (a function that takes no trace) is called without evaluate()'s
     # per-call wrapping, its plain results kept plain (see call_plain).
     with task.lock:
         task.first_started = task.call_started = time.monotonic()
     with evaluation_context(context):
         for trace in traces:
             result: list[Feedback] | TransientError | Plain
-            if direct and loaded.call is not None:
+            if loaded.direct and loaded.call is not None:
                 result = call_plain(loaded.call, loaded.name, trace)
             else:
                 try:
@@ -208,9 +202,7 @@ class Runner:
         # Traces of the claims waiting in the backlog, loaded once: reloading the whole
         # backlog on every dispatch made a long backlog cost O(n) reads per call started.
         self._traces: dict[str, Trace] = {}
-        self._light: dict[str, Trace] = {}  # light_trace stand-ins, for _whole_trace's others
-        self._whole_trace: set[tuple[str, str, int]] = set()  # scorers that read the Trace
-        self._direct: set[tuple[str, str, int]] = set()  # function scorers run by call_plain
+        self._light: dict[str, Trace] = {}  # light_trace stand-ins, for scorers not reading it
         self._scorers: dict[tuple[str, str, int], LoadedScorer] = {}
         # Seconds per call, per scorer, smoothed: sizes the chunks of fast scorers.
         self._call_seconds: dict[tuple[str, str], float] = {}
@@ -337,8 +329,6 @@ class Runner:
         counter = self._registry.change_counter()
         if counter != self._scorer_counter:
             self._scorers.clear()
-            self._whole_trace.clear()
-            self._direct.clear()
             self._scorer_counter = counter
 
     def _saturated(self, *, with_backlog: bool) -> set[tuple[str, str]]:
@@ -390,10 +380,7 @@ class Runner:
                 task = _Task(chunk, key, timeout)
                 traces = self._traces_for(chunk[0])
                 chunk_traces = [traces[c.trace_id] for c in chunk]
-                direct = (experiment_id, name, version) in self._direct
-                task.future = self._executor.submit(
-                    _run_chunk, task, loaded, chunk_traces, context, direct=direct
-                )
+                task.future = self._executor.submit(_run_chunk, task, loaded, chunk_traces, context)
                 task.future.add_done_callback(lambda _f: self._wake.set())
                 self._running.append(task)
                 running[key] = running.get(key, 0) + 1
@@ -416,8 +403,8 @@ class Runner:
         return max(1, min(_MAX_CHUNK, int(_TASK_SECONDS / max(seconds, 1e-6))))
 
     def _traces_for(self, claim: Claim) -> dict[str, Trace]:
-        key = (claim.experiment_id, claim.scorer_name, claim.scorer_version)
-        return self._traces if key in self._whole_trace else self._light
+        loaded = self._scorers.get((claim.experiment_id, claim.scorer_name, claim.scorer_version))
+        return self._traces if loaded is None or "trace" in loaded.parameters else self._light
 
     def _load_traces(self, claims: list[Claim]) -> None:
         """Load what the claims' scorers read: whole traces, or inputs/outputs/expectations.
@@ -466,10 +453,6 @@ class Runner:
             )
             return None
         loaded = load_scorer(state, db_path=self._db.path)
-        if "trace" in scorer_parameters(loaded, state.definition, db_path=self._db.path):
-            self._whole_trace.add(key)
-        elif loaded.call is not None and state.definition.get("kind") != "class":
-            self._direct.add(key)
         self._scorers[key] = loaded
         return loaded
 
