@@ -32,7 +32,7 @@ import _rows
 
 import localscorers
 from localscorers import ScorerSamplingConfig, _context
-from localscorers.evaluations import EvaluationQueue
+from localscorers.store.ledger import EvaluationQueue
 
 BENCHMARK = "online"
 SLOW_SECONDS = 0.020

@@ -25,7 +25,7 @@ from localscorers.exceptions import (
     TransientError,
 )
 from localscorers.explain import ExplainEntry, ExplainOutcome, Explanation, explain
-from localscorers.importer import import_traces
+from localscorers.ingest.mlflow_json import import_traces
 from localscorers.jobs import (
     BackfillScorerConfig,
     backfill_scorers,
@@ -34,7 +34,7 @@ from localscorers.jobs import (
     list_backfill_jobs,
     wait_for_backfill_job,
 )
-from localscorers.judges import (
+from localscorers.judges.builtin import (
     Correctness,
     ExpectationsGuidelines,
     Guidelines,

@@ -1,5 +1,5 @@
 """``python -m localscorers`` runs the command line."""
 
-from localscorers.cli import main
+from localscorers.cli.application import main
 
 main()

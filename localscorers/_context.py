@@ -13,12 +13,12 @@ import atexit
 import os
 import threading
 
-from localscorers import backfill as backfill_module
-from localscorers import runner as runner_module
-from localscorers.db import Database, default_tracking_uri, normalize_uri
+from localscorers.evaluation import jobs as backfill_module
+from localscorers.evaluation import online as runner_module
 from localscorers.exceptions import NotFoundError
-from localscorers.registry import ScorerRegistry
-from localscorers.store import TraceStore
+from localscorers.store.database import Database, default_tracking_uri, normalize_uri
+from localscorers.store.registry import ScorerRegistry
+from localscorers.store.traces import TraceStore
 
 __all__ = [
     "DEFAULT_EXPERIMENT_ID",

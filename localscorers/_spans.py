@@ -10,9 +10,9 @@ import traceback
 from collections.abc import Mapping
 from typing import Any
 
-from localscorers import _json
 from localscorers.exceptions import ConfigurationError
 from localscorers.models import Span, TraceStatus
+from localscorers.store import codec
 
 __all__ = [
     "DEFAULT_SPAN_TYPE",
@@ -32,7 +32,7 @@ DEFAULT_SPAN_TYPE = "UNKNOWN"
 def snapshot(value: object) -> Any:  # noqa: ANN401 - user values are untyped
     """Return the value as it will be stored, taken now so later mutation cannot leak in."""
     try:
-        return _json.jsonable(value)
+        return codec.jsonable(value)
     except Exception:  # a value we cannot encode must not break the user's call
         if isinstance(value, Mapping):  # keep the arguments that do encode
             return {str(k): snapshot(v) for k, v in value.items()}
@@ -79,7 +79,7 @@ def string_entries(values: Mapping[str, Any] | None, *, argument: str) -> dict[s
             f"{argument} must be a dict of strings, got {type(values).__name__}: {values!r}."
         )
     return {
-        _key(k, argument=argument): v if isinstance(v, str) else _json.dumps(v)
+        _key(k, argument=argument): v if isinstance(v, str) else codec.dumps(v)
         for k, v in values.items()
     }
 

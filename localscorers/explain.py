@@ -14,16 +14,18 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from localscorers import _context, _filter_sql, _tables, filters, sampling
-from localscorers.evaluations import pending_requests
+from localscorers import _context, sampling
 from localscorers.exceptions import TraceNotFoundError
+from localscorers.filters import parser
 from localscorers.models import EvaluationStatus, ScorerStatus
-from localscorers.store import ONLINE_SCORING_KEY
+from localscorers.store import filter_sql, schema
+from localscorers.store.ledger import pending_requests
+from localscorers.store.traces import ONLINE_SCORING_KEY
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
-    from localscorers.registry import ScorerState
+    from localscorers.store.registry import ScorerState
 
 __all__ = ["ExplainEntry", "ExplainOutcome", "Explanation", "explain"]
 
@@ -82,7 +84,7 @@ def explain(trace_id: str) -> Explanation:
         TraceNotFoundError: no trace has that id.
     """
     runtime = _context.current()
-    t = _tables.traces
+    t = schema.traces
     with runtime.db.read() as conn:
         row = conn.execute(
             sa.select(t.c.experiment_id, t.c.ingested_ms, t.c.status).where(
@@ -146,7 +148,7 @@ def _from_history(
 
 
 def _online_scoring_off(conn: Connection, trace_id: str) -> bool:
-    m = _tables.trace_metadata
+    m = schema.trace_metadata
     value = conn.execute(
         sa.select(m.c.value).where(m.c.trace_id == trace_id, m.c.key == ONLINE_SCORING_KEY)
     ).scalar()
@@ -168,7 +170,7 @@ def _replay(
     filter_string = config["filter_string"]
     if (
         filter_string
-        and not _filter_sql.matches_for_trace(conn, trace_id, [filters.parse(filter_string)])[0]
+        and not filter_sql.matches_for_trace(conn, trace_id, [parser.parse(filter_string)])[0]
     ):
         return ExplainEntry(
             name, ExplainOutcome.FILTERED_OUT, f"trace does not match filter: {filter_string}"
@@ -189,7 +191,7 @@ def _replay(
 
 
 def _latest_evaluation(conn: Connection, trace_id: str, name: str) -> Any:  # noqa: ANN401 - a Row
-    e = _tables.evaluations
+    e = schema.evaluations
     return conn.execute(
         sa.select(e.c.id, e.c.status, e.c.scorer_version, e.c.origin, e.c.attempts)
         .where(e.c.trace_id == trace_id, e.c.scorer_name == name, e.c.superseded == sa.false())
@@ -205,7 +207,7 @@ def _from_evaluation(conn: Connection, name: str, evaluation: Any) -> ExplainEnt
         return ExplainEntry(
             name, ExplainOutcome.PENDING, f"waiting to be evaluated ({where}{retries})"
         )
-    a = _tables.assessments
+    a = schema.assessments
     feedback = conn.execute(
         sa.select(a.c.name, a.c.value, a.c.error).where(a.c.evaluation_id == evaluation.id)
     ).all()
@@ -226,7 +228,7 @@ def _configs_at(
     Those set during that millisecond, then the one in force before it (None when the
     name was not registered yet).
     """
-    e = _tables.scorer_events
+    e = schema.scorer_events
     columns = (e.c.status, e.c.sample_rate, e.c.filter_string)
     mine = sa.and_(e.c.experiment_id == experiment_id, e.c.name == name)
     during = conn.execute(

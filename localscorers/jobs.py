@@ -17,15 +17,15 @@ from typing import Literal, overload
 from pydantic import BaseModel, ConfigDict
 
 from localscorers import _clock, _context
-from localscorers.backfill import FINAL_STATUSES, BackfillJobs, ScorerSpec
+from localscorers.evaluation.jobs import FINAL_STATUSES, BackfillJobs, ScorerSpec
 from localscorers.exceptions import (
     BackfillTimeoutError,
     ConfigurationError,
     ScorerNotFoundError,
 )
 from localscorers.models import BackfillJob, ScorerStatus, validate_sample_rate
-from localscorers.registry import validate_name
 from localscorers.scorers import Scorer
+from localscorers.store.registry import validate_name
 
 __all__ = [
     "BackfillScorerConfig",

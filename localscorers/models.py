@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from localscorers import filters
 from localscorers.exceptions import ConfigurationError
+from localscorers.filters import parser
 
 __all__ = [
     "Assessment",
@@ -280,7 +280,7 @@ def validate_filter_string(value: object) -> str | None:
         raise ConfigurationError(f"filter_string must be a string or None, got {value!r}.")
     if not value.strip():
         return None
-    filters.parse(value)
+    parser.parse(value)
     return value
 
 

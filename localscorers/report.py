@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
 
-from localscorers import _clock, _context, _tables
-from localscorers.evaluations import requested_counts
+from localscorers import _clock, _context
 from localscorers.exceptions import ConfigurationError
 from localscorers.models import EvaluationStatus, ScorerStatus
+from localscorers.store import schema
+from localscorers.store.ledger import requested_counts
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -207,7 +208,7 @@ def _bucket(value: TimeBucket | str | None) -> TimeBucket | None:
 
 
 def _finished_since(since_ms: int | None) -> sa.ColumnElement[bool]:
-    e = _tables.evaluations
+    e = schema.evaluations
     if since_ms is None:
         return e.c.finished_ms.is_not(None)
     return e.c.finished_ms >= since_ms
@@ -216,7 +217,7 @@ def _finished_since(since_ms: int | None) -> sa.ColumnElement[bool]:
 def _counts(
     conn: Connection, experiment_id: str, since_ms: int | None
 ) -> dict[str, dict[str, Any]]:
-    e = _tables.evaluations
+    e = schema.evaluations
 
     def status_count(status: str) -> sa.ColumnElement[Any]:
         return sa.func.sum(sa.case((e.c.status == status, 1), else_=0))
@@ -243,7 +244,7 @@ def _counts(
 def _values(
     conn: Connection, experiment_id: str, since_ms: int | None
 ) -> dict[str, dict[str, Any]]:
-    e, a = _tables.evaluations, _tables.assessments
+    e, a = schema.evaluations, schema.assessments
     # The store keeps each value's string and numeric forms; a boolean is the one
     # whose string form is 'true' / 'false' and that also has a numeric form.
     is_bool = sa.and_(a.c.value_num.is_not(None), a.c.value_str.in_(["true", "false"]))
@@ -287,7 +288,7 @@ def _auto_bucket(counts: dict[str, dict[str, Any]], since_ms: int | None) -> Tim
 def _buckets(
     conn: Connection, experiment_id: str, since_ms: int | None, width: TimeBucket
 ) -> dict[str, list[ReportBucket]]:
-    e = _tables.evaluations
+    e = schema.evaluations
     # Floor division of integers is portable SQL (SQLAlchemy renders it per dialect).
     index = (e.c.finished_ms // width.milliseconds).label("bucket")
     query = (

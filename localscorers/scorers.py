@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self, overload
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from localscorers import _context, _serialization
+from localscorers import _context
+from localscorers.evaluation import serialization
 from localscorers.exceptions import ConfigurationError, ScorerLoadError
 from localscorers.models import ScorerSamplingConfig, ScorerStatus
-from localscorers.registry import ScorerState, validate_name
+from localscorers.store.registry import ScorerState, validate_name
 
 if TYPE_CHECKING:
     from localscorers.models import Trace
@@ -98,7 +99,7 @@ class Scorer(BaseModel):
             )
         config = self.model_dump(mode="json", exclude=set(_STATE_FIELDS) | {"name", "description"})
         return {
-            "serialization_version": _serialization.SERIALIZATION_VERSION,
+            "serialization_version": serialization.SERIALIZATION_VERSION,
             "kind": "class",
             "reference": reference,
             "config": config,
@@ -253,7 +254,7 @@ class FunctionScorer(Scorer):
             ConfigurationError: the function is neither importable nor has readable source.
         """
         if self.func is not None:
-            definition = _serialization.function_definition(self.func)
+            definition = serialization.function_definition(self.func)
             # Execution options are part of the definition: changing them is a new version.
             if self.timeout_seconds is not None:
                 definition["timeout_seconds"] = self.timeout_seconds
@@ -277,7 +278,7 @@ class FunctionScorer(Scorer):
         if self._loaded is None:
             if self.stored_definition is None:
                 raise ScorerLoadError(f"Scorer {self.name!r} has no function to run.")
-            self._loaded = _serialization.load_function(
+            self._loaded = serialization.load_function(
                 self.stored_definition, db_path=self._db_path
             )
         return self._loaded
@@ -401,7 +402,7 @@ def scorer_from_state(state: ScorerState, *, db_path: Path | None) -> Scorer:
     """
     definition = state.definition
     if definition.get("kind") == "class":
-        restored_class = _serialization.instantiate_class(definition, state.scorer_fields())
+        restored_class = serialization.instantiate_class(definition, state.scorer_fields())
         if not isinstance(restored_class, Scorer):
             raise ScorerLoadError(
                 f"Stored scorer {state.name!r} refers to {definition['reference']!r}, "

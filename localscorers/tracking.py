@@ -13,8 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from localscorers import _clock, _context, _json
-from localscorers.evaluations import EvaluationQueue
+from localscorers import _clock, _context
 from localscorers.exceptions import ConfigurationError, NotFoundError
 from localscorers.models import (
     AssessmentSource,
@@ -25,7 +24,9 @@ from localscorers.models import (
     Trace,
     TraceStatus,
 )
-from localscorers.store import TraceRecord, new_trace_id
+from localscorers.store import codec
+from localscorers.store.ledger import EvaluationQueue
+from localscorers.store.traces import TraceRecord, new_trace_id
 
 __all__ = [
     "flush",
@@ -95,7 +96,7 @@ def _string_map(value: Mapping[str, Any] | None, *, argument: str) -> dict[str, 
     for key, item in value.items():
         if not isinstance(key, str) or not key:
             raise ConfigurationError(f"{argument} keys must be non-empty strings, got {key!r}.")
-        result[key] = item if isinstance(item, str) else _json.dumps(item)
+        result[key] = item if isinstance(item, str) else codec.dumps(item)
     return result
 
 
@@ -315,7 +316,7 @@ def log_feedback(
     """
     feedback = Feedback(
         name=_assessment_name(name),
-        value=_json.jsonable(value),
+        value=codec.jsonable(value),
         rationale=rationale,
         source=_source(source),
         metadata=metadata,
@@ -342,7 +343,7 @@ def log_expectation(
     """
     expectation = Expectation(
         name=_assessment_name(name),
-        value=_json.jsonable(value),
+        value=codec.jsonable(value),
         source=_source(source),
         metadata=metadata,
         origin="manual",

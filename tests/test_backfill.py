@@ -31,16 +31,16 @@ from localscorers import (
     NotFoundError,
     ScorerNotFoundError,
     ScorerSamplingConfig,
-    _cli_common,
     _context,
 )
-from localscorers._backfill_run import Execution
-from localscorers._backfill_sql import LeaseLostError, ScorerSpec
-from localscorers._execution import to_feedback
-from localscorers.backfill import BackfillJobs, JobRunner
-from localscorers.cli import app
-from localscorers.runner import Settings
-from localscorers.store import assessment_row, plain_base, plain_row
+from localscorers.cli import common
+from localscorers.cli.application import app
+from localscorers.evaluation.backfill import Execution
+from localscorers.evaluation.execution import to_feedback
+from localscorers.evaluation.jobs import BackfillJobs, JobRunner
+from localscorers.evaluation.online import Settings
+from localscorers.store.backfill_pages import LeaseLostError, ScorerSpec
+from localscorers.store.traces import assessment_row, plain_base, plain_row
 from tests import backfill_helpers as helpers
 
 T0 = 1_700_000_000_000  # request time of the first trace, epoch ms
@@ -441,7 +441,7 @@ def test_plain_values_are_written_as_their_feedback_would_be(value: object) -> N
         scorer_name="s",
         scorer_version=2,
     )
-    slow["value"] = localscorers._json.dumps(slow["value"])
+    slow["value"] = localscorers.store.codec.dumps(slow["value"])
     assert fast.keys() == slow.keys()
     for key in fast.keys() - {"assessment_id", "value_num"}:
         assert fast[key] == slow[key], key
@@ -646,7 +646,7 @@ def test_the_scored_set_is_the_range_filter_and_sample(
 
 
 def cli(capsys: pytest.CaptureFixture[str], db: Path, *args: str) -> tuple[int, str, str]:
-    code = _cli_common.run(app, ["--db", str(db), *args])
+    code = common.run(app, ["--db", str(db), *args])
     out, err = capsys.readouterr()
     return code, out, err
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 import localscorers
-from localscorers._cli_common import run
-from localscorers.cli import app
+from localscorers.cli.application import app
+from localscorers.cli.common import run
 
 
 @localscorers.scorer
@@ -203,7 +203,7 @@ def test_scorers_delete_one_version_then_all(cli):
 def test_register_builtin_judges(cli):
     safety = cli(*shlex.split("scorers register-builtin Safety --name safe -m openai:/m --json"))
     assert safety.code == 0, safety
-    assert safety.json()["reference"] == "localscorers.judges:Safety"
+    assert safety.json()["reference"] == "localscorers.judges.builtin:Safety"
     assert safety.json()["status"] == "REGISTERED"
 
     rules = cli(
@@ -220,11 +220,11 @@ def test_register_builtin_judges(cli):
         *shlex.split(
             "scorers register-builtin make_judge --name helpful "
             "--instructions 'Is {{ outputs }} helpful?' "
-            "--model python:/localscorers.demo:demo_judge_model --json"
+            "--model python:/localscorers.cli.story:demo_judge_model --json"
         )
     )
     assert custom.code == 0, custom
-    assert custom.json()["reference"] == "localscorers.judges:InstructionsJudge"
+    assert custom.json()["reference"] == "localscorers.judges.builtin:InstructionsJudge"
     judge = localscorers.get_scorer(name="helpful")
     assert judge.name == "helpful"
     assert judge(outputs="Reset it from the sign-in page.").value == "true"

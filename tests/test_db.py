@@ -11,17 +11,11 @@ import sqlalchemy as sa
 from sqlmodel import SQLModel
 
 import localscorers
-from localscorers import (
-    ConfigurationError,
-    SchemaVersionError,
-    TransactionError,
-    _context,
-    _dialect,
-    _tables,
-)
-from localscorers.db import MEMORY_URI, Database, normalize_uri
-from localscorers.evaluations import move_requests
-from localscorers.migrations import MIGRATIONS, migrate
+from localscorers import ConfigurationError, SchemaVersionError, TransactionError, _context
+from localscorers.store import schema, sqlite
+from localscorers.store.database import MEMORY_URI, Database, normalize_uri
+from localscorers.store.ledger import move_requests
+from localscorers.store.migrations import MIGRATIONS, migrate
 from tests import scorer_helpers
 
 
@@ -124,12 +118,12 @@ def test_connection_recipe(db_path: Path) -> None:
 
 def test_tables_live_on_a_private_registry() -> None:
     assert "traces" not in SQLModel.metadata.tables
-    assert "traces" in _tables.METADATA.tables
+    assert "traces" in schema.METADATA.tables
 
 
 def test_writes_nest_and_roll_back_together(db_path: Path) -> None:
     db = Database(db_path)
-    e = _tables.experiments
+    e = schema.experiments
 
     def write_then_fail() -> None:
         with db.write() as outer:
@@ -195,9 +189,9 @@ def test_failing_migration_rolls_back(db_path: Path) -> None:
             migrations=[*MIGRATIONS, add_table, fails_halfway],
         )
     with db.read() as conn:
-        assert _dialect.get_user_version(conn) == len(MIGRATIONS) + 1
+        assert sqlite.get_user_version(conn) == len(MIGRATIONS) + 1
         tables = set(sa.inspect(conn).get_table_names())
-        experiments = conn.execute(sa.select(_tables.experiments.c.name)).scalars().all()
+        experiments = conn.execute(sa.select(schema.experiments.c.name)).scalars().all()
     assert "added" in tables
     assert "half_done" not in tables
     assert experiments == ["Default"]

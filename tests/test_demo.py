@@ -13,9 +13,9 @@ import pytest
 from rich.console import Console
 
 import localscorers
-from localscorers import demo
-from localscorers._cli_common import run
-from localscorers.cli import app
+from localscorers.cli import story
+from localscorers.cli.application import app
+from localscorers.cli.common import run
 from localscorers.jobs import get_backfill_job
 
 STEPS = (
@@ -35,7 +35,7 @@ def _flat(text: str) -> str:
 
 
 def test_demo_command_runs_and_reruns(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
-    db = tmp_path / "demo.db"
+    db = tmp_path / "story.db"
 
     assert run(app, ["--db", str(db), "demo", "--traces", "60"]) == 0
     first = _flat(capsys.readouterr().out)
@@ -53,10 +53,10 @@ def test_demo_command_runs_and_reruns(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_run_demo_result_and_state(tmp_path: Path):
-    localscorers.set_tracking_uri(tmp_path / "demo.db")
+    localscorers.set_tracking_uri(tmp_path / "story.db")
     out = StringIO()
 
-    result = demo.run_demo(console=Console(file=out, width=120), traces=80)
+    result = story.run_demo(console=Console(file=out, width=120), traces=80)
 
     assert result.traces == 80
     assert result.explained_trace_id is not None
@@ -87,13 +87,13 @@ def test_run_demo_result_and_state(tmp_path: Path):
 
 
 def test_demo_needs_enough_traces(tmp_path: Path):
-    localscorers.set_tracking_uri(tmp_path / "demo.db")
+    localscorers.set_tracking_uri(tmp_path / "story.db")
     with pytest.raises(localscorers.ConfigurationError, match="at least 20"):
-        demo.run_demo(console=Console(file=StringIO()), traces=5)
+        story.run_demo(console=Console(file=StringIO()), traces=5)
 
 
 def test_demo_as_a_process_under_30_seconds(tmp_path: Path):
-    db = tmp_path / "process-demo.db"
+    db = tmp_path / "process-story.db"
     started = time.monotonic()
     completed = subprocess.run(
         [sys.executable, "-m", "localscorers", "--db", str(db), "demo"],

@@ -21,11 +21,23 @@ from hypothesis import strategies as st
 from sqlalchemy.dialects import sqlite
 
 import localscorers
-from localscorers import _context, _filter_sql, _tables
-from localscorers._filter_sql import compile_filter, compile_order_by, matches_for_trace
-from localscorers.db import Database
+from localscorers import _context
 from localscorers.exceptions import ConfigurationError, FilterSyntaxError, TraceNotFoundError
-from localscorers.filters import And, Comparison, Entity, Expr, Field, Not, Op, Or, parse, render
+from localscorers.filters.parser import (
+    And,
+    Comparison,
+    Entity,
+    Expr,
+    Field,
+    Not,
+    Op,
+    Or,
+    parse,
+    render,
+)
+from localscorers.store import filter_sql, schema
+from localscorers.store.database import Database
+from localscorers.store.filter_sql import compile_filter, compile_order_by, matches_for_trace
 
 T0 = 1_700_000_000_000
 GPT = {"model": "gpt-4o"}
@@ -442,8 +454,8 @@ def test_tables_survive_every_injection(reader: Database) -> None:
     with reader.read() as conn:
         tables = set(sa.inspect(conn).get_table_names())
         assert {"traces", "trace_tags", "trace_metadata", "spans", "assessments"} <= tables
-        assert conn.execute(sa.select(sa.func.count()).select_from(_tables.traces)).scalar() == 12
-        assert conn.execute(sa.select(sa.func.count()).select_from(_tables.spans)).scalar() == 19
+        assert conn.execute(sa.select(sa.func.count()).select_from(schema.traces)).scalar() == 12
+        assert conn.execute(sa.select(sa.func.count()).select_from(schema.spans)).scalar() == 19
 
 
 @pytest.mark.parametrize(
@@ -460,7 +472,7 @@ def test_tables_survive_every_injection(reader: Database) -> None:
     ],
 )
 def test_filter_text_only_reaches_sql_as_parameters(filter_string: str) -> None:
-    statement = sa.select(_tables.traces.c.trace_id).where(compile_filter(parse(filter_string)))
+    statement = sa.select(schema.traces.c.trace_id).where(compile_filter(parse(filter_string)))
     for dialect in (None, sqlite.dialect()):
         sql = str(statement.compile(dialect=dialect))
         assert "ZQX" not in sql
@@ -617,7 +629,7 @@ def test_planned_searches_find_exactly_the_matching_traces(
     # traces supplies the candidate ids, a commoner one is checked per trace. Whatever
     # the split, the matches must be the same; another experiment's traces carrying the
     # same tags must not leak in through the candidates.
-    monkeypatch.setattr(_filter_sql, "_FEW", few)
+    monkeypatch.setattr(filter_sql, "_FEW", few)
     localscorers.set_tracking_uri(tmp_path / "planned.db")
     other = localscorers.set_experiment("other")
     for i in range(5):
@@ -664,7 +676,7 @@ def test_planned_searches_find_exactly_the_matching_traces(
 def test_a_value_common_elsewhere_but_rare_here_starts_from_its_candidates(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_filter_sql, "_FEW", 3)
+    monkeypatch.setattr(filter_sql, "_FEW", 3)
     localscorers.set_tracking_uri(tmp_path / "elsewhere.db")
     localscorers.set_experiment("other")
     for i in range(10):
@@ -675,8 +687,8 @@ def test_a_value_common_elsewhere_but_rare_here_starts_from_its_candidates(
         localscorers.log_trace(inputs=i, outputs=i, tags={"env": "prod"})
 
     with _context.current().db.read() as conn:
-        rare_here = _filter_sql.plan_search(conn, parse("tags.env = 'qa'"), [mine])
-        common_here = _filter_sql.plan_search(conn, parse("tags.env = 'prod'"), [mine])
+        rare_here = filter_sql.plan_search(conn, parse("tags.env = 'qa'"), [mine])
+        common_here = filter_sql.plan_search(conn, parse("tags.env = 'prod'"), [mine])
     assert set(rare_here.candidates or ()) == qa
     assert common_here.candidates is None
     assert set(ids(experiment_ids=[mine], filter_string="tags.env = 'qa'")) == qa
@@ -692,11 +704,11 @@ def test_a_value_common_elsewhere_but_rare_here_starts_from_its_candidates(
 def test_search_agrees_with_matches_for_trace_and_a_reference(
     random_path: Path, few: int, traces: list[dict[str, Any]], filters: list[Expr]
 ) -> None:
-    saved, _filter_sql._FEW = _filter_sql._FEW, few
+    saved, filter_sql._FEW = filter_sql._FEW, few
     try:
         _search_agrees(random_path, traces, filters)
     finally:
-        _filter_sql._FEW = saved
+        filter_sql._FEW = saved
 
 
 def _search_agrees(random_path: Path, traces: list[dict[str, Any]], filters: list[Expr]) -> None:

@@ -19,11 +19,10 @@ from typing import Any, Literal
 import pytest
 
 import localscorers
-from localscorers import _judge_prompts
-from localscorers._execution import EvaluationContext, evaluation_context
-from localscorers.db import Database
+from localscorers.evaluation.execution import EvaluationContext, evaluation_context
 from localscorers.exceptions import ConfigurationError
-from localscorers.judges import (
+from localscorers.judges import prompts
+from localscorers.judges.builtin import (
     Correctness,
     ExpectationsGuidelines,
     Guidelines,
@@ -45,6 +44,7 @@ from localscorers.models import (
     TraceData,
     TraceInfo,
 )
+from localscorers.store.database import Database
 
 YES = '{"rationale": "Looks right.", "result": "yes"}'
 NO = '{"rationale": "Not supported.", "result": "no"}'
@@ -453,14 +453,14 @@ def test_verdict_other_than_yes_or_no_is_unparseable(llm):
     ],
 )
 def test_parse_answer_is_lenient(answer, result, rationale):
-    parsed = _judge_prompts.parse_answer(answer)
+    parsed = prompts.parse_answer(answer)
     assert (parsed.result, parsed.rationale) == (result, rationale)
 
 
 @pytest.mark.parametrize("answer", ["", "no json here", '{"rationale": "no verdict"}', "{broken"])
 def test_parse_answer_rejects_answers_without_a_result(answer):
-    with pytest.raises(_judge_prompts.UnparseableAnswerError):
-        _judge_prompts.parse_answer(answer)
+    with pytest.raises(prompts.UnparseableAnswerError):
+        prompts.parse_answer(answer)
 
 
 # -- models -----------------------------------------------------------------------------------

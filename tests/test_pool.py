@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from localscorers._pool import DaemonThreadPool
+from localscorers.evaluation.pool import DaemonThreadPool
 
 WAIT = 30.0
 

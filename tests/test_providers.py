@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from localscorers import _providers
-from localscorers._providers import (
+from localscorers.exceptions import ConfigurationError, ScorerLoadError, TransientError
+from localscorers.judges import providers
+from localscorers.judges.providers import (
     CallableModel,
     ModelNotConfiguredError,
     ModelRequestError,
@@ -19,7 +20,6 @@ from localscorers._providers import (
     parse_retry_after,
     resolve_model,
 )
-from localscorers.exceptions import ConfigurationError, ScorerLoadError, TransientError
 from tests.test_judges import Reply, always_yes, clear_judge_env, fake_llm_server
 
 
@@ -218,10 +218,10 @@ def test_concurrency_limit_is_per_endpoint_and_model(llm, monkeypatch):
     monkeypatch.setenv("LOCALSCORERS_JUDGE_TIMEOUT", "30")
     first = threading.Thread(target=call)
     first.start()
-    limits = _providers._limits_for(llm.base_url, "m")
+    limits = providers._limits_for(llm.base_url, "m")
     assert llm.received.wait(timeout=10)  # the first call reached the server
     assert not limits.semaphore.acquire(blocking=False)  # the one slot is taken
-    other = _providers._limits_for(llm.base_url, "other-model")
+    other = providers._limits_for(llm.base_url, "other-model")
     assert other.semaphore.acquire(blocking=False)  # another model has its own
     other.semaphore.release()
     llm.release.set()
@@ -252,11 +252,11 @@ def test_rate_limiter_spaces_requests_evenly():
 
 def test_rpm_setting_applies_a_limiter(monkeypatch):
     monkeypatch.setenv("LOCALSCORERS_JUDGE_RPM", "120")
-    limits = _providers._limits_for("http://example.invalid/v1", "m")
+    limits = providers._limits_for("http://example.invalid/v1", "m")
     assert limits.limiter is not None
     assert limits.limiter.rpm == 120
     monkeypatch.delenv("LOCALSCORERS_JUDGE_RPM")
-    assert _providers._limits_for("http://example.invalid/v1", "m").limiter is None
+    assert providers._limits_for("http://example.invalid/v1", "m").limiter is None
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 import localscorers
-from localscorers import _clock, _context, _tables
+from localscorers import _clock, _context
 from localscorers.exceptions import ConfigurationError
 from localscorers.report import (
     ReportBucket,
@@ -19,6 +19,7 @@ from localscorers.report import (
     save_report_chart,
     scorer_report,
 )
+from localscorers.store import schema
 
 
 @localscorers.scorer
@@ -59,7 +60,7 @@ def _by_name(reports: list[ScorerReport]) -> dict[str, ScorerReport]:
 
 def _set_finished(ms: int) -> None:
     """Move every finished evaluation to one time (what hours of traffic would leave)."""
-    e = _tables.evaluations
+    e = schema.evaluations
     with _context.current().db.write() as conn:
         conn.execute(sa.update(e).where(e.c.finished_ms.is_not(None)).values(finished_ms=ms))
 
@@ -173,7 +174,7 @@ def test_errors_over_time_in_hour_buckets():
     _set_finished(first_hour + 60_000)
     _log(["two words", "boom", "boom"])
     assert localscorers.flush(timeout=30)
-    e = _tables.evaluations
+    e = schema.evaluations
     with _context.current().db.write() as conn:
         conn.execute(
             sa.update(e)

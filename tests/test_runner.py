@@ -28,9 +28,9 @@ from localscorers import (
     TraceNotFoundError,
     _clock,
     _context,
-    evaluations,
 )
-from localscorers.evaluations import EvaluationQueue, Outcome
+from localscorers.store import ledger
+from localscorers.store.ledger import EvaluationQueue, Outcome
 from tests import scorer_helpers_online as helpers
 
 FLUSH_TIMEOUT = 30.0
@@ -457,12 +457,12 @@ def test_requests_moved_by_another_claimer_after_they_were_read_are_not_lost(
     helpers.output_length.register().start()
     traces = [localscorers.log_trace(inputs=i, outputs="x" * i) for i in range(3)]
     db = _context.current().db
-    read_first = evaluations._read_requests(db, 10)
+    read_first = ledger._read_requests(db, 10)
     assert read_first is not None
     other = EvaluationQueue(db, owner="other", lease_ms=60_000)
     assert {c.trace_id for c in other.claim(2)} == {traces[0]}  # moves requests 1 and 2
     with db.write() as conn:
-        taken = evaluations._move(conn, read_first, take=10, owner="late", expires=1)
+        taken = ledger._move(conn, read_first, take=10, owner="late", expires=1)
     assert taken == 2  # the two rows of the third request
     with sqlite3.connect(db.path) as conn:
         rows = conn.execute(

@@ -25,16 +25,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlalchemy as sa
 
-from localscorers import _clock, _tables
-from localscorers._backfill_sql import (
-    COUNT_KEYS,
-    LeaseLostError,
-    Plan,
-    Result,
-    update_job,
-    write_results,
-)
-from localscorers._execution import (
+from localscorers import _clock
+from localscorers.evaluation.execution import (
     EvaluationContext,
     call_plain,
     error_feedback,
@@ -43,20 +35,29 @@ from localscorers._execution import (
     light_trace,
     load_scorer,
 )
-from localscorers._pool import DaemonThreadPool
-from localscorers.evaluations import move_requests
+from localscorers.evaluation.pool import DaemonThreadPool
 from localscorers.exceptions import TransientError
 from localscorers.models import Feedback, JobStatus, Trace
+from localscorers.store import schema
+from localscorers.store.backfill_pages import (
+    COUNT_KEYS,
+    LeaseLostError,
+    Plan,
+    Result,
+    update_job,
+    write_results,
+)
+from localscorers.store.ledger import move_requests
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
-    from localscorers._backfill_sql import PageRow
-    from localscorers._execution import LoadedScorer, Plain
-    from localscorers.db import Database
-    from localscorers.registry import ScorerRegistry
-    from localscorers.runner import Settings
-    from localscorers.store import TraceStore
+    from localscorers.evaluation.execution import LoadedScorer, Plain
+    from localscorers.evaluation.online import Settings
+    from localscorers.store.backfill_pages import PageRow
+    from localscorers.store.database import Database
+    from localscorers.store.registry import ScorerRegistry
+    from localscorers.store.traces import TraceStore
 
 __all__ = ["Execution", "Host"]
 
@@ -254,7 +255,7 @@ class Execution:
         if now - self.last_check < _CHECK_SECONDS:
             return False
         self.last_check = now
-        j = _tables.backfill_jobs
+        j = schema.backfill_jobs
         with self.db.read() as conn:
             row = conn.execute(
                 sa.select(j.c.cancel_requested, j.c.lease_owner).where(j.c.job_id == self.job_id)

@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from localscorers import _serialization
+from localscorers.evaluation import serialization
 from localscorers.exceptions import ConfigurationError, LocalScorersError, TransientError
 
 __all__ = [
@@ -539,7 +539,7 @@ def model_reference(model: ModelSpec) -> str | None:
     importable = bool(module) and module != "__main__" and "<" not in qualname
     if importable:
         try:
-            importable = _serialization.resolve_reference(reference) is model
+            importable = serialization.resolve_reference(reference) is model
         except ConfigurationError:
             importable = False
     if not importable:
@@ -589,7 +589,7 @@ def resolve_model(model: ModelSpec, *, base_url: str | None = None) -> ChatModel
         return CallableModel(model)
     scheme, name = _split_uri(model)
     if scheme == "python":
-        func = _serialization.resolve_reference(name)
+        func = serialization.resolve_reference(name)
         if not callable(func):
             raise ConfigurationError(f"Judge model {model!r} does not name a function.")
         return CallableModel(func, model_id=f"python:/{name}")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from localscorers import _clock
-from localscorers._execution import (
+from localscorers.evaluation.execution import (
     EvaluationContext,
     LoadedScorer,
     Plain,
@@ -34,15 +34,15 @@ from localscorers._execution import (
     light_trace,
     load_scorer,
 )
-from localscorers._pool import DaemonThreadPool
-from localscorers.evaluations import Claim, EvaluationQueue, Outcome, new_owner_id
+from localscorers.evaluation.pool import DaemonThreadPool
 from localscorers.exceptions import ConfigurationError, ScorerNotFoundError, TransientError
+from localscorers.store.ledger import Claim, EvaluationQueue, Outcome, new_owner_id
 
 if TYPE_CHECKING:
-    from localscorers.db import Database
     from localscorers.models import Feedback, Trace
-    from localscorers.registry import ScorerRegistry
-    from localscorers.store import TraceStore
+    from localscorers.store.database import Database
+    from localscorers.store.registry import ScorerRegistry
+    from localscorers.store.traces import TraceStore
 
 __all__ = ["Runner", "Settings"]
 

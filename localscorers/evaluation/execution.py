@@ -17,14 +17,15 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, cast
 
-from localscorers import _json, _serialization
+from localscorers.evaluation import serialization
 from localscorers.exceptions import ScorerLoadError, TransientError
 from localscorers.models import AssessmentError, AssessmentSource, AssessmentSourceType, Feedback
+from localscorers.store import codec
 
 if TYPE_CHECKING:
-    from localscorers.db import Database
     from localscorers.models import Trace
-    from localscorers.registry import ScorerState
+    from localscorers.store.database import Database
+    from localscorers.store.registry import ScorerState
 
 __all__ = [
     "ALL_PARAMETERS",
@@ -121,10 +122,10 @@ def load_scorer(state: ScorerState, *, db_path: Path | None) -> LoadedScorer:
     fields = state.scorer_fields()
     try:
         if state.definition.get("kind") == "class":
-            call: Callable[..., Any] = _serialization.instantiate_class(state.definition, fields)
+            call: Callable[..., Any] = serialization.instantiate_class(state.definition, fields)
             wanted = ALL_PARAMETERS
         else:
-            func = _serialization.load_function(state.definition, db_path=db_path)
+            func = serialization.load_function(state.definition, db_path=db_path)
             wanted = frozenset(inspect.signature(func).parameters)
             call = _keyword_filter(func, wanted)
     except ScorerLoadError as exc:
@@ -180,8 +181,8 @@ def _complete(feedback: Feedback, *, name: str, keep_name: bool) -> Feedback:
     # Feedback that cannot be stored must fail here, as this evaluation's error: the
     # batch it would be written with (other evaluations' feedback) must not fail with it.
     try:
-        _json.dumps(feedback.value)
-        _json.dumps(feedback.metadata)
+        codec.dumps(feedback.value)
+        codec.dumps(feedback.metadata)
     except (TypeError, ValueError) as exc:
         return _invalid(
             name, f"Scorer {name!r} returned a Feedback that cannot be stored as JSON: {exc}"

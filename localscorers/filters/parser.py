@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Final
 
-from localscorers._filter_ast import (
+from localscorers.exceptions import ConfigurationError, FilterSyntaxError
+from localscorers.filters.ast import (
     And,
     Comparison,
     Entity,
@@ -46,7 +47,6 @@ from localscorers._filter_ast import (
     Scalar,
     Value,
 )
-from localscorers.exceptions import ConfigurationError, FilterSyntaxError
 
 __all__ = [
     "And",

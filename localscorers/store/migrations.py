@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from localscorers import _clock, _dialect, _tables
+from localscorers import _clock
 from localscorers.exceptions import SchemaVersionError
+from localscorers.store import schema, sqlite
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -34,32 +35,32 @@ def m0001_initial(conn: Connection) -> None:
     the frozen version-1 DDL, so a fresh database still passes through every step.
     """
     version_1 = (
-        _tables.experiments,
-        _tables.counters,
-        _tables.scorers,
-        _tables.scorer_versions,
-        _tables.scorer_events,
-        _tables.traces,
-        _tables.trace_tags,
-        _tables.trace_metadata,
-        _tables.spans,
-        _tables.assessments,
-        _tables.evaluations,
-        _tables.backfill_jobs,
-        _tables.judge_cache,
+        schema.experiments,
+        schema.counters,
+        schema.scorers,
+        schema.scorer_versions,
+        schema.scorer_events,
+        schema.traces,
+        schema.trace_tags,
+        schema.trace_metadata,
+        schema.spans,
+        schema.assessments,
+        schema.evaluations,
+        schema.backfill_jobs,
+        schema.judge_cache,
     )
-    _tables.METADATA.create_all(conn, tables=version_1)
+    schema.METADATA.create_all(conn, tables=version_1)
     conn.execute(
-        sa.insert(_tables.experiments).values(
+        sa.insert(schema.experiments).values(
             experiment_id="0", name="Default", created_ms=_clock.now_ms()
         )
     )
-    conn.execute(sa.insert(_tables.counters).values(name="scorers", value=0))
+    conn.execute(sa.insert(schema.counters).values(name="scorers", value=0))
 
 
 def m0002_evaluation_requests(conn: Connection) -> None:
     """Add ``evaluation_requests``: a trace commit's online evaluations, one row per trace."""
-    _tables.evaluation_requests.create(conn)
+    schema.evaluation_requests.create(conn)
 
 
 MIGRATIONS: tuple[Migration, ...] = (m0001_initial, m0002_evaluation_requests)
@@ -74,18 +75,18 @@ def migrate(engine: Engine, *, path: str, migrations: Sequence[Migration] = MIGR
     """
     expected = len(migrations)
     with engine.connect() as conn:
-        found = _dialect.get_user_version(conn)
+        found = sqlite.get_user_version(conn)
     if found > expected:
         raise SchemaVersionError(path=path, found=found, expected=expected)
     for index in range(found, expected):
         with engine.connect() as conn:
-            conn.execution_options(**{_dialect.BEGIN_OPTION: "IMMEDIATE"})
+            conn.execution_options(**{sqlite.BEGIN_OPTION: "IMMEDIATE"})
             with conn.begin():
                 # Re-read inside the write lock: another process may have migrated meanwhile.
-                current = _dialect.get_user_version(conn)
+                current = sqlite.get_user_version(conn)
                 if current > index:
                     continue
                 migrations[index](conn)
-                _dialect.set_user_version(conn, index + 1)
+                sqlite.set_user_version(conn, index + 1)
                 logger.info("migrated %s to schema version %s", path, index + 1)
     return expected

@@ -11,8 +11,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from localscorers import _context, _json, tracking
+from localscorers import _context, tracking
 from localscorers.exceptions import LocalScorersError
+from localscorers.store import codec
 
 __all__ = [
     "add_global_options",
@@ -54,7 +55,7 @@ def add_global_options(app: typer.Typer) -> None:
 
 def print_json(value: Any) -> None:  # noqa: ANN401 - anything JSON-able
     """Print a value as indented JSON on stdout."""
-    sys.stdout.write(json.dumps(json.loads(_json.dumps(value)), indent=2) + "\n")
+    sys.stdout.write(json.dumps(json.loads(codec.dumps(value)), indent=2) + "\n")
 
 
 _GLOBAL_OPTIONS = ("--db", "--experiment", "-e")

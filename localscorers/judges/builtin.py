@@ -27,24 +27,24 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
-from localscorers import _judge_cache
-from localscorers import _judge_prompts as prompts
-from localscorers._execution import current_evaluation
-from localscorers._judge_prompts import Document, UnparseableAnswerError, retrieved_context
-from localscorers._providers import (
+from localscorers.evaluation.execution import current_evaluation
+from localscorers.exceptions import ConfigurationError
+from localscorers.judges import prompts
+from localscorers.judges.prompts import Document, UnparseableAnswerError, retrieved_context
+from localscorers.judges.providers import (
     ModelNotConfiguredError,
     check_model,
     describe_model,
     model_reference,
     resolve_model,
 )
-from localscorers.exceptions import ConfigurationError
 from localscorers.models import AssessmentError, AssessmentSource, AssessmentSourceType, Feedback
-from localscorers.registry import validate_name
 from localscorers.scorers import Scorer
+from localscorers.store import judge_cache
+from localscorers.store.registry import validate_name
 
 if TYPE_CHECKING:
-    from localscorers._providers import ChatModel, ChatResult
+    from localscorers.judges.providers import ChatModel, ChatResult
     from localscorers.models import Span, Trace
 
 __all__ = [
@@ -189,15 +189,15 @@ class Judge(Scorer, Generic[_Result]):
             return _error(feedback_name, exc.error_code, str(exc), source=self._source())
         context = current_evaluation()
         key: str | None = None
-        if context is not None and _judge_cache.cache_enabled(context, judge_setting=self.cache):
-            key = _judge_cache.cache_key(
+        if context is not None and judge_cache.cache_enabled(context, judge_setting=self.cache):
+            key = judge_cache.cache_key(
                 model_id=chat.model_id,
                 endpoint=chat.endpoint,
                 messages=messages,
                 parameters={"temperature": _TEMPERATURE, "max_tokens": _MAX_TOKENS},
             )
         started = time.monotonic()
-        cached = _judge_cache.get(context.db, key) if context and key else None
+        cached = judge_cache.get(context.db, key) if context and key else None
         if cached is not None:
             # Tokens were spent by the call that filled the cache, not by this evaluation.
             text, usage = cached.response, {}
@@ -223,7 +223,7 @@ class Judge(Scorer, Generic[_Result]):
             return feedback.model_copy(update={"metadata": info})
         if context is not None and key is not None and cached is None:
             # Only readable answers are cached, so a retried backfill asks again.
-            _judge_cache.put(context.db, key, model=chat.model_id, response=text, usage=usage)
+            judge_cache.put(context.db, key, model=chat.model_id, response=text, usage=usage)
         return Feedback(
             name=feedback_name,
             value=value,

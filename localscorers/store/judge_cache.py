@@ -26,12 +26,13 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
-from localscorers import _clock, _dialect, _tables
+from localscorers import _clock
 from localscorers.exceptions import StoreError
+from localscorers.store import schema, sqlite
 
 if TYPE_CHECKING:
-    from localscorers._execution import EvaluationContext
-    from localscorers.db import Database
+    from localscorers.evaluation.execution import EvaluationContext
+    from localscorers.store.database import Database
 
 __all__ = ["CachedAnswer", "cache_enabled", "cache_key", "get", "put"]
 
@@ -84,7 +85,7 @@ def cache_key(
 
 def get(db: Database, key: str) -> CachedAnswer | None:
     """Return the cached answer for ``key``, or None (also when the database fails)."""
-    table = _tables.judge_cache
+    table = schema.judge_cache
     try:
         with db.read() as conn:
             row = conn.execute(
@@ -112,6 +113,6 @@ def put(db: Database, key: str, *, model: str, response: str, usage: dict[str, i
     }
     try:
         with db.write() as conn:
-            conn.execute(_dialect.insert_ignore(_tables.judge_cache).values(**row))
+            conn.execute(sqlite.insert_ignore(schema.judge_cache).values(**row))
     except (StoreError, SQLAlchemyError) as exc:
         logger.warning("Judge cache write failed; the answer is not cached: %s", exc)

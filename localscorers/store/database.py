@@ -21,8 +21,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import StaticPool
 
-from localscorers import _dialect, _json, migrations
 from localscorers.exceptions import ConfigurationError, DatabaseBusyError, TransactionError
+from localscorers.store import codec, migrations, sqlite
 
 __all__ = ["MEMORY_URI", "Database", "default_tracking_uri", "normalize_uri"]
 
@@ -112,19 +112,17 @@ class Database:
                 "sqlite://",
                 connect_args=connect_args,
                 poolclass=StaticPool,
-                json_serializer=_json.dumps,
+                json_serializer=codec.dumps,
             )
         else:
             engine = sa.create_engine(
                 self.uri,
                 connect_args=connect_args,
-                json_serializer=_json.dumps,
+                json_serializer=codec.dumps,
                 pool_size=8,
                 max_overflow=32,
             )
-        _dialect.install_sqlite_hooks(
-            engine, busy_timeout=self.busy_timeout, wal=not self.is_memory
-        )
+        sqlite.install_sqlite_hooks(engine, busy_timeout=self.busy_timeout, wal=not self.is_memory)
         return engine
 
     def _check_fork(self) -> None:
@@ -150,7 +148,7 @@ class Database:
             yield outer
             return
         with self._lock, self._translate_busy("write"), self.engine.connect() as conn:
-            conn.execution_options(**{_dialect.BEGIN_OPTION: "IMMEDIATE"})
+            conn.execution_options(**{sqlite.BEGIN_OPTION: "IMMEDIATE"})
             self._local.write_conn = conn
             try:
                 with conn.begin():
@@ -186,7 +184,7 @@ class Database:
         try:
             yield
         except OperationalError as exc:
-            if _dialect.is_locked_error(exc):
+            if sqlite.is_locked_error(exc):
                 raise DatabaseBusyError(
                     timeout=self.busy_timeout, detail=f"during a {what}"
                 ) from exc

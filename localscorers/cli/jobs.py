@@ -24,7 +24,7 @@ from rich.progress import (
 from rich.table import Table
 
 from localscorers import jobs
-from localscorers._cli_common import console, err_console, print_json
+from localscorers.cli.common import console, err_console, print_json
 from localscorers.exceptions import BackfillTimeoutError, ConfigurationError
 from localscorers.models import JobStatus
 

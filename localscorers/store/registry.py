@@ -19,19 +19,21 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from localscorers import _bulk, _clock, _tables, filters
+from localscorers import _clock
 from localscorers.exceptions import (
     ConfigurationError,
     InvalidTransitionError,
     ScorerLimitError,
     ScorerNotFoundError,
 )
+from localscorers.filters import parser
 from localscorers.models import ScorerStatus
+from localscorers.store import bulk, schema
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
-    from localscorers.db import Database
+    from localscorers.store.database import Database
 
 __all__ = [
     "MAX_NAME_LENGTH",
@@ -94,7 +96,7 @@ class ActiveScorer:
     version: int
     sample_rate: float
     filter_string: str | None
-    filter_expr: filters.Expr | None = field(compare=False)
+    filter_expr: parser.Expr | None = field(compare=False)
 
 
 def validate_name(name: object) -> str:
@@ -157,7 +159,7 @@ class ScorerRegistry:
 
     def list(self, experiment_id: str) -> builtins.list[ScorerState]:
         """Return every registered scorer of the experiment, latest versions, by name."""
-        s, v = _tables.scorers, _tables.scorer_versions
+        s, v = schema.scorers, schema.scorer_versions
         query = (
             sa.select(s, v.c.definition, v.c.description)
             .join(
@@ -176,7 +178,7 @@ class ScorerRegistry:
 
     def history(self, experiment_id: str, name: str) -> builtins.list[dict[str, Any]]:
         """Return the name's lifecycle events, oldest first (what ``explain`` reads)."""
-        e = _tables.scorer_events
+        e = schema.scorer_events
         query = (
             sa.select(e)
             .where(e.c.experiment_id == experiment_id, e.c.name == name)
@@ -190,7 +192,7 @@ class ScorerRegistry:
         with self._db.read() as conn:
             return int(
                 conn.execute(
-                    sa.select(_tables.counters.c.value).where(_tables.counters.c.name == "scorers")
+                    sa.select(schema.counters.c.value).where(schema.counters.c.name == "scorers")
                 ).scalar_one()
             )
 
@@ -200,7 +202,7 @@ class ScorerRegistry:
         Costs one primary-key read of the change counter per call; the scorers
         themselves are re-read only after some process changed a lifecycle.
         """
-        counter = _bulk.compiled_select(conn, "scorer_counter", _counter_query).fetchall(conn, {})[
+        counter = bulk.compiled_select(conn, "scorer_counter", _counter_query).fetchall(conn, {})[
             0
         ][0]
         with self._cache_lock:
@@ -210,7 +212,7 @@ class ScorerRegistry:
             cached = self._cache.get(experiment_id)
         if cached is not None:
             return cached
-        s = _tables.scorers
+        s = schema.scorers
         rows = conn.execute(
             sa.select(s.c.name, s.c.version, s.c.sample_rate, s.c.filter_string)
             .where(s.c.experiment_id == experiment_id, s.c.status == ScorerStatus.ACTIVE.value)
@@ -222,7 +224,7 @@ class ScorerRegistry:
                 version=row.version,
                 sample_rate=row.sample_rate,
                 filter_string=row.filter_string,
-                filter_expr=filters.parse(row.filter_string) if row.filter_string else None,
+                filter_expr=parser.parse(row.filter_string) if row.filter_string else None,
             )
             for row in rows
         ]
@@ -248,7 +250,7 @@ class ScorerRegistry:
         """
         validate_name(name)
         digest = definition_hash(definition, description)
-        s, v = _tables.scorers, _tables.scorer_versions
+        s, v = schema.scorers, schema.scorer_versions
         with self._db.write() as conn:
             now = _clock.now_ms()  # under the write lock: see TraceStore.write_traces
             current = self._find(conn, experiment_id, name)
@@ -320,7 +322,7 @@ class ScorerRegistry:
             InvalidTransitionError: the current state does not allow the call.
         """
         target = ScorerStatus.STOPPED if action == "stop" else ScorerStatus.ACTIVE
-        s = _tables.scorers
+        s = schema.scorers
         with self._db.write() as conn:
             now = _clock.now_ms()  # under the write lock: see TraceStore.write_traces
             current = self._find(conn, experiment_id, name)
@@ -359,7 +361,7 @@ class ScorerRegistry:
         Raises:
             ScorerNotFoundError: no such name or version.
         """
-        s, v = _tables.scorers, _tables.scorer_versions
+        s, v = schema.scorers, schema.scorer_versions
         with self._db.write() as conn:
             now = _clock.now_ms()
             current = self._get(conn, experiment_id, name, version=version)
@@ -380,9 +382,9 @@ class ScorerRegistry:
             conn.execute(sa.delete(v).where(versions))
             conn.execute(sa.delete(s).where(s.c.experiment_id == experiment_id, s.c.name == name))
             conn.execute(
-                sa.delete(_tables.scorer_events).where(
-                    _tables.scorer_events.c.experiment_id == experiment_id,
-                    _tables.scorer_events.c.name == name,
+                sa.delete(schema.scorer_events).where(
+                    schema.scorer_events.c.experiment_id == experiment_id,
+                    schema.scorer_events.c.name == name,
                 )
             )
             self._bump_counter(conn)
@@ -398,7 +400,7 @@ class ScorerRegistry:
     def _get(
         self, conn: Connection, experiment_id: str, name: str, *, version: int | None = None
     ) -> ScorerState:
-        s, v = _tables.scorers, _tables.scorer_versions
+        s, v = schema.scorers, schema.scorer_versions
         state = conn.execute(
             sa.select(s).where(s.c.experiment_id == experiment_id, s.c.name == name)
         ).first()
@@ -424,7 +426,7 @@ class ScorerRegistry:
     def _changed(self, conn: Connection, experiment_id: str, name: str, now: int) -> None:
         state = self._get(conn, experiment_id, name)
         conn.execute(
-            sa.insert(_tables.scorer_events).values(
+            sa.insert(schema.scorer_events).values(
                 experiment_id=experiment_id,
                 name=name,
                 version=state.latest_version,
@@ -438,12 +440,12 @@ class ScorerRegistry:
 
     @staticmethod
     def _bump_counter(conn: Connection) -> None:
-        c = _tables.counters
+        c = schema.counters
         conn.execute(sa.update(c).where(c.c.name == "scorers").values(value=c.c.value + 1))
 
 
 def _counter_query() -> sa.Select[tuple[int]]:
-    counters = _tables.counters
+    counters = schema.counters
     return sa.select(counters.c.value).where(counters.c.name == "scorers")
 
 

@@ -15,16 +15,16 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from localscorers import _context, judges
-from localscorers._cli_common import console, print_json
+from localscorers.cli.common import console, print_json
 from localscorers.exceptions import ConfigurationError
 from localscorers.models import ScorerSamplingConfig, ScorerStatus
-from localscorers.registry import validate_name
+from localscorers.store.registry import validate_name
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from localscorers.registry import ScorerState
     from localscorers.scorers import Scorer
+    from localscorers.store.registry import ScorerState
 
 __all__ = ["BUILTIN_JUDGES", "register", "scorer_state_dict", "status_style"]
 

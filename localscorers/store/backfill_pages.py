@@ -20,11 +20,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import sqlalchemy as sa
 
-from localscorers import _bulk, _filter_sql, _tables, filters, sampling
-from localscorers._execution import Plain
-from localscorers.evaluations import ledger_insert
+from localscorers import sampling
+from localscorers.evaluation.execution import Plain
+from localscorers.filters import parser
 from localscorers.models import EvaluationStatus, Feedback, TraceStatus
-from localscorers.store import (
+from localscorers.store import bulk, filter_sql, schema
+from localscorers.store.ledger import ledger_insert
+from localscorers.store.traces import (
     assessment_row,
     encode_json,
     in_chunks,
@@ -36,7 +38,7 @@ from localscorers.store import (
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
-    from localscorers.db import Database
+    from localscorers.store.database import Database
 
 __all__ = [
     "COUNT_KEYS",
@@ -71,7 +73,7 @@ class LeaseLostError(Exception):
 
 def update_job(conn: Connection, job_id: str, owner: str, values: dict[str, Any]) -> bool:
     """Update the job only while ``owner`` holds its lease; tell whether it did."""
-    j = _tables.backfill_jobs
+    j = schema.backfill_jobs
     result = conn.execute(
         sa.update(j).where(j.c.job_id == job_id, j.c.lease_owner == owner).values(**values)
     )
@@ -107,7 +109,7 @@ class Plan:
         self.specs = tuple(specs)
         self.start_ms, self.end_ms, self.rescore = start_ms, end_ms, rescore
         self._filters = [
-            _filter_sql.compile_filter(filters.parse(s.filter_string), correlated=True)
+            filter_sql.compile_filter(parser.parse(s.filter_string), correlated=True)
             if s.filter_string
             else None
             for s in self.specs
@@ -130,7 +132,7 @@ class Plan:
         )
 
     def _query(self, *, payload: bool, existing: bool) -> sa.Select[Any]:
-        t, e = _tables.traces, _tables.evaluations
+        t, e = schema.traces, schema.evaluations
         columns: list[Any] = [t.c.trace_id, t.c.request_time_ms]
         if payload:
             columns += [t.c.inputs, t.c.outputs]
@@ -171,7 +173,7 @@ class Plan:
         existing: bool,
     ) -> list[PageRow]:
         """Read up to ``limit`` traces after the cursor and decide each scorer's fate."""
-        t = _tables.traces
+        t = schema.traces
         query = self._query(payload=payload, existing=existing)
         if after is not None:
             key = sa.tuple_(t.c.request_time_ms, t.c.trace_id)
@@ -257,7 +259,7 @@ class Result(NamedTuple):
 
 
 def _written_query() -> sa.Select[tuple[int, str, str]]:
-    e = _tables.evaluations
+    e = schema.evaluations
     return sa.select(e.c.id, e.c.trace_id, e.c.scorer_name).where(
         e.c.id > sa.bindparam("before"), e.c.origin == sa.bindparam("origin")
     )
@@ -265,7 +267,7 @@ def _written_query() -> sa.Select[tuple[int, str, str]]:
 
 def _supersede(conn: Connection, olds: list[tuple[int, str]]) -> dict[int, dict[str, str]]:
     """Retire replaced evaluations and their feedback; map each to {name: assessment id}."""
-    e, a = _tables.evaluations, _tables.assessments
+    e, a = schema.evaluations, schema.assessments
     replaced: dict[int, dict[str, str]] = {}
     for chunk in in_chunks(olds):
         ids = [old for old, _ in chunk]
@@ -302,7 +304,7 @@ def write_results(
     that row: it is counted as skipped and its result dropped. ``counts`` (one dict
     per scorer) is updated in place.
     """
-    e = _tables.evaluations
+    e = schema.evaluations
     before = conn.execute(sa.select(sa.func.max(e.c.id))).scalar_one() or 0
     olds = [(r.replaces, r.trace_id) for r in results if r.replaces is not None]
     replaced = _supersede(conn, olds) if olds else {}
@@ -333,7 +335,7 @@ def write_results(
     # this transaction holds the write lock (RETURNING would cost a statement per row).
     written = {
         (trace_id, name): evaluation_id
-        for evaluation_id, trace_id, name in _bulk.compiled_select(
+        for evaluation_id, trace_id, name in bulk.compiled_select(
             conn, "backfill:written", _written_query
         ).fetchall(conn, {"before": before, "origin": origin})
     }
@@ -370,10 +372,10 @@ def write_results(
                 )
                 for item in result.outcome
             ]
-            feedback_rows.extend(encode_json(_tables.assessments, made))
+            feedback_rows.extend(encode_json(schema.assessments, made))
         if previous:
             # History: the new feedback names the one it replaces (same name, else any).
             fallback = next(iter(previous.values()))
             for feedback_row in feedback_rows[-len(result.outcome) :]:
                 feedback_row["overrides"] = previous.get(feedback_row["name"], fallback)
-    insert_encoded(conn, _tables.assessments, feedback_rows)
+    insert_encoded(conn, schema.assessments, feedback_rows)

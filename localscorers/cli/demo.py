@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from localscorers._cli_common import console
-from localscorers.demo import DEMO_EXPERIMENT, run_demo
+from localscorers.cli.common import console
+from localscorers.cli.story import DEMO_EXPERIMENT, run_demo
 
 __all__ = ["register"]
 

@@ -10,10 +10,11 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
-from localscorers import _json, tracking
-from localscorers._cli_common import console, err_console, print_json
+from localscorers import tracking
+from localscorers.cli.common import console, err_console, print_json
 from localscorers.explain import ExplainOutcome, explain
 from localscorers.models import Feedback
+from localscorers.store import codec
 
 if TYPE_CHECKING:
     from localscorers.explain import Explanation
@@ -41,7 +42,7 @@ _TRACE_STATUS_STYLES = {"OK": "green", "ERROR": "bold red", "IN_PROGRESS": "cyan
 
 
 def _preview(value: object, width: int = _PREVIEW) -> str:
-    text = value if isinstance(value, str) else _json.dumps(value)
+    text = value if isinstance(value, str) else codec.dumps(value)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 

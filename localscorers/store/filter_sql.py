@@ -21,9 +21,8 @@ from typing import Any, Final, assert_never
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from localscorers import _tables
 from localscorers.exceptions import ConfigurationError, FilterSyntaxError, TraceNotFoundError
-from localscorers.filters import (
+from localscorers.filters.parser import (
     And,
     Comparison,
     Entity,
@@ -36,17 +35,18 @@ from localscorers.filters import (
     Value,
     parse_field,
 )
+from localscorers.store import schema
 
 __all__ = ["SearchPlan", "compile_filter", "compile_order_by", "matches_for_trace", "plan_search"]
 
-_traces = _tables.traces
-_spans = _tables.spans
-_assessments = _tables.assessments
+_traces = schema.traces
+_spans = schema.spans
+_assessments = schema.assessments
 
 # Statuses are stored upper-case; MLflow users write 'OK' but also 'ok'.
 _UPPERCASED_OPS: Final = frozenset({Op.EQ, Op.NE, Op.IN, Op.NOT_IN, Op.LIKE})
 _ASSESSMENT_KINDS: Final = {Entity.FEEDBACK: "FEEDBACK", Entity.EXPECTATION: "EXPECTATION"}
-_KEY_VALUE_TABLES: Final = {Entity.TAG: _tables.trace_tags, Entity.METADATA: _tables.trace_metadata}
+_KEY_VALUE_TABLES: Final = {Entity.TAG: schema.trace_tags, Entity.METADATA: schema.trace_metadata}
 # A required tag/metadata value on at most this many traces drives a search (plan_search).
 # Its ids become bound parameters: SQLite before 3.32 allows 999 per statement.
 _FEW: Final = 500
@@ -219,10 +219,10 @@ def _compile_comparison(comparison: Comparison, *, correlated: bool) -> sa.Colum
     if entity is Entity.TRACE:
         return _trace_condition(field.key, op, value)
     if entity is Entity.TAG:
-        return _key_value_condition(_tables.trace_tags, field.key, op, value, correlated=correlated)
+        return _key_value_condition(schema.trace_tags, field.key, op, value, correlated=correlated)
     if entity is Entity.METADATA:
         return _key_value_condition(
-            _tables.trace_metadata, field.key, op, value, correlated=correlated
+            schema.trace_metadata, field.key, op, value, correlated=correlated
         )
     if entity in (Entity.SPAN, Entity.SPAN_ATTRIBUTE):
         return _span_condition(field, op, value)
@@ -235,7 +235,7 @@ def compile_filter(
     """Compile a parsed filter into a boolean SQL expression over ``traces``.
 
     The result is meant for the WHERE clause (or the columns) of a SELECT whose FROM
-    holds ``_tables.traces``: span and assessment conditions are ``EXISTS`` subqueries
+    holds ``schema.traces``: span and assessment conditions are ``EXISTS`` subqueries
     correlated to it; tag and metadata conditions are ``IN`` subqueries that start from
     their (key, value) index, or correlated ``EXISTS`` with ``correlated=True``.
 
@@ -392,7 +392,7 @@ def _order_column(clause: str) -> tuple[Field, bool, sa.ColumnElement[Any]]:
     if field.entity is Entity.TRACE:
         return field, ascending, _trace_column(field.key)
     if field.entity in (Entity.TAG, Entity.METADATA):
-        table = _tables.trace_tags if field.entity is Entity.TAG else _tables.trace_metadata
+        table = schema.trace_tags if field.entity is Entity.TAG else schema.trace_metadata
         value = (
             sa.select(table.c.value)
             .where(table.c.trace_id == _traces.c.trace_id, table.c.key == field.key)

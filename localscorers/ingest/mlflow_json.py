@@ -34,7 +34,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from localscorers import _clock, _context, _json
+from localscorers import _clock, _context
 from localscorers.exceptions import ConfigurationError
 from localscorers.models import (
     AssessmentError,
@@ -45,7 +45,8 @@ from localscorers.models import (
     Span,
     TraceStatus,
 )
-from localscorers.store import ONLINE_SCORING_KEY, TraceRecord
+from localscorers.store import codec
+from localscorers.store.traces import ONLINE_SCORING_KEY, TraceRecord
 from localscorers.tracking import build_record
 
 __all__ = ["import_traces"]
@@ -275,7 +276,7 @@ def _string_map(value: object, what: str) -> dict[str, str]:
     if not isinstance(value, dict):
         raise _Invalid(f"{what} must be an object of strings, got {_kind(value)}")
     return {
-        str(k): v if isinstance(v, str) else _json.dumps(v) for k, v in value.items() if k != ""
+        str(k): v if isinstance(v, str) else codec.dumps(v) for k, v in value.items() if k != ""
     }
 
 

@@ -13,8 +13,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from localscorers import _context
-from localscorers._cli_common import console, err_console, print_json
-from localscorers._cli_scorers import status_style
+from localscorers.cli.common import console, err_console, print_json
+from localscorers.cli.scorers import status_style
 from localscorers.report import TimeBucket, save_report_chart, scorer_report
 
 if TYPE_CHECKING:

@@ -21,15 +21,22 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from localscorers import _bulk, _clock, _dialect, _json, _tables
-from localscorers._execution import Plain
+from localscorers import _clock
+from localscorers.evaluation.execution import Plain
 from localscorers.models import EvaluationStatus, Feedback
-from localscorers.store import assessment_row, encode_json, insert_encoded, plain_base, plain_row
+from localscorers.store import bulk, codec, schema, sqlite
+from localscorers.store.traces import (
+    assessment_row,
+    encode_json,
+    insert_encoded,
+    plain_base,
+    plain_row,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
-    from localscorers.db import Database
+    from localscorers.store.database import Database
 
 __all__ = [
     "Claim",
@@ -46,7 +53,7 @@ __all__ = [
 _PENDING = EvaluationStatus.PENDING.value
 _SUCCEEDED = EvaluationStatus.SUCCEEDED.value
 _FAILED = EvaluationStatus.FAILED.value
-_E = _tables.evaluations
+_E = schema.evaluations
 # In the order of Claim's fields.
 _CLAIM_COLUMNS = (
     _E.c.id,
@@ -104,27 +111,25 @@ class Watermark:
 
 
 def _insert_ignore() -> sa.Insert:
-    e = _tables.evaluations
-    insert: sa.Insert = _dialect.insert_ignore(e).values(
-        {c.name: sa.bindparam(c.name) for c in e.c}
-    )
+    e = schema.evaluations
+    insert: sa.Insert = sqlite.insert_ignore(e).values({c.name: sa.bindparam(c.name) for c in e.c})
     return insert
 
 
-def ledger_insert(conn: Connection) -> _bulk.CompiledStatement:
+def ledger_insert(conn: Connection) -> bulk.CompiledStatement:
     """Return the compiled insert-or-ignore of ``evaluations`` rows (all columns).
 
     A row whose (trace, scorer, version) already has a current evaluation is skipped:
     the unique index decides, so online moves and backfills never make a second one.
     """
-    return _bulk.compiled_select(conn, "evaluations:insert-ignore", _insert_ignore)
+    return bulk.compiled_select(conn, "evaluations:insert-ignore", _insert_ignore)
 
 
 def _unleased(*columns: str) -> Callable[[], sa.Update]:
     """Build ``UPDATE evaluations SET <columns>, no lease WHERE id = :b_id`` (for _bulk)."""
 
     def build() -> sa.Update:
-        e = _tables.evaluations
+        e = schema.evaluations
         values: dict[str, Any] = {name: sa.bindparam(name) for name in columns}
         return (
             sa.update(e)
@@ -140,7 +145,7 @@ _retry = _unleased("attempts", "not_before_ms")  # a transient failure, tried ag
 
 
 def _oldest_requests() -> sa.Select[Any]:
-    r = _tables.evaluation_requests
+    r = schema.evaluation_requests
     return (
         sa.select(r.c.id, r.c.trace_id, r.c.experiment_id, r.c.scorers, r.c.enqueued_ms)
         .order_by(r.c.id)
@@ -149,7 +154,7 @@ def _oldest_requests() -> sa.Select[Any]:
 
 
 def _taken_since() -> sa.Select[Any]:
-    e = _tables.evaluations
+    e = schema.evaluations
     return (
         sa.select(*_CLAIM_COLUMNS)
         .where(e.c.id > sa.bindparam("before"), e.c.lease_owner == sa.bindparam("owner"))
@@ -163,14 +168,14 @@ def pending_requests(conn: Connection, trace_id: str) -> list[tuple[str, int]]:
     Scans ``evaluation_requests`` (it has no index on ``trace_id``: it holds only the
     backlog, and the hot path pays for every index). For explain, not for hot paths.
     """
-    r = _tables.evaluation_requests
+    r = schema.evaluation_requests
     scorers = conn.execute(sa.select(r.c.scorers).where(r.c.trace_id == trace_id)).scalars()
     return [(str(name), int(version)) for pairs in scorers for name, version in pairs]
 
 
 def requested_counts(conn: Connection, experiment_id: str) -> dict[str, int]:
     """Count an experiment's requested evaluations not yet in the ledger, per scorer name."""
-    r = _tables.evaluation_requests
+    r = schema.evaluation_requests
     counts: dict[str, int] = {}
     for pairs in conn.execute(
         sa.select(r.c.scorers).where(r.c.experiment_id == experiment_id)
@@ -211,7 +216,7 @@ def _read_requests(db: Database, limit: int) -> _Requests | None:
     # Outside the write lock: decoding and building rows there made the application's
     # commits wait for it.
     with db.read() as conn:
-        found = _bulk.compiled_select(conn, "evaluations:requests", _oldest_requests).fetchall(
+        found = bulk.compiled_select(conn, "evaluations:requests", _oldest_requests).fetchall(
             conn, {"limit": limit}
         )
     if not found:
@@ -234,7 +239,7 @@ def _read_requests(db: Database, limit: int) -> _Requests | None:
                 "finished_ms": None,
                 "superseded": False,
             }
-            for name, version in _json.loads(scorers)
+            for name, version in codec.loads(scorers)
         ]
         for _id, trace_id, experiment_id, scorers, enqueued_ms in found
     ]
@@ -258,7 +263,7 @@ def _move(
     pair a backfill wrote meanwhile keeps its row, so the unique index still makes each
     (trace, scorer, version) one evaluation. Returns how many rows were leased to ``owner``.
     """
-    r = _tables.evaluation_requests
+    r = schema.evaluation_requests
     deleted = conn.execute(sa.delete(r).where(r.c.id <= requests.last_id)).rowcount
     still_there = requests.rows[max(0, len(requests.rows) - deleted) :] if deleted else []
     rows: list[dict[str, Any]] = []
@@ -296,7 +301,7 @@ class EvaluationQueue:
         """
         if limit <= 0:
             return []
-        e = _tables.evaluations
+        e = schema.evaluations
         now = _clock.now_ms()
         conditions = [
             e.c.status == _PENDING,
@@ -336,7 +341,7 @@ class EvaluationQueue:
         Rows above ``before`` leased to us are exactly the ones just taken, since this
         transaction holds the write lock.
         """
-        e = _tables.evaluations
+        e = schema.evaluations
         before = conn.execute(sa.select(sa.func.max(e.c.id))).scalar_one() or 0
         taken = _move(
             conn,
@@ -348,14 +353,14 @@ class EvaluationQueue:
         )
         if not taken:
             return []
-        taken_rows = _bulk.compiled_select(conn, "evaluations:taken", _taken_since).fetchall(
+        taken_rows = bulk.compiled_select(conn, "evaluations:taken", _taken_since).fetchall(
             conn, {"before": before, "owner": self.owner}
         )
         return [Claim(*row) for row in taken_rows]
 
     def renew(self) -> int:
         """Extend every lease we hold; return how many."""
-        e = _tables.evaluations
+        e = schema.evaluations
         with self._db.write() as conn:
             result = conn.execute(
                 sa.update(e)
@@ -366,7 +371,7 @@ class EvaluationQueue:
 
     def release(self, claims: Sequence[Claim] | None = None) -> None:
         """Give back claims (default: all of ours) so another worker can take them at once."""
-        e = _tables.evaluations
+        e = schema.evaluations
         query = sa.update(e).where(e.c.lease_owner == self.owner, e.c.status == _PENDING)
         if claims is not None:
             if not claims:
@@ -383,7 +388,7 @@ class EvaluationQueue:
         """
         if not outcomes:
             return 0
-        e = _tables.evaluations
+        e = schema.evaluations
         now = _clock.now_ms()
         # Rows are built before the write lock is taken: the application's commits wait
         # for it, and Python work inside it (JSON, uuids) was most of its hold time.
@@ -433,7 +438,7 @@ class EvaluationQueue:
                 )
                 for f in outcome.feedback
             ]
-            feedback[claim.id] = encode_json(_tables.assessments, rows)
+            feedback[claim.id] = encode_json(schema.assessments, rows)
         ids = [o.claim.id for o in outcomes]
         with self._db.write() as conn:
             ours = set(
@@ -445,18 +450,18 @@ class EvaluationQueue:
             )
             final_rows = [row for i, row in finals.items() if i in ours]
             retry_rows = [row for i, row in retries.items() if i in ours]
-            _bulk.compiled_select(conn, "evaluations:finish", _finish).executemany(conn, final_rows)
-            _bulk.compiled_select(conn, "evaluations:retry", _retry).executemany(conn, retry_rows)
+            bulk.compiled_select(conn, "evaluations:finish", _finish).executemany(conn, final_rows)
+            bulk.compiled_select(conn, "evaluations:retry", _retry).executemany(conn, retry_rows)
             insert_encoded(
                 conn,
-                _tables.assessments,
+                schema.assessments,
                 [row for i, rows in feedback.items() if i in ours for row in rows],
             )
         return len(final_rows) + len(retry_rows)
 
     def pending_count(self) -> int:
         """Count pending evaluations: those in the ledger and those still requested."""
-        e, r = _tables.evaluations, _tables.evaluation_requests
+        e, r = schema.evaluations, schema.evaluation_requests
         with self._db.read() as conn:
             in_ledger = conn.execute(
                 sa.select(sa.func.count()).where(
@@ -468,7 +473,7 @@ class EvaluationQueue:
 
     def watermark(self) -> Watermark:
         """Mark the work pending now, for ``has_pending(since=...)``."""
-        e, r = _tables.evaluations, _tables.evaluation_requests
+        e, r = schema.evaluations, schema.evaluation_requests
         with self._db.read() as conn:
             request_id = conn.execute(sa.select(sa.func.max(r.c.id))).scalar_one()
             evaluation_id = conn.execute(sa.select(sa.func.max(e.c.id))).scalar_one()
@@ -481,7 +486,7 @@ class EvaluationQueue:
         ``pending_count`` reads all of them (milliseconds for a backlog of 20,000).
         Updates ``since`` once its requests have all been moved into the ledger.
         """
-        e, r = _tables.evaluations, _tables.evaluation_requests
+        e, r = schema.evaluations, schema.evaluation_requests
         requests = sa.select(r.c.id)
         if since is not None:
             requests = requests.where(r.c.id <= since.request_id)

@@ -27,8 +27,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from localscorers import _clock, _context
-from localscorers._cli_report import render_report
-from localscorers._cli_traces import explanation_table
+from localscorers.cli.report import render_report
+from localscorers.cli.traces import explanation_table
 from localscorers.exceptions import BackfillTimeoutError, ConfigurationError
 from localscorers.explain import ExplainOutcome, explain
 from localscorers.jobs import (
@@ -36,7 +36,7 @@ from localscorers.jobs import (
     backfill_scorers,
     wait_for_backfill_job,
 )
-from localscorers.judges import make_judge
+from localscorers.judges.builtin import make_judge
 from localscorers.models import Feedback, JobStatus, ScorerSamplingConfig
 from localscorers.report import ScorerReport, scorer_report
 from localscorers.scorers import delete_scorer, list_scorers, scorer

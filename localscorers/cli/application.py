@@ -10,15 +10,13 @@ import sys
 
 import typer
 
-from localscorers import (
-    _cli_common,
-    _cli_demo,
-    _cli_jobs,
-    _cli_report,
-    _cli_scorers,
-    _cli_traces,
-    _cli_worker,
-)
+from localscorers.cli import common
+from localscorers.cli import demo as demo_cli
+from localscorers.cli import jobs as jobs_cli
+from localscorers.cli import report as report_cli
+from localscorers.cli import scorers as scorers_cli
+from localscorers.cli import traces as traces_cli
+from localscorers.cli import worker as worker_cli
 
 __all__ = ["app", "main"]
 
@@ -29,15 +27,15 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-_cli_common.add_global_options(app)
-_cli_worker.register(app)
-_cli_scorers.register(app)
-_cli_traces.register(app)
-_cli_report.register(app)
-_cli_demo.register(app)
-_cli_jobs.register(app)
+common.add_global_options(app)
+worker_cli.register(app)
+scorers_cli.register(app)
+traces_cli.register(app)
+report_cli.register(app)
+demo_cli.register(app)
+jobs_cli.register(app)
 
 
 def main() -> None:
     """Run the command line; user errors print one line and exit 1."""
-    sys.exit(_cli_common.run(app))
+    sys.exit(common.run(app))

@@ -20,22 +20,29 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from localscorers import _clock, _tables
-from localscorers._backfill_run import Execution
-from localscorers._backfill_sql import COUNT_KEYS, LeaseLostError, Plan, ScorerSpec, update_job
-from localscorers._pool import DaemonThreadPool
-from localscorers.evaluations import move_requests, new_owner_id
+from localscorers import _clock
+from localscorers.evaluation.backfill import Execution
+from localscorers.evaluation.pool import DaemonThreadPool
 from localscorers.exceptions import ConfigurationError, JobNotFoundError
 from localscorers.models import BackfillJob, JobStatus
+from localscorers.store import schema
+from localscorers.store.backfill_pages import (
+    COUNT_KEYS,
+    LeaseLostError,
+    Plan,
+    ScorerSpec,
+    update_job,
+)
+from localscorers.store.ledger import move_requests, new_owner_id
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from datetime import datetime
 
-    from localscorers.db import Database
-    from localscorers.registry import ScorerRegistry
-    from localscorers.runner import Settings
-    from localscorers.store import TraceStore
+    from localscorers.evaluation.online import Settings
+    from localscorers.store.database import Database
+    from localscorers.store.registry import ScorerRegistry
+    from localscorers.store.traces import TraceStore
 
 __all__ = ["FINAL_STATUSES", "BackfillJobs", "JobRunner", "ScorerSpec"]
 
@@ -131,7 +138,7 @@ class BackfillJobs:
         frozen = [{**asdict(s), **dict.fromkeys(COUNT_KEYS, 0), "total": None} for s in specs]
         with self._db.write() as conn:
             conn.execute(
-                sa.insert(_tables.backfill_jobs).values(
+                sa.insert(schema.backfill_jobs).values(
                     job_id=job_id,
                     experiment_id=experiment_id,
                     status=JobStatus.PENDING.value,
@@ -177,7 +184,7 @@ class BackfillJobs:
         Raises:
             JobNotFoundError: no job has that id.
         """
-        j = _tables.backfill_jobs
+        j = schema.backfill_jobs
         with self._db.read() as conn:
             row = conn.execute(sa.select(j).where(j.c.job_id == job_id)).first()
         if row is None:
@@ -189,7 +196,7 @@ class BackfillJobs:
 
     def list(self, experiment_id: str | None = None) -> list[BackfillJob]:
         """Return the jobs of one experiment (None: of all), newest first."""
-        j = _tables.backfill_jobs
+        j = schema.backfill_jobs
         query = sa.select(j).order_by(j.c.created_ms.desc(), j.c.job_id.desc())
         if experiment_id is not None:
             query = query.where(j.c.experiment_id == experiment_id)
@@ -205,7 +212,7 @@ class BackfillJobs:
         Raises:
             JobNotFoundError: no job has that id.
         """
-        j = _tables.backfill_jobs
+        j = schema.backfill_jobs
         now = _clock.now_ms()
         with self._db.write() as conn:
             row = conn.execute(sa.select(j).where(j.c.job_id == job_id)).first()
@@ -286,7 +293,7 @@ class JobRunner:
 
     def unfinished_count(self) -> int:
         """Return how many jobs of the database (any experiment) are PENDING or RUNNING."""
-        j = _tables.backfill_jobs
+        j = schema.backfill_jobs
         query = sa.select(sa.func.count()).where(j.c.status.in_(_UNFINISHED))
         with self.db.read() as conn:
             return int(conn.execute(query).scalar_one())
@@ -310,7 +317,7 @@ class JobRunner:
             self.wake.clear()
 
     def _claim(self) -> Any:  # noqa: ANN401 - a Row of backfill_jobs, or None
-        j = _tables.backfill_jobs
+        j = schema.backfill_jobs
         now = _clock.now_ms()
         claimable = (
             sa.select(j)

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from localscorers import _bulk, _clock, _filter_sql, _json, _tables, filters, sampling
+from localscorers import _clock, sampling
 from localscorers.exceptions import ConfigurationError, ConflictError, TraceNotFoundError
+from localscorers.filters import parser
 from localscorers.models import (
     AssessmentError,
     AssessmentSource,
@@ -31,12 +32,13 @@ from localscorers.models import (
     TraceInfo,
     TraceStatus,
 )
+from localscorers.store import bulk, codec, filter_sql, schema
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, RowMapping
 
-    from localscorers.db import Database
-    from localscorers.registry import ScorerRegistry
+    from localscorers.store.database import Database
+    from localscorers.store.registry import ScorerRegistry
 
 __all__ = [
     "ONLINE_SCORING_KEY",
@@ -68,13 +70,13 @@ ONLINE_SCORING_KEY = "localscorers.online_scoring"
 
 
 _JSON_COLUMNS = {
-    table.name: _bulk.json_columns(table)
+    table.name: bulk.json_columns(table)
     for table in (
-        _tables.traces,
-        _tables.spans,
-        _tables.assessments,
-        _tables.evaluations,
-        _tables.evaluation_requests,
+        schema.traces,
+        schema.spans,
+        schema.assessments,
+        schema.evaluations,
+        schema.evaluation_requests,
     )
 }
 
@@ -96,7 +98,7 @@ def encode_json(table: sa.Table, rows: Sequence[dict[str, Any]]) -> Sequence[dic
     if not json_names or not rows:
         return rows
     return [
-        {k: (_json.dumps(v) if k in json_names and v is not None else v) for k, v in row.items()}
+        {k: (codec.dumps(v) if k in json_names and v is not None else v) for k, v in row.items()}
         for row in rows
     ]
 
@@ -104,7 +106,7 @@ def encode_json(table: sa.Table, rows: Sequence[dict[str, Any]]) -> Sequence[dic
 def insert_encoded(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
     """Insert rows already passed through :func:`encode_json`, with one ``executemany``."""
     if rows:
-        _bulk.compiled_insert(conn, table).executemany(conn, rows)
+        bulk.compiled_insert(conn, table).executemany(conn, rows)
 
 
 def new_trace_id() -> str:
@@ -151,7 +153,7 @@ def value_forms(value: object) -> tuple[str | None, float | None]:
         return str(value), float(value)
     if isinstance(value, str):
         return value, None
-    return _json.dumps(value), None
+    return codec.dumps(value), None
 
 
 def assessment_row(
@@ -232,7 +234,7 @@ def plain_row(
     if isinstance(value, bool):
         row["value"] = _JSON_CONSTANTS[value]
     else:
-        row["value"] = str(value) if type(value) is int else _json.dumps(value)
+        row["value"] = str(value) if type(value) is int else codec.dumps(value)
     row["value_str"], row["value_num"] = value_forms(value)
     return row
 
@@ -272,10 +274,10 @@ class _TraceRows:
             )
             spans.extend(_span_row(r.trace_id, s) for s in r.spans)
         return cls(
-            encode_json(_tables.traces, traces),
+            encode_json(schema.traces, traces),
             tags,
             metadata,
-            encode_json(_tables.spans, spans),
+            encode_json(schema.spans, spans),
         )
 
     def insert(self, conn: Connection, records: Sequence[TraceRecord], now: int) -> None:
@@ -287,11 +289,11 @@ class _TraceRows:
             for r in records
             for a in r.assessments
         ]
-        insert_encoded(conn, _tables.traces, self.traces)
-        insert_encoded(conn, _tables.trace_tags, self.tags)
-        insert_encoded(conn, _tables.trace_metadata, self.metadata)
-        insert_encoded(conn, _tables.spans, self.spans)
-        insert_rows(conn, _tables.assessments, assessments)
+        insert_encoded(conn, schema.traces, self.traces)
+        insert_encoded(conn, schema.trace_tags, self.tags)
+        insert_encoded(conn, schema.trace_metadata, self.metadata)
+        insert_encoded(conn, schema.spans, self.spans)
+        insert_rows(conn, schema.assessments, assessments)
 
 
 class TraceStore:
@@ -319,14 +321,14 @@ class TraceStore:
 
     def get_experiment(self, experiment_id: str) -> Experiment | None:
         """Return the experiment with that id, or None."""
-        e = _tables.experiments
+        e = schema.experiments
         with self._db.read() as conn:
             row = conn.execute(sa.select(e).where(e.c.experiment_id == experiment_id)).first()
         return None if row is None else _experiment(row._mapping)
 
     def get_experiment_by_name(self, name: str) -> Experiment | None:
         """Return the experiment with that name, or None."""
-        e = _tables.experiments
+        e = schema.experiments
         with self._db.read() as conn:
             row = conn.execute(sa.select(e).where(e.c.name == name)).first()
         return None if row is None else _experiment(row._mapping)
@@ -341,7 +343,7 @@ class TraceStore:
             raise ConfigurationError(
                 f"An experiment name must be a non-blank string, got {name!r}."
             )
-        e = _tables.experiments
+        e = schema.experiments
         with self._db.write() as conn:
             row = conn.execute(sa.select(e).where(e.c.name == name)).first()
             if row is not None:
@@ -356,7 +358,7 @@ class TraceStore:
 
     def list_experiments(self) -> list[Experiment]:
         """Return every experiment, by id."""
-        e = _tables.experiments
+        e = schema.experiments
         with self._db.read() as conn:
             rows = conn.execute(sa.select(e).order_by(e.c.created_ms, e.c.experiment_id)).all()
         return [_experiment(row._mapping) for row in rows]
@@ -406,7 +408,7 @@ class TraceStore:
     def _without_existing(
         self, conn: Connection, records: Sequence[TraceRecord]
     ) -> list[TraceRecord]:
-        t = _tables.traces
+        t = schema.traces
         ids = [r.trace_id for r in records]
         existing: set[str] = set()
         for chunk in in_chunks(ids):
@@ -431,7 +433,7 @@ class TraceStore:
             for r in group:
                 # One SELECT evaluates every active filter against the just-written trace.
                 matched = (
-                    _filter_sql.matches_for_trace(
+                    filter_sql.matches_for_trace(
                         conn, r.trace_id, [a.filter_expr for a in filtered if a.filter_expr]
                     )
                     if filtered
@@ -455,7 +457,7 @@ class TraceStore:
                             "enqueued_ms": now,
                         }
                     )
-        insert_rows(conn, _tables.evaluation_requests, requests)
+        insert_rows(conn, schema.evaluation_requests, requests)
         return sum(request["count"] for request in requests)
 
     # -- feedback ------------------------------------------------------------------
@@ -474,17 +476,17 @@ class TraceStore:
         )
         with self._db.write() as conn:
             self._require_trace(conn, trace_id)
-            conn.execute(sa.insert(_tables.assessments).values(**row))
+            conn.execute(sa.insert(schema.assessments).values(**row))
             stored = conn.execute(
-                sa.select(_tables.assessments).where(
-                    _tables.assessments.c.assessment_id == row["assessment_id"]
+                sa.select(schema.assessments).where(
+                    schema.assessments.c.assessment_id == row["assessment_id"]
                 )
             ).one()
         return _assessment(stored._mapping)
 
     @staticmethod
     def _require_trace(conn: Connection, trace_id: str) -> None:
-        t = _tables.traces
+        t = schema.traces
         if conn.execute(sa.select(t.c.trace_id).where(t.c.trace_id == trace_id)).first() is None:
             raise TraceNotFoundError(
                 f"No trace has id {trace_id!r}. Check the id, or the tracking URI "
@@ -529,11 +531,11 @@ class TraceStore:
             raise ConfigurationError(
                 f"max_results must be a positive integer or None (all), got {max_results!r}."
             )
-        t = _tables.traces
-        expr = filters.parse(filter_string) if filter_string and filter_string.strip() else None
-        order = _filter_sql.compile_order_by(order_by)
+        t = schema.traces
+        expr = parser.parse(filter_string) if filter_string and filter_string.strip() else None
+        order = filter_sql.compile_order_by(order_by)
         with self._db.read() as conn:
-            plan = None if expr is None else _filter_sql.plan_search(conn, expr, experiment_ids)
+            plan = None if expr is None else filter_sql.plan_search(conn, expr, experiment_ids)
             experiment: sa.ColumnElement[Any] = t.c.experiment_id
             if plan is not None and plan.candidates is not None:
                 # An expression is not indexed: SQLite then starts from the candidates'
@@ -561,7 +563,7 @@ class TraceStore:
     @staticmethod
     def load_payloads(conn: Connection, trace_ids: Sequence[str]) -> dict[str, tuple[Any, Any]]:
         """Return (inputs, outputs) by trace id: all a light evaluation reads of the row."""
-        t = _tables.traces
+        t = schema.traces
         found: dict[str, tuple[Any, Any]] = {}
         for chunk in in_chunks(trace_ids):
             query = sa.select(t.c.trace_id, t.c.inputs, t.c.outputs).where(t.c.trace_id.in_(chunk))
@@ -571,7 +573,7 @@ class TraceStore:
     @staticmethod
     def load_expectations(conn: Connection, trace_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Return what ``Trace.expectations`` would, by trace id: valid expectations by name."""
-        a = _tables.assessments
+        a = schema.assessments
         grouped: dict[str, dict[str, Any]] = {}
         for chunk in in_chunks(trace_ids):
             query = (
@@ -589,14 +591,14 @@ class TraceStore:
 
     @staticmethod
     def _load_chunk(conn: Connection, ids: Sequence[str]) -> list[Trace]:
-        t, a = _tables.traces, _tables.assessments
+        t, a = schema.traces, schema.assessments
         rows = {
             r.trace_id: r._mapping for r in conn.execute(sa.select(t).where(t.c.trace_id.in_(ids)))
         }
-        tags = _grouped(conn, _tables.trace_tags, ids)
-        metadata = _grouped(conn, _tables.trace_metadata, ids)
+        tags = _grouped(conn, schema.trace_tags, ids)
+        metadata = _grouped(conn, schema.trace_metadata, ids)
         spans: dict[str, list[Span]] = {}
-        s = _tables.spans
+        s = schema.spans
         for row in conn.execute(
             sa.select(s).where(s.c.trace_id.in_(ids)).order_by(s.c.start_time_ns, s.c.span_id)
         ):

@@ -11,9 +11,9 @@ from typing import Annotated
 import typer
 
 from localscorers import _context
-from localscorers._cli_common import err_console
-from localscorers.backfill import JobRunner
-from localscorers.runner import Runner, Settings
+from localscorers.cli.common import err_console
+from localscorers.evaluation.jobs import JobRunner
+from localscorers.evaluation.online import Runner, Settings
 
 __all__ = ["register", "run_worker"]
 

@@ -1,0 +1,1 @@
+"""Running scorers: the scheduler shared by online scoring and backfill, and scorer calls."""

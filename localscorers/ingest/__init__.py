@@ -1,0 +1,1 @@
+"""Reading traces written by other tools: MLflow trace JSON (and OTLP, later)."""

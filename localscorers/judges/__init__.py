@@ -1,0 +1,29 @@
+"""Built-in LLM judges, their prompts and the model providers they call (DESIGN.md section 14)."""
+
+from localscorers.judges.builtin import (
+    Correctness,
+    ExpectationsGuidelines,
+    Guidelines,
+    InstructionsJudge,
+    Judge,
+    RelevanceToQuery,
+    RetrievalGroundedness,
+    RetrievalRelevance,
+    RetrievalSufficiency,
+    Safety,
+    make_judge,
+)
+
+__all__ = [
+    "Correctness",
+    "ExpectationsGuidelines",
+    "Guidelines",
+    "InstructionsJudge",
+    "Judge",
+    "RelevanceToQuery",
+    "RetrievalGroundedness",
+    "RetrievalRelevance",
+    "RetrievalSufficiency",
+    "Safety",
+    "make_judge",
+]

@@ -1,0 +1,1 @@
+"""Everything that speaks SQL: engine, dialects, schema, migrations and the typed stores."""
