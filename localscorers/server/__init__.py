@@ -1,0 +1,1 @@
+"""The HTTP server (extra ``localscorers[server]``): OTLP ingestion and the web UI."""
