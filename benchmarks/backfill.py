@@ -33,7 +33,7 @@ from localscorers import _context
 from localscorers.models import TraceStatus
 
 # new_id_hex: the library's own ids, so the raw floors write the very same rows.
-from localscorers.store.traces import TraceRecord, new_id_hex
+from localscorers.store.rows import TraceRecord, new_id_hex
 
 _EXPERIMENT = "0"
 _ASSESSMENT_COLUMNS = (

@@ -32,7 +32,7 @@ from localscorers import _context
 from localscorers.models import Span, TraceStatus
 
 # new_id_hex: the library's own ids, so the raw floors write the very same rows.
-from localscorers.store.traces import TraceRecord, new_id_hex
+from localscorers.store.rows import TraceRecord, new_id_hex
 
 BENCHMARK = "ingest"
 CUSTOMERS = 1000

@@ -20,7 +20,7 @@ from localscorers.filters import parser
 from localscorers.models import EvaluationStatus, ScorerStatus
 from localscorers.store import filter_sql, schema
 from localscorers.store.ledger import pending_requests
-from localscorers.store.traces import ONLINE_SCORING_KEY
+from localscorers.store.rows import ONLINE_SCORING_KEY
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection

@@ -32,7 +32,7 @@ from localscorers._spans import (
 )
 from localscorers.exceptions import ConfigurationError
 from localscorers.models import Span, TraceStatus
-from localscorers.store.traces import new_trace_id
+from localscorers.store.rows import new_trace_id
 from localscorers.tracking import build_record
 
 __all__ = [

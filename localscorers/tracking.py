@@ -26,7 +26,7 @@ from localscorers.models import (
 )
 from localscorers.store import codec
 from localscorers.store.ledger import EvaluationQueue
-from localscorers.store.traces import TraceRecord, new_trace_id
+from localscorers.store.rows import TraceRecord, new_trace_id
 
 __all__ = [
     "flush",

@@ -40,7 +40,7 @@ from localscorers.evaluation.execution import to_feedback
 from localscorers.evaluation.jobs import BackfillJobs, JobRunner
 from localscorers.evaluation.online import Settings
 from localscorers.store.backfill_pages import LeaseLostError, ScorerSpec
-from localscorers.store.traces import assessment_row, plain_base, plain_row
+from localscorers.store.rows import assessment_row, plain_base, plain_row
 from tests import backfill_helpers as helpers
 
 T0 = 1_700_000_000_000  # request time of the first trace, epoch ms

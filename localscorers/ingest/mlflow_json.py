@@ -46,7 +46,7 @@ from localscorers.models import (
     TraceStatus,
 )
 from localscorers.store import codec
-from localscorers.store.traces import ONLINE_SCORING_KEY, TraceRecord
+from localscorers.store.rows import ONLINE_SCORING_KEY, TraceRecord
 from localscorers.tracking import build_record
 
 __all__ = ["import_traces"]

@@ -26,7 +26,7 @@ from localscorers.filters import parser
 from localscorers.models import EvaluationStatus, Feedback, TraceStatus
 from localscorers.store import bulk, filter_sql, schema
 from localscorers.store.ledger import ledger_insert
-from localscorers.store.traces import (
+from localscorers.store.rows import (
     assessment_row,
     encode_json,
     in_chunks,

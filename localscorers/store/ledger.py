@@ -25,7 +25,7 @@ from localscorers import _clock
 from localscorers.evaluation.execution import Plain
 from localscorers.models import EvaluationStatus, Feedback
 from localscorers.store import bulk, codec, schema, sqlite
-from localscorers.store.traces import (
+from localscorers.store.rows import (
     assessment_row,
     encode_json,
     insert_encoded,

@@ -8,10 +8,7 @@ lose neither the trace nor its pending scoring.
 
 from __future__ import annotations
 
-import os
-import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -20,9 +17,6 @@ from localscorers import _clock, sampling
 from localscorers.exceptions import ConfigurationError, ConflictError, TraceNotFoundError
 from localscorers.filters import parser
 from localscorers.models import (
-    AssessmentError,
-    AssessmentSource,
-    AssessmentSourceType,
     Expectation,
     Experiment,
     Feedback,
@@ -32,268 +26,15 @@ from localscorers.models import (
     TraceInfo,
     TraceStatus,
 )
-from localscorers.store import bulk, codec, filter_sql, schema
+from localscorers.store import filter_sql, rows, schema
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection, RowMapping
+    from sqlalchemy.engine import Connection
 
     from localscorers.store.database import Database
     from localscorers.store.registry import ScorerRegistry
 
-__all__ = [
-    "ONLINE_SCORING_KEY",
-    "TraceRecord",
-    "TraceStore",
-    "assessment_row",
-    "encode_json",
-    "in_chunks",
-    "insert_encoded",
-    "insert_rows",
-    "new_id_hex",
-    "new_trace_id",
-    "plain_base",
-    "plain_row",
-    "value_forms",
-]
-
-_CHUNK = 500  # ids per IN (...) list: SQLite before 3.32 allows 999 parameters
-
-
-def in_chunks(ids: Sequence[Any], size: int = _CHUNK) -> list[Sequence[Any]]:
-    """Split ids for ``IN (...)`` lists that stay within SQLite's parameter limit."""
-    return [ids[start : start + size] for start in range(0, len(ids), size)]
-
-
-# Trace metadata key set to "off" on traces written without online scoring (an import
-# with online_scoring=False), so that explain() can say why they were not scored.
-ONLINE_SCORING_KEY = "localscorers.online_scoring"
-
-
-_JSON_COLUMNS = {
-    table.name: bulk.json_columns(table)
-    for table in (
-        schema.traces,
-        schema.spans,
-        schema.assessments,
-        schema.evaluations,
-        schema.evaluation_requests,
-    )
-}
-
-
-def insert_rows(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert rows with one driver ``executemany``; JSON columns are encoded here.
-
-    Hot paths (trace commits, feedback) use this instead of ``conn.execute(insert, rows)``.
-    """
-    insert_encoded(conn, table, encode_json(table, rows))
-
-
-def encode_json(table: sa.Table, rows: Sequence[dict[str, Any]]) -> Sequence[dict[str, Any]]:
-    """Return the rows with their JSON columns encoded, ready for :func:`insert_encoded`.
-
-    Callers that hold the write lock while inserting encode first, outside it.
-    """
-    json_names = _JSON_COLUMNS.get(table.name, frozenset())
-    if not json_names or not rows:
-        return rows
-    return [
-        {k: (codec.dumps(v) if k in json_names and v is not None else v) for k, v in row.items()}
-        for row in rows
-    ]
-
-
-def insert_encoded(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert rows already passed through :func:`encode_json`, with one ``executemany``."""
-    if rows:
-        bulk.compiled_insert(conn, table).executemany(conn, rows)
-
-
-def new_trace_id() -> str:
-    """Return a fresh trace id: ``"tr-"`` followed by 32 hex digits (see ``new_id_hex``)."""
-    return f"tr-{new_id_hex()}"
-
-
-def new_id_hex() -> str:
-    """Return 32 hex digits: the time in milliseconds (12), then 80 random bits (20).
-
-    Shaped like MLflow's uuid4 hex, but ordered by time like a UUIDv7: ids that grow
-    with time land at the end of the primary-key and trace-id indexes, so a commit
-    dirties one leaf page of each instead of a random one. Measured: completing a batch
-    of evaluations held the write lock about 30 % less (20k-evaluation queue).
-    """
-    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
-
-
-@dataclass(frozen=True)
-class TraceRecord:
-    """A finished trace, normalized, ready to be written."""
-
-    trace_id: str
-    experiment_id: str
-    status: TraceStatus
-    request_time_ms: int
-    inputs: Any = None
-    outputs: Any = None
-    name: str | None = None
-    execution_duration_ms: int | None = None
-    tags: dict[str, str] = field(default_factory=dict)
-    metadata: dict[str, str] = field(default_factory=dict)
-    spans: Sequence[Span] = ()
-    assessments: Sequence[Feedback | Expectation] = ()
-
-
-def value_forms(value: object) -> tuple[str | None, float | None]:
-    """Return the string and numeric forms filters compare an assessment value by."""
-    if value is None:
-        return None, None
-    if isinstance(value, bool):
-        return ("true" if value else "false"), (1.0 if value else 0.0)
-    if isinstance(value, int | float):
-        return str(value), float(value)
-    if isinstance(value, str):
-        return value, None
-    return codec.dumps(value), None
-
-
-def assessment_row(
-    assessment: Feedback | Expectation,
-    *,
-    trace_id: str,
-    origin: str,
-    now_ms: int,
-    evaluation_id: int | None = None,
-    scorer_name: str | None = None,
-    scorer_version: int | None = None,
-) -> dict[str, Any]:
-    """Return the ``assessments`` row for a feedback or expectation."""
-    value_str, value_num = value_forms(assessment.value)
-    source = assessment.source or AssessmentSource()
-    error = assessment.error if isinstance(assessment, Feedback) else None
-    created = assessment.create_time
-    return {
-        "assessment_id": assessment.assessment_id or f"a-{new_id_hex()}",
-        "trace_id": trace_id,
-        "evaluation_id": evaluation_id,
-        "kind": "FEEDBACK" if isinstance(assessment, Feedback) else "EXPECTATION",
-        "name": assessment.name,
-        "value": assessment.value,
-        "value_str": value_str,
-        "value_num": value_num,
-        "rationale": assessment.rationale,
-        "error": error.model_dump() if error is not None else None,
-        "meta": assessment.metadata,
-        "source_type": source.source_type.value,
-        "source_id": source.source_id,
-        "scorer_name": scorer_name if scorer_name is not None else assessment.scorer_name,
-        "scorer_version": scorer_version
-        if scorer_version is not None
-        else assessment.scorer_version,
-        "origin": origin,
-        "created_ms": _clock.ms_from_datetime(created) if created is not None else now_ms,
-        "valid": assessment.valid,
-        "overrides": assessment.overrides,
-    }
-
-
-_JSON_CONSTANTS = {True: "true", False: "false"}
-
-
-def plain_base(name: str, version: int, *, origin: str, now: int) -> dict[str, Any]:
-    """The fields that every plain-value feedback row of one scorer version shares."""
-    return {
-        "kind": "FEEDBACK",
-        "name": name,
-        "rationale": None,
-        "error": None,
-        "meta": None,
-        "source_type": "CODE",
-        "source_id": name,
-        "scorer_name": name,
-        "scorer_version": version,
-        "origin": origin,
-        "created_ms": now,
-        "valid": True,
-        "overrides": None,
-    }
-
-
-def plain_row(
-    value: object, base: dict[str, Any], *, trace_id: str, evaluation_id: int
-) -> dict[str, Any]:
-    """The row ``assessment_row`` gives the Feedback ``to_feedback`` makes of a plain value.
-
-    Built directly and JSON-encoded already (ready for ``insert_encoded``): a pydantic
-    Feedback per evaluation was a fifth of a trivial backfill's time.
-    ``tests/test_backfill.py`` checks the two stay identical.
-    """
-    row = base.copy()
-    row["assessment_id"] = f"a-{new_id_hex()}"
-    row["trace_id"] = trace_id
-    row["evaluation_id"] = evaluation_id
-    if isinstance(value, bool):
-        row["value"] = _JSON_CONSTANTS[value]
-    else:
-        row["value"] = str(value) if type(value) is int else codec.dumps(value)
-    row["value_str"], row["value_num"] = value_forms(value)
-    return row
-
-
-@dataclass
-class _TraceRows:
-    """The rows of some traces, JSON-encoded, ready to insert but for their timestamps."""
-
-    traces: Sequence[dict[str, Any]]
-    tags: list[dict[str, Any]]
-    metadata: list[dict[str, Any]]
-    spans: Sequence[dict[str, Any]]
-
-    @classmethod
-    def of(cls, records: Sequence[TraceRecord]) -> _TraceRows:
-        traces: list[dict[str, Any]] = []
-        tags: list[dict[str, Any]] = []
-        metadata: list[dict[str, Any]] = []
-        spans: list[dict[str, Any]] = []
-        for r in records:
-            traces.append(
-                {
-                    "trace_id": r.trace_id,
-                    "experiment_id": r.experiment_id,
-                    "name": r.name,
-                    "status": r.status.value,
-                    "request_time_ms": r.request_time_ms,
-                    "execution_duration_ms": r.execution_duration_ms,
-                    "inputs": r.inputs,
-                    "outputs": r.outputs,
-                    "ingested_ms": None,
-                }
-            )
-            tags.extend({"trace_id": r.trace_id, "key": k, "value": v} for k, v in r.tags.items())
-            metadata.extend(
-                {"trace_id": r.trace_id, "key": k, "value": v} for k, v in r.metadata.items()
-            )
-            spans.extend(_span_row(r.trace_id, s) for s in r.spans)
-        return cls(
-            encode_json(schema.traces, traces),
-            tags,
-            metadata,
-            encode_json(schema.spans, spans),
-        )
-
-    def insert(self, conn: Connection, records: Sequence[TraceRecord], now: int) -> None:
-        """Insert the rows, stamped ``now``, with the records' assessments (if any)."""
-        for row in self.traces:
-            row["ingested_ms"] = now
-        assessments = [
-            assessment_row(a, trace_id=r.trace_id, origin=a.origin or "import", now_ms=now)
-            for r in records
-            for a in r.assessments
-        ]
-        insert_encoded(conn, schema.traces, self.traces)
-        insert_encoded(conn, schema.trace_tags, self.tags)
-        insert_encoded(conn, schema.trace_metadata, self.metadata)
-        insert_encoded(conn, schema.spans, self.spans)
-        insert_rows(conn, schema.assessments, assessments)
+__all__ = ["TraceStore"]
 
 
 class TraceStore:
@@ -324,14 +65,14 @@ class TraceStore:
         e = schema.experiments
         with self._db.read() as conn:
             row = conn.execute(sa.select(e).where(e.c.experiment_id == experiment_id)).first()
-        return None if row is None else _experiment(row._mapping)
+        return None if row is None else rows.experiment_model(row._mapping)
 
     def get_experiment_by_name(self, name: str) -> Experiment | None:
         """Return the experiment with that name, or None."""
         e = schema.experiments
         with self._db.read() as conn:
             row = conn.execute(sa.select(e).where(e.c.name == name)).first()
-        return None if row is None else _experiment(row._mapping)
+        return None if row is None else rows.experiment_model(row._mapping)
 
     def create_experiment(self, name: str) -> Experiment:
         """Return the experiment named ``name``, creating it when missing.
@@ -347,7 +88,7 @@ class TraceStore:
         with self._db.write() as conn:
             row = conn.execute(sa.select(e).where(e.c.name == name)).first()
             if row is not None:
-                return _experiment(row._mapping)
+                return rows.experiment_model(row._mapping)
             ids = conn.execute(sa.select(e.c.experiment_id)).scalars().all()
             next_id = max((int(i) for i in ids if i.isdigit()), default=0) + 1
             now = _clock.now_ms()
@@ -360,18 +101,22 @@ class TraceStore:
         """Return every experiment, by id."""
         e = schema.experiments
         with self._db.read() as conn:
-            rows = conn.execute(sa.select(e).order_by(e.c.created_ms, e.c.experiment_id)).all()
-        return [_experiment(row._mapping) for row in rows]
+            found = conn.execute(sa.select(e).order_by(e.c.created_ms, e.c.experiment_id)).all()
+        return [rows.experiment_model(row._mapping) for row in found]
 
     # -- writing traces ------------------------------------------------------------
 
     def write_traces(
-        self, records: Sequence[TraceRecord], *, skip_existing: bool = False, enqueue: bool = True
+        self,
+        records: Sequence[rows.TraceRecord],
+        *,
+        skip_existing: bool = False,
+        enqueue: bool = True,
     ) -> int:
         """Write finished traces in one transaction with their online evaluations.
 
         With ``enqueue=False`` no online evaluation is written (the caller marks the
-        traces with ``ONLINE_SCORING_KEY`` so that explain() can say so).
+        traces with ``rows.ONLINE_SCORING_KEY`` so that explain() can say so).
 
         Returns:
             The number of online evaluations enqueued.
@@ -383,17 +128,17 @@ class TraceStore:
             return 0
         # Rows are built and JSON-encoded before the write lock: every other writer (a
         # worker writing feedback, other processes logging) waits while we hold it.
-        rows = None if skip_existing else _TraceRows.of(records)
+        trace_rows = None if skip_existing else rows.TraceRows.of(records)
         with self._db.write() as conn:
             # Taken under the write lock, so commit order and ingested_ms agree with the
             # lifecycle history explain() replays (a trace that waited for the lock must
             # not look older than a start() that committed before it).
             now = _clock.now_ms()
-            if rows is None:
+            if trace_rows is None:
                 records = self._without_existing(conn, records)
-                rows = _TraceRows.of(records)
+                trace_rows = rows.TraceRows.of(records)
             try:
-                rows.insert(conn, records, now)
+                trace_rows.insert(conn, records, now)
             except sa.exc.IntegrityError as exc:
                 raise ConflictError(
                     f"Cannot write traces {', '.join(r.trace_id for r in records[:5])}: "
@@ -406,22 +151,22 @@ class TraceStore:
         return enqueued
 
     def _without_existing(
-        self, conn: Connection, records: Sequence[TraceRecord]
-    ) -> list[TraceRecord]:
+        self, conn: Connection, records: Sequence[rows.TraceRecord]
+    ) -> list[rows.TraceRecord]:
         t = schema.traces
         ids = [r.trace_id for r in records]
         existing: set[str] = set()
-        for chunk in in_chunks(ids):
+        for chunk in rows.in_chunks(ids):
             existing.update(
                 conn.execute(sa.select(t.c.trace_id).where(t.c.trace_id.in_(chunk))).scalars()
             )
         return [r for r in records if r.trace_id not in existing]
 
-    def _enqueue(self, conn: Connection, records: Sequence[TraceRecord], now: int) -> int:
+    def _enqueue(self, conn: Connection, records: Sequence[rows.TraceRecord], now: int) -> int:
         # One evaluation_requests row per trace: cheap enough for the hot path. A claim
         # turns it into one evaluations row per scorer (see evaluations.py).
         requests: list[dict[str, Any]] = []
-        by_experiment: dict[str, list[TraceRecord]] = {}
+        by_experiment: dict[str, list[rows.TraceRecord]] = {}
         for r in records:
             if r.status is not TraceStatus.IN_PROGRESS:
                 by_experiment.setdefault(r.experiment_id, []).append(r)
@@ -457,7 +202,7 @@ class TraceStore:
                             "enqueued_ms": now,
                         }
                     )
-        insert_rows(conn, schema.evaluation_requests, requests)
+        rows.insert_rows(conn, schema.evaluation_requests, requests)
         return sum(request["count"] for request in requests)
 
     # -- feedback ------------------------------------------------------------------
@@ -471,7 +216,7 @@ class TraceStore:
             TraceNotFoundError: no trace has that id.
         """
         now = _clock.now_ms()
-        row = assessment_row(
+        row = rows.assessment_row(
             assessment, trace_id=trace_id, origin=assessment.origin or "manual", now_ms=now
         )
         with self._db.write() as conn:
@@ -482,7 +227,7 @@ class TraceStore:
                     schema.assessments.c.assessment_id == row["assessment_id"]
                 )
             ).one()
-        return _assessment(stored._mapping)
+        return rows.assessment_model(stored._mapping)
 
     @staticmethod
     def _require_trace(conn: Connection, trace_id: str) -> None:
@@ -556,7 +301,7 @@ class TraceStore:
     def load_traces(self, conn: Connection, trace_ids: Sequence[str]) -> list[Trace]:
         """Load whole traces by id, in the given order, a few queries per chunk of ids."""
         result: list[Trace] = []
-        for chunk in in_chunks(trace_ids):
+        for chunk in rows.in_chunks(trace_ids):
             result.extend(self._load_chunk(conn, chunk))
         return result
 
@@ -565,7 +310,7 @@ class TraceStore:
         """Return (inputs, outputs) by trace id: all a light evaluation reads of the row."""
         t = schema.traces
         found: dict[str, tuple[Any, Any]] = {}
-        for chunk in in_chunks(trace_ids):
+        for chunk in rows.in_chunks(trace_ids):
             query = sa.select(t.c.trace_id, t.c.inputs, t.c.outputs).where(t.c.trace_id.in_(chunk))
             found.update((row[0], (row[1], row[2])) for row in conn.execute(query))
         return found
@@ -575,7 +320,7 @@ class TraceStore:
         """Return what ``Trace.expectations`` would, by trace id: valid expectations by name."""
         a = schema.assessments
         grouped: dict[str, dict[str, Any]] = {}
-        for chunk in in_chunks(trace_ids):
+        for chunk in rows.in_chunks(trace_ids):
             query = (
                 sa.select(a.c.trace_id, a.c.name, a.c.value)
                 .where(
@@ -592,25 +337,25 @@ class TraceStore:
     @staticmethod
     def _load_chunk(conn: Connection, ids: Sequence[str]) -> list[Trace]:
         t, a = schema.traces, schema.assessments
-        rows = {
+        trace_rows = {
             r.trace_id: r._mapping for r in conn.execute(sa.select(t).where(t.c.trace_id.in_(ids)))
         }
-        tags = _grouped(conn, schema.trace_tags, ids)
-        metadata = _grouped(conn, schema.trace_metadata, ids)
+        tags = rows.grouped(conn, schema.trace_tags, ids)
+        metadata = rows.grouped(conn, schema.trace_metadata, ids)
         spans: dict[str, list[Span]] = {}
         s = schema.spans
         for row in conn.execute(
             sa.select(s).where(s.c.trace_id.in_(ids)).order_by(s.c.start_time_ns, s.c.span_id)
         ):
-            spans.setdefault(row.trace_id, []).append(_span(row._mapping))
+            spans.setdefault(row.trace_id, []).append(rows.span_model(row._mapping))
         assessments: dict[str, list[Feedback | Expectation]] = {}
         for row in conn.execute(
             sa.select(a).where(a.c.trace_id.in_(ids)).order_by(a.c.created_ms, a.c.assessment_id)
         ):
-            assessments.setdefault(row.trace_id, []).append(_assessment(row._mapping))
+            assessments.setdefault(row.trace_id, []).append(rows.assessment_model(row._mapping))
         traces = []
         for trace_id in ids:
-            found = rows.get(trace_id)
+            found = trace_rows.get(trace_id)
             if found is None:
                 continue
             info = TraceInfo(
@@ -629,82 +374,3 @@ class TraceStore:
             )
             traces.append(Trace(info=info, data=data))
         return traces
-
-
-def _grouped(
-    conn: Connection, table: sa.Table, ids: Iterable[str]
-) -> dict[str, list[tuple[str, str]]]:
-    grouped: dict[str, list[tuple[str, str]]] = {}
-    query = sa.select(table.c.trace_id, table.c.key, table.c.value).where(
-        table.c.trace_id.in_(list(ids))
-    )
-    for trace_id, key, value in conn.execute(query.order_by(table.c.key)):
-        grouped.setdefault(trace_id, []).append((key, value))
-    return grouped
-
-
-def _span_row(trace_id: str, span: Span) -> dict[str, Any]:
-    return {
-        "trace_id": trace_id,
-        "span_id": span.span_id,
-        "parent_id": span.parent_id,
-        "name": span.name,
-        "span_type": span.span_type,
-        "status": span.status.value,
-        "status_message": span.status_message,
-        "start_time_ns": span.start_time_ns,
-        "end_time_ns": span.end_time_ns,
-        "inputs": span.inputs,
-        "outputs": span.outputs,
-        "attributes": span.attributes,
-        "events": span.events,
-    }
-
-
-def _span(row: RowMapping) -> Span:
-    return Span(
-        span_id=row["span_id"],
-        parent_id=row["parent_id"],
-        name=row["name"],
-        span_type=row["span_type"],
-        status=TraceStatus(row["status"]),
-        status_message=row["status_message"],
-        start_time_ns=row["start_time_ns"],
-        end_time_ns=row["end_time_ns"],
-        inputs=row["inputs"],
-        outputs=row["outputs"],
-        attributes=row["attributes"] or {},
-        events=row["events"] or [],
-    )
-
-
-def _assessment(row: RowMapping) -> Feedback | Expectation:
-    common: dict[str, Any] = {
-        "name": row["name"],
-        "value": row["value"],
-        "rationale": row["rationale"],
-        "metadata": row["meta"],
-        "source": AssessmentSource(
-            source_type=AssessmentSourceType(row["source_type"]), source_id=row["source_id"]
-        ),
-        "assessment_id": row["assessment_id"],
-        "trace_id": row["trace_id"],
-        "create_time": _clock.datetime_from_ms(row["created_ms"]),
-        "scorer_name": row["scorer_name"],
-        "scorer_version": row["scorer_version"],
-        "origin": row["origin"],
-        "valid": bool(row["valid"]),
-        "overrides": row["overrides"],
-    }
-    if row["kind"] == "EXPECTATION":
-        return Expectation(**common)
-    error = row["error"]
-    return Feedback(**common, error=AssessmentError(**error) if error else None)
-
-
-def _experiment(row: RowMapping) -> Experiment:
-    return Experiment(
-        experiment_id=row["experiment_id"],
-        name=row["name"],
-        creation_time=_clock.datetime_from_ms(row["created_ms"]),
-    )

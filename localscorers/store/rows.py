@@ -1,0 +1,378 @@
+"""Rows: ids, row builders and row-to-model converters shared by the store's modules.
+
+A trace, its spans and its assessments become plain dicts here (JSON already encoded
+where a column holds JSON), ready for one ``executemany`` per table; read rows become the
+frozen models of ``localscorers.models``. Nothing here opens a transaction.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from localscorers import _clock
+from localscorers.models import (
+    AssessmentError,
+    AssessmentSource,
+    AssessmentSourceType,
+    Expectation,
+    Experiment,
+    Feedback,
+    Span,
+    TraceStatus,
+)
+from localscorers.store import bulk, codec, schema
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, RowMapping
+
+
+__all__ = [
+    "ONLINE_SCORING_KEY",
+    "TraceRecord",
+    "TraceRows",
+    "assessment_model",
+    "assessment_row",
+    "encode_json",
+    "experiment_model",
+    "grouped",
+    "in_chunks",
+    "insert_encoded",
+    "insert_rows",
+    "new_id_hex",
+    "new_trace_id",
+    "plain_base",
+    "plain_row",
+    "span_model",
+    "span_row",
+    "value_forms",
+]
+
+_CHUNK = 500  # ids per IN (...) list: SQLite before 3.32 allows 999 parameters
+
+
+def in_chunks(ids: Sequence[Any], size: int = _CHUNK) -> list[Sequence[Any]]:
+    """Split ids for ``IN (...)`` lists that stay within SQLite's parameter limit."""
+    return [ids[start : start + size] for start in range(0, len(ids), size)]
+
+
+# Trace metadata key set to "off" on traces written without online scoring (an import
+# with online_scoring=False), so that explain() can say why they were not scored.
+ONLINE_SCORING_KEY = "localscorers.online_scoring"
+
+
+_JSON_COLUMNS = {
+    table.name: bulk.json_columns(table)
+    for table in (
+        schema.traces,
+        schema.spans,
+        schema.assessments,
+        schema.evaluations,
+        schema.evaluation_requests,
+    )
+}
+
+
+def insert_rows(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert rows with one driver ``executemany``; JSON columns are encoded here.
+
+    Hot paths (trace commits, feedback) use this instead of ``conn.execute(insert, rows)``.
+    """
+    insert_encoded(conn, table, encode_json(table, rows))
+
+
+def encode_json(table: sa.Table, rows: Sequence[dict[str, Any]]) -> Sequence[dict[str, Any]]:
+    """Return the rows with their JSON columns encoded, ready for :func:`insert_encoded`.
+
+    Callers that hold the write lock while inserting encode first, outside it.
+    """
+    json_names = _JSON_COLUMNS.get(table.name, frozenset())
+    if not json_names or not rows:
+        return rows
+    return [
+        {k: (codec.dumps(v) if k in json_names and v is not None else v) for k, v in row.items()}
+        for row in rows
+    ]
+
+
+def insert_encoded(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert rows already passed through :func:`encode_json`, with one ``executemany``."""
+    if rows:
+        bulk.compiled_insert(conn, table).executemany(conn, rows)
+
+
+def new_trace_id() -> str:
+    """Return a fresh trace id: ``"tr-"`` followed by 32 hex digits (see ``new_id_hex``)."""
+    return f"tr-{new_id_hex()}"
+
+
+def new_id_hex() -> str:
+    """Return 32 hex digits: the time in milliseconds (12), then 80 random bits (20).
+
+    Shaped like MLflow's uuid4 hex, but ordered by time like a UUIDv7: ids that grow
+    with time land at the end of the primary-key and trace-id indexes, so a commit
+    dirties one leaf page of each instead of a random one. Measured: completing a batch
+    of evaluations held the write lock about 30 % less (20k-evaluation queue).
+    """
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+
+
+@dataclass(frozen=True)
+class TraceRecord:
+    """A finished trace, normalized, ready to be written."""
+
+    trace_id: str
+    experiment_id: str
+    status: TraceStatus
+    request_time_ms: int
+    inputs: Any = None
+    outputs: Any = None
+    name: str | None = None
+    execution_duration_ms: int | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+    spans: Sequence[Span] = ()
+    assessments: Sequence[Feedback | Expectation] = ()
+
+
+def value_forms(value: object) -> tuple[str | None, float | None]:
+    """Return the string and numeric forms filters compare an assessment value by."""
+    if value is None:
+        return None, None
+    if isinstance(value, bool):
+        return ("true" if value else "false"), (1.0 if value else 0.0)
+    if isinstance(value, int | float):
+        return str(value), float(value)
+    if isinstance(value, str):
+        return value, None
+    return codec.dumps(value), None
+
+
+def assessment_row(
+    assessment: Feedback | Expectation,
+    *,
+    trace_id: str,
+    origin: str,
+    now_ms: int,
+    evaluation_id: int | None = None,
+    scorer_name: str | None = None,
+    scorer_version: int | None = None,
+) -> dict[str, Any]:
+    """Return the ``assessments`` row for a feedback or expectation."""
+    value_str, value_num = value_forms(assessment.value)
+    source = assessment.source or AssessmentSource()
+    error = assessment.error if isinstance(assessment, Feedback) else None
+    created = assessment.create_time
+    return {
+        "assessment_id": assessment.assessment_id or f"a-{new_id_hex()}",
+        "trace_id": trace_id,
+        "evaluation_id": evaluation_id,
+        "kind": "FEEDBACK" if isinstance(assessment, Feedback) else "EXPECTATION",
+        "name": assessment.name,
+        "value": assessment.value,
+        "value_str": value_str,
+        "value_num": value_num,
+        "rationale": assessment.rationale,
+        "error": error.model_dump() if error is not None else None,
+        "meta": assessment.metadata,
+        "source_type": source.source_type.value,
+        "source_id": source.source_id,
+        "scorer_name": scorer_name if scorer_name is not None else assessment.scorer_name,
+        "scorer_version": scorer_version
+        if scorer_version is not None
+        else assessment.scorer_version,
+        "origin": origin,
+        "created_ms": _clock.ms_from_datetime(created) if created is not None else now_ms,
+        "valid": assessment.valid,
+        "overrides": assessment.overrides,
+    }
+
+
+_JSON_CONSTANTS = {True: "true", False: "false"}
+
+
+def plain_base(name: str, version: int, *, origin: str, now: int) -> dict[str, Any]:
+    """The fields that every plain-value feedback row of one scorer version shares."""
+    return {
+        "kind": "FEEDBACK",
+        "name": name,
+        "rationale": None,
+        "error": None,
+        "meta": None,
+        "source_type": "CODE",
+        "source_id": name,
+        "scorer_name": name,
+        "scorer_version": version,
+        "origin": origin,
+        "created_ms": now,
+        "valid": True,
+        "overrides": None,
+    }
+
+
+def plain_row(
+    value: object, base: dict[str, Any], *, trace_id: str, evaluation_id: int
+) -> dict[str, Any]:
+    """The row ``assessment_row`` gives the Feedback ``to_feedback`` makes of a plain value.
+
+    Built directly and JSON-encoded already (ready for ``insert_encoded``): a pydantic
+    Feedback per evaluation was a fifth of a trivial backfill's time.
+    ``tests/test_backfill.py`` checks the two stay identical.
+    """
+    row = base.copy()
+    row["assessment_id"] = f"a-{new_id_hex()}"
+    row["trace_id"] = trace_id
+    row["evaluation_id"] = evaluation_id
+    if isinstance(value, bool):
+        row["value"] = _JSON_CONSTANTS[value]
+    else:
+        row["value"] = str(value) if type(value) is int else codec.dumps(value)
+    row["value_str"], row["value_num"] = value_forms(value)
+    return row
+
+
+@dataclass
+class TraceRows:
+    """The rows of some traces, JSON-encoded, ready to insert but for their timestamps."""
+
+    traces: Sequence[dict[str, Any]]
+    tags: list[dict[str, Any]]
+    metadata: list[dict[str, Any]]
+    spans: Sequence[dict[str, Any]]
+
+    @classmethod
+    def of(cls, records: Sequence[TraceRecord]) -> TraceRows:
+        """Build and JSON-encode the rows of these traces (before any lock is taken)."""
+        traces: list[dict[str, Any]] = []
+        tags: list[dict[str, Any]] = []
+        metadata: list[dict[str, Any]] = []
+        spans: list[dict[str, Any]] = []
+        for r in records:
+            traces.append(
+                {
+                    "trace_id": r.trace_id,
+                    "experiment_id": r.experiment_id,
+                    "name": r.name,
+                    "status": r.status.value,
+                    "request_time_ms": r.request_time_ms,
+                    "execution_duration_ms": r.execution_duration_ms,
+                    "inputs": r.inputs,
+                    "outputs": r.outputs,
+                    "ingested_ms": None,
+                }
+            )
+            tags.extend({"trace_id": r.trace_id, "key": k, "value": v} for k, v in r.tags.items())
+            metadata.extend(
+                {"trace_id": r.trace_id, "key": k, "value": v} for k, v in r.metadata.items()
+            )
+            spans.extend(span_row(r.trace_id, s) for s in r.spans)
+        return cls(
+            encode_json(schema.traces, traces),
+            tags,
+            metadata,
+            encode_json(schema.spans, spans),
+        )
+
+    def insert(self, conn: Connection, records: Sequence[TraceRecord], now: int) -> None:
+        """Insert the rows, stamped ``now``, with the records' assessments (if any)."""
+        for row in self.traces:
+            row["ingested_ms"] = now
+        assessments = [
+            assessment_row(a, trace_id=r.trace_id, origin=a.origin or "import", now_ms=now)
+            for r in records
+            for a in r.assessments
+        ]
+        insert_encoded(conn, schema.traces, self.traces)
+        insert_encoded(conn, schema.trace_tags, self.tags)
+        insert_encoded(conn, schema.trace_metadata, self.metadata)
+        insert_encoded(conn, schema.spans, self.spans)
+        insert_rows(conn, schema.assessments, assessments)
+
+
+def grouped(
+    conn: Connection, table: sa.Table, ids: Iterable[str]
+) -> dict[str, list[tuple[str, str]]]:
+    """Read a key/value table (tags or metadata) for these traces, grouped by trace."""
+    grouped: dict[str, list[tuple[str, str]]] = {}
+    query = sa.select(table.c.trace_id, table.c.key, table.c.value).where(
+        table.c.trace_id.in_(list(ids))
+    )
+    for trace_id, key, value in conn.execute(query.order_by(table.c.key)):
+        grouped.setdefault(trace_id, []).append((key, value))
+    return grouped
+
+
+def span_row(trace_id: str, span: Span) -> dict[str, Any]:
+    """Return the ``spans`` row of one span."""
+    return {
+        "trace_id": trace_id,
+        "span_id": span.span_id,
+        "parent_id": span.parent_id,
+        "name": span.name,
+        "span_type": span.span_type,
+        "status": span.status.value,
+        "status_message": span.status_message,
+        "start_time_ns": span.start_time_ns,
+        "end_time_ns": span.end_time_ns,
+        "inputs": span.inputs,
+        "outputs": span.outputs,
+        "attributes": span.attributes,
+        "events": span.events,
+    }
+
+
+def span_model(row: RowMapping) -> Span:
+    """Return the span a ``spans`` row holds."""
+    return Span(
+        span_id=row["span_id"],
+        parent_id=row["parent_id"],
+        name=row["name"],
+        span_type=row["span_type"],
+        status=TraceStatus(row["status"]),
+        status_message=row["status_message"],
+        start_time_ns=row["start_time_ns"],
+        end_time_ns=row["end_time_ns"],
+        inputs=row["inputs"],
+        outputs=row["outputs"],
+        attributes=row["attributes"] or {},
+        events=row["events"] or [],
+    )
+
+
+def assessment_model(row: RowMapping) -> Feedback | Expectation:
+    """Return the feedback or expectation an ``assessments`` row holds."""
+    common: dict[str, Any] = {
+        "name": row["name"],
+        "value": row["value"],
+        "rationale": row["rationale"],
+        "metadata": row["meta"],
+        "source": AssessmentSource(
+            source_type=AssessmentSourceType(row["source_type"]), source_id=row["source_id"]
+        ),
+        "assessment_id": row["assessment_id"],
+        "trace_id": row["trace_id"],
+        "create_time": _clock.datetime_from_ms(row["created_ms"]),
+        "scorer_name": row["scorer_name"],
+        "scorer_version": row["scorer_version"],
+        "origin": row["origin"],
+        "valid": bool(row["valid"]),
+        "overrides": row["overrides"],
+    }
+    if row["kind"] == "EXPECTATION":
+        return Expectation(**common)
+    error = row["error"]
+    return Feedback(**common, error=AssessmentError(**error) if error else None)
+
+
+def experiment_model(row: RowMapping) -> Experiment:
+    """Return the experiment an ``experiments`` row holds."""
+    return Experiment(
+        experiment_id=row["experiment_id"],
+        name=row["name"],
+        creation_time=_clock.datetime_from_ms(row["created_ms"]),
+    )
