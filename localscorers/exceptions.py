@@ -18,10 +18,17 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "DatabaseBusyError",
+    "DatabaseCorruptError",
+    "DatabaseError",
+    "DatabaseMovedError",
+    "DatabaseNotFoundError",
+    "DatabaseReadOnlyError",
+    "DiskFullError",
     "FilterSyntaxError",
     "InvalidTransitionError",
     "JobNotFoundError",
     "LocalScorersError",
+    "NotADatabaseError",
     "NotFoundError",
     "SchemaVersionError",
     "ScorerExecutionError",
@@ -29,6 +36,7 @@ __all__ = [
     "ScorerLoadError",
     "ScorerNotFoundError",
     "StoreError",
+    "TraceImportError",
     "TraceNotFoundError",
     "TransactionError",
     "TransientError",
@@ -147,6 +155,102 @@ class SchemaVersionError(StoreError):
 
 class TransactionError(StoreError):
     """An operation that cannot run inside an open transaction."""
+
+
+class DatabaseError(StoreError):
+    """The database file itself cannot be used: missing, read-only, full, corrupt or moved.
+
+    Attributes:
+        path: the database file.
+        detail: what the operating system or SQLite said.
+    """
+
+    problem = "cannot be used"
+    fix = "Check the path given to set_tracking_uri() or LOCALSCORERS_TRACKING_URI."
+
+    def __init__(self, *, path: str, detail: str = "") -> None:
+        self.path = path
+        self.detail = detail
+        said = f" ({detail})" if detail else ""
+        super().__init__(f"The database {path} {self.problem}{said}. {self.fix}")
+
+
+class DatabaseNotFoundError(DatabaseError):
+    """The database file or its directory does not exist and cannot be created."""
+
+    problem = "does not exist and cannot be created"
+    fix = (
+        "Create its directory (mkdir -p), or point set_tracking_uri() / "
+        "LOCALSCORERS_TRACKING_URI at a file in a directory that exists."
+    )
+
+
+class DatabaseReadOnlyError(DatabaseError):
+    """The database file or its directory cannot be written by this user."""
+
+    problem = "is read-only for this process"
+    fix = (
+        "Give your user write permission on the file and its directory (SQLite writes "
+        "-wal and -shm files next to it), or use another database path."
+    )
+
+
+class DiskFullError(DatabaseError):
+    """The disk (or the user's quota) holding the database is full."""
+
+    problem = "cannot grow: the disk or quota is full"
+    fix = "Free disk space (or raise the quota), then retry; nothing partial was written."
+
+
+class DatabaseCorruptError(DatabaseError):
+    """The database file is damaged."""
+
+    problem = "is corrupt"
+    fix = (
+        "Restore it from a backup, or move it aside and let localscorers create a new "
+        "one; 'sqlite3 FILE .recover' may salvage its rows."
+    )
+
+
+class NotADatabaseError(DatabaseCorruptError):
+    """The file is not a SQLite database (or is encrypted)."""
+
+    problem = "is not a SQLite database"
+    fix = (
+        "Point set_tracking_uri() / LOCALSCORERS_TRACKING_URI at a localscorers database "
+        "file, or at a path that does not exist yet to create one."
+    )
+
+
+class DatabaseMovedError(DatabaseError):
+    """The database file was deleted or replaced while this process had it open.
+
+    Writing on would put data into a file no path leads to, so the write is refused.
+    """
+
+    problem = "was deleted or replaced while this process had it open"
+    fix = (
+        "Nothing was written. Restore the file, or call set_tracking_uri() again to open "
+        "the file now at that path (a new, empty one if it is gone)."
+    )
+
+
+class TraceImportError(ConfigurationError):
+    """A trace file that ``import_traces`` cannot import; nothing of that file was written.
+
+    Attributes:
+        file: the file.
+        line: the line (JSON lines) or trace position (a JSON list), when known.
+        field: the offending field, when known.
+    """
+
+    def __init__(
+        self, message: str, *, file: str, line: int | None = None, field: str | None = None
+    ) -> None:
+        self.file = file
+        self.line = line
+        self.field = field
+        super().__init__(message)
 
 
 class ScorerLoadError(ConfigurationError):
