@@ -1,8 +1,7 @@
 """``scorer_report``: how each scorer of an experiment is doing, aggregated in SQL.
 
-The numbers come from the evaluation ledger (``evaluations``) and the feedback it
-wrote (``assessments``), grouped by scorer in the database, never by loading
-traces: a report over a million evaluations costs three ``GROUP BY`` queries.
+The numbers come from the evaluation ledger and the feedback it wrote, grouped by
+scorer in the database (``store/reports.py``), never by loading traces.
 
 Only current evaluations count (``superseded = false``): after a rescore, the
 replaced evaluation and its feedback are history, not part of today's numbers.
@@ -17,20 +16,17 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
 
 from localscorers import _clock, _context
 from localscorers.exceptions import ConfigurationError
-from localscorers.models import EvaluationStatus, ScorerStatus
-from localscorers.store import schema
-from localscorers.store.ledger import requested_counts
+from localscorers.models import ScorerStatus
+from localscorers.store.reports import ReportStore
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from types import ModuleType
 
-    from sqlalchemy.engine import Connection
 
 __all__ = ["ReportBucket", "ScorerReport", "TimeBucket", "save_report_chart", "scorer_report"]
 
@@ -38,9 +34,6 @@ _HOUR_MS = 3_600_000
 _DAY_MS = 24 * _HOUR_MS
 # Up to two days of data reads best hour by hour; beyond that, day by day.
 _HOURLY_SPAN_MS = 2 * _DAY_MS
-_SUCCEEDED = EvaluationStatus.SUCCEEDED.value
-_FAILED = EvaluationStatus.FAILED.value
-_PENDING = EvaluationStatus.PENDING.value
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
@@ -154,13 +147,25 @@ def scorer_report(
     runtime = _context.current()
     experiment = _context.resolve_experiment_id(experiment_id)
     states = {state.name: state for state in runtime.registry.list(experiment)}
-    with runtime.db.read() as conn:
-        counts = _counts(conn, experiment, since_ms)
-        requested = requested_counts(conn, experiment)
-        values = _values(conn, experiment, since_ms)
-        if width is None:
-            width = _auto_bucket(counts, since_ms)
-        buckets = _buckets(conn, experiment, since_ms, width)
+    chosen: list[TimeBucket] = []
+
+    def width_ms(counts: dict[str, dict[str, Any]]) -> int:
+        chosen.append(width or _auto_bucket(counts, since_ms))
+        return chosen[0].milliseconds
+
+    rows = ReportStore(runtime.db).read(experiment, since_ms=since_ms, width_ms=width_ms)
+    counts, requested, values = rows.counts, rows.requested, rows.values
+    buckets = {
+        name: [
+            ReportBucket(
+                start=_clock.datetime_from_ms(b.start_ms),
+                evaluations=b.evaluations,
+                errors=b.errors,
+            )
+            for b in found
+        ]
+        for name, found in rows.buckets.items()
+    }
     reports = []
     for name in sorted(set(states) | set(counts) | set(requested)):
         state = states.get(name)
@@ -188,7 +193,7 @@ def scorer_report(
                 pass_rate=passed / bool_values if bool_values else None,
                 mean_value=float(value["sum_num"]) / numeric_values if numeric_values else None,
                 last_evaluation=_clock.datetime_from_ms(int(last)) if last is not None else None,
-                bucket=width,
+                bucket=chosen[0],
                 buckets=buckets.get(name, []),
             )
         )
@@ -207,116 +212,12 @@ def _bucket(value: TimeBucket | str | None) -> TimeBucket | None:
         ) from None
 
 
-def _finished_since(since_ms: int | None) -> sa.ColumnElement[bool]:
-    e = schema.evaluations
-    if since_ms is None:
-        return e.c.finished_ms.is_not(None)
-    return e.c.finished_ms >= since_ms
-
-
-def _counts(
-    conn: Connection, experiment_id: str, since_ms: int | None
-) -> dict[str, dict[str, Any]]:
-    e = schema.evaluations
-
-    def status_count(status: str) -> sa.ColumnElement[Any]:
-        return sa.func.sum(sa.case((e.c.status == status, 1), else_=0))
-
-    query = (
-        sa.select(
-            e.c.scorer_name,
-            status_count(_SUCCEEDED).label("succeeded"),
-            status_count(_FAILED).label("failed"),
-            status_count(_PENDING).label("pending"),
-            sa.func.min(e.c.finished_ms).label("first_ms"),
-            sa.func.max(e.c.finished_ms).label("last_ms"),
-        )
-        .where(
-            e.c.experiment_id == experiment_id,
-            e.c.superseded == sa.false(),
-            sa.or_(e.c.status == _PENDING, _finished_since(since_ms)),
-        )
-        .group_by(e.c.scorer_name)
-    )
-    return {row.scorer_name: dict(row._mapping) for row in conn.execute(query)}
-
-
-def _values(
-    conn: Connection, experiment_id: str, since_ms: int | None
-) -> dict[str, dict[str, Any]]:
-    e, a = schema.evaluations, schema.assessments
-    # The store keeps each value's string and numeric forms; a boolean is the one
-    # whose string form is 'true' / 'false' and that also has a numeric form.
-    is_bool = sa.and_(a.c.value_num.is_not(None), a.c.value_str.in_(["true", "false"]))
-    is_num = sa.and_(a.c.value_num.is_not(None), sa.not_(is_bool))
-    is_other = sa.and_(a.c.value_num.is_(None), a.c.value_str.is_not(None))
-
-    def count_where(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[Any]:
-        return sa.func.sum(sa.case((condition, 1), else_=0))
-
-    query = (
-        sa.select(
-            e.c.scorer_name,
-            count_where(is_bool).label("n_bool"),
-            count_where(sa.and_(is_bool, a.c.value_num == 1)).label("n_true"),
-            count_where(is_num).label("n_num"),
-            sa.func.sum(sa.case((is_num, a.c.value_num), else_=None)).label("sum_num"),
-            count_where(is_other).label("n_other"),
-        )
-        .select_from(e.join(a, a.c.evaluation_id == e.c.id))
-        .where(
-            e.c.experiment_id == experiment_id,
-            e.c.superseded == sa.false(),
-            e.c.status == _SUCCEEDED,
-            _finished_since(since_ms),
-            a.c.kind == "FEEDBACK",
-            a.c.valid.is_(True),
-        )
-        .group_by(e.c.scorer_name)
-    )
-    return {row.scorer_name: dict(row._mapping) for row in conn.execute(query)}
-
-
 def _auto_bucket(counts: dict[str, dict[str, Any]], since_ms: int | None) -> TimeBucket:
     firsts = [c["first_ms"] for c in counts.values() if c.get("first_ms") is not None]
     start = since_ms if since_ms is not None else min(firsts, default=None)
     if start is None:
         return TimeBucket.HOUR
     return TimeBucket.HOUR if _clock.now_ms() - start <= _HOURLY_SPAN_MS else TimeBucket.DAY
-
-
-def _buckets(
-    conn: Connection, experiment_id: str, since_ms: int | None, width: TimeBucket
-) -> dict[str, list[ReportBucket]]:
-    e = schema.evaluations
-    # Floor division of integers is portable SQL (SQLAlchemy renders it per dialect).
-    index = (e.c.finished_ms // width.milliseconds).label("bucket")
-    query = (
-        sa.select(
-            e.c.scorer_name,
-            index,
-            sa.func.count().label("evaluations"),
-            sa.func.sum(sa.case((e.c.status == _FAILED, 1), else_=0)).label("errors"),
-        )
-        .where(
-            e.c.experiment_id == experiment_id,
-            e.c.superseded == sa.false(),
-            e.c.status.in_([_SUCCEEDED, _FAILED]),
-            _finished_since(since_ms),
-        )
-        .group_by(e.c.scorer_name, index)
-        .order_by(e.c.scorer_name, index)
-    )
-    result: dict[str, list[ReportBucket]] = {}
-    for row in conn.execute(query):
-        result.setdefault(row.scorer_name, []).append(
-            ReportBucket(
-                start=_clock.datetime_from_ms(int(row.bucket) * width.milliseconds),
-                evaluations=int(row.evaluations),
-                errors=int(row.errors or 0),
-            )
-        )
-    return result
 
 
 def _pyplot() -> ModuleType:

@@ -1,0 +1,184 @@
+"""The SQL behind ``scorer_report``: per-scorer counts, values and time buckets.
+
+Everything is grouped by scorer in the database, never by loading traces: a report over
+a million evaluations costs three ``GROUP BY`` queries. Only current evaluations count
+(``superseded = false``), and only feedback a scorer wrote (manual and imported feedback
+has no evaluation row).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from localscorers.models import EvaluationStatus
+from localscorers.store import schema
+from localscorers.store.ledger import requested_counts
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+    from localscorers.store.database import Database
+
+__all__ = ["BucketRow", "ReportRows", "ReportStore"]
+
+_SUCCEEDED = EvaluationStatus.SUCCEEDED.value
+_FAILED = EvaluationStatus.FAILED.value
+_PENDING = EvaluationStatus.PENDING.value
+
+
+@dataclass(frozen=True)
+class BucketRow:
+    """One scorer's finished evaluations in one time bucket."""
+
+    start_ms: int
+    evaluations: int
+    errors: int
+
+
+@dataclass(frozen=True)
+class ReportRows:
+    """What one report reads, per scorer name, in one read transaction."""
+
+    counts: dict[str, dict[str, Any]]
+    requested: dict[str, int]
+    values: dict[str, dict[str, Any]]
+    width_ms: int
+    buckets: dict[str, list[BucketRow]]
+
+
+class ReportStore:
+    """Read-only report queries over the evaluation ledger and its feedback."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def read(
+        self,
+        experiment_id: str,
+        *,
+        since_ms: int | None,
+        width_ms: Callable[[dict[str, dict[str, Any]]], int],
+    ) -> ReportRows:
+        """Read counts, values and buckets of one experiment's scorers.
+
+        Args:
+            experiment_id: the experiment.
+            since_ms: only evaluations finished at or after this time (None: all).
+            width_ms: chooses the bucket width from the counts (the report picks hours
+                or days from the time the data spans).
+        """
+        with self._db.read() as conn:
+            counts = _counts(conn, experiment_id, since_ms)
+            requested = requested_counts(conn, experiment_id)
+            values = _values(conn, experiment_id, since_ms)
+            width = width_ms(counts)
+            buckets = _buckets(conn, experiment_id, since_ms, width)
+        return ReportRows(counts, requested, values, width, buckets)
+
+
+def _finished_since(since_ms: int | None) -> sa.ColumnElement[bool]:
+    e = schema.evaluations
+    if since_ms is None:
+        return e.c.finished_ms.is_not(None)
+    return e.c.finished_ms >= since_ms
+
+
+def _counts(
+    conn: Connection, experiment_id: str, since_ms: int | None
+) -> dict[str, dict[str, Any]]:
+    e = schema.evaluations
+
+    def status_count(status: str) -> sa.ColumnElement[Any]:
+        return sa.func.sum(sa.case((e.c.status == status, 1), else_=0))
+
+    query = (
+        sa.select(
+            e.c.scorer_name,
+            status_count(_SUCCEEDED).label("succeeded"),
+            status_count(_FAILED).label("failed"),
+            status_count(_PENDING).label("pending"),
+            sa.func.min(e.c.finished_ms).label("first_ms"),
+            sa.func.max(e.c.finished_ms).label("last_ms"),
+        )
+        .where(
+            e.c.experiment_id == experiment_id,
+            e.c.superseded == sa.false(),
+            sa.or_(e.c.status == _PENDING, _finished_since(since_ms)),
+        )
+        .group_by(e.c.scorer_name)
+    )
+    return {row.scorer_name: dict(row._mapping) for row in conn.execute(query)}
+
+
+def _values(
+    conn: Connection, experiment_id: str, since_ms: int | None
+) -> dict[str, dict[str, Any]]:
+    e, a = schema.evaluations, schema.assessments
+    # The store keeps each value's string and numeric forms; a boolean is the one
+    # whose string form is 'true' / 'false' and that also has a numeric form.
+    is_bool = sa.and_(a.c.value_num.is_not(None), a.c.value_str.in_(["true", "false"]))
+    is_num = sa.and_(a.c.value_num.is_not(None), sa.not_(is_bool))
+    is_other = sa.and_(a.c.value_num.is_(None), a.c.value_str.is_not(None))
+
+    def count_where(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[Any]:
+        return sa.func.sum(sa.case((condition, 1), else_=0))
+
+    query = (
+        sa.select(
+            e.c.scorer_name,
+            count_where(is_bool).label("n_bool"),
+            count_where(sa.and_(is_bool, a.c.value_num == 1)).label("n_true"),
+            count_where(is_num).label("n_num"),
+            sa.func.sum(sa.case((is_num, a.c.value_num), else_=None)).label("sum_num"),
+            count_where(is_other).label("n_other"),
+        )
+        .select_from(e.join(a, a.c.evaluation_id == e.c.id))
+        .where(
+            e.c.experiment_id == experiment_id,
+            e.c.superseded == sa.false(),
+            e.c.status == _SUCCEEDED,
+            _finished_since(since_ms),
+            a.c.kind == "FEEDBACK",
+            a.c.valid.is_(True),
+        )
+        .group_by(e.c.scorer_name)
+    )
+    return {row.scorer_name: dict(row._mapping) for row in conn.execute(query)}
+
+
+def _buckets(
+    conn: Connection, experiment_id: str, since_ms: int | None, width_ms: int
+) -> dict[str, list[BucketRow]]:
+    e = schema.evaluations
+    # Floor division of integers is portable SQL (SQLAlchemy renders it per dialect).
+    index = (e.c.finished_ms // width_ms).label("bucket")
+    query = (
+        sa.select(
+            e.c.scorer_name,
+            index,
+            sa.func.count().label("evaluations"),
+            sa.func.sum(sa.case((e.c.status == _FAILED, 1), else_=0)).label("errors"),
+        )
+        .where(
+            e.c.experiment_id == experiment_id,
+            e.c.superseded == sa.false(),
+            e.c.status.in_([_SUCCEEDED, _FAILED]),
+            _finished_since(since_ms),
+        )
+        .group_by(e.c.scorer_name, index)
+        .order_by(e.c.scorer_name, index)
+    )
+    result: dict[str, list[BucketRow]] = {}
+    for row in conn.execute(query):
+        result.setdefault(row.scorer_name, []).append(
+            BucketRow(
+                start_ms=int(row.bucket) * width_ms,
+                evaluations=int(row.evaluations),
+                errors=int(row.errors or 0),
+            )
+        )
+    return result
