@@ -66,7 +66,7 @@ def _set_finished(ms: int) -> None:
 
 
 @pytest.mark.usefixtures("report_db")
-def test_pass_rate_mean_and_errors_per_scorer():
+def test_pass_rate_mean_and_errors_per_scorer() -> None:
     long_enough.register().start()
     word_count.register().start()
     label.register().start()
@@ -108,7 +108,7 @@ def test_pass_rate_mean_and_errors_per_scorer():
 
 
 @pytest.mark.usefixtures("report_db")
-def test_registered_scorers_without_evaluations_are_listed():
+def test_registered_scorers_without_evaluations_are_listed() -> None:
     long_enough.register()
     word_count.register().start(
         sampling_config=localscorers.ScorerSamplingConfig(filter_string="tags.env = 'prod'")
@@ -125,7 +125,7 @@ def test_registered_scorers_without_evaluations_are_listed():
 
 
 @pytest.mark.usefixtures("report_db")
-def test_pending_work_is_counted(monkeypatch: pytest.MonkeyPatch):
+def test_pending_work_is_counted(monkeypatch: pytest.MonkeyPatch) -> None:
     # With the monitor off nothing runs in this process: the work stays pending.
     monkeypatch.setenv("LOCALSCORERS_MONITOR", "off")
     long_enough.register().start()
@@ -141,7 +141,7 @@ def test_pending_work_is_counted(monkeypatch: pytest.MonkeyPatch):
 
 
 @pytest.mark.usefixtures("report_db")
-def test_since_excludes_older_evaluations():
+def test_since_excludes_older_evaluations() -> None:
     long_enough.register().start()
     _log(OUTPUTS)
     assert localscorers.flush(timeout=30)
@@ -157,7 +157,7 @@ def test_since_excludes_older_evaluations():
 
 
 @pytest.mark.usefixtures("report_db")
-def test_naive_since_means_utc():
+def test_naive_since_means_utc() -> None:
     long_enough.register().start()
     _log(OUTPUTS)
     assert localscorers.flush(timeout=30)
@@ -166,7 +166,7 @@ def test_naive_since_means_utc():
 
 
 @pytest.mark.usefixtures("report_db")
-def test_errors_over_time_in_hour_buckets():
+def test_errors_over_time_in_hour_buckets() -> None:
     word_count.register().start()
     _log(["one", "boom"])
     assert localscorers.flush(timeout=30)
@@ -198,7 +198,7 @@ def test_errors_over_time_in_hour_buckets():
 
 
 @pytest.mark.usefixtures("report_db")
-def test_automatic_bucket_is_days_for_long_spans():
+def test_automatic_bucket_is_days_for_long_spans() -> None:
     long_enough.register().start()
     _log(OUTPUTS)
     assert localscorers.flush(timeout=30)
@@ -208,7 +208,7 @@ def test_automatic_bucket_is_days_for_long_spans():
 
 
 @pytest.mark.usefixtures("report_db")
-def test_deleted_scorer_keeps_its_numbers():
+def test_deleted_scorer_keeps_its_numbers() -> None:
     scorer = long_enough.register().start()
     _log(OUTPUTS)
     assert localscorers.flush(timeout=30)
@@ -223,7 +223,7 @@ def test_deleted_scorer_keeps_its_numbers():
 
 
 @pytest.mark.usefixtures("report_db")
-def test_other_experiments_are_not_counted():
+def test_other_experiments_are_not_counted() -> None:
     long_enough.register().start()
     _log(OUTPUTS)
     other = localscorers.set_experiment("other")
@@ -238,12 +238,12 @@ def test_other_experiments_are_not_counted():
 
 
 @pytest.mark.usefixtures("report_db")
-def test_an_experiment_without_scorers_has_an_empty_report():
+def test_an_experiment_without_scorers_has_an_empty_report() -> None:
     assert scorer_report() == []
 
 
 @pytest.mark.usefixtures("report_db")
-def test_bad_arguments_raise_configuration_errors():
+def test_bad_arguments_raise_configuration_errors() -> None:
     with pytest.raises(ConfigurationError, match="bucket must be one of"):
         scorer_report(bucket="week")
     with pytest.raises(ConfigurationError, match="since must be a datetime"):
@@ -252,13 +252,15 @@ def test_bad_arguments_raise_configuration_errors():
         scorer_report(experiment_id="404")
 
 
-def test_report_values_are_frozen():
+def test_report_values_are_frozen() -> None:
     report = ScorerReport(scorer_name="x", status=localscorers.ScorerStatus.ACTIVE)
     with pytest.raises(ValueError, match="frozen"):
         report.errors = 3  # type: ignore[misc]
 
 
-def test_chart_without_matplotlib_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_chart_without_matplotlib_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A None entry in sys.modules makes the import fail as if the package were missing.
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(ConfigurationError, match="pip install matplotlib"):
@@ -267,7 +269,7 @@ def test_chart_without_matplotlib_is_a_clear_error(tmp_path: Path, monkeypatch: 
 
 
 @pytest.mark.usefixtures("report_db")
-def test_chart_is_written_when_matplotlib_is_installed(tmp_path: Path):
+def test_chart_is_written_when_matplotlib_is_installed(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     word_count.register().start()
     long_enough.register().start()

@@ -9,6 +9,7 @@ import re
 import threading
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +18,7 @@ from localscorers import ConfigurationError, TraceStatus, _context
 
 
 @pytest.fixture(autouse=True)
-def tracking_db(tmp_path):
+def tracking_db(tmp_path: Path):
     localscorers.set_tracking_uri(tmp_path / "t.db")
     return tmp_path / "t.db"
 
@@ -37,7 +38,7 @@ def spans_by_name(trace):
 # -- the decorator -----------------------------------------------------------------
 
 
-def test_trace_records_arguments_return_value_and_timing():
+def test_trace_records_arguments_return_value_and_timing() -> None:
     @localscorers.trace
     def answer(question, context="none", *, temperature=0.0):
         return {"answer": question.upper(), "context": context}
@@ -66,7 +67,7 @@ def test_trace_records_arguments_return_value_and_timing():
     assert root.start_time_ns // 1_000_000 == int(trace.info.request_time.timestamp() * 1000)
 
 
-def test_trace_and_feedback_ids_are_unique_and_start_with_their_time():
+def test_trace_and_feedback_ids_are_unique_and_start_with_their_time() -> None:
     # Ids shaped like MLflow's (tr- and 32 hex digits) but time-ordered like a UUIDv7,
     # so that they append to the id indexes instead of landing at random pages.
     before_ms = time.time_ns() // 1_000_000
@@ -84,7 +85,7 @@ def test_trace_and_feedback_ids_are_unique_and_start_with_their_time():
     assert stamps[-1] <= int(feedback.assessment_id[2:14], 16) <= after_ms
 
 
-def test_trace_options_name_type_and_attributes():
+def test_trace_options_name_type_and_attributes() -> None:
     @localscorers.trace(name="lookup", span_type="RETRIEVER", attributes={"index": "docs", "k": 3})
     def search(query):
         return [query]
@@ -97,7 +98,7 @@ def test_trace_options_name_type_and_attributes():
     assert only_trace().info.name == "lookup"
 
 
-def test_methods_leave_out_self_and_cls():
+def test_methods_leave_out_self_and_cls() -> None:
     class Agent:
         @localscorers.trace
         def run(self, question):
@@ -114,7 +115,7 @@ def test_methods_leave_out_self_and_cls():
     assert requests == ["{'question': 'q'}", "{'size': 2}"]
 
 
-def test_values_are_snapshotted_when_set():
+def test_values_are_snapshotted_when_set() -> None:
     @localscorers.trace
     def grow(items):
         items.append("added inside")
@@ -129,7 +130,7 @@ def test_values_are_snapshotted_when_set():
     assert trace.data.response == ["original", "added inside"]
 
 
-def test_unencodable_values_do_not_break_the_call():
+def test_unencodable_values_do_not_break_the_call() -> None:
     class Stubborn:
         def __str__(self):
             raise RuntimeError("no str for you")
@@ -148,7 +149,7 @@ def test_unencodable_values_do_not_break_the_call():
     }
 
 
-def test_trace_goes_to_the_active_experiment():
+def test_trace_goes_to_the_active_experiment() -> None:
     experiment = localscorers.set_experiment("tracing")
 
     @localscorers.trace
@@ -165,7 +166,7 @@ def is_short(outputs):
     return len(outputs) < 10
 
 
-def test_a_traced_call_is_scored_online_by_an_active_scorer():
+def test_a_traced_call_is_scored_online_by_an_active_scorer() -> None:
     is_short.register(name="is_short").start()
 
     @localscorers.trace
@@ -181,7 +182,7 @@ def test_a_traced_call_is_scored_online_by_an_active_scorer():
 # -- nesting -------------------------------------------------------------------------
 
 
-def test_nested_spans_form_one_trace_with_parent_links():
+def test_nested_spans_form_one_trace_with_parent_links() -> None:
     @localscorers.trace(span_type="RETRIEVER")
     def retrieve(query):
         return ["doc"]
@@ -211,7 +212,7 @@ def test_nested_spans_form_one_trace_with_parent_links():
     assert len({s.span_id for s in trace.data.spans}) == 4
 
 
-def test_the_trace_is_written_once_when_the_root_span_ends():
+def test_the_trace_is_written_once_when_the_root_span_ends() -> None:
     with localscorers.start_span("root") as root:
         with localscorers.start_span("child"):
             pass
@@ -223,7 +224,7 @@ def test_the_trace_is_written_once_when_the_root_span_ends():
     assert sorted(s.name for s in written.data.spans) == ["child", "child2", "root"]
 
 
-def test_start_span_as_root_sets_the_traces_inputs_outputs_and_status():
+def test_start_span_as_root_sets_the_traces_inputs_outputs_and_status() -> None:
     with localscorers.start_span("handler", span_type="AGENT", inputs={"q": "hi"}) as span:
         span.set_outputs({"a": "hello"})
         span.set_attributes({"model": "local", "tokens": 5})
@@ -244,7 +245,7 @@ def test_start_span_as_root_sets_the_traces_inputs_outputs_and_status():
     assert stored.status_message == "judged wrong"
 
 
-def test_get_current_active_span():
+def test_get_current_active_span() -> None:
     assert localscorers.get_current_active_span() is None
     with localscorers.start_span("outer") as outer:
         assert localscorers.get_current_active_span() is outer
@@ -258,7 +259,7 @@ def test_get_current_active_span():
 # -- errors --------------------------------------------------------------------------
 
 
-def test_an_exception_is_recorded_and_reraised_unchanged():
+def test_an_exception_is_recorded_and_reraised_unchanged() -> None:
     error = ValueError("bad input")
 
     @localscorers.trace
@@ -284,7 +285,7 @@ def test_an_exception_is_recorded_and_reraised_unchanged():
     assert isinstance(event["time_unix_nano"], int)
 
 
-def test_an_error_caught_inside_leaves_the_trace_ok():
+def test_an_error_caught_inside_leaves_the_trace_ok() -> None:
     @localscorers.trace
     def flaky():
         raise KeyError("missing")
@@ -304,7 +305,7 @@ def test_an_error_caught_inside_leaves_the_trace_ok():
     assert spans["robust"].status == "OK"
 
 
-def test_an_exception_in_a_start_span_block_is_recorded_and_reraised():
+def test_an_exception_in_a_start_span_block_is_recorded_and_reraised() -> None:
     with pytest.raises(ZeroDivisionError), localscorers.start_span("divide") as span:
         _ = 1 / 0
     trace = localscorers.get_trace(span.trace_id)
@@ -312,7 +313,9 @@ def test_an_exception_in_a_start_span_block_is_recorded_and_reraised():
     assert trace.data.spans[0].events[0]["attributes"]["exception.type"] == "ZeroDivisionError"
 
 
-def test_a_failed_write_is_logged_and_the_result_still_returned(caplog):
+def test_a_failed_write_is_logged_and_the_result_still_returned(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     # A real failure of the database (not a patched method): a trigger aborts every insert.
     db = _context.current().db
     with db.write() as conn:
@@ -347,7 +350,7 @@ def test_a_failed_write_is_logged_and_the_result_still_returned(caplog):
 # -- update_current_trace ------------------------------------------------------------
 
 
-def test_update_current_trace_tags_and_metadata_land_on_the_trace():
+def test_update_current_trace_tags_and_metadata_land_on_the_trace() -> None:
     @localscorers.trace
     def child():
         localscorers.update_current_trace(tags={"stage": "child", "attempt": 2})
@@ -368,12 +371,12 @@ def test_update_current_trace_tags_and_metadata_land_on_the_trace():
     assert trace.info.metadata == {"mlflow.trace.session": "s1", "mlflow.trace.user": "alice"}
 
 
-def test_update_current_trace_outside_a_trace_raises():
+def test_update_current_trace_outside_a_trace_raises() -> None:
     with pytest.raises(ConfigurationError, match=r"outside an active trace.*@trace"):
         localscorers.update_current_trace(tags={"a": "b"})
 
 
-def test_update_current_trace_refuses_bad_tags():
+def test_update_current_trace_refuses_bad_tags() -> None:
     with localscorers.start_span("root"):
         with pytest.raises(ConfigurationError, match="tags must be a dict"):
             localscorers.update_current_trace(tags=["a"])
@@ -384,7 +387,7 @@ def test_update_current_trace_refuses_bad_tags():
 # -- threads and asyncio -------------------------------------------------------------
 
 
-def test_a_plain_thread_starts_its_own_trace():
+def test_a_plain_thread_starts_its_own_trace() -> None:
     @localscorers.trace
     def work(n):
         return n
@@ -405,7 +408,7 @@ def test_a_plain_thread_starts_its_own_trace():
     assert main.trace_id in {t.info.trace_id for t in traces}
 
 
-def test_copy_context_run_joins_the_parents_trace():
+def test_copy_context_run_joins_the_parents_trace() -> None:
     @localscorers.trace
     def work(n):
         return n * 10
@@ -422,7 +425,7 @@ def test_copy_context_run_joins_the_parents_trace():
     assert spans["work"].outputs == 40
 
 
-def test_concurrent_threads_keep_their_traces_apart():
+def test_concurrent_threads_keep_their_traces_apart() -> None:
     count = 8
     barrier = threading.Barrier(count)
 
@@ -451,7 +454,7 @@ def test_concurrent_threads_keep_their_traces_apart():
         assert spans["leaf"].inputs == trace.data.request == {"worker": trace.data.response}
 
 
-def test_asyncio_tasks_join_the_trace_they_were_created_in():
+def test_asyncio_tasks_join_the_trace_they_were_created_in() -> None:
     @localscorers.trace
     async def fetch(n):
         await asyncio.sleep(0)
@@ -471,7 +474,7 @@ def test_asyncio_tasks_join_the_trace_they_were_created_in():
     assert all(s.parent_id == root.span_id for s in children)
 
 
-def test_asyncio_tasks_outside_a_span_start_their_own_traces():
+def test_asyncio_tasks_outside_a_span_start_their_own_traces() -> None:
     @localscorers.trace
     async def handle(n):
         inner = asyncio.create_task(step(n))
@@ -494,7 +497,7 @@ def test_asyncio_tasks_outside_a_span_start_their_own_traces():
         assert spans["step"].outputs == trace.data.response
 
 
-def test_an_async_exception_is_recorded_and_reraised():
+def test_an_async_exception_is_recorded_and_reraised() -> None:
     @localscorers.trace
     async def fail():
         await asyncio.sleep(0)
@@ -505,7 +508,9 @@ def test_an_async_exception_is_recorded_and_reraised():
     assert only_trace().info.status == "ERROR"
 
 
-def test_a_span_still_open_when_the_root_ends_is_kept_in_progress(caplog):
+def test_a_span_still_open_when_the_root_ends_is_kept_in_progress(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     started, release = threading.Event(), threading.Event()
 
     def slow():
@@ -528,7 +533,9 @@ def test_a_span_still_open_when_the_root_ends_is_kept_in_progress(caplog):
     assert "ended after its root span" in caplog.text
 
 
-def test_a_span_started_after_its_parents_trace_was_written_gets_its_own_trace(caplog):
+def test_a_span_started_after_its_parents_trace_was_written_gets_its_own_trace(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     def late():
         with localscorers.start_span("late"):
             pass
@@ -546,7 +553,7 @@ def test_a_span_started_after_its_parents_trace_was_written_gets_its_own_trace(c
 # -- generators ----------------------------------------------------------------------
 
 
-def test_a_generator_span_covers_the_iteration_and_collects_the_items():
+def test_a_generator_span_covers_the_iteration_and_collects_the_items() -> None:
     @localscorers.trace(span_type="LLM")
     def stream(n):
         for i in range(n):
@@ -568,7 +575,7 @@ def test_a_generator_span_covers_the_iteration_and_collects_the_items():
         assert spans[f"chunk-{i}"].parent_id == spans["stream"].span_id
 
 
-def test_a_generator_stopped_early_ends_normally():
+def test_a_generator_stopped_early_ends_normally() -> None:
     @localscorers.trace
     def numbers():
         yield from range(100)
@@ -581,7 +588,7 @@ def test_a_generator_stopped_early_ends_normally():
     assert trace.data.response == [0, 1, 2]
 
 
-def test_a_generator_error_is_recorded_and_reraised():
+def test_a_generator_error_is_recorded_and_reraised() -> None:
     @localscorers.trace
     def broken():
         yield 1
@@ -595,7 +602,7 @@ def test_a_generator_error_is_recorded_and_reraised():
     assert trace.data.response == [1]
 
 
-def test_a_generator_keeps_send_throw_and_its_return_value():
+def test_a_generator_keeps_send_throw_and_its_return_value() -> None:
     @localscorers.trace
     def echo():
         received = yield "ready"
@@ -617,7 +624,7 @@ def test_a_generator_keeps_send_throw_and_its_return_value():
     assert trace.data.response == ["ready", "got ping", "handled"]
 
 
-def test_an_async_generator_span_covers_the_iteration_and_collects_the_items():
+def test_an_async_generator_span_covers_the_iteration_and_collects_the_items() -> None:
     @localscorers.trace(span_type="LLM")
     async def stream(n):
         for i in range(n):
@@ -642,7 +649,7 @@ def test_an_async_generator_span_covers_the_iteration_and_collects_the_items():
         assert spans[f"chunk-{i}"].parent_id == spans["stream"].span_id
 
 
-def test_an_async_generator_closed_early_ends_normally():
+def test_an_async_generator_closed_early_ends_normally() -> None:
     @localscorers.trace
     async def numbers():
         for number in range(100):
@@ -660,7 +667,7 @@ def test_an_async_generator_closed_early_ends_normally():
     assert trace.data.response == [0, 1, 2]
 
 
-def test_an_async_generator_error_is_recorded_and_reraised():
+def test_an_async_generator_error_is_recorded_and_reraised() -> None:
     @localscorers.trace
     async def broken():
         yield 1
@@ -679,7 +686,7 @@ def test_an_async_generator_error_is_recorded_and_reraised():
     assert trace.data.response == [1]
 
 
-def test_an_async_generator_keeps_asend_and_athrow():
+def test_an_async_generator_keeps_asend_and_athrow() -> None:
     @localscorers.trace
     async def echo():
         received = yield "ready"
@@ -704,7 +711,7 @@ def test_an_async_generator_keeps_asend_and_athrow():
 # -- bad arguments -------------------------------------------------------------------
 
 
-def test_bad_arguments_raise_configuration_errors():
+def test_bad_arguments_raise_configuration_errors() -> None:
     with pytest.raises(ConfigurationError, match="span name must be a non-blank string"):
         localscorers.trace(name="  ")
     with pytest.raises(ConfigurationError, match="span_type must be a non-empty string"):
@@ -723,7 +730,9 @@ def test_bad_arguments_raise_configuration_errors():
     assert localscorers.get_trace(span.trace_id).info.status == TraceStatus.OK
 
 
-def test_changes_after_a_span_ended_are_ignored_with_a_warning(caplog):
+def test_changes_after_a_span_ended_are_ignored_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     with localscorers.start_span("root") as span:
         span.set_outputs("final")
     with caplog.at_level(logging.WARNING, logger="localscorers.tracing"):
