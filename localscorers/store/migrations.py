@@ -63,7 +63,16 @@ def m0002_evaluation_requests(conn: Connection) -> None:
     schema.evaluation_requests.create(conn)
 
 
-MIGRATIONS: tuple[Migration, ...] = (m0001_initial, m0002_evaluation_requests)
+def m0003_pending_spans(conn: Connection) -> None:
+    """Add ``pending_spans``: OTLP spans acknowledged but not yet assembled into a trace."""
+    schema.pending_spans.create(conn)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    m0001_initial,
+    m0002_evaluation_requests,
+    m0003_pending_spans,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "evaluations",
     "experiments",
     "judge_cache",
+    "pending_spans",
     "scorer_events",
     "scorer_versions",
     "scorers",
@@ -351,6 +352,27 @@ class JudgeCacheRow(_Base, table=True):
     created_ms: int
 
 
+class PendingSpanRow(_Base, table=True):
+    """A span received over OTLP whose trace is not committed yet (issue 17).
+
+    A request is acknowledged only once its spans are committed here, so a crash loses
+    nothing acknowledged. The trace is assembled from these rows when its root span
+    arrives, or after the grace period, and the rows are deleted in that transaction.
+    ``payload`` holds the mapped span and its resource attributes.
+    """
+
+    __tablename__ = "pending_spans"
+    __table_args__ = (sa.Index("ix_pending_spans_received", "received_ms"),)
+
+    trace_id: str = Field(primary_key=True)
+    span_id: str = Field(primary_key=True)
+    experiment_id: str
+    is_root: bool = False
+    start_time_ns: int
+    received_ms: int
+    payload: Any = _json_column(nullable=False)
+
+
 METADATA: sa.MetaData = _Base.metadata
 
 
@@ -374,3 +396,4 @@ evaluations = _table(EvaluationRow)
 evaluation_requests = _table(EvaluationRequestRow)
 backfill_jobs = _table(BackfillJobRow)
 judge_cache = _table(JudgeCacheRow)
+pending_spans = _table(PendingSpanRow)
