@@ -21,11 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from localscorers import _clock, _context
 from localscorers.exceptions import ConfigurationError
 from localscorers.models import ScorerStatus
-from localscorers.store.reports import ReportStore
+from localscorers.store.reports import ReportRows, ReportStore
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from types import ModuleType
+
+    from localscorers.store.registry import ScorerState
 
 
 __all__ = ["ReportBucket", "ScorerReport", "TimeBucket", "save_report_chart", "scorer_report"]
@@ -154,50 +156,46 @@ def scorer_report(
         return chosen[0].milliseconds
 
     rows = ReportStore(runtime.db).read(experiment, since_ms=since_ms, width_ms=width_ms)
-    counts, requested, values = rows.counts, rows.requested, rows.values
-    buckets = {
-        name: [
+    names = sorted(set(states) | set(rows.counts) | set(rows.requested))
+    return [_scorer_entry(name, states.get(name), rows, chosen[0]) for name in names]
+
+
+def _scorer_entry(
+    name: str, state: ScorerState | None, rows: ReportRows, width: TimeBucket
+) -> ScorerReport:
+    count = rows.counts.get(name, {})
+    value = rows.values.get(name, {})
+    bool_values = int(value.get("n_bool") or 0)
+    numeric_values = int(value.get("n_num") or 0)
+    passed = int(value.get("n_true") or 0)
+    last = count.get("last_ms")
+    return ScorerReport(
+        scorer_name=name,
+        status=state.status if state else ScorerStatus.DELETED,
+        version=state.version if state else None,
+        sample_rate=state.sample_rate if state else 0.0,
+        filter_string=state.filter_string if state else None,
+        evaluations=int(count.get("succeeded") or 0) + int(count.get("failed") or 0),
+        succeeded=int(count.get("succeeded") or 0),
+        errors=int(count.get("failed") or 0),
+        pending=int(count.get("pending") or 0) + rows.requested.get(name, 0),
+        bool_values=bool_values,
+        passed=passed,
+        numeric_values=numeric_values,
+        other_values=int(value.get("n_other") or 0),
+        pass_rate=passed / bool_values if bool_values else None,
+        mean_value=float(value["sum_num"]) / numeric_values if numeric_values else None,
+        last_evaluation=_clock.datetime_from_ms(int(last)) if last is not None else None,
+        bucket=width,
+        buckets=[
             ReportBucket(
                 start=_clock.datetime_from_ms(b.start_ms),
                 evaluations=b.evaluations,
                 errors=b.errors,
             )
-            for b in found
-        ]
-        for name, found in rows.buckets.items()
-    }
-    reports = []
-    for name in sorted(set(states) | set(counts) | set(requested)):
-        state = states.get(name)
-        count = counts.get(name, {})
-        value = values.get(name, {})
-        bool_values = int(value.get("n_bool") or 0)
-        numeric_values = int(value.get("n_num") or 0)
-        passed = int(value.get("n_true") or 0)
-        last = count.get("last_ms")
-        reports.append(
-            ScorerReport(
-                scorer_name=name,
-                status=state.status if state else ScorerStatus.DELETED,
-                version=state.version if state else None,
-                sample_rate=state.sample_rate if state else 0.0,
-                filter_string=state.filter_string if state else None,
-                evaluations=int(count.get("succeeded") or 0) + int(count.get("failed") or 0),
-                succeeded=int(count.get("succeeded") or 0),
-                errors=int(count.get("failed") or 0),
-                pending=int(count.get("pending") or 0) + requested.get(name, 0),
-                bool_values=bool_values,
-                passed=passed,
-                numeric_values=numeric_values,
-                other_values=int(value.get("n_other") or 0),
-                pass_rate=passed / bool_values if bool_values else None,
-                mean_value=float(value["sum_num"]) / numeric_values if numeric_values else None,
-                last_evaluation=_clock.datetime_from_ms(int(last)) if last is not None else None,
-                bucket=chosen[0],
-                buckets=buckets.get(name, []),
-            )
-        )
-    return reports
+            for b in rows.buckets.get(name, [])
+        ],
+    )
 
 
 def _bucket(value: TimeBucket | str | None) -> TimeBucket | None:
