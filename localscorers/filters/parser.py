@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Final
 
+import re2
+
 from localscorers.exceptions import ConfigurationError, FilterSyntaxError
 from localscorers.filters.ast import (
     And,
@@ -132,6 +134,8 @@ _ALLOWED_OPS: Final[dict[_Kind, tuple[Op, ...]]] = {
 }
 _KEYWORDS: Final = frozenset({"AND", "OR", "NOT", "IN", "IS", "NULL", "LIKE", "ILIKE", "RLIKE"})
 _OPERATORS: Final = ("!=", "<=", ">=", "=", "<", ">")  # longest first
+_RE2_OPTIONS: Final = re2.Options()
+_RE2_OPTIONS.log_errors = False
 _NUMBER_RE: Final = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _WORD_RE: Final = re.compile(r"[A-Za-z0-9_]+")
 _PLAIN_KEY_RE: Final = re.compile(r"[A-Za-z0-9_]+")
@@ -467,6 +471,18 @@ class _Parser:
                 re.compile(token.string)
             except (re.error, OverflowError, RecursionError) as exc:
                 raise self.error(token, f"a valid regular expression ({exc})") from exc
+            # RLIKE runs on RE2 (linear time, see store/sqlite.py): refuse here what RE2
+            # cannot run (backreferences, lookarounds), not at the first matching trace.
+            try:
+                re2.compile(token.string, options=_RE2_OPTIONS)
+            except (re2.error, UnicodeError) as exc:
+                said = exc.args[0] if exc.args else exc
+                reason = said.decode() if isinstance(said, bytes) else said
+                raise self.error(
+                    token,
+                    f"a regular expression RE2 can run ({reason}); RLIKE uses RE2, which "
+                    "has no backreferences or lookarounds",
+                ) from exc
         return token.string
 
     def checked_number(self, token: _Token, number: int | float) -> int | float:

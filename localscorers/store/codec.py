@@ -1,24 +1,97 @@
 """JSON encoding for user values: inputs, outputs, attributes, feedback values.
 
-User values are arbitrary Python objects. They are stored as JSON; anything JSON
-cannot hold natively is converted the way a reader of the trace would expect
-(pydantic models and dataclasses as dicts, everything else as its ``str``),
-so logging a trace never fails because an argument is exotic.
+Every value the store writes as JSON goes through :func:`dumps` (the engine's
+``json_serializer`` and the bulk insert path both use it), so these rules hold for
+every stored value:
+
+* The text is standard JSON: NaN and infinities are stored as the strings ``"NaN"``,
+  ``"Infinity"`` and ``"-Infinity"`` (Python's ``json`` would write bare ``NaN``, which
+  SQLite's JSON functions reject, failing every filter on that row).
+* Anything JSON cannot hold natively is converted the way a reader would expect:
+  pydantic models and dataclasses as dicts, numpy scalars and arrays as their Python
+  values, sets and tuples as lists, datetimes as ISO text, other objects as ``str``.
+* A part that cannot be encoded at all (a circular reference, a dict key that is not a
+  string or number, a string with a lone surrogate, nesting deeper than
+  :data:`MAX_DEPTH`, an integer too long to print, an object whose ``__str__`` raises)
+  is stored as an :data:`UNENCODABLE` marker object holding its type and ``repr``.
+  The rest of the value is kept, and logging a trace never fails because of a value.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import reprlib
 from datetime import date, datetime
 from typing import Any
 
 from pydantic import BaseModel
 
-__all__ = ["dumps", "jsonable", "loads"]
+__all__ = [
+    "MAX_DEPTH",
+    "NEGATIVE_INFINITY",
+    "NOT_A_NUMBER",
+    "POSITIVE_INFINITY",
+    "UNENCODABLE",
+    "dumps",
+    "jsonable",
+    "loads",
+    "marker",
+    "plain_scalar",
+]
+
+#: Key of the marker object that stands for a value that could not be encoded.
+UNENCODABLE = "__localscorers_unencodable__"
+NOT_A_NUMBER = "NaN"
+POSITIVE_INFINITY = "Infinity"
+NEGATIVE_INFINITY = "-Infinity"
+#: Containers nested deeper than this are stored as a marker (Python's json recurses).
+MAX_DEPTH = 200
+
+_REPR_LIMIT = 1000
+_repr = reprlib.Repr()
+_repr.maxlevel = 4
+_repr.maxstring = _REPR_LIMIT
+_repr.maxother = _REPR_LIMIT
+_NATIVE_KEYS = (str, int, float, bool, type(None))
 
 
-def _fallback(value: object) -> object:
+def _safe_repr(value: object) -> str:
+    """``repr`` that cannot fail: bounded in depth and length, for any object."""
+    # An int past Python's int-to-str limit (4,300 digits) cannot even be repr'd.
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 10_000:
+        return f"<int of {value.bit_length()} bits: {hex(value)[:_REPR_LIMIT]}...>"
+    try:
+        text = _repr.repr(value)
+    except Exception:  # a hostile __repr__ must not lose the trace  # noqa: BLE001
+        text = f"<{type(value).__qualname__} object>"
+    # Lone surrogates would make the marker itself unencodable: escape them.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def marker(value: object, reason: str) -> dict[str, str]:
+    """The object stored in place of a value that cannot be encoded."""
+    return {UNENCODABLE: reason, "type": type(value).__qualname__, "repr": _safe_repr(value)}
+
+
+def plain_scalar(value: object) -> object:
+    """Return a numpy scalar (or 0-d array) as its Python value; anything else unchanged.
+
+    numpy is not imported: its scalars are recognized by their ``item`` method and module.
+    """
+    module = type(value).__module__
+    if module == "numpy" and hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        return value.item()
+    return value
+
+
+def _convert(value: object) -> object:  # noqa: PLR0911 - one return per kind of value
+    """What JSON gets for a value it cannot hold natively (``json.dumps``'s ``default``)."""
+    if type(value).__module__ == "numpy":
+        if hasattr(value, "tolist"):
+            return value.tolist()
+        return plain_scalar(value)
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -27,14 +100,101 @@ def _fallback(value: object) -> object:
         return value.isoformat()
     if isinstance(value, set | frozenset | tuple):
         return list(value)
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", errors="replace")
     return str(value)
 
 
+def _float(value: float) -> float | str:
+    if math.isnan(value):
+        return NOT_A_NUMBER
+    if math.isinf(value):
+        return POSITIVE_INFINITY if value > 0 else NEGATIVE_INFINITY
+    return float(value)  # a float subclass (numpy.float64) as a plain float
+
+
+def _key(key: object) -> str | int | float | bool | None:
+    if isinstance(key, str):
+        return key if _encodable_text(key) else _safe_repr(key)
+    if isinstance(key, float):
+        return str(_float(key)) if not math.isfinite(key) else key
+    if isinstance(key, int) and not isinstance(key, bool) and key.bit_length() > 10_000:
+        return _safe_repr(key)
+    if isinstance(key, _NATIVE_KEYS):
+        return key
+    return _safe_repr(plain_scalar(key))
+
+
+def _encodable_text(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _clean(value: object, depth: int, path: set[int]) -> object:  # noqa: PLR0911 - by kind
+    """Return the value made of JSON-safe parts only (the slow path of :func:`dumps`)."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return value if _encodable_text(value) else marker(value, "lone surrogate")
+    if isinstance(value, int):
+        return int(value) if value.bit_length() <= 10_000 else marker(value, "integer too long")
+    if isinstance(value, float):
+        return _float(value)
+    if depth > MAX_DEPTH:
+        return marker(value, f"nested deeper than {MAX_DEPTH}")
+    if id(value) in path:
+        return marker(value, "circular reference")
+    if isinstance(value, dict | list):
+        path.add(id(value))
+        try:
+            if isinstance(value, dict):
+                return {_key(k): _clean(v, depth + 1, path) for k, v in value.items()}
+            return [_clean(item, depth + 1, path) for item in value]
+        finally:
+            path.discard(id(value))
+    try:
+        converted = _convert(value)
+    except Exception as exc:  # a hostile __str__ or model_dump: keep the trace  # noqa: BLE001
+        return marker(value, f"{type(exc).__name__} while converting")
+    path.add(id(value))
+    try:
+        return _clean(converted, depth + 1, path)
+    finally:
+        path.discard(id(value))
+
+
+def _fast(value: object) -> str:
+    return json.dumps(
+        value, default=_convert, ensure_ascii=False, allow_nan=False, separators=(",", ":")
+    )
+
+
 def dumps(value: object) -> str:
-    """Encode a value as compact JSON, converting what JSON cannot hold."""
-    return json.dumps(value, default=_fallback, ensure_ascii=False, separators=(",", ":"))
+    """Encode a value as compact, standard JSON; never raises for any Python value.
+
+    The common case is one ``json.dumps`` call; a value it refuses (NaN, a cycle, a
+    bad key, a deep or exotic value) is cleaned part by part (see the module docstring).
+    """
+    try:
+        text = _fast(value)
+    except Exception:  # NaN, a cycle, a bad key, deep nesting, a hostile __str__  # noqa: BLE001
+        text = _slow(value)
+    if not _encodable_text(text):
+        text = _slow(value)
+    return text
+
+
+def _slow(value: object) -> str:
+    try:
+        return _fast(_clean(value, 0, set()))
+    except RecursionError:
+        # The caller's own stack was already deep: keep a marker rather than the trace.
+        return _fast(marker(value, "nested too deep for this call stack"))
 
 
 def loads(text: str | None) -> Any:  # noqa: ANN401 - JSON is untyped by nature
