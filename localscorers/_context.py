@@ -11,17 +11,23 @@ from __future__ import annotations
 
 import atexit
 import os
+import shlex
+import sys
 import threading
+import time
+from dataclasses import dataclass
 
 from localscorers.evaluation import jobs as backfill_module
 from localscorers.evaluation import online as runner_module
 from localscorers.exceptions import NotFoundError
 from localscorers.store.database import Database, default_tracking_uri, normalize_uri
+from localscorers.store.ledger import EvaluationQueue
 from localscorers.store.registry import ScorerRegistry
 from localscorers.store.traces import TraceStore
 
 __all__ = [
     "DEFAULT_EXPERIMENT_ID",
+    "PendingWork",
     "Runtime",
     "current",
     "get_tracking_uri",
@@ -85,16 +91,68 @@ class Runtime:
         if monitor_enabled():
             self.runner().notify(count)
 
-    def close(self, *, wait: float) -> None:
-        """Stop the monitor (waiting up to ``wait`` seconds) and close the database."""
+    def close(self, *, wait: float, finish: bool = False) -> PendingWork | None:
+        """Stop the monitor (waiting up to ``wait`` seconds) and close the database.
+
+        Args:
+            wait: seconds to wait for running evaluations (and, with ``finish``, pending ones).
+            finish: at exit: first give pending online work ``wait`` seconds to complete,
+                then count what is left.
+
+        Returns:
+            With ``finish``, the work still pending if this process was evaluating, else None.
+        """
         with self._runner_lock:
             active, self._runner = self._runner, None
             jobs, self._job_runner = self._job_runner, None
+        deadline = time.monotonic() + wait
+        if finish and active is not None:
+            active.flush(timeout=wait)
+        remaining = max(0.0, deadline - time.monotonic())
         if jobs is not None:
-            jobs.close(wait=wait)
+            jobs.close(wait=remaining)
         if active is not None:
-            active.close(wait=wait)
+            active.close(wait=remaining)
+        left = None
+        if finish and (active is not None or jobs is not None):
+            left = PendingWork(
+                evaluations=EvaluationQueue(self.db, owner="exit", lease_ms=0).pending_count(),
+                jobs=jobs.unfinished_count() if jobs is not None else 0,
+            )
         self.db.close()
+        return left
+
+
+@dataclass(frozen=True)
+class PendingWork:
+    """What a process leaves undone at exit: online evaluations and unfinished backfill jobs."""
+
+    evaluations: int
+    jobs: int
+
+    def message(self, uri: str, *, waited: float) -> str | None:
+        """Return the one-line exit notice, or None when nothing is pending."""
+        if not self.evaluations and not self.jobs:
+            return None
+        parts = []
+        if self.evaluations:
+            parts.append(f"{self.evaluations} online evaluation(s)")
+        if self.jobs:
+            parts.append(f"{self.jobs} backfill job(s)")
+        hints = []
+        if self.evaluations:
+            hints.append("localscorers.flush()")
+        if self.jobs:
+            hints.append("localscorers.wait_for_backfill_job(job_id)")
+        wait_hint = " and ".join(hints)
+        where = (
+            "" if uri == _default_uri() else f" --db {shlex.quote(uri.removeprefix('sqlite:///'))}"
+        )
+        return (
+            f"localscorers: exiting with {' and '.join(parts)} still pending after waiting "
+            f"{waited:g} s (LOCALSCORERS_EXIT_WAIT_SECONDS); they stay queued: finish them with "
+            f"'localscorers worker --drain{where}' (in a script, end with {wait_hint})."
+        )
 
 
 def monitor_enabled() -> bool:
@@ -184,6 +242,10 @@ def resolve_experiment_id(experiment_id: str | None) -> str:
     return experiment_id
 
 
+def _default_uri() -> str:
+    return normalize_uri(default_tracking_uri())
+
+
 def _exit_wait() -> float:
     raw = os.environ.get("LOCALSCORERS_EXIT_WAIT_SECONDS", "2")
     try:
@@ -201,6 +263,24 @@ def shutdown() -> None:
         old.close(wait=_exit_wait())
 
 
+def _shutdown_at_exit() -> None:
+    # At exit, pending online work gets LOCALSCORERS_EXIT_WAIT_SECONDS to finish; what is
+    # left stays durably queued, and the user is told so rather than finding it undone later.
+    global _runtime
+    with _lock:
+        old, _runtime = _runtime, None
+    if old is None or old.db.is_memory:
+        if old is not None:
+            old.close(wait=_exit_wait())
+        return
+    wait = _exit_wait()
+    left = old.close(wait=wait, finish=True)
+    notice = left.message(old.uri, waited=wait) if left is not None else None
+    if notice is not None:
+        sys.stderr.write(notice + "\n")
+        sys.stderr.flush()
+
+
 def reset() -> None:
     """Forget the tracking URI and active experiment and stop the monitor (tests use it)."""
     global _uri_override, _active_experiment_id  # noqa: PLW0603
@@ -210,4 +290,4 @@ def reset() -> None:
         _active_experiment_id = DEFAULT_EXPERIMENT_ID
 
 
-atexit.register(shutdown)
+atexit.register(_shutdown_at_exit)

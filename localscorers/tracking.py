@@ -36,6 +36,7 @@ __all__ = [
     "log_expectation",
     "log_feedback",
     "log_trace",
+    "search_experiments",
     "search_traces",
     "set_experiment",
     "set_tracking_uri",
@@ -74,6 +75,25 @@ def set_experiment(name: str | None = None, *, experiment_id: str | None = None)
 def get_experiment_by_name(name: str) -> Experiment | None:
     """Return the experiment with that name, or None."""
     return _context.current().store.get_experiment_by_name(name)
+
+
+def search_experiments(*, max_results: int | None = None) -> list[Experiment]:
+    """Return the database's experiments, oldest first (``"Default"``, id ``"0"``, among them).
+
+    Args:
+        max_results: at most this many; None returns them all.
+
+    Raises:
+        ConfigurationError: ``max_results`` is not a positive integer.
+    """
+    if max_results is not None and (
+        isinstance(max_results, bool) or not isinstance(max_results, int) or max_results < 1
+    ):
+        raise ConfigurationError(
+            f"max_results must be a positive integer or None, got {max_results!r}."
+        )
+    found = _context.current().store.list_experiments()
+    return found if max_results is None else found[:max_results]
 
 
 def _status(value: object) -> TraceStatus:
