@@ -10,14 +10,17 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Self, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, overload
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from localscorers import _context
+from localscorers.evaluation import aggregations as _aggregations
 from localscorers.evaluation import serialization
+from localscorers.evaluation.aggregations import Aggregation
+from localscorers.evaluation.execution import to_feedback
 from localscorers.exceptions import ConfigurationError, ScorerLoadError
-from localscorers.models import ScorerSamplingConfig, ScorerStatus
+from localscorers.models import Feedback, ScorerSamplingConfig, ScorerStatus
 from localscorers.store.registry import ScorerState, validate_name
 
 if TYPE_CHECKING:
@@ -29,12 +32,14 @@ __all__ = [
     "Scorer",
     "delete_scorer",
     "get_scorer",
+    "list_scorer_versions",
     "list_scorers",
     "scorer",
     "scorer_from_state",
 ]
 
-SCORER_PARAMETERS = ("inputs", "outputs", "expectations", "trace")
+# ``session``: the time-ordered traces of one conversation (session-level scorers).
+SCORER_PARAMETERS = ("inputs", "outputs", "expectations", "trace", "session")
 _STATE_FIELDS = frozenset({"version", "status", "sample_rate", "filter_string", "experiment_id"})
 
 
@@ -53,6 +58,9 @@ class Scorer(BaseModel):
         filter_string: the active trace filter, if any.
         timeout_seconds: per-call timeout in production (None: ``LOCALSCORERS_SCORER_TIMEOUT``).
         max_concurrency: at most this many calls of this scorer at once (None: no limit).
+        aggregations: how ``evaluate`` and the report summarize its values (MLflow's
+            names ``"mean"``, ``"min"``, ``"max"``, ``"median"``, ``"variance"``,
+            ``"p90"``, or functions); None means the mean.
     """
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True, extra="forbid")
@@ -69,6 +77,67 @@ class Scorer(BaseModel):
     experiment_id: str | None = None
     timeout_seconds: float | None = Field(default=None, gt=0)
     max_concurrency: int | None = Field(default=None, ge=1)
+    aggregations: list[Aggregation] | None = None
+
+    @property
+    def _server_name(self) -> str | None:
+        """The name this scorer is registered under, None when unregistered (as in MLflow)."""
+        registered = self.version is not None and self.status not in (
+            ScorerStatus.UNREGISTERED,
+            ScorerStatus.DELETED,
+        )
+        return self.name if registered else None
+
+    def run(
+        self,
+        *,
+        inputs: Any = None,  # noqa: ANN401 - scorers accept whatever the app logged
+        outputs: Any = None,  # noqa: ANN401
+        expectations: dict[str, Any] | None = None,
+        trace: Trace | None = None,
+        session: list[Trace] | None = None,
+    ) -> Feedback | list[Feedback] | None:
+        """Call the scorer as MLflow's ``Scorer.run`` does and return ``Feedback``.
+
+        Only the arguments the scorer declares are passed. A bare value becomes a
+        ``Feedback`` named after the scorer; a ``Feedback`` without a name (or with
+        MLflow's default name ``"feedback"``) takes the scorer's name; a list of
+        ``Feedback`` keeps its names; ``None`` stays ``None``. Exceptions propagate.
+
+        Raises:
+            ConfigurationError: the scorer returned something else than a bool, number,
+                string, ``Feedback``, list of ``Feedback`` or None.
+        """
+        given = {
+            "inputs": inputs,
+            "outputs": outputs,
+            "expectations": expectations,
+            "trace": trace,
+            "session": session,
+        }
+        wanted = self._declared_parameters()
+        result = self(**{key: value for key, value in given.items() if key in wanted})
+        if result is None:
+            return None
+        if isinstance(result, Feedback):
+            # MLflow renames only a Feedback left at its default name; a list keeps names.
+            unnamed = result.name in (None, "feedback")
+            return to_feedback(
+                [result.model_copy(update={"name": None}) if unnamed else result], name=self.name
+            )[0]
+        valid_list = isinstance(result, list) and all(isinstance(r, Feedback) for r in result)
+        if not (valid_list or isinstance(result, bool | int | float | str)):
+            is_list = isinstance(result, list) and result
+            shown = f"list[{type(result[0]).__name__}]" if is_list else type(result).__name__
+            raise ConfigurationError(
+                f"{self.name} must return one of int, float, bool, str, Feedback, or "
+                f"list[Feedback]. Got {shown}"
+            )
+        feedback = to_feedback(result, name=self.name)
+        return feedback if isinstance(result, list) else feedback[0]
+
+    def _declared_parameters(self) -> frozenset[str]:
+        return frozenset(inspect.signature(self.__call__).parameters)
 
     def __call__(
         self,
@@ -97,13 +166,16 @@ class Scorer(BaseModel):
                 "importable (defined at module level in an importable module), or use "
                 "@scorer on a function instead."
             )
-        config = self.model_dump(mode="json", exclude=set(_STATE_FIELDS) | {"name", "description"})
-        return {
+        config = self.model_dump(
+            mode="json", exclude=set(_STATE_FIELDS) | {"name", "description", "aggregations"}
+        )
+        definition = {
             "serialization_version": serialization.SERIALIZATION_VERSION,
             "kind": "class",
             "reference": reference,
             "config": config,
         }
+        return _with_aggregations(definition, self)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -222,6 +294,14 @@ class Scorer(BaseModel):
         )
 
 
+def _with_aggregations(definition: dict[str, Any], scorer: Scorer) -> dict[str, Any]:
+    # Only when set: definitions without aggregations hash as before (same versions).
+    stored = _aggregations.stored_aggregations(scorer.name, scorer.aggregations)
+    if stored is not None:
+        definition["aggregations"] = stored
+    return definition
+
+
 def _check_config(config: object, *, action: str) -> ScorerSamplingConfig:
     if not isinstance(config, ScorerSamplingConfig):
         raise ConfigurationError(
@@ -260,7 +340,7 @@ class FunctionScorer(Scorer):
                 definition["timeout_seconds"] = self.timeout_seconds
             if self.max_concurrency is not None:
                 definition["max_concurrency"] = self.max_concurrency
-            return definition
+            return _with_aggregations(definition, self)
         if self.stored_definition is None:
             raise ConfigurationError(
                 f"Scorer {self.name!r} has neither a function nor a definition."
@@ -290,6 +370,7 @@ class FunctionScorer(Scorer):
         outputs: Any = None,  # noqa: ANN401
         expectations: dict[str, Any] | None = None,
         trace: Trace | None = None,
+        session: list[Trace] | None = None,
     ) -> Any:  # noqa: ANN401 - the function's own return value
         """Call the function with the arguments it declares; return its own value.
 
@@ -297,7 +378,13 @@ class FunctionScorer(Scorer):
             ScorerLoadError: a restored function cannot be loaded here.
         """
         func = self.function()
-        given = {"inputs": inputs, "outputs": outputs, "expectations": expectations, "trace": trace}
+        given = {
+            "inputs": inputs,
+            "outputs": outputs,
+            "expectations": expectations,
+            "trace": trace,
+            "session": session,
+        }
         wanted = _parameters(func)
         return func(**{key: value for key, value in given.items() if key in wanted})
 
@@ -313,6 +400,7 @@ def _make_function_scorer(
     description: str | None,
     timeout_seconds: float | None,
     max_concurrency: int | None,
+    aggregations: list[Aggregation] | None,
 ) -> FunctionScorer:
     if not callable(func):
         raise ConfigurationError(f"@scorer decorates a function, got {func!r}.")
@@ -342,6 +430,7 @@ def _make_function_scorer(
         func=func,
         timeout_seconds=timeout_seconds,
         max_concurrency=max_concurrency,
+        aggregations=_aggregations.check_aggregations(aggregations),
     )
 
 
@@ -354,6 +443,7 @@ def scorer(
     description: str | None = None,
     timeout_seconds: float | None = None,
     max_concurrency: int | None = None,
+    aggregations: list[Aggregation] | None = None,
 ) -> Callable[[Callable[..., Any]], FunctionScorer]: ...
 def scorer(
     func: Callable[..., Any] | None = None,
@@ -363,6 +453,7 @@ def scorer(
     description: str | None = None,
     timeout_seconds: float | None = None,
     max_concurrency: int | None = None,
+    aggregations: list[Aggregation] | None = None,
 ) -> FunctionScorer | Callable[[Callable[..., Any]], FunctionScorer]:
     """Turn a function into a ``Scorer``; use bare (``@scorer``) or as ``@scorer(name=...)``.
 
@@ -376,10 +467,13 @@ def scorer(
         timeout_seconds: per-call timeout in production; a call running longer is
             recorded as a ``SCORER_TIMEOUT`` error feedback.
         max_concurrency: at most this many calls of this scorer run at once.
+        aggregations: how ``evaluate`` and the report summarize its values: names among
+            ``"mean"``, ``"min"``, ``"max"``, ``"median"``, ``"variance"``, ``"p90"``,
+            or functions of a list of floats (not registrable: stored by name only).
 
     Raises:
-        ConfigurationError: the function takes other parameters, the name is blank, or
-            an option is out of range.
+        ConfigurationError: the function takes other parameters, the name is blank,
+            an option is out of range, or an aggregation is unknown.
     """
 
     def decorate(inner: Callable[..., Any]) -> FunctionScorer:
@@ -389,6 +483,7 @@ def scorer(
             description=description,
             timeout_seconds=timeout_seconds,
             max_concurrency=max_concurrency,
+            aggregations=aggregations,
         )
 
     return decorate if func is None else decorate(func)
@@ -401,8 +496,9 @@ def scorer_from_state(state: ScorerState, *, db_path: Path | None) -> Scorer:
         ScorerLoadError: a class-based scorer's class cannot be imported.
     """
     definition = state.definition
+    fields = {**state.scorer_fields(), "aggregations": definition.get("aggregations")}
     if definition.get("kind") == "class":
-        restored_class = serialization.instantiate_class(definition, state.scorer_fields())
+        restored_class = serialization.instantiate_class(definition, fields)
         if not isinstance(restored_class, Scorer):
             raise ScorerLoadError(
                 f"Stored scorer {state.name!r} refers to {definition['reference']!r}, "
@@ -410,7 +506,7 @@ def scorer_from_state(state: ScorerState, *, db_path: Path | None) -> Scorer:
             )
         return restored_class
     restored = FunctionScorer(
-        **state.scorer_fields(),
+        **fields,
         stored_definition=definition,
         timeout_seconds=definition.get("timeout_seconds"),
         max_concurrency=definition.get("max_concurrency"),
@@ -443,13 +539,31 @@ def get_scorer(
     return scorer_from_state(state, db_path=runtime.db.path)
 
 
+def list_scorer_versions(
+    *, name: str, experiment_id: str | None = None
+) -> list[tuple[Scorer, int]]:
+    """Return every registered version of a scorer as ``(scorer, version)``, oldest first.
+
+    As MLflow's ``list_scorer_versions``; each scorer carries the name's current
+    lifecycle state (status, rate, filter) with that version's definition.
+
+    Raises:
+        ScorerNotFoundError: no scorer of that name is registered.
+    """
+    runtime = _context.current()
+    experiment = _context.resolve_experiment_id(experiment_id)
+    states = runtime.registry.versions(experiment, validate_name(name))
+    return [(scorer_from_state(s, db_path=runtime.db.path), s.version) for s in states]
+
+
 def delete_scorer(
-    *, name: str, experiment_id: str | None = None, version: int | None = None
+    *, name: str, experiment_id: str | None = None, version: int | Literal["all"] | None = None
 ) -> None:
-    """Delete a scorer: one version, or (no version) every version and its config.
+    """Delete a scorer: one version, or every version and its config (None or ``"all"``).
 
     Raises:
         ScorerNotFoundError: no such name or version.
+        ConfigurationError: ``version`` is neither an int, ``"all"`` nor None.
     """
     runtime = _context.current()
     experiment = _context.resolve_experiment_id(experiment_id)

@@ -15,7 +15,7 @@ import hashlib
 import json
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import sqlalchemy as sa
 
@@ -175,6 +175,22 @@ class ScorerRegistry:
         )
         with self._db.read() as conn:
             return [_state_from_row(row._mapping, row.version) for row in conn.execute(query)]
+
+    def versions(self, experiment_id: str, name: str) -> builtins.list[ScorerState]:
+        """Return every stored version of the name, oldest first, with its current state.
+
+        Raises:
+            ScorerNotFoundError: no scorer of that name is registered.
+        """
+        v = schema.scorer_versions
+        with self._db.read() as conn:
+            current = self._get(conn, experiment_id, name)
+            numbers = conn.execute(
+                sa.select(v.c.version)
+                .where(v.c.experiment_id == experiment_id, v.c.name == name)
+                .order_by(v.c.version)
+            ).scalars()
+            return [self._get(conn, experiment_id, name, version=n) for n in numbers] or [current]
 
     def history(self, experiment_id: str, name: str) -> builtins.list[dict[str, Any]]:
         """Return the name's lifecycle events, oldest first (what ``explain`` reads)."""
@@ -353,14 +369,24 @@ class ScorerRegistry:
             self._changed(conn, experiment_id, name, now)
             return self._get(conn, experiment_id, name)
 
-    def delete(self, experiment_id: str, name: str, *, version: int | None = None) -> None:
-        """Delete one version, or (no version) the name with every version and its config.
+    def delete(
+        self, experiment_id: str, name: str, *, version: int | Literal["all"] | None = None
+    ) -> None:
+        """Delete one version, or (no version, or ``"all"``) the name with every version.
 
-        Feedback the scorer wrote stays on the traces.
+        ``version="all"`` is the form MLflow's tracking backend requires for "every
+        version"; None means the same here. Feedback the scorer wrote stays on the traces.
 
         Raises:
             ScorerNotFoundError: no such name or version.
+            ConfigurationError: ``version`` is neither an int, ``"all"`` nor None.
         """
+        if version == "all":
+            version = None
+        if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+            raise ConfigurationError(
+                f"version must be a version number, 'all' or None (every version), got {version!r}."
+            )
         s, v = schema.scorers, schema.scorer_versions
         with self._db.write() as conn:
             now = _clock.now_ms()

@@ -1,0 +1,42 @@
+"""``localscorers.genai.scorers``: ``mlflow.genai.scorers``' names, re-exported."""
+
+from localscorers.jobs import BackfillScorerConfig, backfill_scorers
+from localscorers.judges.builtin import (
+    Correctness,
+    ExpectationsGuidelines,
+    Guidelines,
+    RelevanceToQuery,
+    RetrievalGroundedness,
+    RetrievalRelevance,
+    RetrievalSufficiency,
+    Safety,
+)
+from localscorers.models import ScorerSamplingConfig
+from localscorers.scorers import (
+    Scorer,
+    delete_scorer,
+    get_scorer,
+    list_scorer_versions,
+    list_scorers,
+    scorer,
+)
+
+__all__ = [
+    "BackfillScorerConfig",
+    "Correctness",
+    "ExpectationsGuidelines",
+    "Guidelines",
+    "RelevanceToQuery",
+    "RetrievalGroundedness",
+    "RetrievalRelevance",
+    "RetrievalSufficiency",
+    "Safety",
+    "Scorer",
+    "ScorerSamplingConfig",
+    "backfill_scorers",
+    "delete_scorer",
+    "get_scorer",
+    "list_scorer_versions",
+    "list_scorers",
+    "scorer",
+]
