@@ -163,31 +163,45 @@ def _replay(
         return ExplainEntry(
             name, ExplainOutcome.NOT_ACTIVE, "not registered yet when the trace was logged"
         )
-    if config["status"] != ScorerStatus.ACTIVE.value:
-        return ExplainEntry(
-            name, ExplainOutcome.NOT_ACTIVE, f"{config['status']} when the trace was logged"
-        )
     filter_string = config["filter_string"]
-    if (
-        filter_string
-        and not filter_sql.matches_for_trace(conn, trace_id, [parser.parse(filter_string)])[0]
-    ):
-        return ExplainEntry(
-            name, ExplainOutcome.FILTERED_OUT, f"trace does not match filter: {filter_string}"
+    active = config["status"] == ScorerStatus.ACTIVE.value
+    matched = (
+        filter_sql.matches_for_trace(conn, trace_id, [parser.parse(filter_string)])[0]
+        if filter_string and active
+        else None
+    )
+    decision = sampling.decide(
+        trace_id,
+        name,
+        active=active,
+        filter_matched=matched,
+        sample_rate=float(config["sample_rate"]),
+        finished=trace_status != "IN_PROGRESS",
+    )
+    if decision is sampling.Decision.EVALUATE:
+        return None
+    return ExplainEntry(name, *_reason(decision, trace_id, name, config))
+
+
+def _reason(
+    decision: sampling.Decision, trace_id: str, name: str, config: dict[str, Any]
+) -> tuple[ExplainOutcome, str]:
+    """Say in explain's words why the decision was not to evaluate."""
+    if decision is sampling.Decision.NOT_ACTIVE:
+        return ExplainOutcome.NOT_ACTIVE, f"{config['status']} when the trace was logged"
+    if decision is sampling.Decision.FILTERED_OUT:
+        return (
+            ExplainOutcome.FILTERED_OUT,
+            f"trace does not match filter: {config['filter_string']}",
         )
-    rate = float(config["sample_rate"])
-    fraction = sampling.sample_fraction(trace_id, name)
-    if not sampling.is_sampled(trace_id, name, rate):
-        return ExplainEntry(
-            name,
+    if decision is sampling.Decision.SAMPLED_OUT:
+        fraction = sampling.sample_fraction(trace_id, name)
+        rate = float(config["sample_rate"])
+        return (
             ExplainOutcome.SAMPLED_OUT,
             f"sample position {fraction:.4f} >= sample_rate {rate:g} (sampling v1)",
         )
-    if trace_status == "IN_PROGRESS":
-        return ExplainEntry(
-            name, ExplainOutcome.NOT_ACTIVE, "trace is IN_PROGRESS; only finished traces are scored"
-        )
-    return None
+    return ExplainOutcome.NOT_ACTIVE, "trace is IN_PROGRESS; only finished traces are scored"
 
 
 def _latest_evaluation(conn: Connection, trace_id: str, name: str) -> Any:  # noqa: ANN401 - a Row

@@ -29,6 +29,7 @@ from localscorers import (
     _clock,
     _context,
 )
+from localscorers.sampling import Decision, decide, is_sampled
 from localscorers.store import ledger
 from localscorers.store.ledger import EvaluationQueue, Outcome
 from tests import scorer_helpers_online as helpers
@@ -756,3 +757,22 @@ def test_feedback_that_cannot_be_stored_fails_alone(db: Path) -> None:
         assert bad.error is not None
         assert bad.error.error_code == "INVALID_SCORER_RESULT"
         assert one_feedback(trace_id, "always_true").value is True
+
+
+def test_one_decision_gives_the_first_reason_in_order() -> None:
+    """Status, then filter, then sample, then the trace's state: the first that fails says why."""
+    trace_id = next(f"tr-{i:032x}" for i in range(100) if not is_sampled(f"tr-{i:032x}", "s", 0.5))
+
+    def why(
+        *, active: bool = True, matched: bool | None = None, rate: float = 1.0, done: bool = True
+    ) -> Decision:
+        return decide(
+            trace_id, "s", active=active, filter_matched=matched, sample_rate=rate, finished=done
+        )
+
+    assert why() is Decision.EVALUATE
+    assert why(matched=True) is Decision.EVALUATE
+    assert why(active=False, matched=False, rate=0.5) is Decision.NOT_ACTIVE
+    assert why(matched=False, rate=0.5) is Decision.FILTERED_OUT
+    assert why(rate=0.5, done=False) is Decision.SAMPLED_OUT
+    assert why(done=False) is Decision.UNFINISHED

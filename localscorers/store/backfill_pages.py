@@ -192,11 +192,20 @@ class Plan:
         decided = PageRow(row[0], row[1], *(row[2:4] if payload else ()))
         flag = first_flag
         for index, spec in enumerate(self.specs):
+            matched = None
             if self._filters[index] is not None:
+                matched = bool(row[flag])
                 flag += 1
-                if not row[flag - 1]:
-                    continue
-            if not sampling.is_sampled(row[0], spec.name, spec.sample_rate):
+            # The query keeps unfinished traces out, and a job runs its scorers whatever
+            # their status now: their rates were frozen into it.
+            decision = sampling.decide(
+                row[0],
+                spec.name,
+                active=True,
+                filter_matched=matched,
+                sample_rate=spec.sample_rate,
+            )
+            if decision is not sampling.Decision.EVALUATE:
                 continue
             found = None if first_found is None else row[first_found + index]
             if found is None:

@@ -168,28 +168,36 @@ class TraceStore:
         requests: list[dict[str, Any]] = []
         by_experiment: dict[str, list[rows.TraceRecord]] = {}
         for r in records:
-            if r.status is not TraceStatus.IN_PROGRESS:
-                by_experiment.setdefault(r.experiment_id, []).append(r)
+            by_experiment.setdefault(r.experiment_id, []).append(r)
         for experiment_id, group in by_experiment.items():
             active = self._registry.active_for(conn, experiment_id)
             if not active:
                 continue
             filtered = [a for a in active if a.filter_expr is not None]
             for r in group:
-                # One SELECT evaluates every active filter against the just-written trace.
+                finished = r.status is not TraceStatus.IN_PROGRESS
+                # One SELECT evaluates every active filter against the just-written trace
+                # (not for an unfinished trace: it is never scored, whatever they say).
                 matched = (
                     filter_sql.matches_for_trace(
                         conn, r.trace_id, [a.filter_expr for a in filtered if a.filter_expr]
                     )
-                    if filtered
+                    if filtered and finished
                     else []
                 )
-                passes = dict(zip((a.name for a in filtered), matched, strict=True))
+                passes = dict(zip((a.name for a in filtered), matched, strict=False))
                 chosen = [
                     [a.name, a.version]
                     for a in active
-                    if passes.get(a.name, True)
-                    and sampling.is_sampled(r.trace_id, a.name, a.sample_rate)
+                    if sampling.decide(
+                        r.trace_id,
+                        a.name,
+                        active=True,
+                        filter_matched=passes.get(a.name),
+                        sample_rate=a.sample_rate,
+                        finished=finished,
+                    )
+                    is sampling.Decision.EVALUATE
                 ]
                 if chosen:
                     requests.append(
