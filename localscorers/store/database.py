@@ -9,8 +9,10 @@ Across processes the busy timeout does the queueing; if it runs out the caller g
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -18,13 +20,39 @@ from pathlib import Path
 import platformdirs
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import StaticPool
 
-from localscorers.exceptions import ConfigurationError, DatabaseBusyError, TransactionError
+from localscorers.exceptions import (
+    ConfigurationError,
+    DatabaseBusyError,
+    DatabaseCorruptError,
+    DatabaseError,
+    DatabaseMovedError,
+    DatabaseNotFoundError,
+    DatabaseReadOnlyError,
+    DiskFullError,
+    NotADatabaseError,
+    TransactionError,
+)
 from localscorers.store import codec, migrations, sqlite
 
 __all__ = ["MEMORY_URI", "Database", "default_tracking_uri", "normalize_uri"]
+
+logger = logging.getLogger(__name__)
+
+_ERRORS: dict[str, type[DatabaseError]] = {
+    "full": DiskFullError,
+    "readonly": DatabaseReadOnlyError,
+    "notadb": NotADatabaseError,
+    "corrupt": DatabaseCorruptError,
+}
+# Background threads (the evaluator, the backfill runner) that meet a full disk wait
+# this long before their next write, doubling up to the maximum, instead of retrying
+# (and logging a traceback) every poll.
+_FULL_BACKOFF_START = 1.0
+_FULL_BACKOFF_MAX = 60.0
+_BACKGROUND_PREFIX = "localscorers"
 
 MEMORY_URI = "sqlite:///:memory:"
 _DEFAULT_BUSY_TIMEOUT = 60.0
@@ -87,6 +115,8 @@ class Database:
     Raises:
         SchemaVersionError: the file was written by a newer localscorers.
         ConfigurationError: the URI is not a SQLite URI.
+        DatabaseError: the file cannot be opened: missing directory, read-only, not a
+            database, corrupt, disk full (a subclass says which, with the path and fix).
     """
 
     def __init__(self, uri: str | os.PathLike[str], *, busy_timeout: float | None = None) -> None:
@@ -99,12 +129,27 @@ class Database:
         self._lock = threading.RLock()
         self._local = threading.local()
         self._pid = os.getpid()
+        self._identity: tuple[int, int] | None = None
+        self._full_since: float | None = None
+        self._full_retry_at = 0.0
+        self._full_backoff = _FULL_BACKOFF_START
         self.engine = self._create_engine()
-        migrations.migrate(self.engine, path=str(self.path or ":memory:"))
+        try:
+            with self._translate_errors("open"):
+                migrations.migrate(self.engine, path=str(self.path or ":memory:"))
+        except BaseException:
+            self.engine.dispose()
+            raise
+        self._identity = self._file_identity()
 
     def _create_engine(self) -> sa.Engine:
         if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except PermissionError as exc:
+                raise DatabaseReadOnlyError(path=str(self.path), detail=str(exc)) from exc
+            except OSError as exc:
+                raise DatabaseNotFoundError(path=str(self.path), detail=str(exc)) from exc
         connect_args = {"check_same_thread": False, "timeout": self.busy_timeout}
         if self.is_memory:
             # One shared connection serves every thread; self._lock serializes its use.
@@ -125,6 +170,37 @@ class Database:
         sqlite.install_sqlite_hooks(engine, busy_timeout=self.busy_timeout, wal=not self.is_memory)
         return engine
 
+    def _file_identity(self) -> tuple[int, int] | None:
+        """The (device, inode) of the database file, or None when it has no file."""
+        if self.path is None:
+            return None
+        try:
+            info = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return info.st_dev, info.st_ino
+
+    def _check_identity(self) -> None:
+        """Refuse to write when the file at our path is no longer the one we opened.
+
+        SQLite keeps writing to a deleted file's inode (and to a replaced file's old
+        one) through the open descriptors, so without this every later write would
+        "succeed" into a file no path leads to. One ``stat`` per write transaction.
+
+        Raises:
+            DatabaseMovedError: the file was deleted or replaced.
+        """
+        if self._identity is None or self.path is None:
+            return
+        now = self._file_identity()
+        if now != self._identity:
+            detail = "the file is gone" if now is None else "another file is at its path now"
+            raise DatabaseMovedError(path=str(self.path), detail=detail)
+
+    def moved(self) -> bool:
+        """Tell whether the database file was deleted or replaced since it was opened."""
+        return self._identity is not None and self._file_identity() != self._identity
+
     def _check_fork(self) -> None:
         # A forked child must not reuse the parent's SQLite connections (diskcache does the same).
         if os.getpid() != self._pid:
@@ -141,20 +217,26 @@ class Database:
 
         Raises:
             DatabaseBusyError: another process held the write lock past the busy timeout.
+            DatabaseMovedError: the file was deleted or replaced since it was opened.
+            DatabaseError: the disk is full, or the file is read-only or damaged.
         """
         self._check_fork()
         outer: Connection | None = getattr(self._local, "write_conn", None)
         if outer is not None:
             yield outer
             return
-        with self._lock, self._translate_busy("write"), self.engine.connect() as conn:
+        self._wait_if_full()
+        with self._lock, self._translate_errors("write"), self.engine.connect() as conn:
             conn.execution_options(**{sqlite.BEGIN_OPTION: "IMMEDIATE"})
             self._local.write_conn = conn
             try:
                 with conn.begin():
+                    self._check_identity()
                     yield conn
             finally:
                 self._local.write_conn = None
+        if self._full_since is not None:
+            self._full_cleared()
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -164,6 +246,7 @@ class Database:
 
         Raises:
             DatabaseBusyError: the database could not be read within the busy timeout.
+            DatabaseError: the file is missing, unreadable or damaged.
         """
         self._check_fork()
         outer: Connection | None = getattr(self._local, "write_conn", None)
@@ -172,7 +255,7 @@ class Database:
             return
         # The in-memory database is one shared connection: readers must queue too.
         guard = self._lock if self.is_memory else nullcontext()
-        with guard, self._translate_busy("read"), self.engine.connect() as conn, conn.begin():
+        with guard, self._translate_errors("read"), self.engine.connect() as conn, conn.begin():
             yield conn
 
     def in_transaction(self) -> bool:
@@ -180,15 +263,78 @@ class Database:
         return getattr(self._local, "write_conn", None) is not None
 
     @contextmanager
-    def _translate_busy(self, what: str) -> Iterator[None]:
+    def _translate_errors(self, what: str) -> Iterator[None]:
+        """Turn driver errors about the database file into our typed errors (``from exc``).
+
+        Raises:
+            DatabaseBusyError: another process held the write lock past the busy timeout.
+            DatabaseError: the file is missing, read-only, full, corrupt, not a database,
+                or was moved (a subclass says which).
+        """
         try:
             yield
-        except OperationalError as exc:
+        except DBAPIError as exc:
             if sqlite.is_locked_error(exc):
                 raise DatabaseBusyError(
                     timeout=self.busy_timeout, detail=f"during a {what}"
                 ) from exc
-            raise
+            error = self._typed_error(exc)
+            if error is None:
+                raise
+            if isinstance(error, DiskFullError):
+                self._full_noted(error)
+            raise error from exc
+
+    def _typed_error(self, exc: DBAPIError) -> DatabaseError | None:
+        kind = sqlite.error_kind(exc)
+        if kind is None:
+            return None
+        path = str(self.path) if self.path is not None else ":memory:"
+        detail = str(exc.orig)  # SQLite's message only: never the SQL text
+        if self.moved():
+            return DatabaseMovedError(path=path, detail=detail)
+        if kind in _ERRORS:
+            return _ERRORS[kind](path=path, detail=detail)
+        if kind == "cantopen" and self.path is not None:
+            return _cannot_open(self.path, detail)
+        return DatabaseError(path=path, detail=detail)
+
+    def _full_noted(self, error: DiskFullError) -> None:
+        """Log a full disk once (not per retry) and make background writers back off."""
+        now = time.monotonic()
+        with self._lock:
+            if self._full_since is None:
+                self._full_since = now
+                logger.error(
+                    "%s Background scoring pauses and retries with backoff (up to %g s); "
+                    "traces logged meanwhile raise DiskFullError.",
+                    error,
+                    _FULL_BACKOFF_MAX,
+                )
+            if _is_background():
+                self._full_retry_at = now + self._full_backoff
+                self._full_backoff = min(self._full_backoff * 2, _FULL_BACKOFF_MAX)
+
+    def _wait_if_full(self) -> None:
+        # Only localscorers' own threads wait: the application's writes fail at once.
+        if self._full_since is None or not _is_background():
+            return
+        pause = self._full_retry_at - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+
+    def _full_cleared(self) -> None:
+        with self._lock:
+            if self._full_since is None:
+                return
+            logger.warning(
+                "The database %s accepts writes again after %.0f s of a full disk.",
+                self.path,
+                time.monotonic() - self._full_since,
+            )
+            self._full_since = None
+            self._full_retry_at = 0.0
+            self._full_backoff = _FULL_BACKOFF_START
 
     def close(self) -> None:
         """Close every pooled connection.
@@ -205,3 +351,18 @@ class Database:
 
     def __repr__(self) -> str:
         return f"Database({self.uri!r})"
+
+
+def _cannot_open(path: Path, detail: str) -> DatabaseError:
+    """SQLite's "unable to open database file": say whether it is missing or read-only."""
+    directory = path.parent
+    if not directory.is_dir():
+        return DatabaseNotFoundError(path=str(path), detail=f"{directory} does not exist")
+    writable = os.access(directory, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
+    if not writable:
+        return DatabaseReadOnlyError(path=str(path), detail=detail)
+    return DatabaseNotFoundError(path=str(path), detail=detail)
+
+
+def _is_background() -> bool:
+    return threading.current_thread().name.startswith(_BACKGROUND_PREFIX)
