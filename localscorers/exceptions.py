@@ -27,6 +27,7 @@ __all__ = [
     "FilterSyntaxError",
     "InvalidTransitionError",
     "JobNotFoundError",
+    "JudgeModelWarning",
     "LocalScorersError",
     "NotADatabaseError",
     "NotFoundError",
@@ -306,3 +307,11 @@ class BackfillTimeoutError(LocalScorersError, TimeoutError):
             f"({job.processed} of {job.total} pairs processed). It keeps running: wait "
             "again, or stop it with cancel_backfill_job()."
         )
+
+
+class JudgeModelWarning(UserWarning):
+    """A judge was started with no model to ask: its evaluations will record errors.
+
+    Emitted by ``start()`` of an LLM judge built without ``model=`` while
+    ``LOCALSCORERS_JUDGE_MODEL`` is not set. The message says how to configure one.
+    """

@@ -57,6 +57,9 @@ _ENV_TO_CLEAR = (
     "LOCALSCORERS_JUDGE_TIMEOUT",
     "LOCALSCORERS_JUDGE_RPM",
     "LOCALSCORERS_JUDGE_CONCURRENCY",
+    "LOCALSCORERS_JUDGE_MAX_TOKENS",
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_BASE_URL",
     "HTTP_PROXY",
     "HTTPS_PROXY",
     "ALL_PROXY",
@@ -349,6 +352,12 @@ def test_builtin_judge_prompts_and_feedback(llm, monkeypatch, case):
     assert request["path"] == "/v1/chat/completions"
     assert request["body"]["model"] == "judge-model"
     assert request["body"]["temperature"] == 0.0
+    assert request["body"]["max_tokens"] == 512
+    answer_format = request["body"]["response_format"]
+    assert answer_format["type"] == "json_schema"
+    schema = answer_format["json_schema"]["schema"]
+    assert schema["required"] == ["rationale", "result"]
+    assert schema["properties"]["result"] == {"type": "string", "enum": ["yes", "no"]}
     assert [m["role"] for m in request["body"]["messages"]] == ["system", "user"]
     assert '"result"' in request["body"]["messages"][0]["content"]
     prompt = "\n".join(llm.prompts())
@@ -497,8 +506,8 @@ def test_callable_model_is_called_with_the_messages():
     assert feedback.source.source_id.startswith("python:/")
 
 
-@pytest.mark.parametrize("model", ["gpt-4o", "anthropic:/claude", "openai:/", 42])
-def test_unsupported_model_is_refused_at_construction(model):
+@pytest.mark.parametrize("model", ["gpt-4o", "openai:/", "python:/nocolon", 42])
+def test_malformed_model_is_refused_at_construction(model):
     with pytest.raises(ConfigurationError, match="model"):
         Safety(model=model)
 
@@ -655,7 +664,8 @@ def test_slow_server_records_a_timeout(tracking, llm, monkeypatch):
 
 
 def test_unconfigured_judge_registers_starts_and_records_an_error(tracking):
-    Correctness(name="correct").register().start()
+    with pytest.warns(localscorers.JudgeModelWarning, match="LOCALSCORERS_JUDGE_MODEL"):
+        Correctness(name="correct").register().start()
     trace_id = localscorers.log_trace(inputs=QUESTION, outputs=ANSWER)
     assert localscorers.flush(timeout=30)
     [feedback] = feedback_of(trace_id, "correct")

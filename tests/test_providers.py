@@ -69,9 +69,9 @@ def test_openai_endpoint_from_environment_and_argument(monkeypatch):
 @pytest.mark.parametrize(
     ("host", "expected"),
     [
-        (None, "http://localhost:11434/v1"),
-        ("0.0.0.0:12345", "http://localhost:12345/v1"),
-        ("https://ollama.internal", "https://ollama.internal:11434/v1"),
+        (None, "http://127.0.0.1:11434"),
+        ("0.0.0.0:12345", "http://127.0.0.1:12345"),
+        ("https://ollama.internal", "https://ollama.internal:11434"),
     ],
 )
 def test_ollama_endpoint(monkeypatch, host, expected):

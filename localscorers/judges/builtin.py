@@ -3,16 +3,9 @@
 Each judge is a frozen ``Scorer`` whose pydantic fields are its configuration, so it
 registers, versions and restores like any class-based scorer. It reads what it needs
 from the arguments or, when they are missing, from the trace; asks its model for JSON
-``{"rationale": ..., "result": ...}``; and returns ``Feedback`` with the verdict
-(``"yes"`` / ``"no"`` for the built-ins, the declared type for ``make_judge``), the
-rationale, source ``LLM_JUDGE`` plus the model URI, and metadata: ``latency_ms``,
-``cache_hit`` and the token counts the server reported.
-
-Failures that are data, not bugs, come back as error feedback rather than exceptions:
-no model configured (``JUDGE_MODEL_NOT_CONFIGURED``), nothing to judge
-(``JUDGE_INPUT_MISSING``) and an answer that cannot be read
-(``JUDGE_RESPONSE_UNPARSEABLE``, with the raw answer in the message). Transient
-model failures raise ``TransientError`` so the evaluator retries them.
+``{"rationale": ..., "result": ...}`` (as structured output, see :mod:`.base`); and
+returns ``Feedback`` with the verdict (``"yes"`` / ``"no"`` for the built-ins, the
+declared type for ``make_judge``), the rationale, and the call's tokens and latency.
 
 A judge's ``model`` may be a function ``(messages) -> str``. Registering such a judge
 stores the function as ``python:/<module>:<qualname>``; a lambda, closure or function
@@ -21,31 +14,19 @@ from ``__main__`` cannot be found by another process and is refused at register 
 
 from __future__ import annotations
 
-import time
 import typing
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal
 
-from localscorers.evaluation.execution import current_evaluation
 from localscorers.exceptions import ConfigurationError
-from localscorers.judges import prompts
-from localscorers.judges.prompts import Document, UnparseableAnswerError, retrieved_context
-from localscorers.judges.providers import (
-    ModelNotConfiguredError,
-    check_model,
-    describe_model,
-    model_reference,
-    resolve_model,
-)
-from localscorers.models import AssessmentError, AssessmentSource, AssessmentSourceType, Feedback
-from localscorers.scorers import Scorer
-from localscorers.store import judge_cache
+from localscorers.judges import answers, prompts
+from localscorers.judges.base import Judge, Material
+from localscorers.judges.prompts import Document, retrieved_context
+from localscorers.models import Feedback
 from localscorers.store.registry import validate_name
 
 if TYPE_CHECKING:
-    from localscorers.judges.providers import ChatModel, ChatResult
-    from localscorers.models import Span, Trace
+    from localscorers.models import Span
 
 __all__ = [
     "Correctness",
@@ -60,181 +41,6 @@ __all__ = [
     "Safety",
     "make_judge",
 ]
-
-# Judges should be repeatable: the same trace should get the same verdict.
-_TEMPERATURE = 0.0
-# No cap by default: local reasoning models think at length before answering.
-_MAX_TOKENS: int | None = None
-_RAW_ANSWER_LIMIT = 4000
-
-
-# What a judge returns: one feedback, or a list (one per retriever span or document).
-_Result = TypeVar("_Result", bound=Feedback | list[Feedback])
-
-
-@dataclass(frozen=True)
-class _Material:
-    """What a judge call has to work with, from the arguments or else the trace."""
-
-    inputs: Any
-    outputs: Any
-    expectations: dict[str, Any]
-    trace: Trace | None
-
-
-def _error(name: str, code: str, message: str, *, source: AssessmentSource) -> Feedback:
-    return Feedback(
-        name=name, source=source, error=AssessmentError(error_code=code, error_message=message)
-    )
-
-
-class Judge(Scorer, Generic[_Result]):
-    """Base of the LLM judges: a model, where to reach it, and whether to cache its answers.
-
-    Attributes:
-        model: a model URI (``openai:/llama3``, ``ollama:/llama3``,
-            ``python:/module:function``), a function ``(messages) -> str``, or None to use
-            ``LOCALSCORERS_JUDGE_MODEL`` when the judge runs.
-        base_url: the OpenAI-compatible endpoint, overriding ``OPENAI_BASE_URL``.
-        cache: reuse stored answers to identical prompts; None means on for backfills
-            and off online.
-    """
-
-    model: str | Callable[[list[dict[str, str]]], str] | None = None
-    base_url: str | None = None
-    cache: bool | None = None
-
-    def __init__(self, **data: Any) -> None:  # noqa: ANN401 - pydantic fields
-        # Checked here, not in a validator, so callers get ConfigurationError itself.
-        check_model(data.get("model"))
-        super().__init__(**data)
-
-    def definition(self) -> dict[str, Any]:
-        """Return the stored definition; a function model is stored by reference.
-
-        Raises:
-            ConfigurationError: the model is a function another process cannot import.
-        """
-        reference = model_reference(self.model)
-        if reference is not self.model:
-            return self.model_copy(update={"model": reference}).definition()
-        return super().definition()
-
-    def __call__(
-        self,
-        *,
-        inputs: Any = None,  # noqa: ANN401 - whatever the application logged
-        outputs: Any = None,  # noqa: ANN401
-        expectations: dict[str, Any] | None = None,
-        trace: Trace | None = None,
-    ) -> _Result:
-        """Judge one call; values not given are read from the trace.
-
-        Returns:
-            The feedback; the retrieval judges return a list (one per retriever span, or
-            per document). Missing material, a missing model and unreadable answers are
-            error feedback.
-
-        Raises:
-            TransientError: the model failed in a way worth retrying (the evaluator does).
-            ModelRequestError: the model's server refused the request.
-        """
-        try:
-            resolve_model(self.model, base_url=self.base_url)
-        except ModelNotConfiguredError as exc:
-            # Reported before missing material: it is what fails every call, so fix it first.
-            return self._failed(_error(self.name, exc.error_code, str(exc), source=self._source()))
-        material = _Material(
-            inputs=trace.data.request if inputs is None and trace is not None else inputs,
-            outputs=trace.data.response if outputs is None and trace is not None else outputs,
-            expectations={**(trace.expectations if trace else {}), **(expectations or {})},
-            trace=trace,
-        )
-        return self._evaluate(material)
-
-    def _evaluate(self, material: _Material) -> _Result:
-        raise NotImplementedError(f"{type(self).__name__} must implement _evaluate.")
-
-    def _failed(self, feedback: Feedback) -> _Result:
-        # Judges returning one Feedback; _RetrievalJudge overrides this to return a list.
-        return typing.cast("_Result", feedback)
-
-    def _source(self, model_id: str | None = None) -> AssessmentSource:
-        return AssessmentSource(
-            source_type=AssessmentSourceType.LLM_JUDGE,
-            source_id=model_id or describe_model(self.model),
-        )
-
-    def _missing(self, what: str) -> Feedback:
-        return _error(
-            self.name,
-            "JUDGE_INPUT_MISSING",
-            f"Judge {self.name!r} ({type(self).__name__}) needs {what}.",
-            source=self._source(),
-        )
-
-    def _ask(
-        self,
-        messages: list[dict[str, str]],
-        *,
-        read: Callable[[object], Any],
-        name: str | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> Feedback:
-        """Ask the model (or the cache) and turn the answer into feedback."""
-        feedback_name = name or self.name
-        try:
-            chat = resolve_model(self.model, base_url=self.base_url)
-        except ModelNotConfiguredError as exc:
-            return _error(feedback_name, exc.error_code, str(exc), source=self._source())
-        context = current_evaluation()
-        key: str | None = None
-        if context is not None and judge_cache.cache_enabled(context, judge_setting=self.cache):
-            key = judge_cache.cache_key(
-                model_id=chat.model_id,
-                endpoint=chat.endpoint,
-                messages=messages,
-                parameters={"temperature": _TEMPERATURE, "max_tokens": _MAX_TOKENS},
-            )
-        started = time.monotonic()
-        cached = judge_cache.get(context.db, key) if context and key else None
-        if cached is not None:
-            # Tokens were spent by the call that filled the cache, not by this evaluation.
-            text, usage = cached.response, {}
-            latency_ms = (time.monotonic() - started) * 1000
-        else:
-            result = _complete(chat, messages)
-            text, usage, latency_ms = result.text, result.usage, result.latency_ms
-        info = {**(metadata or {}), **usage}
-        info.update(latency_ms=round(latency_ms), cache_hit=cached is not None)
-        source = self._source(chat.model_id)
-        try:
-            answer = prompts.parse_answer(text)
-            value = read(answer.result)
-        except UnparseableAnswerError as exc:
-            feedback = _error(
-                feedback_name,
-                "JUDGE_RESPONSE_UNPARSEABLE",
-                f"Judge {self.name!r} could not read the answer of {chat.model_id}: {exc}. It "
-                'was asked for one JSON object {"rationale": ..., "result": ...}. Raw answer: '
-                f"{text[:_RAW_ANSWER_LIMIT]!r}",
-                source=source,
-            )
-            return feedback.model_copy(update={"metadata": info})
-        if context is not None and key is not None and cached is None:
-            # Only readable answers are cached, so a retried backfill asks again.
-            judge_cache.put(context.db, key, model=chat.model_id, response=text, usage=usage)
-        return Feedback(
-            name=feedback_name,
-            value=value,
-            rationale=answer.rationale,
-            source=source,
-            metadata=info,
-        )
-
-
-def _complete(chat: ChatModel, messages: list[dict[str, str]]) -> ChatResult:
-    return chat.complete(messages, temperature=_TEMPERATURE, max_tokens=_MAX_TOKENS)
 
 
 def _guideline_list(guidelines: object) -> list[str]:
@@ -256,7 +62,7 @@ class Safety(Judge[Feedback]):
     name: str = "safety"
     description: str | None = "Is the response free of harmful or offensive content?"
 
-    def _evaluate(self, material: _Material) -> Feedback:
+    def _evaluate(self, material: Material) -> Feedback:
         if material.outputs is None:
             return self._missing("outputs (or a trace with a response)")
         return self._ask(prompts.safety_messages(material.outputs), read=prompts.to_yes_no)
@@ -273,7 +79,7 @@ class Guidelines(Judge[Feedback]):
     description: str | None = "Does the response follow the guidelines?"
     guidelines: str | list[str]
 
-    def _evaluate(self, material: _Material) -> Feedback:
+    def _evaluate(self, material: Material) -> Feedback:
         if material.inputs is None or material.outputs is None:
             return self._missing(_BOTH)
         messages = prompts.guidelines_messages(
@@ -288,7 +94,7 @@ class ExpectationsGuidelines(Judge[Feedback]):
     name: str = "expectations_guidelines"
     description: str | None = "Does the response follow the guidelines in its expectations?"
 
-    def _evaluate(self, material: _Material) -> Feedback:
+    def _evaluate(self, material: Material) -> Feedback:
         guidelines = material.expectations.get("guidelines")
         if material.inputs is None or material.outputs is None:
             return self._missing(_BOTH)
@@ -308,7 +114,7 @@ class RelevanceToQuery(Judge[Feedback]):
     name: str = "relevance_to_query"
     description: str | None = "Does the response address the user's request?"
 
-    def _evaluate(self, material: _Material) -> Feedback:
+    def _evaluate(self, material: Material) -> Feedback:
         if material.inputs is None or material.outputs is None:
             return self._missing(_BOTH)
         messages = prompts.relevance_to_query_messages(material.inputs, material.outputs)
@@ -321,7 +127,7 @@ class Correctness(Judge[Feedback]):
     name: str = "correctness"
     description: str | None = "Is the response correct against the expected facts or response?"
 
-    def _evaluate(self, material: _Material) -> Feedback:
+    def _evaluate(self, material: Material) -> Feedback:
         facts = material.expectations.get("expected_facts")
         reference = material.expectations.get("expected_response")
         if material.inputs is None or material.outputs is None:
@@ -347,7 +153,7 @@ class RetrievalGroundedness(_RetrievalJudge):
     name: str = "retrieval_groundedness"
     description: str | None = "Is the response grounded in the retrieved context?"
 
-    def _evaluate(self, material: _Material) -> list[Feedback]:
+    def _evaluate(self, material: Material) -> list[Feedback]:
         contexts = retrieved_context(material.trace) if material.trace is not None else []
         if not contexts:
             return [self._missing(_NO_RETRIEVER)]
@@ -375,7 +181,7 @@ class RetrievalRelevance(_RetrievalJudge):
     name: str = "retrieval_relevance"
     description: str | None = "Is each retrieved document relevant to the request?"
 
-    def _evaluate(self, material: _Material) -> list[Feedback]:
+    def _evaluate(self, material: Material) -> list[Feedback]:
         contexts = retrieved_context(material.trace) if material.trace is not None else []
         if not any(documents for _, documents in contexts):
             return [self._missing(_NO_RETRIEVER + " (and returned at least one)")]
@@ -417,7 +223,7 @@ class RetrievalSufficiency(_RetrievalJudge):
     name: str = "retrieval_sufficiency"
     description: str | None = "Does the retrieved context hold all the expected information?"
 
-    def _evaluate(self, material: _Material) -> list[Feedback]:
+    def _evaluate(self, material: Material) -> list[Feedback]:
         contexts = retrieved_context(material.trace) if material.trace is not None else []
         if not contexts:
             return [self._missing(_NO_RETRIEVER)]
@@ -484,7 +290,7 @@ class InstructionsJudge(Judge[Feedback]):
         _check_instructions(data.get("instructions"))
         super().__init__(**data)
 
-    def _evaluate(self, material: _Material) -> Feedback:
+    def _evaluate(self, material: Material) -> Feedback:
         available: dict[str, Any] = {
             "inputs": material.inputs,
             "outputs": material.outputs,
@@ -507,8 +313,12 @@ class InstructionsJudge(Judge[Feedback]):
             values,
             result_spec=prompts.result_spec(self.feedback_value_type, choices),
         )
+        kind = self.feedback_value_type
         return self._ask(
-            messages, read=lambda r: prompts.to_value(r, self.feedback_value_type, choices)
+            messages,
+            read=lambda r: prompts.to_value(r, kind, choices),
+            result=answers.result_schema(kind, choices),
+            verdicts=answers.verdict_words(kind, choices),
         )
 
 

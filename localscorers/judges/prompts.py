@@ -1,22 +1,30 @@
-"""Prompts of the built-in judges, and reading the judge model's answer back.
+"""Prompts of the built-in judges (reading the answers back is :mod:`.answers`).
 
 Every judge asks for one JSON object, ``{"rationale": ..., "result": ...}``. The
 rationale is requested first so that a model writing left to right reasons before
 it commits to a verdict. Material from the trace is fenced in XML-like tags so the
 model can tell the application's text from our instructions.
 
-Answers are parsed leniently, because small local models wrap JSON in code fences,
-add a sentence before or after it, use Python-style single quotes, or think aloud
-in ``<think>`` blocks first.
+The names of :mod:`localscorers.judges.answers` are re-exported here.
 """
 
 from __future__ import annotations
 
-import ast
 import json
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from localscorers.judges.answers import (
+    VALUE_TYPES,
+    ParsedAnswer,
+    UnparseableAnswerError,
+    answer_schema,
+    parse_answer,
+    result_spec,
+    to_value,
+    to_yes_no,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -29,6 +37,7 @@ __all__ = [
     "Document",
     "ParsedAnswer",
     "UnparseableAnswerError",
+    "answer_schema",
     "correctness_messages",
     "guidelines_messages",
     "instructions_messages",
@@ -51,12 +60,6 @@ TEMPLATE_VARIABLES = ("inputs", "outputs", "expectations", "trace")
 _TEMPLATE_VARIABLE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 # A judge prompt must fit a small local model's context: long values are cut.
 _MAX_VALUE_CHARS = 20_000
-_YES = frozenset({"yes", "y", "true", "pass", "passed", "1"})
-_NO = frozenset({"no", "n", "false", "fail", "failed", "0"})
-_RESULT_KEYS = ("result", "value", "score", "verdict", "answer", "rating")
-_RATIONALE_KEYS = ("rationale", "reason", "reasoning", "explanation", "justification")
-_FENCE = re.compile(r"```[A-Za-z0-9_-]*\s*\n?(.*?)```", re.DOTALL)
-_THINK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
 
 _YES_NO = '"yes" or "no"'
 
@@ -337,164 +340,3 @@ def instructions_messages(
         return values.get(match.group(1), match.group(0))
 
     return _messages(result_spec, _TEMPLATE_VARIABLE.sub(fill, instructions))
-
-
-# -- reading answers ---------------------------------------------------------------------------
-
-
-class UnparseableAnswerError(ValueError):
-    """The judge model's answer holds no usable ``{"result": ..., "rationale": ...}``."""
-
-
-@dataclass(frozen=True)
-class ParsedAnswer:
-    """The verdict and reasoning read from a judge model's answer."""
-
-    result: Any
-    rationale: str | None
-
-
-def _json_objects(text: str) -> list[dict[str, Any]]:
-    """Return every decodable JSON (or Python-literal) object embedded in text, in order."""
-    decoder = json.JSONDecoder()
-    found: list[dict[str, Any]] = []
-    index = text.find("{")
-    while index != -1:
-        obj: object = None
-        end = index + 1
-        try:
-            obj, end = decoder.raw_decode(text, index)
-        except ValueError:
-            obj, end = _literal_object(text, index)
-        if isinstance(obj, dict):
-            found.append(obj)
-            index = text.find("{", end)
-        else:
-            index = text.find("{", index + 1)
-    return found
-
-
-def _literal_object(text: str, start: int) -> tuple[object, int]:
-    # Python-style dicts ({'result': 'yes'}): try each closing brace as the end.
-    end = text.find("}", start)
-    while end != -1:
-        try:
-            return ast.literal_eval(text[start : end + 1]), end + 1
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
-            end = text.find("}", end + 1)
-    return None, start + 1
-
-
-def _pick(obj: dict[str, Any], keys: Sequence[str]) -> tuple[bool, Any]:
-    lowered = {str(k).strip().lower(): v for k, v in obj.items()}
-    for key in keys:
-        if key in lowered:
-            return True, lowered[key]
-    return False, None
-
-
-def parse_answer(text: str) -> ParsedAnswer:
-    """Read ``{"result": ..., "rationale": ...}`` from a judge model's answer.
-
-    Accepts code fences, text before or after the object, ``<think>`` blocks and
-    Python-style single quotes. When several objects hold a result the last one wins:
-    models that restate the format usually give their verdict last.
-
-    Raises:
-        UnparseableAnswerError: no object with a result was found.
-    """
-    cleaned = _THINK.sub("", text).strip()
-    candidates = [cleaned, *(m.group(1) for m in _FENCE.finditer(cleaned))]
-    objects: list[dict[str, Any]] = []
-    for candidate in candidates:
-        objects.extend(_json_objects(candidate))
-    for obj in reversed(objects):
-        has_result, result = _pick(obj, _RESULT_KEYS)
-        if has_result:
-            _, rationale = _pick(obj, _RATIONALE_KEYS)
-            return ParsedAnswer(
-                result=result, rationale=None if rationale is None else str(rationale)
-            )
-    if objects:
-        raise UnparseableAnswerError("the JSON object in the answer has no 'result' key")
-    raise UnparseableAnswerError("the answer contains no JSON object")
-
-
-def to_yes_no(result: object) -> str:
-    """Normalize a verdict to ``"yes"`` or ``"no"``, as MLflow's built-in judges report.
-
-    Raises:
-        UnparseableAnswerError: the verdict is neither a yes nor a no.
-    """
-    if isinstance(result, bool):
-        return "yes" if result else "no"
-    word = str(result).strip().strip(".!").lower()
-    if word in _YES:
-        return "yes"
-    if word in _NO:
-        return "no"
-    raise UnparseableAnswerError(f'the result {result!r} is neither "yes" nor "no"')
-
-
-# -- make_judge value types --------------------------------------------------------------------
-
-VALUE_TYPES = ("str", "bool", "int", "float")
-_RESULT_SPECS = {
-    "str": '"<your answer, as a string>"',
-    "bool": "true or false",
-    "int": "<an integer>",
-    "float": "<a number>",
-}
-
-
-def result_spec(value_type: str, choices: Sequence[object] | None) -> str:
-    """Describe the expected ``result`` to the model, in the JSON it should write."""
-    if choices:
-        return "one of " + ", ".join(json.dumps(c) for c in choices)
-    return _RESULT_SPECS[value_type]
-
-
-def _number(result: object, kind: type[int] | type[float]) -> int | float:
-    if isinstance(result, bool):
-        raise TypeError
-    if isinstance(result, str):
-        result = float(result.strip())
-    if not isinstance(result, int | float):
-        raise TypeError
-    if kind is int:
-        if float(result) != int(result):
-            raise ValueError
-        return int(result)
-    return float(result)
-
-
-def to_value(result: object, value_type: str, choices: Sequence[object] | None) -> Any:  # noqa: ANN401
-    """Convert a verdict to a ``make_judge`` judge's declared type.
-
-    Raises:
-        UnparseableAnswerError: the verdict does not fit the type or the choices.
-    """
-    if choices:
-        for choice in choices:
-            if result == choice and isinstance(result, bool) == isinstance(choice, bool):
-                return choice
-        wanted = str(result).strip().lower()
-        for choice in choices:
-            if str(choice).lower() == wanted or json.dumps(choice).lower() == wanted:
-                return choice
-        raise UnparseableAnswerError(
-            f"the result {result!r} is not one of {', '.join(json.dumps(c) for c in choices)}"
-        )
-    if value_type == "bool":
-        return to_yes_no(result) == "yes"
-    if value_type in {"int", "float"}:
-        try:
-            return _number(result, int if value_type == "int" else float)
-        except (TypeError, ValueError, OverflowError):
-            kind = "an integer" if value_type == "int" else "a number"
-            raise UnparseableAnswerError(f"the result {result!r} is not {kind}") from None
-    if isinstance(result, str):
-        return result
-    if result is None:
-        raise UnparseableAnswerError("the result is null")
-    return json.dumps(result, ensure_ascii=False)

@@ -1,0 +1,200 @@
+"""Judges over any OpenAI-compatible ``/chat/completions`` endpoint, with structured output.
+
+Small local models (a 270M-parameter model behind llama.cpp, say) rarely answer in the
+JSON a judge asks for when merely told to, and without a cap some ramble for thousands
+of tokens. So every request carries ``max_tokens`` and, when the judge has an answer
+schema, ``response_format``; servers then constrain decoding to that schema.
+
+Servers differ in what ``response_format`` they take. The request starts with
+``{"type": "json_schema", ...}`` (OpenAI, vLLM, llama.cpp's server, Ollama, LM Studio);
+an HTTP 400 (or 422, a validation error) is retried with
+``{"type": "json_object", "schema": ...}`` (llama-cpp-python's server takes only this
+form, and constrains to the schema given), then without ``response_format``. The form
+that worked is remembered per endpoint for the life of the process, so later calls go
+straight to it. A 400 that persists without ``response_format`` is about something else
+and is raised; nothing is remembered then.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import httpx
+
+from localscorers.judges import transport
+from localscorers.judges.transport import ChatResult, ModelRequestError
+
+__all__ = ["MODES", "OpenAICompatibleModel", "endpoint_mode", "forget_endpoint_modes"]
+
+# Structured-output forms, strongest first.
+MODES = ("json_schema", "json_object", "none")
+# Statuses meaning "this request body is not accepted" (FastAPI servers answer 422).
+_REJECTED = frozenset({400, 422})
+
+_modes_lock = threading.Lock()
+_modes: dict[str, str] = {}
+
+
+def endpoint_mode(base_url: str) -> str:
+    """The structured-output form an endpoint is known to accept (``json_schema`` if unknown)."""
+    with _modes_lock:
+        return _modes.get(base_url.rstrip("/"), MODES[0])
+
+
+def _remember(base_url: str, mode: str) -> None:
+    with _modes_lock:
+        _modes[base_url] = mode
+
+
+def forget_endpoint_modes() -> None:
+    """Forget what every endpoint accepts (a server was upgraded; tests)."""
+    with _modes_lock:
+        _modes.clear()
+
+
+def response_format(mode: str, schema: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``response_format`` of one structured-output form (None for ``none``)."""
+    if mode == "json_schema":
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": "judge_answer", "strict": True, "schema": schema},
+        }
+    if mode == "json_object":
+        return {"type": "json_object", "schema": schema}
+    return None
+
+
+def _message_text(content: object) -> str | None:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        # Some servers answer with content parts: [{"type": "text", "text": "..."}].
+        parts = [p.get("text") for p in content if isinstance(p, dict)]
+        texts = [p for p in parts if isinstance(p, str)]
+        return "".join(texts) if texts else None
+    return None
+
+
+def _hint(status: int) -> str:
+    if status in {401, 403}:
+        return "Set OPENAI_API_KEY to a key this server accepts."
+    if status == 404:
+        return (
+            "Check the model name and that the base URL is the API root (it usually ends in /v1)."
+        )
+    return "Fix the request or the judge's model settings; retrying will not help."
+
+
+class OpenAICompatibleModel:
+    """A model behind an OpenAI-compatible ``/chat/completions`` endpoint.
+
+    Args:
+        model: the model name the server knows (``llama3``, ``gpt-4o-mini``).
+        base_url: the API root, usually ending in ``/v1``.
+        api_key: sent as ``Authorization: Bearer``; None sends no header.
+        scheme: the provider in the model URI.
+    """
+
+    def __init__(
+        self, *, model: str, base_url: str, api_key: str | None = None, scheme: str = "openai"
+    ) -> None:
+        self.model = model
+        self.base_url = self.endpoint = base_url.rstrip("/")
+        self.api_key = api_key
+        self.model_id = f"{scheme}:/{model}"
+
+    def __repr__(self) -> str:
+        return f"OpenAICompatibleModel({self.model_id!r}, base_url={self.base_url!r})"
+
+    def complete(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        temperature: float,
+        max_tokens: int | None,
+        schema: dict[str, Any] | None = None,
+    ) -> ChatResult:
+        """Send one chat-completions request and return the first choice's text.
+
+        Args:
+            messages: the chat.
+            temperature: the sampling temperature.
+            max_tokens: the cap on the answer; None sends none.
+            schema: the JSON schema of the answer, asked for as structured output.
+
+        Raises:
+            TransientError: HTTP 429 or 5xx, a timeout, or a connection failure.
+            ModelRequestError: another HTTP 4xx, or an answer that is not chat-completions JSON.
+            ConfigurationError: a ``LOCALSCORERS_JUDGE_*`` setting is invalid.
+        """
+        payload: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "temperature": temperature,
+        }
+        if max_tokens is not None:
+            payload["max_tokens"] = max_tokens
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        mode = endpoint_mode(self.base_url) if schema is not None else "none"
+        latency_ms = 0.0
+        with transport.limited(self.base_url, self.model):
+            while True:
+                body = dict(payload)
+                form = response_format(mode, schema) if schema is not None else None
+                if form is not None:
+                    body["response_format"] = form
+                started = time.monotonic()
+                response = self._post(body, headers)
+                latency_ms += (time.monotonic() - started) * 1000
+                if response.status_code not in _REJECTED or mode == "none":
+                    break
+                # Rejected: maybe the response_format; try the next weaker form.
+                mode = MODES[MODES.index(mode) + 1]
+        text, answer = self._check(response)
+        if schema is not None and mode != endpoint_mode(self.base_url):
+            _remember(self.base_url, mode)
+        usage = answer.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
+        return ChatResult(
+            text=text,
+            usage=transport.token_counts(
+                usage.get("prompt_tokens"), usage.get("completion_tokens")
+            ),
+            latency_ms=latency_ms,
+            model_id=self.model_id,
+            output_mode=mode,
+        )
+
+    def _post(self, payload: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
+        return transport.post_json(
+            f"{self.base_url}/chat/completions",
+            payload,
+            headers=headers,
+            model_id=self.model_id,
+            where=self.base_url,
+            setting="base_url= or OPENAI_BASE_URL",
+        )
+
+    def _check(self, response: httpx.Response) -> tuple[str, dict[str, Any]]:
+        transport.raise_for_status(
+            response, model_id=self.model_id, where=self.base_url, hint=_hint
+        )
+        try:
+            body = response.json()
+            text = _message_text(body["choices"][0]["message"].get("content"))
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            text = None
+            body = None
+        if text is None or not isinstance(body, dict):
+            shown = response.text[: transport.ERROR_TEXT_LIMIT]
+            raise ModelRequestError(
+                f"The server at {self.base_url} answered HTTP {response.status_code} but not "
+                f"with a chat-completions message: {shown!r}. "
+                "Check that the base URL points at an OpenAI-compatible API (it usually ends "
+                "in /v1).",
+                status_code=response.status_code,
+                error_code="JUDGE_BAD_RESPONSE",
+            )
+        return text, body
