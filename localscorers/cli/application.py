@@ -12,9 +12,11 @@ import typer
 
 from localscorers.cli import common
 from localscorers.cli import demo as demo_cli
+from localscorers.cli import experiments as experiments_cli
 from localscorers.cli import jobs as jobs_cli
 from localscorers.cli import report as report_cli
 from localscorers.cli import scorers as scorers_cli
+from localscorers.cli import server as server_cli
 from localscorers.cli import traces as traces_cli
 from localscorers.cli import worker as worker_cli
 
@@ -26,6 +28,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click help: typer's rich help labels every flag "<bool>".
+    rich_markup_mode=None,
 )
 common.add_global_options(app)
 worker_cli.register(app)
@@ -34,6 +38,8 @@ traces_cli.register(app)
 report_cli.register(app)
 demo_cli.register(app)
 jobs_cli.register(app)
+experiments_cli.register(app)
+server_cli.register(app)
 
 
 def main() -> None:
