@@ -133,7 +133,10 @@ def test_source_is_refused_from_a_group_or_world_writable_database(
     db_path.chmod(0o620)
     with pytest.raises(ScorerLoadError, match="writable by its group"):
         localscorers.get_scorer(name="digits")(outputs="1")
-    db_path.chmod(0o600)
+    # SQLite gives the -wal and -shm files the database's mode: all of them need fixing.
+    for path in (db_path, *(db_path.with_name(db_path.name + s) for s in ("-wal", "-shm"))):
+        if path.exists():
+            path.chmod(0o600)
     assert localscorers.get_scorer(name="digits")(outputs="1") == '{"n": 1, "long": false}'
 
 

@@ -149,21 +149,75 @@ def function_definition(func: Callable[..., Any]) -> dict[str, Any]:
     }
 
 
+def _who_may_write(info: os.stat_result) -> str | None:
+    """Who other than the owner may write this file or directory, or None."""
+    if info.st_mode & stat.S_IWOTH:
+        return "others"
+    if info.st_mode & stat.S_IWGRP:
+        return "its group"
+    return None
+
+
+def _trust_problem(path: Path, *, is_directory: bool) -> str | None:
+    """Why a file (or the directory holding it) lets another user change stored code."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None  # a -wal or -shm file that does not exist holds nothing
+    uid = os.getuid()
+    if info.st_uid not in (uid, 0):
+        return (
+            f"{path} is owned by user id {info.st_uid}, not by you (user id {uid}) or root. "
+            f"Only use a database you own: copy it (cp {path} <your own path>) or, if it is "
+            f"yours, take it back with: chown {uid} {path}"
+        )
+    writers = _who_may_write(info)
+    if writers is None:
+        return None
+    if is_directory and info.st_mode & stat.S_ISVTX:
+        # Sticky (like /tmp): others may create files here but not replace ours, and
+        # the files themselves were checked first.
+        return None
+    kind = "directory" if is_directory else "file"
+    return (
+        f"the {kind} {path} is writable by {writers} (mode {stat.filemode(info.st_mode)}). "
+        f"Fix the permissions with: chmod go-w {path}"
+    )
+
+
 def check_source_trust(db_path: Path | None) -> None:
-    """Refuse to run source from a database file that other users can write.
+    """Refuse to run stored source unless no other user could have written it.
+
+    Stored source runs as the current user, so every file that can change what SQLite
+    reads must be trusted: the database file, its ``-wal`` file (SQLite reads pages
+    from it first: a planted or writable WAL rewrites any row) and ``-shm`` file, and
+    the directory holding them (whoever can write it can replace the files). Each must
+    be owned by the current user or root and not writable by group or others; a sticky
+    directory (such as /tmp) is accepted when the files pass.
 
     Raises:
-        ScorerLoadError: the file is writable by its group or by others.
+        ScorerLoadError: a file or the directory fails the check; the message names it
+            and the command that fixes it.
     """
     if db_path is None or os.name != "posix":
         return
-    mode = db_path.stat().st_mode
-    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+    candidates = [(db_path, False)] + [
+        (db_path.with_name(db_path.name + suffix), False) for suffix in ("-wal", "-shm")
+    ]
+    candidates.append((db_path.resolve().parent, True))
+    problems = [
+        (path, problem)
+        for path, is_directory in candidates
+        if (problem := _trust_problem(path, is_directory=is_directory)) is not None
+    ]
+    if problems:
+        problem = problems[0][1]
+        # SQLite gives the -wal and -shm files the database's mode: fix them together.
+        loose = [str(p) for p, text in problems if "chmod go-w" in text]
+        fix = f" (all of them: chmod go-w {' '.join(loose)})" if len(loose) > 1 else ""
         raise ScorerLoadError(
-            f"Refusing to load scorer source code from {db_path}: the file is writable by "
-            f"{'others' if mode & stat.S_IWOTH else 'its group'} (mode {stat.filemode(mode)}), "
-            "so another user could have put code in it that would run as you. Fix the "
-            f"permissions with: chmod go-w {db_path}"
+            f"Refusing to load scorer source code from the database {db_path}: {problem}"
+            f"{fix}. Another user could have put code in it that would run as you."
         )
 
 
