@@ -138,10 +138,17 @@ class Plan:
             columns += [t.c.inputs, t.c.outputs]
         columns += [sa.case((f, 1), else_=0) for f in self._filters if f is not None]
         if existing:
-            # One indexed lookup per scorer: the current evaluation's id, negated while
-            # it is still PENDING (ux_evaluations_current makes it unique).
+            # One indexed lookup per scorer (ux_evaluations_current makes it unique): the
+            # current evaluation's id if it SUCCEEDED, its id negated if it FAILED (it
+            # runs again), 0 while it is PENDING.
             columns += [
-                sa.select(sa.case((e.c.status == _PENDING, -e.c.id), else_=e.c.id))
+                sa.select(
+                    sa.case(
+                        (e.c.status == _PENDING, 0),
+                        (e.c.status == EvaluationStatus.FAILED.value, -e.c.id),
+                        else_=e.c.id,
+                    )
+                )
                 .where(
                     e.c.trace_id == t.c.trace_id,
                     e.c.scorer_name == spec.name,
@@ -210,13 +217,14 @@ class Plan:
             found = None if first_found is None else row[first_found + index]
             if found is None:
                 decided.run.append(index)
-            elif found < 0 or not self.rescore:
+            elif found == 0 or (found > 0 and not self.rescore):
                 # A pending evaluation is left to whoever holds it, even with rescore:
-                # superseding it under that worker would leave two current rows.
+                # superseding it under that worker would leave two current rows. Only a
+                # SUCCEEDED evaluation counts as scored: a FAILED one (found < 0) runs again.
                 decided.skipped.append(index)
             else:
                 decided.run.append(index)
-                decided.replaces[index] = found
+                decided.replaces[index] = abs(found)
         return decided
 
     def count(
