@@ -44,6 +44,7 @@ from localscorers.exceptions import (
 # its module, to the TYPE_CHECKING imports (for type checkers) and to __all__.
 if TYPE_CHECKING:
     from localscorers import genai
+    from localscorers.evaluate import EvaluationResult, evaluate
     from localscorers.explain import ExplainEntry, ExplainOutcome, Explanation, explain
     from localscorers.ingest.mlflow_json import import_traces
     from localscorers.jobs import (
@@ -65,6 +66,7 @@ if TYPE_CHECKING:
         Safety,
         make_judge,
     )
+    from localscorers.judges.session import ConversationCompleteness, UserFrustration
     from localscorers.models import (
         AssessmentError,
         AssessmentSource,
@@ -123,6 +125,7 @@ __all__ = [
     "BackfillTimeoutError",
     "ConfigurationError",
     "ConflictError",
+    "ConversationCompleteness",
     "Correctness",
     "DatabaseBusyError",
     "DatabaseCorruptError",
@@ -131,6 +134,7 @@ __all__ = [
     "DatabaseNotFoundError",
     "DatabaseReadOnlyError",
     "DiskFullError",
+    "EvaluationResult",
     "Expectation",
     "ExpectationsGuidelines",
     "Experiment",
@@ -174,9 +178,11 @@ __all__ = [
     "TraceStatus",
     "TransactionError",
     "TransientError",
+    "UserFrustration",
     "backfill_scorers",
     "cancel_backfill_job",
     "delete_scorer",
+    "evaluate",
     "explain",
     "flush",
     "genai",
@@ -208,6 +214,7 @@ __all__ = [
 
 
 _LAZY_EXPORTS: dict[str, tuple[str, ...]] = {
+    "localscorers.evaluate": ("EvaluationResult", "evaluate"),
     "localscorers.explain": (
         "ExplainEntry",
         "ExplainOutcome",
@@ -234,6 +241,7 @@ _LAZY_EXPORTS: dict[str, tuple[str, ...]] = {
         "Safety",
         "make_judge",
     ),
+    "localscorers.judges.session": ("ConversationCompleteness", "UserFrustration"),
     "localscorers.models": (
         "AssessmentError",
         "AssessmentSource",

@@ -18,6 +18,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import threading
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterator, Mapping
 from contextvars import ContextVar
@@ -38,6 +39,7 @@ from localscorers.tracking import build_record
 __all__ = [
     "LiveSpan",
     "get_current_active_span",
+    "start_root_span",
     "start_span",
     "trace",
     "update_current_trace",
@@ -50,6 +52,9 @@ R = TypeVar("R")
 
 
 _CURRENT: ContextVar[LiveSpan | None] = ContextVar("localscorers_current_span", default=None)
+# Traces being recorded by start_root_span(online_scoring=False), until they are written.
+_ONLINE_SCORING_OFF: set[str] = set()
+_OFF_LOCK = threading.Lock()
 
 
 def _active_experiment() -> str | None:
@@ -147,7 +152,10 @@ def _write(
         experiment_id=active.experiment_id,
         trace_id=active.trace_id,
     )
-    _context.current().store.write_traces([record])
+    with _OFF_LOCK:
+        online = active.trace_id not in _ONLINE_SCORING_OFF
+        _ONLINE_SCORING_OFF.discard(active.trace_id)
+    _context.current().store.write_traces([record], enqueue=online)
 
 
 @contextlib.contextmanager
@@ -209,6 +217,41 @@ def start_span(
     """
     _check_options(name, span_type)
     span = _open_span(name, span_type=span_type, inputs=inputs, attributes=attributes)
+    with _activate(span):
+        yield span
+
+
+@contextlib.contextmanager
+def start_root_span(
+    name: str,
+    *,
+    experiment_id: str,
+    inputs: Any = None,  # noqa: ANN401 - the application's own value
+    tags: Mapping[str, str] | None = None,
+    metadata: Mapping[str, str] | None = None,
+    online_scoring: bool = True,
+) -> Iterator[LiveSpan]:
+    """Record a block as a new trace in a given experiment, even inside another span.
+
+    ``evaluate`` records each ``predict_fn`` call with it: the trace goes to the
+    evaluation's experiment with its metadata, and with ``online_scoring=False`` no
+    active scorer is asked to score it (the evaluation runs its own scorers).
+
+    Raises:
+        ConfigurationError: a blank name.
+    """
+    _check_options(name, None)
+    active = ActiveTrace(new_trace_id(), experiment_id)
+    active.tags.update(string_entries(tags, argument="tags"))
+    active.metadata.update(string_entries(metadata, argument="metadata"))
+    if not online_scoring:
+        with _OFF_LOCK:
+            _ONLINE_SCORING_OFF.add(active.trace_id)
+    span = LiveSpan(active=active, name=name, span_type=None, parent_id=None)
+    if inputs is not None:
+        span.set_inputs(inputs)
+    with active.lock:
+        active.open[span.span_id] = span
     with _activate(span):
         yield span
 

@@ -13,8 +13,10 @@ from localscorers.judges.builtin import (
     Safety,
     make_judge,
 )
+from localscorers.judges.session import ConversationCompleteness, UserFrustration
 
 __all__ = [
+    "ConversationCompleteness",
     "Correctness",
     "ExpectationsGuidelines",
     "Guidelines",
@@ -25,5 +27,6 @@ __all__ = [
     "RetrievalRelevance",
     "RetrievalSufficiency",
     "Safety",
+    "UserFrustration",
     "make_judge",
 ]
