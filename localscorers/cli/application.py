@@ -10,6 +10,7 @@ import sys
 
 import typer
 
+from localscorers.cli import cache as cache_cli
 from localscorers.cli import common
 from localscorers.cli import demo as demo_cli
 from localscorers.cli import experiments as experiments_cli
@@ -40,6 +41,7 @@ demo_cli.register(app)
 jobs_cli.register(app)
 experiments_cli.register(app)
 server_cli.register(app)
+cache_cli.register(app)
 
 
 def main() -> None:
