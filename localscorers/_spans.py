@@ -3,23 +3,36 @@
 from __future__ import annotations
 
 import logging
+import math
+import os
 import secrets
 import threading
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
+
+from localscorers import _clock
 from localscorers.exceptions import ConfigurationError
 from localscorers.models import Span, TraceStatus
 from localscorers.store import codec
 
 __all__ = [
     "DEFAULT_SPAN_TYPE",
+    "MAX_EPOCH_MS",
+    "MAX_EPOCH_NS",
     "ActiveTrace",
     "LiveSpan",
     "attribute_map",
+    "checked_text",
+    "duration_ms",
+    "epoch_ms",
+    "max_feedback_bytes",
     "snapshot",
+    "span_list",
     "string_entries",
 ]
 
@@ -57,6 +70,9 @@ def _status(value: object) -> TraceStatus:
 def _key(key: object, *, argument: str) -> str:
     if not isinstance(key, str) or not key:
         raise ConfigurationError(f"{argument} keys must be non-empty strings, got {key!r}.")
+    problem = codec.text_problem(key)
+    if problem is not None:
+        raise ConfigurationError(f"{argument} keys must not contain {problem}, got {key!r}.")
     return key
 
 
@@ -79,9 +95,163 @@ def string_entries(values: Mapping[str, Any] | None, *, argument: str) -> dict[s
             f"{argument} must be a dict of strings, got {type(values).__name__}: {values!r}."
         )
     return {
-        _key(k, argument=argument): v if isinstance(v, str) else codec.dumps(v)
+        _key(k, argument=argument): codec.safe_text(v) if isinstance(v, str) else codec.dumps(v)
         for k, v in values.items()
     }
+
+
+# -- argument checks shared by the public API (log_trace, tracing, import) --------------
+
+#: Span times are stored as signed 64-bit nanoseconds: the last one is in April 2262.
+MAX_EPOCH_NS = 2**63 - 1
+MAX_EPOCH_MS = MAX_EPOCH_NS // 1_000_000
+_DEFAULT_MAX_FEEDBACK_BYTES = 1_000_000
+
+
+def checked_text(
+    value: object, *, argument: str, max_length: int | None = None, optional: bool = False
+) -> str | None:
+    """Return a non-blank string that can be stored, or raise naming the argument.
+
+    Raises:
+        ConfigurationError: not a string, blank, too long, or holding a NUL or a lone
+            surrogate.
+    """
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(f"{argument} must be a non-blank string, got {value!r}.")
+    if max_length is not None and len(value) > max_length:
+        raise ConfigurationError(
+            f"{argument} can be at most {max_length} characters; {value[:40]!r}... has "
+            f"{len(value)}. Use a shorter one."
+        )
+    problem = codec.text_problem(value)
+    if problem is not None:
+        raise ConfigurationError(f"{argument} must not contain {problem}, got {value!r}.")
+    return value
+
+
+def epoch_ms(value: object, *, argument: str) -> int | None:
+    """Normalize a time (a datetime, naive meaning UTC, or epoch ms) within 1970..2262.
+
+    Raises:
+        ConfigurationError: not a time, NaN or infinite, or outside what the store holds.
+    """
+    value = codec.plain_scalar(value)
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        ms = _clock.ms_from_datetime(value)
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationError(
+            f"{argument} must be a datetime or epoch milliseconds, got {value!r} "
+            f"({type(value).__name__})."
+        )
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ConfigurationError(f"{argument} must be a finite number, got {value!r}.")
+    else:
+        ms = int(value)
+    if not 0 <= ms <= MAX_EPOCH_MS:
+        raise ConfigurationError(
+            f"{argument} must be between 1970-01-01 and 2262-04-11 (epoch milliseconds 0 to "
+            f"{MAX_EPOCH_MS}), got {value!r}."
+        )
+    return ms
+
+
+def duration_ms(value: object, *, start_ms: int) -> int | None:
+    """Normalize ``execution_duration_ms``: a finite, non-negative number of milliseconds.
+
+    Raises:
+        ConfigurationError: not a number, negative, NaN or infinite, or ending after 2262.
+    """
+    value = codec.plain_scalar(value)
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (isinstance(value, float) and not math.isfinite(value))
+        or value < 0
+    ):
+        raise ConfigurationError(
+            f"execution_duration_ms must be a non-negative number of milliseconds, got {value!r}."
+        )
+    if start_ms + value > MAX_EPOCH_MS:
+        raise ConfigurationError(
+            f"execution_duration_ms={value!r} ends the trace after 2262-04-11, the last time "
+            "the store holds. Pass the duration in milliseconds."
+        )
+    return int(value)
+
+
+def _span_time(value: int | None, *, where: str) -> None:
+    if value is not None and not 0 <= value <= MAX_EPOCH_NS:
+        raise ConfigurationError(
+            f"{where} must be epoch nanoseconds between 0 and {MAX_EPOCH_NS}, got {value!r}."
+        )
+
+
+def span_list(value: object) -> list[Span]:
+    """Normalize ``spans``: a list of ``Span`` or of dicts with ``Span``'s fields.
+
+    Raises:
+        ConfigurationError: not a list, an item that is not a span, a missing or bad
+            field, or a time outside the 64-bit nanoseconds the store holds.
+    """
+    if value is None:
+        return []
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Sequence):
+        raise ConfigurationError(
+            f"spans must be a list of Span objects or dicts, got {type(value).__name__}."
+        )
+    spans = []
+    for index, item in enumerate(value):
+        if isinstance(item, Span):
+            span = item
+        elif isinstance(item, Mapping):
+            try:
+                span = Span.model_validate(dict(item))
+            except ValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc']) or 'span'}: {e['msg']}"
+                    for e in exc.errors()[:5]
+                )
+                raise ConfigurationError(
+                    f"spans[{index}] is not a valid span ({problems}). A span needs span_id, "
+                    "name and start_time_ns; see Span's fields."
+                ) from None
+        else:
+            raise ConfigurationError(
+                f"spans must hold Span objects or dicts with Span's fields, got {item!r:.200}."
+            )
+        for field_name in ("span_id", "name"):
+            checked_text(getattr(span, field_name), argument=f"spans[{index}].{field_name}")
+        _span_time(span.start_time_ns, where=f"spans[{index}].start_time_ns")
+        _span_time(span.end_time_ns, where=f"spans[{index}].end_time_ns")
+        spans.append(span)
+    return spans
+
+
+def max_feedback_bytes() -> int:
+    """The size cap of a stored feedback value (``LOCALSCORERS_MAX_FEEDBACK_BYTES``).
+
+    Raises:
+        ConfigurationError: the variable is not a positive integer.
+    """
+    raw = os.environ.get("LOCALSCORERS_MAX_FEEDBACK_BYTES")
+    if raw is None or not raw.strip():
+        return _DEFAULT_MAX_FEEDBACK_BYTES
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigurationError(
+            f"LOCALSCORERS_MAX_FEEDBACK_BYTES must be a positive number of bytes, got {raw!r}."
+        )
+    return value
 
 
 class ActiveTrace:

@@ -6,6 +6,7 @@ MLflow's. They validate their arguments and delegate to ``TraceStore``.
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import time
@@ -14,6 +15,14 @@ from datetime import datetime
 from typing import Any
 
 from localscorers import _clock, _context
+from localscorers._spans import (
+    checked_text,
+    duration_ms,
+    epoch_ms,
+    max_feedback_bytes,
+    string_entries,
+)
+from localscorers._spans import span_list as span_list_of
 from localscorers.exceptions import ConfigurationError, NotFoundError
 from localscorers.models import (
     AssessmentSource,
@@ -25,6 +34,7 @@ from localscorers.models import (
     TraceStatus,
 )
 from localscorers.store import codec
+from localscorers.store.database import normalize_uri
 from localscorers.store.ledger import EvaluationQueue
 from localscorers.store.rows import TraceRecord, new_trace_id
 
@@ -43,7 +53,28 @@ __all__ = [
 ]
 
 get_tracking_uri = _context.get_tracking_uri
-set_tracking_uri = _context.set_tracking_uri
+
+#: Experiment names are at most this long (as scorer names).
+MAX_EXPERIMENT_NAME_LENGTH = 256
+
+
+def set_tracking_uri(uri: str | os.PathLike[str]) -> None:
+    """Use another database from now on; may be called any number of times.
+
+    Calling it again with the current URI after the file was deleted or replaced
+    (``DatabaseMovedError``) opens the file now at that path.
+
+    Raises:
+        ConfigurationError: the URI is not a string or path, or not a SQLite URI or path.
+    """
+    if not isinstance(uri, str | os.PathLike):
+        raise ConfigurationError(
+            f"set_tracking_uri() takes a 'sqlite:///path' URI or a file path, got {uri!r}."
+        )
+    normalized = normalize_uri(uri)
+    if normalized == _context.get_tracking_uri() and _context.current().db.moved():
+        _context.shutdown()  # forget the handle on the old file; the next call opens anew
+    _context.set_tracking_uri(normalized)
 
 
 def set_experiment(name: str | None = None, *, experiment_id: str | None = None) -> Experiment:
@@ -57,9 +88,12 @@ def set_experiment(name: str | None = None, *, experiment_id: str | None = None)
         raise ConfigurationError(
             "set_experiment() takes exactly one of name='...' or experiment_id='...'."
         )
+    checked_text(
+        name, argument="experiment name", max_length=MAX_EXPERIMENT_NAME_LENGTH, optional=True
+    )
     store = _context.current().store
     if experiment_id is not None:
-        experiment = store.get_experiment(str(experiment_id))
+        experiment = store.get_experiment(str(_experiment_id(experiment_id)))
         if experiment is None:
             raise NotFoundError(
                 f"No experiment has id {experiment_id!r}. Use set_experiment(name='...') "
@@ -73,7 +107,13 @@ def set_experiment(name: str | None = None, *, experiment_id: str | None = None)
 
 
 def get_experiment_by_name(name: str) -> Experiment | None:
-    """Return the experiment with that name, or None."""
+    """Return the experiment with that name, or None.
+
+    Raises:
+        ConfigurationError: the name is not a string.
+    """
+    if not isinstance(name, str):
+        raise ConfigurationError(f"An experiment name must be a string, got {name!r}.")
     return _context.current().store.get_experiment_by_name(name)
 
 
@@ -97,53 +137,19 @@ def search_experiments(*, max_results: int | None = None) -> list[Experiment]:
 
 
 def _status(value: object) -> TraceStatus:
-    try:
-        return TraceStatus(str(value).upper())
-    except ValueError:
-        raise ConfigurationError(
-            f"status must be one of {[s.value for s in TraceStatus]}, got {value!r}."
-        ) from None
+    if isinstance(value, str):
+        try:
+            return TraceStatus(value.upper())
+        except ValueError:
+            pass
+    raise ConfigurationError(
+        f"status must be one of {[s.value for s in TraceStatus]}, got {value!r}."
+    )
 
 
 def _string_map(value: Mapping[str, Any] | None, *, argument: str) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ConfigurationError(
-            f"{argument} must be a dict of strings, got {type(value).__name__}."
-        )
-    result = {}
-    for key, item in value.items():
-        if not isinstance(key, str) or not key:
-            raise ConfigurationError(f"{argument} keys must be non-empty strings, got {key!r}.")
-        result[key] = item if isinstance(item, str) else codec.dumps(item)
-    return result
-
-
-def _duration(value: object) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ConfigurationError(
-            f"execution_duration_ms must be a non-negative number of milliseconds, got {value!r}."
-        )
-    return int(value)
-
-
-def _spans(value: Sequence[Span | Mapping[str, Any]] | None) -> list[Span]:
-    if value is None:
-        return []
-    spans = []
-    for item in value:
-        if isinstance(item, Span):
-            spans.append(item)
-        elif isinstance(item, Mapping):
-            spans.append(Span.model_validate(dict(item)))
-        else:
-            raise ConfigurationError(
-                f"spans must hold Span objects or dicts with Span's fields, got {item!r}."
-            )
-    return spans
+    # Non-string values are stored as JSON text; lone surrogates are escaped.
+    return string_entries(value, argument=argument)
 
 
 def _trace_id(value: object) -> str:
@@ -154,7 +160,18 @@ def _trace_id(value: object) -> str:
             f"trace_id must be a non-blank string of at most 256 characters, got {value!r}; "
             "omit it to get a fresh 'tr-' id."
         )
+    checked_text(value, argument="trace_id")
     return value
+
+
+def _experiment_id(value: object) -> str | None:
+    if value is None or (isinstance(value, str) and value):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise ConfigurationError(
+        f"experiment_id must be an experiment's id (a string such as '1'), got {value!r}."
+    )
 
 
 def build_record(
@@ -178,11 +195,12 @@ def build_record(
         ConfigurationError: an argument is invalid; the message names it.
         NotFoundError: ``experiment_id`` does not exist.
     """
-    started_ms = _clock.to_epoch_ms(request_time, argument="request_time")
+    started_ms = epoch_ms(request_time, argument="request_time")
     request_ms = _clock.now_ms() if started_ms is None else started_ms
     trace_status = _status(status)
-    duration = _duration(execution_duration_ms)
-    span_list = _spans(spans)
+    duration = duration_ms(execution_duration_ms, start_ms=request_ms)
+    checked_text(name, argument="name", optional=True)
+    span_list = span_list_of(spans)
     if not span_list:
         # Every trace has a root span, so span filters (span.name = ...) see log_trace'd traces.
         start_ns = request_ms * 1_000_000
@@ -199,7 +217,7 @@ def build_record(
         ]
     return TraceRecord(
         trace_id=_trace_id(trace_id),
-        experiment_id=_context.resolve_experiment_id(experiment_id),
+        experiment_id=_context.resolve_experiment_id(_experiment_id(experiment_id)),
         status=trace_status,
         request_time_ms=request_ms,
         inputs=inputs,
@@ -272,7 +290,10 @@ def get_trace(trace_id: str) -> Trace:
 
     Raises:
         TraceNotFoundError: no trace has that id.
+        ConfigurationError: the id is not a string.
     """
+    if not isinstance(trace_id, str):
+        raise ConfigurationError(f"trace_id must be a string such as 'tr-...', got {trace_id!r}.")
     return _context.current().store.get_trace(trace_id)
 
 
@@ -293,16 +314,39 @@ def search_traces(
 
     Raises:
         FilterSyntaxError: the filter does not parse.
-        ConfigurationError: ``order_by`` or ``max_results`` is invalid.
+        ConfigurationError: ``experiment_ids``, ``filter_string``, ``order_by`` or
+            ``max_results`` is invalid.
     """
+    _check_search_arguments(experiment_ids, filter_string, order_by)
     ids = (
         [_context.resolve_experiment_id(None)]
         if experiment_ids is None
-        else [_context.resolve_experiment_id(str(e)) for e in experiment_ids]
+        else [_context.resolve_experiment_id(_experiment_id(e)) for e in experiment_ids]
     )
     return _context.current().store.search_traces(
         experiment_ids=ids, filter_string=filter_string, order_by=order_by, max_results=max_results
     )
+
+
+def _check_search_arguments(
+    experiment_ids: object, filter_string: object, order_by: object
+) -> None:
+    # A bare string would be iterated character by character: "12" is not ["1", "2"].
+    for argument, value in (("experiment_ids", experiment_ids), ("order_by", order_by)):
+        if value is not None and (
+            isinstance(value, str | bytes | Mapping) or not isinstance(value, Sequence)
+        ):
+            raise ConfigurationError(
+                f"{argument} must be a list of strings or None, got {value!r}; "
+                f"write {argument}=[{value!r}] for one."
+            )
+    if order_by is not None and not all(isinstance(o, str) for o in order_by):  # type: ignore[attr-defined]
+        raise ConfigurationError(f"order_by must be a list of strings, got {order_by!r}.")
+    if filter_string is not None and not isinstance(filter_string, str):
+        raise ConfigurationError(
+            f"filter_string must be a string or None, got {filter_string!r}; "
+            "e.g. filter_string=\"tags.env = 'prod'\"."
+        )
 
 
 def _source(source: AssessmentSource | None) -> AssessmentSource:
@@ -314,9 +358,29 @@ def _source(source: AssessmentSource | None) -> AssessmentSource:
 
 
 def _assessment_name(name: object) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise ConfigurationError(f"An assessment name must be a non-blank string, got {name!r}.")
-    return name
+    checked = checked_text(name, argument="An assessment name")
+    assert checked is not None  # noqa: S101 - not optional
+    return checked
+
+
+def _assessment_fields(
+    trace_id: object, value: object, metadata: object, rationale: object = None
+) -> dict[str, Any]:
+    """The checked, storable fields of a manual assessment (values over the cap cut)."""
+    if not isinstance(trace_id, str):
+        raise ConfigurationError(f"trace_id must be a string such as 'tr-...', got {trace_id!r}.")
+    if metadata is not None and not isinstance(metadata, Mapping):
+        raise ConfigurationError(f"metadata must be a dict or None, got {metadata!r}.")
+    if rationale is not None and not isinstance(rationale, str):
+        raise ConfigurationError(f"rationale must be a string or None, got {rationale!r}.")
+    limit = max_feedback_bytes()
+    return {
+        "value": codec.capped(codec.jsonable(value), limit=limit),
+        "metadata": None if metadata is None else codec.jsonable(dict(metadata)),
+        "rationale": None
+        if rationale is None
+        else codec.capped(codec.safe_text(rationale), limit=limit),
+    }
 
 
 def log_feedback(
@@ -331,16 +395,20 @@ def log_feedback(
     """Attach human or manual feedback to a trace and return it as stored.
 
     Raises:
+    The value is stored as JSON (see the README on NaN and values JSON cannot hold); a
+    value or rationale larger than ``LOCALSCORERS_MAX_FEEDBACK_BYTES`` (1 MB) is stored
+    cut to that size, ending with ``"... [truncated by localscorers: N bytes, limit L]"``.
+
+    Raises:
         TraceNotFoundError: no trace has that id.
-        ConfigurationError: the name is blank or the source is not an ``AssessmentSource``.
+        ConfigurationError: the name is blank, the source is not an ``AssessmentSource``,
+            or the trace id, rationale or metadata has the wrong type.
     """
     feedback = Feedback(
         name=_assessment_name(name),
-        value=codec.jsonable(value),
-        rationale=rationale,
         source=_source(source),
-        metadata=metadata,
         origin="manual",
+        **_assessment_fields(trace_id, value, metadata, rationale),
     )
     stored = _context.current().store.log_assessment(trace_id, feedback)
     assert isinstance(stored, Feedback)  # noqa: S101 - the store returns what it was given
@@ -359,14 +427,13 @@ def log_expectation(
 
     Raises:
         TraceNotFoundError: no trace has that id.
-        ConfigurationError: the name is blank.
+        ConfigurationError: the name is blank, or the trace id or metadata has the wrong type.
     """
     expectation = Expectation(
         name=_assessment_name(name),
-        value=codec.jsonable(value),
         source=_source(source),
-        metadata=metadata,
         origin="manual",
+        **_assessment_fields(trace_id, value, metadata),
     )
     stored = _context.current().store.log_assessment(trace_id, expectation)
     assert isinstance(stored, Expectation)  # noqa: S101
@@ -377,7 +444,22 @@ def flush(timeout: float | None = None) -> bool:
     """Wait until the online evaluations pending now are done; False if ``timeout`` ran out.
 
     With ``LOCALSCORERS_MONITOR=off`` this waits for a ``localscorers worker`` to do them.
+
+    Raises:
+        ConfigurationError: ``timeout`` is not None or a non-negative number of seconds.
     """
+    timeout = codec.plain_scalar(timeout)  # type: ignore[assignment]
+    if timeout is not None and (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or math.isnan(timeout)
+        or timeout < 0
+    ):
+        raise ConfigurationError(
+            f"flush(timeout=...) takes None (wait for all) or seconds >= 0, got {timeout!r}."
+        )
+    if timeout is not None and math.isinf(timeout):
+        timeout = None
     runtime = _context.current()
     if _context.monitor_enabled():
         return runtime.runner().flush(timeout)

@@ -143,10 +143,16 @@ def test_unencodable_values_do_not_break_the_call() -> None:
         return "done"
 
     assert call(Stubborn(), circular) == "done"
-    assert only_trace().data.request == {
-        "thing": "<unserializable Stubborn>",
-        "loop": "<unserializable list>",
-    }
+    # Stored as a marker with the type and a safe repr (issue 12); the rest is kept.
+    request = only_trace().data.request
+    assert request["thing"]["type"].endswith("Stubborn")
+    assert request["loop"] == [
+        {
+            "__localscorers_unencodable__": "circular reference",
+            "type": "list",
+            "repr": "[[[[[...]]]]]",
+        }
+    ]
 
 
 def test_trace_goes_to_the_active_experiment() -> None:

@@ -33,12 +33,16 @@ __all__ = [
     "NEGATIVE_INFINITY",
     "NOT_A_NUMBER",
     "POSITIVE_INFINITY",
+    "TRUNCATED",
     "UNENCODABLE",
+    "capped",
     "dumps",
     "jsonable",
     "loads",
     "marker",
     "plain_scalar",
+    "safe_text",
+    "text_problem",
 ]
 
 #: Key of the marker object that stands for a value that could not be encoded.
@@ -133,6 +137,48 @@ def _encodable_text(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def text_problem(text: str) -> str | None:
+    """Why a name or id cannot be stored as given (a NUL, a lone surrogate), or None.
+
+    SQLite's C strings end at NUL and its text is UTF-8, so such a name would read back
+    as another name, or fail to be written at all.
+    """
+    if "\x00" in text:
+        return "a NUL character (\\x00)"
+    if not _encodable_text(text):
+        return "a lone surrogate (text that is not valid Unicode)"
+    return None
+
+
+def safe_text(text: str) -> str:
+    """The text with lone surrogates escaped as backslash sequences, so it can be stored."""
+    if _encodable_text(text):
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+#: Words that end a value truncated by :func:`capped`.
+TRUNCATED = "truncated by localscorers"
+
+
+def capped(value: object, *, limit: int) -> object:
+    """Return a JSON-able value, or its text cut to ``limit`` UTF-8 bytes with a marker.
+
+    A string is cut as it is; another value is cut as its JSON text. The marker,
+    ``"... [truncated by localscorers: N bytes, limit L]"``, ends the stored string.
+    """
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    text = value if isinstance(value, str) else dumps(value)
+    if len(text) * 4 <= limit:  # UTF-8 needs at most 4 bytes a character
+        return value
+    raw = text.encode("utf-8", "surrogatepass")
+    if len(raw) <= limit:
+        return value
+    head = raw[:limit].decode("utf-8", "ignore")
+    return f"{head}... [{TRUNCATED}: {len(raw)} bytes, limit {limit}]"
 
 
 def _clean(value: object, depth: int, path: set[int]) -> object:  # noqa: PLR0911 - by kind

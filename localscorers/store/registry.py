@@ -28,7 +28,7 @@ from localscorers.exceptions import (
 )
 from localscorers.filters import parser
 from localscorers.models import ScorerStatus
-from localscorers.store import bulk, schema
+from localscorers.store import bulk, codec, schema
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -117,6 +117,9 @@ def validate_name(name: object) -> str:
             f"A scorer name can be at most {MAX_NAME_LENGTH} characters; "
             f"{name[:40]!r}... has {len(name)}."
         )
+    problem = codec.text_problem(name)
+    if problem is not None:
+        raise ConfigurationError(f"A scorer name must not contain {problem}, got {name!r}.")
     return name
 
 
