@@ -16,6 +16,8 @@ from typing import Any, Literal
 import pytest
 
 import localscorers
+from localscorers.cli.application import app
+from localscorers.cli.common import run
 from localscorers.exceptions import ConfigurationError, TransientError
 from localscorers.judges import openai as openai_provider
 from localscorers.judges.builtin import (
@@ -338,3 +340,13 @@ def test_starting_a_judge_without_a_model_warns(tracking, monkeypatch):
     Safety(name="configured", model="openai:/m").register().start()
     monkeypatch.setenv("LOCALSCORERS_JUDGE_MODEL", "openai:/m")
     judge.stop().start()
+
+
+def test_scorers_get_shows_the_judge_model(tracking, capsys):
+    Safety(name="safe", model="ollama:/llama3.2:1b", base_url="http://127.0.0.1:11434").register()
+    Safety(name="bare").register()
+    assert run(app, ["--db", str(tracking), "scorers", "get", "safe"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "judge model ollama:/llama3.2:1b at http://127.0.0.1:11434" in out
+    assert run(app, ["--db", str(tracking), "scorers", "get", "bare"]) == 0
+    assert "judge model none (LOCALSCORERS_JUDGE_MODEL" in " ".join(capsys.readouterr().out.split())

@@ -103,6 +103,20 @@ def _where(state: ScorerState) -> str:
     return str(stored.get("reference", stored.get("kind", "?")))
 
 
+def _judge_model(state: ScorerState) -> str | None:
+    """The model of an LLM judge (and where it runs), or None for other scorers."""
+    stored = state.definition
+    config = stored.get("config")
+    reference = str(stored.get("reference", ""))
+    if not reference.startswith("localscorers.judges.") or not isinstance(config, dict):
+        return None
+    model = config.get("model")
+    if model is None:
+        return "none (LOCALSCORERS_JUDGE_MODEL where it runs; else its evaluations fail)"
+    base_url = config.get("base_url")
+    return f"{model} at {base_url}" if base_url else str(model)
+
+
 def _scorers_table(states: list[ScorerState], *, title: str) -> Table:
     table = Table(title=title, title_justify="left")
     table.add_column("name", style="bold")
@@ -211,6 +225,9 @@ def register(app: typer.Typer) -> None:  # noqa: PLR0915 - one closure per comma
             ("defined by", _where(state)),
         ):
             grid.add_row(key, value)
+        judge_model = _judge_model(state)
+        if judge_model is not None:
+            grid.add_row("judge model", judge_model)
         console.print(grid)
         source = state.definition.get("source")
         if source:
