@@ -8,20 +8,17 @@ The machinery (pool, resume, session grouping) is in ``evaluation/offline.py``.
 
 from __future__ import annotations
 
-import importlib
 import math
 import re
 import sys
 import types
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from localscorers import _context
-from localscorers.evaluation import offline
-from localscorers.evaluation.aggregations import aggregate, as_number
+from localscorers.evaluation import offline, summary
 from localscorers.evaluation.execution import EvaluationContext
 from localscorers.evaluation.online import Settings
 from localscorers.exceptions import ConfigurationError
@@ -307,97 +304,6 @@ def _add_expectations(rows: Sequence[_Row], traces: Mapping[int, Trace]) -> bool
     return added
 
 
-class _Bar:
-    """A progress bar on stderr when it is a terminal; otherwise nothing is drawn."""
-
-    def __init__(self, progress: Any, total: int) -> None:  # noqa: ANN401 - rich's Progress
-        self._progress = progress
-        self._total = total
-        self._task = progress.add_task("evaluating", total=total) if progress else None
-
-    def advance(self) -> None:
-        if self._progress is not None:
-            self._progress.advance(self._task)
-
-    def grow(self, count: int) -> None:
-        self._total += count
-        if self._progress is not None:
-            self._progress.update(self._task, total=self._total)
-
-
-@contextmanager
-def _progress(total: int) -> Iterator[_Bar]:
-    if not sys.stderr.isatty():
-        yield _Bar(None, total)
-        return
-    # Imported only when a bar is drawn: rich is heavy, and scripts never need it.
-    from rich.console import Console  # noqa: PLC0415
-    from rich.progress import Progress  # noqa: PLC0415
-
-    with Progress(console=Console(stderr=True), transient=True) as progress:
-        yield _Bar(progress, total)
-
-
-def _feedback_of(traces: Sequence[Trace], origin: str) -> dict[str, list[Feedback]]:
-    by_scorer: dict[str, list[Feedback]] = {}
-    for trace in traces:
-        for item in trace.info.assessments:
-            if isinstance(item, Feedback) and item.origin == origin and item.scorer_name:
-                by_scorer.setdefault(item.scorer_name, []).append(item)
-    return by_scorer
-
-
-def _metrics(
-    feedback: Mapping[str, list[Feedback]], aggregations: Mapping[str, Any]
-) -> dict[str, float]:
-    metrics: dict[str, float] = {}
-    for scorer_name, chosen in aggregations.items():
-        items = feedback.get(scorer_name, [])
-        metrics[f"{scorer_name}/error_count"] = float(sum(f.error is not None for f in items))
-        values: dict[str, list[Any]] = {}
-        for item in items:
-            if item.error is None and item.name is not None:
-                values.setdefault(item.name, []).append(item.value)
-        for name, found in values.items():
-            if chosen is not None:
-                metrics.update({f"{name}/{k}": v for k, v in aggregate(found, chosen).items()})
-                continue
-            passes = [v for v in found if isinstance(v, bool) or str(v).lower() in ("yes", "no")]
-            numbers = [v for v in found if as_number(v) is not None and v not in passes]
-            if passes:
-                metrics[f"{name}/pass_rate"] = sum(as_number(v) or 0.0 for v in passes) / len(
-                    passes
-                )
-            if numbers:
-                metrics.update({f"{name}/{k}": v for k, v in aggregate(numbers, None).items()})
-    return metrics
-
-
-def _result_df(rows: Sequence[_Row], traces: Mapping[int, Trace], origin: str) -> Any:  # noqa: ANN401 - a pandas DataFrame
-    try:
-        # By name: pandas is an optional extra without type stubs here.
-        pandas = importlib.import_module("pandas")
-    except ImportError:
-        return None
-    records = []
-    for row in rows:
-        trace = traces[row.index]
-        record: dict[str, Any] = {
-            "trace_id": trace.info.trace_id,
-            "inputs": trace.data.request,
-            "outputs": trace.data.response,
-            "expectations": trace.expectations,
-            "session_id": trace.info.metadata.get(offline.SESSION_KEY),
-        }
-        for item in trace.info.assessments:
-            if isinstance(item, Feedback) and item.origin == origin and item.name:
-                record[f"{item.name}/value"] = item.value
-                record[f"{item.name}/rationale"] = item.rationale
-                record[f"{item.name}/error"] = item.error.error_message if item.error else None
-        records.append(record)
-    return pandas.DataFrame.from_records(records)
-
-
 def evaluate(
     *,
     data: Any,  # noqa: ANN401 - a list of dicts or Traces, or a pandas DataFrame
@@ -454,7 +360,7 @@ def evaluate(
 
     traces = find()
     missing = [row for row in rows if row.index not in traces]
-    with _progress(len(missing)) as bar:
+    with summary.progress(len(missing)) as bar:
         if missing and predict_fn is not None:
             _predict(
                 missing,
@@ -487,9 +393,9 @@ def evaluate(
     return EvaluationResult(
         evaluation_id=identifier,
         experiment_id=experiment,
-        metrics=_metrics(_feedback_of(ordered, origin), aggregations),
+        metrics=summary.metrics(summary.feedback_by_scorer(ordered, origin), aggregations),
         trace_ids=[t.info.trace_id for t in ordered],
-        result_df=_result_df(rows, traces, origin),
+        result_df=summary.result_frame(ordered, origin),
     )
 
 

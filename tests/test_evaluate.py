@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 import textwrap
@@ -426,3 +427,20 @@ def test_bad_arguments_are_errors_that_say_the_fix(
 def test_predict_fn_needs_dict_inputs(tracking: Path) -> None:
     with pytest.raises(ConfigurationError, match="'inputs' must be a dict"):
         evaluate(data=[{"inputs": "2+2"}], scorers=[length], predict_fn=lambda q: q)
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_progress_bar_is_drawn_only_on_a_terminal(
+    tracking: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+
+    result = evaluate(data=DATA, scorers=[length])
+
+    assert result.metrics["length/mean"] == 1.0
+    assert "evaluating" in terminal.getvalue()

@@ -1,0 +1,111 @@
+"""The summary of an offline evaluation: metrics, the result table, the progress bar."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from localscorers.evaluation.aggregations import aggregate, as_number
+from localscorers.evaluation.offline import SESSION_KEY
+from localscorers.models import Feedback, Trace
+
+__all__ = ["ProgressBar", "feedback_by_scorer", "metrics", "progress", "result_frame"]
+
+
+class ProgressBar:
+    """A progress bar on stderr when it is a terminal; otherwise nothing is drawn."""
+
+    def __init__(self, progress: Any, total: int) -> None:  # noqa: ANN401 - rich's Progress
+        self._progress = progress
+        self._total = total
+        self._task = progress.add_task("evaluating", total=total) if progress else None
+
+    def advance(self) -> None:
+        """Count one step done."""
+        if self._progress is not None:
+            self._progress.advance(self._task)
+
+    def grow(self, count: int) -> None:
+        """Add ``count`` steps to the total."""
+        self._total += count
+        if self._progress is not None:
+            self._progress.update(self._task, total=self._total)
+
+
+@contextmanager
+def progress(total: int) -> Iterator[ProgressBar]:
+    """Yield a progress bar drawn on stderr when it is a terminal (else a silent one)."""
+    if not sys.stderr.isatty():
+        yield ProgressBar(None, total)
+        return
+    # Imported only when a bar is drawn: rich is heavy, and scripts never need it.
+    from rich.console import Console  # noqa: PLC0415
+    from rich.progress import Progress  # noqa: PLC0415
+
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        yield ProgressBar(progress, total)
+
+
+def feedback_by_scorer(traces: Sequence[Trace], origin: str) -> dict[str, list[Feedback]]:
+    """Return the feedback of ``origin`` on the traces, by scorer name."""
+    by_scorer: dict[str, list[Feedback]] = {}
+    for trace in traces:
+        for item in trace.info.assessments:
+            if isinstance(item, Feedback) and item.origin == origin and item.scorer_name:
+                by_scorer.setdefault(item.scorer_name, []).append(item)
+    return by_scorer
+
+
+def metrics(
+    feedback: Mapping[str, list[Feedback]], aggregations: Mapping[str, Any]
+) -> dict[str, float]:
+    """Summarize each scorer's feedback: its aggregations, else mean / pass rate; errors."""
+    metrics: dict[str, float] = {}
+    for scorer_name, chosen in aggregations.items():
+        items = feedback.get(scorer_name, [])
+        metrics[f"{scorer_name}/error_count"] = float(sum(f.error is not None for f in items))
+        values: dict[str, list[Any]] = {}
+        for item in items:
+            if item.error is None and item.name is not None:
+                values.setdefault(item.name, []).append(item.value)
+        for name, found in values.items():
+            if chosen is not None:
+                metrics.update({f"{name}/{k}": v for k, v in aggregate(found, chosen).items()})
+                continue
+            passes = [v for v in found if isinstance(v, bool) or str(v).lower() in ("yes", "no")]
+            numbers = [v for v in found if as_number(v) is not None and v not in passes]
+            if passes:
+                metrics[f"{name}/pass_rate"] = sum(as_number(v) or 0.0 for v in passes) / len(
+                    passes
+                )
+            if numbers:
+                metrics.update({f"{name}/{k}": v for k, v in aggregate(numbers, None).items()})
+    return metrics
+
+
+def result_frame(traces: Sequence[Trace], origin: str) -> Any:  # noqa: ANN401 - a pandas DataFrame
+    """Return one DataFrame row per trace with its feedback of ``origin``; None without pandas."""
+    try:
+        # By name: pandas is an optional extra without type stubs here.
+        pandas = importlib.import_module("pandas")
+    except ImportError:
+        return None
+    records = []
+    for trace in traces:
+        record: dict[str, Any] = {
+            "trace_id": trace.info.trace_id,
+            "inputs": trace.data.request,
+            "outputs": trace.data.response,
+            "expectations": trace.expectations,
+            "session_id": trace.info.metadata.get(SESSION_KEY),
+        }
+        for item in trace.info.assessments:
+            if isinstance(item, Feedback) and item.origin == origin and item.name:
+                record[f"{item.name}/value"] = item.value
+                record[f"{item.name}/rationale"] = item.rationale
+                record[f"{item.name}/error"] = item.error.error_message if item.error else None
+        records.append(record)
+    return pandas.DataFrame.from_records(records)
