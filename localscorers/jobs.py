@@ -17,7 +17,7 @@ from typing import Literal, overload
 from pydantic import BaseModel, ConfigDict
 
 from localscorers import _clock, _context
-from localscorers.evaluation.jobs import FINAL_STATUSES, BackfillJobs, ScorerSpec
+from localscorers.store.jobs import FINAL_STATUSES, BackfillJobs, ScorerSpec
 from localscorers.exceptions import (
     BackfillTimeoutError,
     ConfigurationError,

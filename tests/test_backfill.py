@@ -37,9 +37,9 @@ from localscorers.cli import common
 from localscorers.cli.application import app
 from localscorers.evaluation.backfill import Execution
 from localscorers.evaluation.execution import to_feedback
-from localscorers.evaluation.jobs import BackfillJobs, JobRunner
+from localscorers.evaluation.jobs import JobRunner
 from localscorers.evaluation.online import Settings
-from localscorers.store.backfill_pages import LeaseLostError, ScorerSpec
+from localscorers.store.jobs import BackfillJobs, LeaseLostError, ScorerSpec
 from localscorers.store.rows import assessment_row, plain_base, plain_row
 from tests import backfill_helpers as helpers
 

@@ -14,60 +14,40 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import random
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future
-from concurrent.futures import wait as wait_for_futures
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
-import sqlalchemy as sa
-
-from localscorers import _clock
-from localscorers.evaluation.execution import (
-    EvaluationContext,
-    call_plain,
-    error_feedback,
-    evaluate,
-    evaluation_context,
-    light_trace,
-    load_scorer,
-)
-from localscorers.evaluation.pool import DaemonThreadPool
+from localscorers.evaluation.execution import EvaluationContext, light_trace, load_scorer
+from localscorers.evaluation.scheduler import Pacing, Result, Scheduler, settle_transient
 from localscorers.exceptions import TransientError
-from localscorers.models import Feedback, JobStatus, Trace
-from localscorers.store import schema
-from localscorers.store.backfill_pages import (
-    COUNT_KEYS,
-    LeaseLostError,
-    Plan,
-    Result,
-    update_job,
-    write_results,
-)
+from localscorers.models import EvaluationStatus, Feedback, JobStatus, Trace
+from localscorers.store.jobs import ClaimedJob, JobLease, Progress
 from localscorers.store.ledger import move_requests
+from localscorers.store.results import Finished
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection
-
-    from localscorers.evaluation.execution import LoadedScorer, Plain
-    from localscorers.evaluation.online import Settings
+    from localscorers.evaluation.execution import LoadedScorer
+    from localscorers.evaluation.pool import DaemonThreadPool
+    from localscorers.evaluation.scheduler import Settings
     from localscorers.store.backfill_pages import PageRow
     from localscorers.store.database import Database
     from localscorers.store.registry import ScorerRegistry
+    from localscorers.store.results import Plain
     from localscorers.store.traces import TraceStore
 
 __all__ = ["Execution", "Host"]
 
 _WINDOW_PAGES = 8  # pages of traces held at once: memory is O(this), not O(job)
 _COMMIT_SECONDS = 0.5  # a finished prefix waits at most this long (DESIGN: at least once a second)
-_CHUNK_SECONDS = 0.05  # target duration of one pool task, so slow scorers still spread out
 _SETTLE_SECONDS = 0.05  # how long the dispatcher waits for running chunks before writing
 _CHECK_SECONDS = 0.25  # how often a running job looks for a cancel request
-
-_Outcome = list[Feedback] | TransientError | tuple[bool | int | float | str]
+# Pool tasks of about 50 ms, so slow scorers still spread out; compute-bound scorers run
+# one task at a time.
+_PACING = Pacing(task_seconds=0.05, max_chunk=512, first_chunk=4, serialize_cpu_bound=True)
+_FAILED = EvaluationStatus.FAILED.value
 
 
 class Host(Protocol):
@@ -103,48 +83,6 @@ class _Work:
     attempts: int = 0
 
 
-@dataclass(eq=False)
-class _Chunk:
-    """One pool task: one scorer over several traces; results are read as they arrive."""
-
-    scorer: int
-    items: list[_Work]
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    results: list[tuple[_Work, _Outcome, float]] = field(default_factory=list)
-    consumed: int = 0
-    current: int = -1
-    started: float | None = None
-    abandoned: bool = False
-    future: Future[None] | None = None
-    cpu_share: float | None = None  # thread CPU time / wall time, set when the task ends
-
-    def begin(self, index: int, *, halted: bool) -> float | None:
-        """Mark item ``index`` as started; None when the chunk was abandoned or halted."""
-        with self.lock:
-            if self.abandoned or halted:
-                return None
-            self.current, self.started = index, time.monotonic()
-            return self.started
-
-    def deliver(self, work: _Work, outcome: _Outcome, elapsed: float) -> bool:
-        """Publish a result; False when the chunk was abandoned (the result is dropped)."""
-        with self.lock:
-            if self.abandoned:
-                return False
-            self.results.append((work, outcome, elapsed))
-            self.started = None
-            return True
-
-
-def _evaluate(loaded: LoadedScorer, trace: Trace, context: EvaluationContext) -> _Outcome:
-    try:
-        return evaluate(loaded, trace, context)
-    except TransientError as exc:
-        return exc
-    except Exception as exc:  # noqa: BLE001 - evaluate() lets only TransientError out
-        return [error_feedback(exc, name=loaded.name)]
-
-
 class Execution:
     """One claimed job, run to its end, to a cancel, or to the runner's close.
 
@@ -153,36 +91,31 @@ class Execution:
     locked) out for the runner to fail the job with.
     """
 
-    def __init__(self, host: Host, row: Any) -> None:  # noqa: ANN401 - a job Row
+    def __init__(self, host: Host, job: ClaimedJob) -> None:
         self.host = host
         self.settings = host.settings
         self.db = host.db
-        self.job_id: str = row.job_id
-        self.plan = Plan.from_row(row)
+        self.job_id = job.job_id
+        self.lease = JobLease(
+            host.db, job, owner=host.owner, lease_ms=int(self.settings.lease_seconds * 1000)
+        )
+        self.plan = job.plan
         self.specs = self.plan.specs
-        self.counts: list[dict[str, Any]] = [dict(s) for s in row.scorers]
-        cursor = None if row.cursor_trace_id is None else (row.cursor_time_ms, row.cursor_trace_id)
-        self.read_cursor: tuple[int, str] | None = cursor
+        self.index = {spec.name: index for index, spec in enumerate(self.specs)}
+        self.counts = [dict(s) for s in job.scorers]
+        self.read_cursor = job.cursor
         self.page_size = max(1, self.settings.batch_size)
         self.window = self.page_size * _WINDOW_PAGES
-        self.origin = f"backfill:{self.job_id}"
-        self.context = EvaluationContext(db=self.db, origin=self.origin)
-        self.halt = threading.Event()
+        self.context = EvaluationContext(db=self.db, origin=self.lease.origin)
+        self.scheduler = Scheduler(host.executor, self.settings, _PACING, wake=host.wake)
+        self.halt = self.scheduler.halt
         self.slots: deque[_Slot] = deque()
         self.queues: list[deque[_Work]] = [deque() for _ in self.specs]
-        self.running: list[_Chunk] = []
-        self.hung: list[_Chunk] = []
         self.retries: list[tuple[float, int, int, _Work]] = []
         self.sequence = itertools.count()
-        self.ewma: list[float | None] = [None] * len(self.specs)
-        self.cpu_bound = [False] * len(self.specs)
         self.exhausted = False
         self.last_commit = self.last_renew = self.last_check = time.monotonic()
         self.loaded: list[LoadedScorer] = []
-        self.direct: list[bool] = []
-        self.full: list[bool] = []
-        self.wants_expectations: list[bool] = []
-        self.timeouts: list[float] = []
 
     # -- setup and the loop --------------------------------------------------------------
 
@@ -190,12 +123,7 @@ class Execution:
         for spec in self.specs:
             # A version deleted since the job was created fails the job (not each trace).
             state = self.host.registry.get(self.plan.experiment_id, spec.name, version=spec.version)
-            loaded = load_scorer(state, db_path=self.db.path)
-            self.loaded.append(loaded)
-            self.full.append("trace" in loaded.parameters)
-            self.direct.append(loaded.direct)
-            self.wants_expectations.append("expectations" in loaded.parameters)
-            self.timeouts.append(loaded.timeout_seconds or self.settings.default_timeout_seconds)
+            self.loaded.append(load_scorer(state, db_path=self.db.path))
 
     def run(self) -> None:
         """Run the job until it succeeds, is cancelled, or the runner closes."""
@@ -204,7 +132,7 @@ class Execution:
             totals = self.plan.count(self.db, check_existing=False, on_page=self._renew_if_due)
             for spec, total in zip(self.counts, totals, strict=True):
                 spec["total"] = total
-            self._update({"total": sum(totals), "scorers": self.counts})
+            self.lease.update({"total": sum(totals), "scorers": self.counts})
         while True:
             if self.host.stopping.is_set():
                 self._stop(None, grace=self.host.close_wait)
@@ -234,41 +162,27 @@ class Execution:
         every SQLite call, which made trivial scorers a third slower. Scorers slower
         than ``_SETTLE_SECONDS`` mostly wait on I/O, so the dispatcher goes on.
         """
-        if self.running:
-            futures = [c.future for c in self.running if c.future is not None]
-            wait_for_futures(futures, timeout=_SETTLE_SECONDS)
+        if self.scheduler.running:
+            self.scheduler.settle(_SETTLE_SECONDS)
             self._collect()
 
     def _renew_if_due(self) -> None:
         if time.monotonic() - self.last_renew >= self.settings.lease_seconds / 3:
-            lease = int(self.settings.lease_seconds * 1000)
-            self._update({"lease_expires_ms": _clock.now_ms() + lease})
+            self.lease.renew()
             self.last_renew = time.monotonic()
-
-    def _update(self, values: dict[str, Any]) -> None:
-        with self.db.write() as conn:
-            if not update_job(conn, self.job_id, self.host.owner, values):
-                raise LeaseLostError
 
     def _cancel_requested(self) -> bool:
         now = time.monotonic()
         if now - self.last_check < _CHECK_SECONDS:
             return False
         self.last_check = now
-        j = schema.backfill_jobs
-        with self.db.read() as conn:
-            row = conn.execute(
-                sa.select(j.c.cancel_requested, j.c.lease_owner).where(j.c.job_id == self.job_id)
-            ).first()
-        if row is None or row.lease_owner != self.host.owner:
-            raise LeaseLostError
-        return bool(row.cancel_requested)
+        return self.lease.cancel_requested()
 
     def _stop(self, status: JobStatus | None, *, grace: float) -> None:
         """Stop at the next trace boundary, keep what finished, then finish or release."""
         self.halt.set()
         deadline = time.monotonic() + grace
-        while self.running and time.monotonic() < deadline:
+        while self.scheduler.running and time.monotonic() < deadline:
             self.host.wake.wait(0.02)
             self.host.wake.clear()
             self._collect()
@@ -295,13 +209,17 @@ class Execution:
                 self.read_cursor = (rows[-1].time_ms, rows[-1].trace_id)
             self.exhausted = len(rows) < self.page_size
 
-    def _traces(self, conn: Connection, rows: list[PageRow]) -> dict[str, Trace]:
-        full_ids = [r.trace_id for r in rows if any(self.full[i] for i in r.run)]
-        found = {t.info.trace_id: t for t in self.host.store.load_traces(conn, full_ids)}
+    def _traces(self, conn: Any, rows: list[PageRow]) -> dict[str, Trace]:  # noqa: ANN401
+        full = ["trace" in loaded.parameters for loaded in self.loaded]
+        found = {
+            t.info.trace_id: t
+            for t in self.host.store.load_traces(
+                conn, [r.trace_id for r in rows if any(full[i] for i in r.run)]
+            )
+        }
+        wants = ["expectations" in loaded.parameters for loaded in self.loaded]
         wanted = [
-            r.trace_id
-            for r in rows
-            if r.trace_id not in found and any(self.wants_expectations[i] for i in r.run)
+            r.trace_id for r in rows if r.trace_id not in found and any(wants[i] for i in r.run)
         ]
         expectations = self.host.store.load_expectations(conn, wanted) if wanted else {}
         for row in rows:
@@ -311,56 +229,21 @@ class Execution:
                 )
         return found
 
-    # -- the pool --------------------------------------------------------------------------
-
-    def _run_chunk(self, chunk: _Chunk) -> None:
-        loaded = self.loaded[chunk.scorer]
-        direct = loaded.call if self.direct[chunk.scorer] else None
-        cpu, wall = time.thread_time(), time.monotonic()
-        try:
-            # evaluate() sets the context per call too; the direct path relies on this one.
-            with evaluation_context(self.context):
-                for index, work in enumerate(chunk.items):
-                    started = chunk.begin(index, halted=self.halt.is_set())
-                    if started is None:
-                        return
-                    outcome = (
-                        call_plain(direct, loaded.name, work.trace)
-                        if direct is not None
-                        else _evaluate(loaded, work.trace, self.context)
-                    )
-                    if not chunk.deliver(work, outcome, time.monotonic() - started):
-                        return
-        finally:
-            chunk.cpu_share = (time.thread_time() - cpu) / max(time.monotonic() - wall, 1e-9)
-
-    def _chunk_size(self, scorer: int) -> int:
-        mean = self.ewma[scorer]
-        return 4 if mean is None else max(1, min(512, int(_CHUNK_SECONDS / max(mean, 1e-6))))
-
-    def _saturated(self, scorer: int) -> bool:
-        busy = (*self.running, *self.hung)  # hung calls still hold their threads
-        limit = self.loaded[scorer].max_concurrency
-        if limit is not None and sum(c.scorer == scorer for c in busy) >= limit:
-            return True
-        # Scorers that compute (rather than wait on I/O) gain nothing from threads under
-        # the GIL, and several of them at once thrash it: run them one chunk at a time.
-        return self.cpu_bound[scorer] and any(self.cpu_bound[c.scorer] for c in self.running)
+    # -- the scheduler ---------------------------------------------------------------------
 
     def _start(self, scorer: int, items: list[_Work]) -> None:
-        chunk = _Chunk(scorer, items)
-        chunk.future = self.host.executor.submit(self._run_chunk, chunk)
-        chunk.future.add_done_callback(lambda _f: self.host.wake.set())
-        self.running.append(chunk)
+        self.scheduler.start(
+            scorer, self.loaded[scorer], [(work, work.trace) for work in items], self.context
+        )
 
     def _submit(self) -> None:
         if self.halt.is_set():
             return
-        self.hung = [c for c in self.hung if c.future is not None and not c.future.done()]
-        capacity = self.settings.max_workers - len(self.running) - len(self.hung)
+        capacity = self.scheduler.capacity()
         now = time.monotonic()
         while capacity > 0 and self.retries and self.retries[0][0] <= now:
-            if self._saturated(self.retries[0][2]):
+            scorer = self.retries[0][2]
+            if self.scheduler.saturated(scorer, self.loaded[scorer]):
                 break
             _, _, scorer, work = heapq.heappop(self.retries)
             self._start(scorer, [work])
@@ -369,75 +252,42 @@ class Execution:
         while capacity > 0 and progressed:
             progressed = False
             for scorer, queue in enumerate(self.queues):
-                if capacity > 0 and queue and not self._saturated(scorer):
-                    size = min(self._chunk_size(scorer), len(queue))
+                if (
+                    capacity > 0
+                    and queue
+                    and not self.scheduler.saturated(scorer, self.loaded[scorer])
+                ):
+                    size = min(self.scheduler.chunk_size(scorer), len(queue))
                     self._start(scorer, [queue.popleft() for _ in range(size)])
                     capacity -= 1
                     progressed = True
 
     def _collect(self) -> None:
-        now = time.monotonic()
-        still: list[_Chunk] = []
-        for chunk in self.running:
-            assert chunk.future is not None  # noqa: S101 - set by _start
-            done = chunk.future.done()  # read first: a done task has appended everything
-            with chunk.lock:
-                fresh = chunk.results[chunk.consumed :]
-                chunk.consumed = len(chunk.results)
-                started = chunk.started
-                timeout = self.timeouts[chunk.scorer]
-                hung = not done and started is not None and now - started > timeout
-                chunk.abandoned = hung
-            for work, outcome, elapsed in fresh:
-                self._record(chunk.scorer, work, outcome, elapsed)
-            if done and chunk.cpu_share is not None and len(chunk.items) > 1:
-                self.cpu_bound[chunk.scorer] = chunk.cpu_share > 0.5
-            if hung:
-                self._timed_out(chunk)
-            elif not done:
-                still.append(chunk)
-            elif chunk.consumed < len(chunk.items) and not self.halt.is_set():
-                # Every scorer failure becomes a result, so a task that stopped early is
-                # a bug here: fail the job rather than wait forever for its traces.
-                raise RuntimeError(f"a backfill task stopped early: {chunk.future.exception()!r}")
-        self.running = still
+        collected = self.scheduler.collect()
+        for done in collected.done:
+            self._record(cast("int", done.key), done.token, done.result)
+        if self.halt.is_set():
+            return  # left undone: whoever resumes the job runs them
+        # Items a timed-out chunk had not reached go back to the front of their queue.
+        for key, work, _trace in reversed(collected.unstarted):
+            self.queues[cast("int", key)].appendleft(work)
 
-    def _timed_out(self, chunk: _Chunk) -> None:
-        # A Python call cannot be killed: record the timeout, requeue the chunk's rest,
-        # and ignore the late result (runner.Runner does the same).
-        name = self.specs[chunk.scorer].name
-        error = TimeoutError(
-            f"Scorer {name!r} did not finish within {self.timeouts[chunk.scorer]:g} s; raise "
-            "timeout_seconds on the scorer or LOCALSCORERS_SCORER_TIMEOUT."
-        )
-        work = chunk.items[chunk.current]
-        work.attempts += 1
-        feedback = [error_feedback(error, name=name, error_code="SCORER_TIMEOUT")]
-        self._done(chunk.scorer, work, feedback)
-        self.queues[chunk.scorer].extendleft(reversed(chunk.items[chunk.current + 1 :]))
-        self.hung.append(chunk)
-
-    def _record(self, scorer: int, work: _Work, outcome: _Outcome, elapsed: float) -> None:
-        mean = self.ewma[scorer]
-        self.ewma[scorer] = elapsed if mean is None else 0.8 * mean + 0.2 * elapsed
+    def _record(self, scorer: int, work: _Work, outcome: Result) -> None:
         work.attempts += 1
         if isinstance(outcome, TransientError):
             if self.halt.is_set():
                 return  # left undone: whoever resumes the job tries it again
-            if work.attempts < self.settings.max_attempts:
-                base = min(
-                    self.settings.backoff_max_seconds,
-                    self.settings.backoff_seconds * 2 ** (work.attempts - 1),
-                )
-                delay = base * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not security
-                due = time.monotonic() + max(delay, outcome.retry_after or 0.0)
+            settled = settle_transient(
+                outcome,
+                name=self.specs[scorer].name,
+                attempts=work.attempts,
+                settings=self.settings,
+            )
+            if not isinstance(settled, list):
+                due = time.monotonic() + settled
                 heapq.heappush(self.retries, (due, next(self.sequence), scorer, work))
                 return
-            outcome = [error_feedback(outcome, name=self.specs[scorer].name)]
-        self._done(scorer, work, outcome)
-
-    @staticmethod
-    def _done(scorer: int, work: _Work, outcome: list[Feedback] | Plain) -> None:
+            outcome = settled
         work.slot.results.append((scorer, outcome, work.attempts))
         work.slot.remaining -= 1
 
@@ -462,40 +312,32 @@ class Execution:
     def _commit(self, status: JobStatus | None, *, release: bool = False) -> None:
         """Write the finished prefix of the window with counts and cursor, in one transaction."""
         prefix = [self.slots.popleft() for _ in range(self._ready())]
-        results: list[Result] = []
+        results: list[Finished] = []
         for slot in prefix:
             for index in slot.skipped:
                 self.counts[index]["skipped"] += 1
                 self.counts[index]["processed"] += 1
             results.extend(
-                Result(slot.trace_id, index, outcome, attempts, slot.replaces.get(index))
+                Finished(
+                    slot.trace_id,
+                    self.specs[index].name,
+                    self.specs[index].version,
+                    outcome,
+                    attempts,
+                    slot.replaces.get(index),
+                )
                 for index, outcome, attempts in slot.results
             )
-        now = _clock.now_ms()
-        with self.db.write() as conn:
-            if results:
-                write_results(
-                    conn, self.plan, results, origin=self.origin, now=now, counts=self.counts
-                )
-            values: dict[str, Any] = {"scorers": self.counts}
-            for key in COUNT_KEYS[1:]:
-                values[key] = sum(s[key] for s in self.counts)
-            if prefix:
-                values["cursor_time_ms"] = prefix[-1].time_ms
-                values["cursor_trace_id"] = prefix[-1].trace_id
-            if status is JobStatus.SUCCEEDED:
-                # The total counted at the start misses traces logged into the range since.
-                values["total"] = values["processed"]
-            if status is not None:
-                values |= {"status": status.value, "finished_ms": now}
-            elif release:
-                # Nobody runs it now: PENDING until a runner (here or elsewhere) resumes it.
-                values["status"] = JobStatus.PENDING.value
-            held = status is None and not release
-            lease = now + int(self.settings.lease_seconds * 1000)
-            values["lease_expires_ms"] = lease if held else None
-            if not held:
-                values["lease_owner"] = None
-            if not update_job(conn, self.job_id, self.host.owner, values):
-                raise LeaseLostError
+        cursor = (prefix[-1].time_ms, prefix[-1].trace_id) if prefix else None
+        progress = Progress(results, self.counts, cursor, status=status, release=release)
+        self.lease.commit(progress, on_written=self._count)
         self.last_commit = self.last_renew = time.monotonic()
+
+    def _count(self, result: Finished, status: str | None) -> None:
+        # A pair written meanwhile by online scoring or another job counts as skipped.
+        count = self.counts[self.index[result.scorer_name]]
+        count["processed"] += 1
+        if status is None:
+            count["skipped"] += 1
+        else:
+            count["failed" if status == _FAILED else "succeeded"] += 1

@@ -1,6 +1,6 @@
 """Running one scorer on one trace and turning what it returns into feedback.
 
-Shared by online evaluation (``runner.py``) and backfill jobs (``backfill.py``). It
+Shared by online evaluation and backfill jobs, through ``scheduler.py``. It
 loads stored scorers through ``_serialization`` only, never through ``scorers.py``,
 so the evaluator sits below the public API in the import graph.
 """
@@ -21,6 +21,7 @@ from localscorers.evaluation import serialization
 from localscorers.exceptions import ScorerLoadError, TransientError
 from localscorers.models import AssessmentError, AssessmentSource, AssessmentSourceType, Feedback
 from localscorers.store import codec
+from localscorers.store.results import Plain
 
 if TYPE_CHECKING:
     from localscorers.models import Trace
@@ -208,9 +209,6 @@ def error_feedback(exc: BaseException, *, name: str, error_code: str | None = No
         source=_source(name),
         error=AssessmentError(error_code=str(code), error_message=str(exc), stack_trace=stack),
     )
-
-
-Plain = tuple[bool | int | float | str]  # a scorer's plain return value, not yet Feedback
 
 
 def call_plain(

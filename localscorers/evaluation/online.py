@@ -1,9 +1,9 @@
 """The evaluator: claims pending evaluations and runs scorers on a thread pool.
 
 One dispatcher thread per ``Runner`` claims work (leased), loads the traces and the
-scorer versions, hands calls to a thread pool (``_pool.DaemonThreadPool``) and writes
-results back in batches, one transaction per batch. Scorer calls never touch the
-database; only the dispatcher writes, so writes stay few and short.
+scorer versions, hands calls to the scheduler (``scheduler.Scheduler``, shared with
+backfill jobs) and writes results back in batches, one transaction per batch. Scorer
+calls never touch the database; only the dispatcher writes, so writes stay few and short.
 
 The same class runs in-process (the monitor, started lazily when a commit enqueues
 work) and as ``localscorers worker`` in a process of its own.
@@ -12,34 +12,25 @@ work) and as ``localscorers worker`` in a process of its own.
 from __future__ import annotations
 
 import logging
-import math
-import os
-import random
 import threading
 import time
-from concurrent.futures import Future
-from concurrent.futures import wait as wait_for_futures
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from localscorers import _clock
 from localscorers.evaluation.execution import (
     EvaluationContext,
     LoadedScorer,
-    Plain,
-    call_plain,
     error_feedback,
-    evaluate,
-    evaluation_context,
     light_trace,
     load_scorer,
 )
 from localscorers.evaluation.pool import DaemonThreadPool
-from localscorers.exceptions import ConfigurationError, ScorerNotFoundError, TransientError
+from localscorers.evaluation.scheduler import Pacing, Result, Scheduler, Settings, settle_transient
+from localscorers.exceptions import ScorerNotFoundError, TransientError
 from localscorers.store.ledger import Claim, EvaluationQueue, Outcome, new_owner_id
 
 if TYPE_CHECKING:
-    from localscorers.models import Feedback, Trace
+    from localscorers.models import Trace
     from localscorers.store.database import Database
     from localscorers.store.registry import ScorerRegistry
     from localscorers.store.traces import TraceStore
@@ -50,113 +41,8 @@ logger = logging.getLogger(__name__)
 
 _WRITE_INTERVAL = 0.02  # seconds a finished call's result may wait to be written with others
 _CLAIM_INTERVAL = 0.02  # seconds between claims while the queue keeps running dry
-
-
-def _env_number(name: str, default: float, *, minimum: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = minimum - 1
-    if value < minimum:
-        raise ConfigurationError(f"{name} must be a number >= {minimum:g}, got {raw!r}.")
-    return value
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Evaluator settings; ``from_env`` reads the ``LOCALSCORERS_*`` variables.
-
-    Attributes:
-        max_workers: scorer calls running at once (``LOCALSCORERS_MAX_WORKERS``).
-        lease_seconds: how long a claim lasts without renewal (``LOCALSCORERS_LEASE_SECONDS``).
-        max_attempts: tries of a transiently failing evaluation before it is recorded as failed.
-        backoff_seconds: first retry delay; doubled per attempt, with jitter.
-        backoff_max_seconds: the cap on a retry delay.
-        default_timeout_seconds: per-call timeout for scorers that set none
-            (``LOCALSCORERS_SCORER_TIMEOUT``).
-        poll_seconds: how often an idle runner looks for work written by other processes.
-    """
-
-    max_workers: int = 8
-    lease_seconds: float = 60.0
-    max_attempts: int = 4
-    backoff_seconds: float = 0.5
-    backoff_max_seconds: float = 30.0
-    default_timeout_seconds: float = 300.0
-    poll_seconds: float = 0.5
-    batch_size: int = field(default=256)
-
-    @classmethod
-    def from_env(cls) -> Settings:
-        """Read settings from the environment, with the defaults above.
-
-        Raises:
-            ConfigurationError: a variable is not a valid number.
-        """
-        return cls(
-            max_workers=int(_env_number("LOCALSCORERS_MAX_WORKERS", 8, minimum=1)),
-            lease_seconds=_env_number("LOCALSCORERS_LEASE_SECONDS", 60.0, minimum=0.1),
-            default_timeout_seconds=_env_number(
-                "LOCALSCORERS_SCORER_TIMEOUT", 300.0, minimum=0.001
-            ),
-            max_attempts=int(_env_number("LOCALSCORERS_MAX_ATTEMPTS", 4, minimum=1)),
-            backoff_seconds=_env_number("LOCALSCORERS_BACKOFF_SECONDS", 0.5, minimum=0.0),
-        )
-
-
-_TASK_SECONDS = 0.005  # aim for pool tasks this long: fast scorers get claims in chunks
-_MAX_CHUNK = 32
-
-
-@dataclass
-class _Task:
-    """One pool task: one scorer over a chunk of claims, called one after another.
-
-    A task per (trace, scorer) pair cost more in submitting, waking and handing the GIL
-    around than a trivial scorer costs to run; a chunk amortizes that. The worker records
-    each result and when each call started, under ``lock``, so a timeout still applies
-    to each call: finished results are kept, the call that overran is recorded as
-    ``SCORER_TIMEOUT``, and the claims it had not reached go back to the backlog.
-    """
-
-    claims: list[Claim]
-    key: tuple[str, str]
-    timeout: float
-    future: Future[None] | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    results: list[list[Feedback] | TransientError | Plain] = field(default_factory=list)
-    # Infinity until a pool thread starts the task: waiting in the executor's queue
-    # must not count against a call's timeout.
-    call_started: float = math.inf
-    first_started: float = math.inf
-    abandoned: bool = False
-
-
-def _run_chunk(
-    task: _Task, loaded: LoadedScorer, traces: list[Trace], context: EvaluationContext
-) -> None:
-    # A direct scorer (a function that takes no trace) is called without evaluate()'s
-    # per-call wrapping, its plain results kept plain (see call_plain).
-    with task.lock:
-        task.first_started = task.call_started = time.monotonic()
-    with evaluation_context(context):
-        for trace in traces:
-            result: list[Feedback] | TransientError | Plain
-            if loaded.direct and loaded.call is not None:
-                result = call_plain(loaded.call, loaded.name, trace)
-            else:
-                try:
-                    result = evaluate(loaded, trace, context)
-                except TransientError as exc:
-                    result = exc
-            with task.lock:
-                if task.abandoned:
-                    return  # the dispatcher gave up on this call; its result is not ours to write
-                task.results.append(result)
-                task.call_started = time.monotonic()
+# Pool tasks of about 5 ms: short, so a claim's calls spread over the threads at once.
+_PACING = Pacing(task_seconds=0.005, max_chunk=32, first_chunk=1, prefetch=True)
 
 
 class Runner:
@@ -191,21 +77,14 @@ class Runner:
         self._progress = threading.Condition()
         self._thread: threading.Thread | None = None
         self._executor: DaemonThreadPool | None = None
+        self._scheduler: Scheduler | None = None
         self._backlog: list[Claim] = []
-        self._running: list[_Task] = []
-        # Calls past their timeout: recorded as SCORER_TIMEOUT, but a Python call cannot be
-        # killed, so each still holds a pool thread (and a slot of its scorer's limit)
-        # until it returns. Counting them keeps later calls from queueing behind them with
-        # their own timeouts already running.
-        self._abandoned: list[_Task] = []
         self._done: list[Outcome] = []
         # Traces of the claims waiting in the backlog, loaded once: reloading the whole
         # backlog on every dispatch made a long backlog cost O(n) reads per call started.
         self._traces: dict[str, Trace] = {}
         self._light: dict[str, Trace] = {}  # light_trace stand-ins, for scorers not reading it
         self._scorers: dict[tuple[str, str, int], LoadedScorer] = {}
-        # Seconds per call, per scorer, smoothed: sizes the chunks of fast scorers.
-        self._call_seconds: dict[tuple[str, str], float] = {}
         self._scorer_counter: int | None = None
         self._last_renew = time.monotonic()
         self._last_write = time.monotonic()
@@ -222,6 +101,7 @@ class Runner:
         self._executor = DaemonThreadPool(
             max_workers=self.settings.max_workers, thread_name_prefix="localscorers"
         )
+        self._scheduler = Scheduler(self._executor, self.settings, _PACING, wake=self._wake)
         self._thread = threading.Thread(
             target=self._loop, name="localscorers-dispatcher", daemon=True
         )
@@ -276,20 +156,19 @@ class Runner:
                 # gather, so one claim (a write transaction) serves many commits. Waking for
                 # each commit made the application wait on our write lock for every trace.
                 self._stopping.wait(pause)
-            wait = 0.01 if self._running else self.settings.poll_seconds
+            wait = 0.01 if self._running() else self.settings.poll_seconds
             self._wake.wait(timeout=wait)
             self._wake.clear()
         self._finish()
 
+    def _running(self) -> bool:
+        return self._scheduler is not None and bool(self._scheduler.running)
+
     def _step(self) -> None:
+        assert self._scheduler is not None  # noqa: S101 - start() ran
         self._collect()
         self._renew_if_due()
-        self._abandoned = [t for t in self._abandoned if t.future is None or not t.future.done()]
-        # A few tasks beyond the thread count wait in the executor's queue, so a thread
-        # that finishes a call starts the next at once instead of idling until this loop
-        # wakes (slow 20 ms scorers lost ~15% of their parallel throughput to that gap).
-        prefetch = max(1, self.settings.max_workers // 4)
-        capacity = self.settings.max_workers + prefetch - len(self._running) - len(self._abandoned)
+        capacity = self._scheduler.capacity()
         if capacity > 0:
             # Claims waiting for a scorer at its concurrency limit are not work we can
             # start: counting them blocked every scorer behind a slow max_concurrency=1 one.
@@ -312,14 +191,12 @@ class Runner:
         self._write_done(force=False)
 
     def _finish(self) -> None:
+        assert self._scheduler is not None  # noqa: S101 - start() ran
         self._collect()
         self._write_done()
         # Give running calls the grace period close() was given; what remains stays pending.
-        # (Future.exception(timeout) raised TimeoutError here, which killed this thread
-        # before release() and left the claims leased to a monitor that was gone.)
-        if self._running:
-            futures = [task.future for task in self._running if task.future is not None]
-            wait_for_futures(futures, timeout=self._close_wait)
+        if self._scheduler.running:
+            self._scheduler.settle(self._close_wait)
             self._collect()
         self._write_done()
         self.queue.release()
@@ -333,31 +210,24 @@ class Runner:
 
     def _saturated(self, *, with_backlog: bool) -> set[tuple[str, str]]:
         # Scorers at their limit, counting calls running and, with_backlog, claims waiting.
-        counts: dict[tuple[str, str], int] = {}
-        for task in (*self._running, *self._abandoned):
-            counts[task.key] = counts.get(task.key, 0) + 1
+        assert self._scheduler is not None  # noqa: S101 - start() ran
+        waiting: dict[tuple[str, str], int] = {}
         for claim in self._backlog if with_backlog else ():
             key = (claim.experiment_id, claim.scorer_name)
-            counts[key] = counts.get(key, 0) + 1
+            waiting[key] = waiting.get(key, 0) + 1
         saturated = set()
-        for (experiment_id, name), count in counts.items():
-            loaded = next(
-                (s for k, s in self._scorers.items() if k[0] == experiment_id and k[1] == name),
-                None,
-            )
-            if loaded is not None and loaded.max_concurrency and count >= loaded.max_concurrency:
-                saturated.add((experiment_id, name))
+        for (experiment_id, name, _version), loaded in self._scorers.items():
+            key = (experiment_id, name)
+            if self._scheduler.saturated(key, loaded, waiting=waiting.get(key, 0)):
+                saturated.add(key)
         return saturated
 
     def _dispatch(self, capacity: int) -> None:
-        assert self._executor is not None  # noqa: S101 - start() ran
+        assert self._scheduler is not None  # noqa: S101 - start() ran
         claims, self._backlog = self._backlog, []
         # Scorers first: they say which claims need a whole trace and which a light one.
         claims = [claim for claim in claims if self._loaded(claim) is not None]
         self._load_traces(claims)
-        running: dict[tuple[str, str], int] = {}
-        for task in (*self._running, *self._abandoned):
-            running[task.key] = running.get(task.key, 0) + 1
         context = EvaluationContext(db=self._db, origin="online")
         chunks: dict[tuple[str, str, int], list[Claim]] = {}
         for claim in claims:
@@ -369,21 +239,15 @@ class Runner:
         for (experiment_id, name, version), ready in chunks.items():
             key = (experiment_id, name)
             loaded = self._scorers[(experiment_id, name, version)]
-            size = self._chunk_size(key)
+            size = self._scheduler.chunk_size(key)
+            traces = self._traces_for(ready[0])
             for offset in range(0, len(ready), size):
-                limit = loaded.max_concurrency
-                if capacity <= 0 or (limit is not None and running.get(key, 0) >= limit):
+                if capacity <= 0 or self._scheduler.saturated(key, loaded):
                     self._backlog.extend(ready[offset:])
                     break
                 chunk = ready[offset : offset + size]
-                timeout = loaded.timeout_seconds or self.settings.default_timeout_seconds
-                task = _Task(chunk, key, timeout)
-                traces = self._traces_for(chunk[0])
-                chunk_traces = [traces[c.trace_id] for c in chunk]
-                task.future = self._executor.submit(_run_chunk, task, loaded, chunk_traces, context)
-                task.future.add_done_callback(lambda _f: self._wake.set())
-                self._running.append(task)
-                running[key] = running.get(key, 0) + 1
+                items = [(claim, traces[claim.trace_id]) for claim in chunk]
+                self._scheduler.start(key, loaded, items, context)
                 capacity -= 1
         waiting = {claim.trace_id for claim in self._backlog}
         self._traces = {k: v for k, v in self._traces.items() if k in waiting}
@@ -391,16 +255,8 @@ class Runner:
 
     def _claim_chunk(self) -> int:
         # The chunk size of the fastest scorer seen, at least 4 (the old fixed claim size).
-        fastest = min(self._call_seconds.values(), default=None)
-        if fastest is None:
-            return 4
-        return max(4, min(_MAX_CHUNK, int(_TASK_SECONDS / max(fastest, 1e-6))))
-
-    def _chunk_size(self, key: tuple[str, str]) -> int:
-        seconds = self._call_seconds.get(key)
-        if seconds is None:
-            return 1  # unknown speed: one call, then we know
-        return max(1, min(_MAX_CHUNK, int(_TASK_SECONDS / max(seconds, 1e-6))))
+        assert self._scheduler is not None  # noqa: S101 - start() ran
+        return max(4, self._scheduler.fastest_chunk() or 4)
 
     def _traces_for(self, claim: Claim) -> dict[str, Trace]:
         loaded = self._scorers.get((claim.experiment_id, claim.scorer_name, claim.scorer_version))
@@ -457,78 +313,23 @@ class Runner:
         return loaded
 
     def _collect(self) -> None:
-        now = time.monotonic()
-        still: list[_Task] = []
-        for task in self._running:
-            assert task.future is not None  # noqa: S101 - set when submitted
-            if task.future.done():
-                self._finish_task(task, now)
-                continue
-            with task.lock:
-                overran = now - task.call_started > task.timeout
-                if overran:
-                    task.abandoned = True
-                    results = list(task.results)
-            if not overran:
-                still.append(task)
-                continue
-            # A Python call cannot be killed: record the timeout and ignore its late result.
-            finished, late = task.claims[: len(results)], task.claims[len(results)]
-            self._done.extend(self._outcome(c, r) for c, r in zip(finished, results, strict=True))
-            timeout = TimeoutError(
-                f"Scorer {late.scorer_name!r} did not finish within its timeout; "
-                "raise timeout_seconds on the scorer or LOCALSCORERS_SCORER_TIMEOUT."
-            )
-            self._done.append(
-                Outcome(
-                    late,
-                    feedback=[
-                        error_feedback(timeout, name=late.scorer_name, error_code="SCORER_TIMEOUT")
-                    ],
-                )
-            )
-            self._backlog.extend(task.claims[len(results) + 1 :])  # not started: still ours
-            self._call_seconds[task.key] = task.timeout
-            self._abandoned.append(task)
-        self._running = still
+        assert self._scheduler is not None  # noqa: S101 - start() ran
+        collected = self._scheduler.collect()
+        self._done.extend(self._outcome(done.token, done.result) for done in collected.done)
+        # Claims a timed-out task had not reached are still ours: back to the backlog.
+        self._backlog.extend(token for _key, token, _trace in collected.unstarted)
 
-    def _finish_task(self, task: _Task, now: float) -> None:
-        assert task.future is not None  # noqa: S101 - set when submitted
-        error = task.future.exception()
-        results = task.results
-        self._done.extend(self._outcome(c, r) for c, r in zip(task.claims, results, strict=False))
-        if error is not None or len(results) < len(task.claims):
-            # The chunk itself failed (not a scorer: evaluate() turns those into data).
-            failure = error or RuntimeError("the scorer task stopped early")
-            self._done.extend(
-                Outcome(c, feedback=[error_feedback(failure, name=c.scorer_name)])
-                for c in task.claims[len(results) :]
-            )
-            return
-        per_call = (now - task.first_started) / len(task.claims)
-        previous = self._call_seconds.get(task.key)
-        self._call_seconds[task.key] = (
-            per_call if previous is None else 0.7 * previous + 0.3 * per_call
-        )
-
-    def _outcome(self, claim: Claim, result: list[Feedback] | TransientError | Plain) -> Outcome:
+    def _outcome(self, claim: Claim, result: Result) -> Outcome:
         if isinstance(result, tuple):
             return Outcome(claim, plain=result)
         if not isinstance(result, TransientError):
             return Outcome(claim, feedback=result)
-        if claim.attempts + 1 < self.settings.max_attempts:
-            return Outcome(claim, retry_at_ms=_clock.now_ms() + self._backoff_ms(claim, result))
-        return Outcome(claim, feedback=[error_feedback(result, name=claim.scorer_name)])
-
-    def _backoff_ms(self, claim: Claim, exc: TransientError) -> int:
-        base = min(
-            self.settings.backoff_max_seconds,
-            self.settings.backoff_seconds * (2**claim.attempts),
+        settled = settle_transient(
+            result, name=claim.scorer_name, attempts=claim.attempts + 1, settings=self.settings
         )
-        delay = base * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not security
-        if exc.retry_after is not None:
-            delay = max(delay, exc.retry_after)
-        return int(delay * 1000)
+        if isinstance(settled, list):
+            return Outcome(claim, feedback=settled)
+        return Outcome(claim, retry_at_ms=_clock.now_ms() + int(settled * 1000))
 
     def _write_done(self, *, force: bool = True) -> None:
         if not self._done:
@@ -536,7 +337,7 @@ class Runner:
         now = time.monotonic()
         if (
             not force
-            and self._running
+            and self._running()
             and len(self._done) < self.settings.batch_size
             and now - self._last_write < _WRITE_INTERVAL
         ):
@@ -556,5 +357,5 @@ class Runner:
         now = time.monotonic()
         if now - self._last_renew >= self.settings.lease_seconds / 3:
             self._last_renew = now
-            if self._running or self._backlog:
+            if self._running() or self._backlog:
                 self.queue.renew()

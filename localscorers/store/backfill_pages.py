@@ -1,60 +1,34 @@
-"""The SQL of a backfill job: choosing the pairs of a page of traces, and writing results.
+"""The SQL of a backfill job's plan: choosing the (trace, scorer) pairs of a page of traces.
 
 A page is read in ``(request_time_ms, trace_id)`` order through a keyset cursor with,
 as extra columns, every scorer's filter and the id of the scorer version's current
 evaluation, so one statement decides which pairs run, which are skipped and which a
 rescore replaces. Sampling uses the online formula, so a backfill at a scorer's own
 rate picks exactly the traces online scoring would have.
-
-Results are written with the driver's ``executemany``: evaluation rows with
-``ON CONFLICT DO NOTHING`` (the partial unique index on (trace, scorer, version) is
-what makes reruns and races idempotent), then the feedback of the rows that were
-really inserted.
+(Results are written by ``results.insert_finished``.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from localscorers import sampling
-from localscorers.evaluation.execution import Plain
 from localscorers.filters import parser
-from localscorers.models import EvaluationStatus, Feedback, TraceStatus
-from localscorers.store import bulk, filter_sql, schema
-from localscorers.store.ledger import ledger_insert
-from localscorers.store.rows import (
-    assessment_row,
-    encode_json,
-    in_chunks,
-    insert_encoded,
-    plain_base,
-    plain_row,
-)
+from localscorers.models import EvaluationStatus, TraceStatus
+from localscorers.store import filter_sql, schema
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
     from localscorers.store.database import Database
 
-__all__ = [
-    "COUNT_KEYS",
-    "LeaseLostError",
-    "PageRow",
-    "Plan",
-    "Result",
-    "ScorerSpec",
-    "update_job",
-    "write_results",
-]
+__all__ = ["PageRow", "Plan", "ScorerSpec"]
 
-COUNT_KEYS = ("total", "processed", "succeeded", "failed", "skipped")
 _PENDING = EvaluationStatus.PENDING.value
-_FAILED = EvaluationStatus.FAILED.value
-_SUCCEEDED = EvaluationStatus.SUCCEEDED.value
 
 
 @dataclass(frozen=True)
@@ -65,19 +39,6 @@ class ScorerSpec:
     version: int
     sample_rate: float
     filter_string: str | None = None
-
-
-class LeaseLostError(Exception):
-    """Another holder took the job over (our lease had expired): drop what we hold."""
-
-
-def update_job(conn: Connection, job_id: str, owner: str, values: dict[str, Any]) -> bool:
-    """Update the job only while ``owner`` holds its lease; tell whether it did."""
-    j = schema.backfill_jobs
-    result = conn.execute(
-        sa.update(j).where(j.c.job_id == job_id, j.c.lease_owner == owner).values(**values)
-    )
-    return bool(result.rowcount)
 
 
 @dataclass
@@ -263,136 +224,3 @@ class Plan:
             if on_page is not None:
                 on_page()
             after = (rows[-1].time_ms, rows[-1].trace_id)
-
-
-class Result(NamedTuple):
-    """A finished pair: the feedback, or the plain value the scorer returned."""
-
-    trace_id: str
-    scorer: int
-    outcome: list[Feedback] | Plain
-    attempts: int
-    replaces: int | None
-
-
-def _written_query() -> sa.Select[tuple[int, str, str]]:
-    e = schema.evaluations
-    return sa.select(e.c.id, e.c.trace_id, e.c.scorer_name).where(
-        e.c.id > sa.bindparam("before"), e.c.origin == sa.bindparam("origin")
-    )
-
-
-def _supersede(conn: Connection, olds: list[tuple[int, str]]) -> dict[int, dict[str, str]]:
-    """Retire replaced evaluations and their feedback; map each to {name: assessment id}."""
-    e, a = schema.evaluations, schema.assessments
-    replaced: dict[int, dict[str, str]] = {}
-    for chunk in in_chunks(olds):
-        ids = [old for old, _ in chunk]
-        conn.execute(
-            sa.update(e).where(e.c.id.in_(ids), e.c.status != _PENDING).values(superseded=True)
-        )
-        # The trace ids let SQLite use ix_assessments_trace (evaluation_id has no index).
-        rows = conn.execute(
-            sa.select(a.c.assessment_id, a.c.evaluation_id, a.c.name).where(
-                a.c.trace_id.in_([t for _, t in chunk]),
-                a.c.evaluation_id.in_(ids),
-                a.c.valid.is_(True),
-            )
-        ).all()
-        for assessment_id, evaluation_id, name in rows:
-            replaced.setdefault(evaluation_id, {}).setdefault(name, assessment_id)
-        for part in in_chunks([r[0] for r in rows]):
-            conn.execute(sa.update(a).where(a.c.assessment_id.in_(part)).values(valid=False))
-    return replaced
-
-
-def write_results(
-    conn: Connection,
-    plan: Plan,
-    results: list[Result],
-    *,
-    origin: str,
-    now: int,
-    counts: list[dict[str, Any]],
-) -> None:
-    """Write evaluations and feedback for finished pairs, inside the caller's transaction.
-
-    A pair that online scoring (or another job) wrote since its page was read keeps
-    that row: it is counted as skipped and its result dropped. ``counts`` (one dict
-    per scorer) is updated in place.
-    """
-    e = schema.evaluations
-    before = conn.execute(sa.select(sa.func.max(e.c.id))).scalar_one() or 0
-    olds = [(r.replaces, r.trace_id) for r in results if r.replaces is not None]
-    replaced = _supersede(conn, olds) if olds else {}
-    base = {
-        "id": None,
-        "experiment_id": plan.experiment_id,
-        "origin": origin,
-        "enqueued_ms": now,
-        "not_before_ms": 0,
-        "lease_owner": None,
-        "lease_expires_ms": None,
-        "finished_ms": now,
-        "superseded": False,
-    }
-    rows = []
-    for result in results:
-        spec, outcome = plan.specs[result.scorer], result.outcome
-        failed = isinstance(outcome, list) and any(f.error is not None for f in outcome)
-        row = base.copy()
-        row["trace_id"] = result.trace_id
-        row["scorer_name"] = spec.name
-        row["scorer_version"] = spec.version
-        row["status"] = _FAILED if failed else _SUCCEEDED
-        row["attempts"] = result.attempts
-        rows.append(row)
-    ledger_insert(conn).executemany(conn, rows)
-    # Rows with ids above ``before`` and our origin are exactly the ones just written:
-    # this transaction holds the write lock (RETURNING would cost a statement per row).
-    written = {
-        (trace_id, name): evaluation_id
-        for evaluation_id, trace_id, name in bulk.compiled_select(
-            conn, "backfill:written", _written_query
-        ).fetchall(conn, {"before": before, "origin": origin})
-    }
-    plain_bases = [plain_base(s.name, s.version, origin=origin, now=now) for s in plan.specs]
-    feedback_rows = []
-    for result, row in zip(results, rows, strict=True):
-        spec, count = plan.specs[result.scorer], counts[result.scorer]
-        count["processed"] += 1
-        evaluation_id = written.get((result.trace_id, spec.name))
-        if evaluation_id is None:
-            count["skipped"] += 1
-            continue
-        count["failed" if row["status"] == _FAILED else "succeeded"] += 1
-        previous = replaced.get(result.replaces, {}) if result.replaces is not None else {}
-        if isinstance(result.outcome, tuple):
-            feedback_rows.append(
-                plain_row(
-                    result.outcome[0],
-                    plain_bases[result.scorer],
-                    trace_id=result.trace_id,
-                    evaluation_id=evaluation_id,
-                )
-            )
-        else:
-            made = [
-                assessment_row(
-                    item,
-                    trace_id=result.trace_id,
-                    origin=origin,
-                    now_ms=now,
-                    evaluation_id=evaluation_id,
-                    scorer_name=spec.name,
-                    scorer_version=spec.version,
-                )
-                for item in result.outcome
-            ]
-            feedback_rows.extend(encode_json(schema.assessments, made))
-        if previous:
-            # History: the new feedback names the one it replaces (same name, else any).
-            fallback = next(iter(previous.values()))
-            for feedback_row in feedback_rows[-len(result.outcome) :]:
-                feedback_row["overrides"] = previous.get(feedback_row["name"], fallback)
-    insert_encoded(conn, schema.assessments, feedback_rows)

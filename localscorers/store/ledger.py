@@ -22,16 +22,10 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from localscorers import _clock
-from localscorers.evaluation.execution import Plain
 from localscorers.models import EvaluationStatus, Feedback
-from localscorers.store import bulk, codec, schema, sqlite
-from localscorers.store.rows import (
-    assessment_row,
-    encode_json,
-    insert_encoded,
-    plain_base,
-    plain_row,
-)
+from localscorers.store import bulk, codec, schema
+from localscorers.store.results import FeedbackRows, Plain, final_status, ledger_insert
+from localscorers.store.rows import insert_encoded
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -43,7 +37,6 @@ __all__ = [
     "EvaluationQueue",
     "Outcome",
     "Watermark",
-    "ledger_insert",
     "move_requests",
     "new_owner_id",
     "pending_requests",
@@ -51,8 +44,6 @@ __all__ = [
 ]
 
 _PENDING = EvaluationStatus.PENDING.value
-_SUCCEEDED = EvaluationStatus.SUCCEEDED.value
-_FAILED = EvaluationStatus.FAILED.value
 _E = schema.evaluations
 # In the order of Claim's fields.
 _CLAIM_COLUMNS = (
@@ -108,21 +99,6 @@ class Watermark:
 
     request_id: int
     evaluation_id: int
-
-
-def _insert_ignore() -> sa.Insert:
-    e = schema.evaluations
-    insert: sa.Insert = sqlite.insert_ignore(e).values({c.name: sa.bindparam(c.name) for c in e.c})
-    return insert
-
-
-def ledger_insert(conn: Connection) -> bulk.CompiledStatement:
-    """Return the compiled insert-or-ignore of ``evaluations`` rows (all columns).
-
-    A row whose (trace, scorer, version) already has a current evaluation is skipped:
-    the unique index decides, so online moves and backfills never make a second one.
-    """
-    return bulk.compiled_select(conn, "evaluations:insert-ignore", _insert_ignore)
 
 
 def _unleased(*columns: str) -> Callable[[], sa.Update]:
@@ -395,7 +371,7 @@ class EvaluationQueue:
         finals: dict[int, dict[str, Any]] = {}
         retries: dict[int, dict[str, Any]] = {}
         feedback: dict[int, Sequence[dict[str, Any]]] = {}
-        bases: dict[tuple[str, int, str], dict[str, Any]] = {}
+        builder = FeedbackRows(now)
         for outcome in outcomes:
             claim = outcome.claim
             if outcome.retry_at_ms is not None:
@@ -405,40 +381,21 @@ class EvaluationQueue:
                     "not_before_ms": outcome.retry_at_ms,
                 }
                 continue
+            result = outcome.plain if outcome.plain is not None else outcome.feedback
             finals[claim.id] = {
                 "b_id": claim.id,
-                "status": (
-                    _FAILED if any(f.error is not None for f in outcome.feedback) else _SUCCEEDED
-                ),
+                "status": final_status(result),
                 "attempts": claim.attempts + 1,
                 "finished_ms": now,
             }
-            if outcome.plain is not None:
-                base_key = (claim.scorer_name, claim.scorer_version, claim.origin)
-                base = bases.get(base_key)
-                if base is None:
-                    base = bases[base_key] = plain_base(
-                        claim.scorer_name, claim.scorer_version, origin=claim.origin, now=now
-                    )
-                feedback[claim.id] = [
-                    plain_row(
-                        outcome.plain[0], base, trace_id=claim.trace_id, evaluation_id=claim.id
-                    )
-                ]
-                continue
-            rows = [
-                assessment_row(
-                    f,
-                    trace_id=claim.trace_id,
-                    origin=claim.origin,
-                    now_ms=now,
-                    evaluation_id=claim.id,
-                    scorer_name=claim.scorer_name,
-                    scorer_version=claim.scorer_version,
-                )
-                for f in outcome.feedback
-            ]
-            feedback[claim.id] = encode_json(schema.assessments, rows)
+            feedback[claim.id] = builder.build(
+                result,
+                trace_id=claim.trace_id,
+                scorer_name=claim.scorer_name,
+                scorer_version=claim.scorer_version,
+                origin=claim.origin,
+                evaluation_id=claim.id,
+            )
         ids = [o.claim.id for o in outcomes]
         with self._db.write() as conn:
             ours = set(
