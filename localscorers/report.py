@@ -88,6 +88,9 @@ class ScorerReport(BaseModel):
         pass_rate: ``passed / bool_values``, or None without boolean feedback.
         mean_value: the mean of the numeric values, or None without any.
         last_evaluation: when the newest evaluation finished.
+        prompt_tokens: tokens sent to an LLM judge's model (its feedback's metadata),
+            summed over the evaluations counted here; 0 for code scorers.
+        completion_tokens: tokens the model answered with, summed likewise.
         bucket: the width of ``buckets``.
         buckets: evaluations and errors per time bucket, oldest first (empty buckets left out).
     """
@@ -110,6 +113,8 @@ class ScorerReport(BaseModel):
     pass_rate: float | None = None
     mean_value: float | None = None
     last_evaluation: datetime | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
     bucket: TimeBucket = TimeBucket.HOUR
     buckets: list[ReportBucket] = Field(default_factory=list)
 
@@ -186,6 +191,8 @@ def _scorer_entry(
         pass_rate=passed / bool_values if bool_values else None,
         mean_value=float(value["sum_num"]) / numeric_values if numeric_values else None,
         last_evaluation=_clock.datetime_from_ms(int(last)) if last is not None else None,
+        prompt_tokens=rows.tokens.get(name, {}).get("prompt_tokens", 0),
+        completion_tokens=rows.tokens.get(name, {}).get("completion_tokens", 0),
         bucket=width,
         buckets=[
             ReportBucket(

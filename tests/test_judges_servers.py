@@ -114,6 +114,8 @@ def test_online_scoring_with_a_small_model_is_quick_and_parsed(tracking):
         [feedback] = feedback_of(trace_id, "safety")
         assert (feedback.value, feedback.error) == ("yes", None)
         assert feedback.metadata["completion_tokens"] == 9
+    [report] = localscorers.scorer_report()
+    assert (report.prompt_tokens, report.completion_tokens) == (3 * 40, 3 * 9)
 
 
 # -- servers that refuse response_format ------------------------------------------------------

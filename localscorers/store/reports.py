@@ -48,6 +48,7 @@ class ReportRows:
     values: dict[str, dict[str, Any]]
     width_ms: int
     buckets: dict[str, list[BucketRow]]
+    tokens: dict[str, dict[str, int]]
 
 
 class ReportStore:
@@ -77,7 +78,8 @@ class ReportStore:
             values = _values(conn, experiment_id, since_ms)
             width = width_ms(counts)
             buckets = _buckets(conn, experiment_id, since_ms, width)
-        return ReportRows(counts, requested, values, width, buckets)
+            tokens = _tokens(conn, experiment_id, since_ms)
+        return ReportRows(counts, requested, values, width, buckets, tokens)
 
 
 def _finished_since(since_ms: int | None) -> sa.ColumnElement[bool]:
@@ -148,6 +150,40 @@ def _values(
         .group_by(e.c.scorer_name)
     )
     return {row.scorer_name: dict(row._mapping) for row in conn.execute(query)}
+
+
+def _tokens(
+    conn: Connection, experiment_id: str, since_ms: int | None
+) -> dict[str, dict[str, int]]:
+    """Tokens in and out that LLM judges reported in their feedback's metadata.
+
+    Failed evaluations count too (an unreadable answer still cost its tokens); answers
+    served from the judge cache carry no token counts, so they add nothing.
+    """
+    e, a = schema.evaluations, schema.assessments
+    query = (
+        sa.select(
+            e.c.scorer_name,
+            sa.func.sum(a.c.meta["prompt_tokens"].as_integer()).label("prompt_tokens"),
+            sa.func.sum(a.c.meta["completion_tokens"].as_integer()).label("completion_tokens"),
+        )
+        .select_from(e.join(a, a.c.evaluation_id == e.c.id))
+        .where(
+            e.c.experiment_id == experiment_id,
+            e.c.superseded == sa.false(),
+            e.c.status.in_([_SUCCEEDED, _FAILED]),
+            _finished_since(since_ms),
+            a.c.source_type == "LLM_JUDGE",
+        )
+        .group_by(e.c.scorer_name)
+    )
+    return {
+        row.scorer_name: {
+            "prompt_tokens": int(row.prompt_tokens or 0),
+            "completion_tokens": int(row.completion_tokens or 0),
+        }
+        for row in conn.execute(query)
+    }
 
 
 def _buckets(
