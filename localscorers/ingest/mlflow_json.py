@@ -25,6 +25,7 @@ import binascii
 import dataclasses
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -35,7 +36,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from localscorers import _clock, _context
-from localscorers.exceptions import ConfigurationError
+from localscorers._spans import MAX_EPOCH_NS
+from localscorers.exceptions import ConfigurationError, TraceImportError
 from localscorers.models import (
     AssessmentError,
     AssessmentSource,
@@ -93,7 +95,28 @@ _TRACE_OUTPUTS_KEY = "mlflow.traceOutputs"
 
 
 class _Invalid(Exception):
-    """What is wrong with one trace; import_traces adds the file and line."""
+    """What is wrong with one trace; import_traces adds the file and line.
+
+    Attributes:
+        field: the offending field, when one is to blame.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+# Errors a hostile document can provoke while it is read (huge ints, deep nesting, odd
+# types); each becomes a TraceImportError naming the file and line, never a raw error.
+_DOCUMENT_ERRORS = (
+    _Invalid,
+    ConfigurationError,
+    ValidationError,
+    TypeError,
+    ValueError,
+    OverflowError,
+    RecursionError,
+)
 
 
 def import_traces(
@@ -108,7 +131,9 @@ def import_traces(
     here, so every trace goes to ``experiment_id`` or the active experiment.
 
     Every file is read and checked before anything is written, so a bad file imports
-    nothing. Traces whose id is already in the database are skipped, which makes a
+    nothing; then each file is written in one transaction, so a failure while writing
+    (a full disk) leaves each file imported whole or not at all, and running the same
+    import again finishes it. Traces whose id is already in the database are skipped, which makes a
     re-import harmless: the returned list still holds every id of the input (each once,
     in file order), whether it was imported now or before. Imported traces that are not
     ``IN_PROGRESS`` get online evaluations from the experiment's active scorers, as
@@ -118,39 +143,70 @@ def import_traces(
     score them later with a backfill.
 
     Raises:
-        ConfigurationError: the path does not exist, holds no trace files, or a file is
-            not valid MLflow trace JSON; the message names the file, the line (for
-            JSON lines) or the trace's position, and what is wrong.
+        ConfigurationError: the path does not exist or holds no trace files.
+        TraceImportError: a file is not valid MLflow trace JSON (a ``ConfigurationError``);
+            the message and its ``file``, ``line`` (for JSON lines, else the trace's
+            position) and ``field`` attributes say where, and what is wrong.
         NotFoundError: ``experiment_id`` does not exist.
     """
     files = _trace_files(Path(path))
     target = _context.resolve_experiment_id(experiment_id)
-    records: list[TraceRecord] = []
+    by_file: list[list[TraceRecord]] = []
+    ids: list[str] = []
     seen: set[str] = set()
     assessment_ids: set[str] = set()
     for file in files:
-        for where, document in _documents(file):
+        records: list[TraceRecord] = []
+        for line, where, document in _documents(file):
             try:
+                _check_text(document, "trace")
                 record = _record(document, experiment_id=target)
                 if record.trace_id in seen:
                     logger.info("Skipping %s: trace %s appeared earlier.", where, record.trace_id)
                     continue
                 _check_assessment_ids(record, assessment_ids)
-            except (_Invalid, ConfigurationError, ValidationError) as exc:
-                raise ConfigurationError(f"Cannot import {where}: {exc}") from exc
+            except _DOCUMENT_ERRORS as exc:
+                field = getattr(exc, "field", None)
+                raise TraceImportError(
+                    f"Cannot import {where}: {exc}. Nothing of {file} was written; fix the "
+                    "file and import it again.",
+                    file=str(file),
+                    line=line,
+                    field=field,
+                ) from exc
             seen.add(record.trace_id)
+            ids.append(record.trace_id)
             records.append(record)
-    if not online_scoring:
-        records = [
-            dataclasses.replace(r, metadata={**r.metadata, ONLINE_SCORING_KEY: "off"})
-            for r in records
-        ]
+        by_file.append(records)
     store = _context.current().store
-    for start in range(0, len(records), _CHUNK):
-        store.write_traces(
-            records[start : start + _CHUNK], skip_existing=True, enqueue=online_scoring
+    # Everything was read and checked above; each file is then one transaction, so a
+    # failure (a full disk) leaves whole files imported or not, and importing again
+    # skips the traces already there.
+    for records in by_file:
+        marked = (
+            records
+            if online_scoring
+            else [
+                dataclasses.replace(r, metadata={**r.metadata, ONLINE_SCORING_KEY: "off"})
+                for r in records
+            ]
         )
-    return [r.trace_id for r in records]
+        store.write_traces(marked, skip_existing=True, enqueue=online_scoring)
+    return ids
+
+
+def _check_text(value: object, where: str) -> None:
+    """Refuse strings SQLite cannot store: lone surrogates, which JSON escapes can make."""
+    if isinstance(value, str):
+        if codec.safe_text(value) is not value:
+            raise _Invalid(f"{where} holds a lone surrogate (not valid Unicode)", field=where)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key, f"{where} key {codec.safe_text(str(key))!r}")
+            _check_text(item, f"{where}.{codec.safe_text(str(key))}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_text(item, f"{where}[{index}]")
 
 
 def _trace_files(path: Path) -> list[Path]:
@@ -176,35 +232,47 @@ def _trace_files(path: Path) -> list[Path]:
     return [path]
 
 
-def _documents(file: Path) -> Iterator[tuple[str, Any]]:
-    """Yield (where, parsed JSON) for every trace of a file."""
+def _documents(file: Path) -> Iterator[tuple[int | None, str, Any]]:
+    """Yield (line or position, where, parsed JSON) for every trace of a file."""
     try:
         if file.suffix.lower() in _LINES_SUFFIXES:
             with file.open(encoding="utf-8-sig") as lines:
                 for number, line in enumerate(lines, start=1):
                     if line.strip():
                         where = f"{file} line {number}"
-                        yield where, _parse(line, where=where)
+                        yield number, where, _parse(line, file=file, line=number)
             return
-        document = _parse(file.read_text(encoding="utf-8-sig"), where=str(file))
+        document = _parse(file.read_text(encoding="utf-8-sig"), file=file, line=None)
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigurationError(f"Cannot read {file}: {exc}") from exc
+        raise TraceImportError(f"Cannot read {file}: {exc}", file=str(file)) from exc
     if isinstance(document, dict) and isinstance(document.get("traces"), list):
         document = document["traces"]
     if isinstance(document, list):
         for index, item in enumerate(document, start=1):
-            yield f"{file} trace #{index}", item
+            yield index, f"{file} trace #{index}", item
     else:
-        yield str(file), document
+        yield None, str(file), document
 
 
-def _parse(text: str, *, where: str) -> Any:  # noqa: ANN401 - JSON is untyped
+def _parse(text: str, *, file: Path, line: int | None) -> Any:  # noqa: ANN401 - JSON
+    where = str(file) if line is None else f"{file} line {line}"
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ConfigurationError(
+        raise TraceImportError(
             f"{where} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}. "
-            "Export traces with MLflow's Trace.to_json()."
+            "Export traces with MLflow's Trace.to_json().",
+            file=str(file),
+            line=line if line is not None else exc.lineno,
+        ) from exc
+    except (ValueError, RecursionError) as exc:
+        # An integer of thousands of digits, or nesting deeper than Python's parser goes.
+        problem = "is nested too deeply" if isinstance(exc, RecursionError) else f"has {exc}"
+        raise TraceImportError(
+            f"{where} {problem.split('; use sys.', maxsplit=1)[0]}: not a trace MLflow writes. "
+            "Nothing of the file was written.",
+            file=str(file),
+            line=line,
         ) from exc
 
 
@@ -286,20 +354,28 @@ def _decoded(value: object) -> Any:  # noqa: ANN401 - JSON is untyped
         return value
     try:
         return json.loads(value)
-    except json.JSONDecodeError:
-        return value  # a plain string, or a preview MLflow truncated
+    except (ValueError, RecursionError):
+        return value  # a plain string, a preview MLflow truncated, or text too odd to decode
 
 
 def _nanos(value: object, what: str, *, required: bool) -> int | None:
     # The protobuf JSON of early 3.x releases writes 64-bit integers as strings.
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isdigit() and len(value) < 40:
         value = int(value)
     if value is None or value == 0:
         if required:
-            raise _Invalid(f"{what} is missing")
+            raise _Invalid(f"{what} is missing", field=what)
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise _Invalid(f"{what} must be epoch nanoseconds, got {value!r}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not 0 <= value <= MAX_EPOCH_NS
+    ):
+        raise _Invalid(
+            f"{what} must be epoch nanoseconds between 0 and {MAX_EPOCH_NS}, got {value!r:.80}",
+            field=what,
+        )
     return int(value)
 
 
@@ -468,7 +544,7 @@ def _epoch_ms(value: object, what: str) -> int | None:
         return None
     if isinstance(value, str):
         text = value.strip()
-        if text.isdigit():
+        if text.isdigit() and len(text) < 40:
             return int(text)
         try:
             return _clock.ms_from_datetime(datetime.fromisoformat(text))
@@ -477,8 +553,8 @@ def _epoch_ms(value: object, what: str) -> int | None:
                 f"{what} must be an RFC 3339 time like '2025-01-31T12:00:00.123Z' or epoch "
                 f"milliseconds, got {value!r}"
             ) from None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _Invalid(f"{what} must be a time, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _Invalid(f"{what} must be a time, got {value!r:.80}", field=what)
     return int(value)
 
 
@@ -503,8 +579,15 @@ def _duration_ms(info: Mapping[str, Any], root: Span | None) -> int | None:
             if match is None:
                 raise _Invalid(f"info.{key} must be milliseconds or like '1.5s', got {value!r}")
             return round(float(match.group(1)) * 1000)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _Invalid(f"info.{key} must be a number of milliseconds, got {value!r}")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise _Invalid(
+                f"info.{key} must be a number of milliseconds, got {value!r:.80}",
+                field=f"info.{key}",
+            )
         return int(value)
     if root is not None and root.end_time_ns is not None:
         return max(0, (root.end_time_ns - root.start_time_ns) // 1_000_000)
@@ -546,8 +629,11 @@ def _expectation_value(raw: Mapping[str, Any], where: str) -> Any:  # noqa: ANN4
     if isinstance(serialized, dict) and isinstance(serialized.get("value"), str):
         try:
             return json.loads(serialized["value"])
-        except json.JSONDecodeError as exc:
-            raise _Invalid(f"{where}.expectation.serialized_value is not JSON ({exc.msg})") from exc
+        except (ValueError, RecursionError) as exc:
+            raise _Invalid(
+                f"{where}.expectation.serialized_value is not JSON ({str(exc)[:200]})",
+                field=f"{where}.expectation.serialized_value",
+            ) from exc
     return raw.get("value")
 
 
