@@ -20,7 +20,7 @@ from localscorers.jobs import list_backfill_jobs
 from localscorers.models import Expectation, Feedback, JobStatus, validate_filter_string
 from localscorers.report import scorer_report
 from localscorers.server import ui_views
-from localscorers.tracking import get_trace, search_traces
+from localscorers.tracking import get_trace, search_experiments, search_traces
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -123,7 +123,7 @@ class Pages:
         del form
         runtime = _context.current()
         rows = []
-        for experiment in runtime.store.list_experiments():
+        for experiment in search_experiments():
             states = runtime.registry.list(experiment.experiment_id)
             active = sum(1 for s in states if s.status == "ACTIVE")
             rows.append({"experiment": experiment, "scorers": len(states), "active": active})
