@@ -5,6 +5,8 @@ for it ports by changing the import.
 """
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING
 
 # Exceptions are cheap (they import nothing) and users catch them: loaded eagerly.
@@ -297,6 +299,19 @@ _LAZY_EXPORTS: dict[str, tuple[str, ...]] = {
 # Subpackages exported by name (``localscorers.genai``), also imported on first use.
 _LAZY_SUBMODULES = frozenset({"genai"})
 _LAZY = {name: module for module, names in _LAZY_EXPORTS.items() for name in names}
+
+
+class _Package(types.ModuleType):
+    def __setattr__(self, name: str, value: object) -> None:
+        # Importing the submodule localscorers.explain binds the package attribute
+        # "explain" to that module, hiding the function explain() exported under the same
+        # name. Keep the function, as the eager imports used to.
+        if isinstance(value, types.ModuleType) and _LAZY.get(name) == value.__name__:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> object:

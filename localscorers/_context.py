@@ -30,6 +30,7 @@ __all__ = [
     "PendingWork",
     "Runtime",
     "current",
+    "existing",
     "get_tracking_uri",
     "reset",
     "resolve_experiment_id",
@@ -213,6 +214,12 @@ def current() -> Runtime:
         _switch_if_needed(uri)
         if _runtime is None:
             _runtime = Runtime(uri)
+        return _runtime
+
+
+def existing() -> Runtime | None:
+    """Return the runtime if a database is open, without opening one."""
+    with _lock:
         return _runtime
 
 

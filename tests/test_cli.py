@@ -119,11 +119,47 @@ def test_scorers_list_table(cli):
 
 
 def test_scorers_list_empty_experiment(cli_db, capsys):
+    localscorers.set_experiment("empty")
     code = run(app, ["--db", str(cli_db), "-e", "empty", "scorers", "list", "--json"])
     assert code == 0
     assert json.loads(capsys.readouterr().out) == []
     assert run(app, ["--db", str(cli_db), "-e", "empty", "scorers", "list"]) == 0
-    assert "No scorers are registered" in capsys.readouterr().out
+    assert "No scorers are registered in experiment 'empty'" in capsys.readouterr().out
+
+
+def test_read_commands_refuse_an_unknown_experiment(cli_db, capsys):
+    for command in (["scorers", "list"], ["traces", "search"], ["jobs", "list"], ["report"]):
+        assert run(app, ["--db", str(cli_db), "-e", "typo", *command]) == 1
+        err = capsys.readouterr().err
+        assert "No experiment named 'typo'" in err
+        assert "localscorers experiments list" in err
+    assert localscorers.get_experiment_by_name("typo") is None
+
+
+def test_default_experiment_points_at_the_one_with_content(cli_db, capsys):
+    assert run(app, ["--db", str(cli_db), "scorers", "list"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "experiment 'Default' has no scorers; 'cli' has 2: use -e cli" in out
+    assert run(app, ["--db", str(cli_db), "traces", "search"]) == 0
+    assert "'cli' has 3: use -e cli" in " ".join(capsys.readouterr().out.split())
+    assert run(app, ["--db", str(cli_db), "scorers", "list", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == []
+    assert "use -e cli" in captured.err
+
+
+def test_experiments_list(cli_db, capsys):
+    assert run(app, ["--db", str(cli_db), "experiments", "list", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert rows["cli"]["scorers"] == 2
+    assert rows["cli"]["traces"] == 3
+    assert rows["Default"]["traces"] == 0
+    assert run(app, ["--db", str(cli_db), "experiments", "list"]) == 0
+    assert "cli" in capsys.readouterr().out
+    assert [e.name for e in localscorers.search_experiments()] == ["Default", "cli"]
+    assert len(localscorers.search_experiments(max_results=1)) == 1
+    with pytest.raises(localscorers.ConfigurationError, match="max_results"):
+        localscorers.search_experiments(max_results=0)
 
 
 def test_scorers_get_latest_and_older_version(cli):

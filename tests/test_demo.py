@@ -45,11 +45,31 @@ def test_demo_command_runs_and_reruns(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "online evaluations" in first
     assert "Job SUCCEEDED" in first
 
-    # A second run wipes the demo's scorers and tells the story again.
+    # A second run tells the story again in a fresh experiment: its numbers are its own.
     assert run(app, ["--db", str(db), "demo", "--traces", "40"]) == 0
     second = _flat(capsys.readouterr().out)
-    assert "Removed the scorers of an earlier run" in second
+    assert "-e localscorers-demo-2" in second
+    assert "40 traces" in second
     assert "7. Report" in second
+    localscorers.set_tracking_uri(db)
+    first_run = localscorers.get_experiment_by_name("localscorers-demo")
+    second_run = localscorers.get_experiment_by_name("localscorers-demo-2")
+    assert first_run is not None
+    assert second_run is not None
+    traces = localscorers.search_traces(experiment_ids=[second_run.experiment_id])
+    assert len(traces) == 40
+    # explain on a rerun: every scorer was registered before the trace was logged.
+    for trace in traces[:5]:
+        for entry in localscorers.explain(trace.info.trace_id):
+            assert "not registered" not in entry.detail
+
+
+def test_demo_refuses_an_experiment_with_content(tmp_path: Path, capsys):
+    db = tmp_path / "story.db"
+    assert run(app, ["--db", str(db), "demo", "-n", "20", "--demo-experiment", "mine"]) == 0
+    capsys.readouterr()
+    assert run(app, ["--db", str(db), "demo", "-n", "20", "--demo-experiment", "mine"]) == 1
+    assert "already holds traces or scorers" in capsys.readouterr().err
 
 
 def test_run_demo_result_and_state(tmp_path: Path):

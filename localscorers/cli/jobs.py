@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich import box
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -24,11 +25,22 @@ from rich.progress import (
 from rich.table import Table
 
 from localscorers import jobs
-from localscorers.cli.common import console, err_console, print_json
+from localscorers.cli.common import (
+    Column,
+    CommandContext,
+    console,
+    elsewhere_hint,
+    err_console,
+    prepare,
+    print_json,
+    rows_table,
+)
 from localscorers.exceptions import BackfillTimeoutError, ConfigurationError
 from localscorers.models import JobStatus
 
 if TYPE_CHECKING:
+    from rich.console import RenderableType
+
     from localscorers.models import BackfillJob
 
 __all__ = ["job_table", "parse_scorer", "parse_time", "register"]
@@ -102,29 +114,37 @@ def _progress(job: BackfillJob) -> str:
     return f"{job.processed}/{job.total}" if job.started_at is not None else "-"
 
 
-def job_table(items: list[BackfillJob], *, title: str) -> Table:
-    """Return a table with one row per job."""
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
-    for column in ("job id", "status", "scorers", "done", "ok", "failed", "skipped"):
-        table.add_column(column, overflow="fold")
-    table.add_column("created")
-    for job in items:
-        table.add_row(
+def job_table(items: list[BackfillJob], *, title: str, width: int | None = None) -> RenderableType:
+    """Return a table with one row per job (ids never wrapped; blocks on narrow terminals)."""
+    columns = [
+        Column("job id", key=True),
+        Column("status", min_width=9),
+        Column("scorers", min_width=16),
+        Column("done", min_width=7, justify="right"),
+        Column("ok", min_width=4, justify="right"),
+        Column("failed", min_width=6, justify="right"),
+        Column("skipped", min_width=7, justify="right"),
+        Column("created", min_width=10),
+    ]
+    rows = [
+        [
             job.job_id,
             _status(job.status),
-            _scorers(job),
+            escape(_scorers(job)),
             _progress(job),
             str(job.succeeded),
             str(job.failed),
             str(job.skipped),
             _when(job.created_at),
-        )
-    return table
+        ]
+        for job in items
+    ]
+    return rows_table(title, columns, rows, width=width)
 
 
 def _show(job: BackfillJob) -> None:
     grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold")
+    grid.add_column(style="bold", no_wrap=True)
     grid.add_column(overflow="fold")
     window = f"[{_when(job.start_time) or 'beginning'}, {_when(job.end_time) or 'now'})"
     for key, value in (
@@ -234,6 +254,13 @@ def _run(job_id: str, *, wait: bool, as_json: bool) -> None:
         raise typer.Exit(1)
 
 
+def _jobs_elsewhere(ctx: CommandContext) -> str | None:
+    def count(experiment_id: str) -> int:
+        return len(jobs.list_backfill_jobs(experiment_id=experiment_id))
+
+    return elsewhere_hint(ctx, "backfill jobs", count)
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``backfill`` command and the ``jobs`` command group to the app."""
 
@@ -272,6 +299,7 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOption = False,
     ) -> None:
         """Score traces already logged with registered scorers, as a durable job."""
+        prepare(write=True)
         configs = [parse_scorer(text) for text in scorer]
         window: dict[str, Any] = {
             "start_time": parse_time(start, option="--start"),
@@ -284,24 +312,33 @@ def register(app: typer.Typer) -> None:
         _run(jobs.backfill_scorers(scorers=configs, **window), wait=wait, as_json=as_json)
 
     group = typer.Typer(
-        name="jobs", help="List, show and cancel backfill jobs.", no_args_is_help=True
+        name="jobs",
+        help="List, show and cancel backfill jobs.",
+        no_args_is_help=True,
+        rich_markup_mode=None,
     )
     app.add_typer(group, name="jobs")
 
     @group.command("list")
     def list_command(as_json: JsonOption = False) -> None:
         """List the experiment's backfill jobs, newest first."""
+        ctx = prepare()
         found = jobs.list_backfill_jobs()
+        hint = None if found else _jobs_elsewhere(ctx)
         if as_json:
             print_json([_job_json(job) for job in found])
+            if hint:
+                err_console.print(hint, highlight=False, markup=False)
         elif not found:
-            console.print("No backfill jobs in this experiment.")
+            console.print(hint or f"No backfill jobs in {ctx.label()}.", highlight=False)
         else:
-            console.print(job_table(found, title=f"{len(found)} backfill job(s)"))
+            title = f"{len(found)} backfill job(s) of {ctx.label()}"
+            console.print(job_table(found, title=title))
 
     @group.command("get")
     def get_command(job_id: JobIdArgument, as_json: JsonOption = False) -> None:
         """Show one backfill job: status, progress per scorer, times and error."""
+        prepare()
         job = jobs.get_backfill_job(job_id)
         if as_json:
             print_json(_job_json(job))
@@ -311,6 +348,7 @@ def register(app: typer.Typer) -> None:
     @group.command("cancel")
     def cancel_command(job_id: JobIdArgument, as_json: JsonOption = False) -> None:
         """Cancel a backfill job; the feedback it already wrote stays."""
+        prepare(write=True)
         job = jobs.cancel_backfill_job(job_id)
         if as_json:
             print_json(_job_json(job))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,9 +13,9 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from localscorers import _context
-from localscorers.cli.common import console, err_console, print_json
+from localscorers.cli.common import console, err_console, prepare, print_json
 from localscorers.cli.scorers import status_style
+from localscorers.exceptions import ConfigurationError
 from localscorers.report import TimeBucket, save_report_chart, scorer_report
 
 if TYPE_CHECKING:
@@ -124,17 +125,35 @@ def _bucket_table(reports: Sequence[ScorerReport]) -> Table | None:
 
 
 def render_report(
-    reports: Sequence[ScorerReport], *, out: Console, experiment_id: str, since: datetime | None
+    reports: Sequence[ScorerReport], *, out: Console, experiment: str, since: datetime | None
 ) -> None:
     """Print the report as rich tables (the demo prints it the same way)."""
     window = f" since {since.strftime('%Y-%m-%d %H:%M:%S')} UTC" if since is not None else ""
     if not reports:
-        out.print(f"Experiment {experiment_id} has no scorers and no scorer feedback{window}.")
+        out.print(
+            f"Experiment {experiment!r} has no scorers and no scorer feedback{window}.",
+            highlight=False,
+        )
         return
-    out.print(_summary_table(reports, title=f"Scorers of experiment {experiment_id}{window}"))
+    out.print(_summary_table(reports, title=f"Scorers of experiment {experiment!r}{window}"))
     buckets = _bucket_table(reports)
     if buckets is not None:
         out.print(buckets)
+
+
+def _check_png(png: Path) -> None:
+    # Checked before any work, so a typo in the path costs nothing and says which path.
+    folder = png.expanduser().parent
+    if not folder.is_dir():
+        raise ConfigurationError(
+            f"--png {png}: the directory {folder} does not exist. Create it (mkdir -p "
+            f"{folder}) or pass --png with a path in an existing directory."
+        )
+    if not os.access(folder, os.W_OK):
+        raise ConfigurationError(
+            f"--png {png}: the directory {folder} is not writable. Pass --png with a path "
+            "in a writable directory."
+        )
 
 
 def _report_json(reports: Sequence[ScorerReport]) -> list[dict[str, Any]]:
@@ -170,13 +189,16 @@ def register(app: typer.Typer) -> None:
         since_time = parse_since(since) if since is not None else None
         if bucket is not None and bucket.upper() not in TimeBucket.__members__:
             raise typer.BadParameter(f"{bucket!r}: use 'hour' or 'day'.", param_hint="--bucket")
-        experiment = _context.resolve_experiment_id(None)
-        reports = scorer_report(experiment_id=experiment, since=since_time, bucket=bucket)
+        if png is not None:
+            _check_png(png)
+        ctx = prepare()
+        experiment = ctx.experiment.name
+        reports = scorer_report(experiment_id=ctx.experiment_id, since=since_time, bucket=bucket)
         # The chart first: if matplotlib is missing, the error is the only output.
         written = save_report_chart(reports, png) if png is not None else None
         if as_json:
             print_json(_report_json(reports))
         else:
-            render_report(reports, out=console, experiment_id=experiment, since=since_time)
+            render_report(reports, out=console, experiment=experiment, since=since_time)
         if written is not None:
             (err_console if as_json else console).print(f"Chart written to {written}")

@@ -12,16 +12,28 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
+from rich.markup import escape
 from rich.table import Table
 
-from localscorers import _context, judges
-from localscorers.cli.common import console, print_json
+from localscorers import judges
+from localscorers.cli.common import (
+    Column,
+    CommandContext,
+    console,
+    elsewhere_hint,
+    err_console,
+    prepare,
+    print_json,
+    rows_table,
+)
 from localscorers.exceptions import ConfigurationError
 from localscorers.models import ScorerSamplingConfig, ScorerStatus
 from localscorers.store.registry import validate_name
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from rich.console import RenderableType
 
     from localscorers.scorers import Scorer
     from localscorers.store.registry import ScorerState
@@ -117,24 +129,28 @@ def _judge_model(state: ScorerState) -> str | None:
     return f"{model} at {base_url}" if base_url else str(model)
 
 
-def _scorers_table(states: list[ScorerState], *, title: str) -> Table:
-    table = Table(title=title, title_justify="left")
-    table.add_column("name", style="bold")
-    table.add_column("version", justify="right")
-    table.add_column("status")
-    table.add_column("sample rate", justify="right")
-    table.add_column("filter")
-    table.add_column("defined by", overflow="fold")
-    for state in states:
-        table.add_row(
-            state.name,
+def _scorers_table(states: list[ScorerState], *, title: str) -> RenderableType:
+    # Names are what users type back ('scorers get NAME'): never wrapped or cropped.
+    columns = [
+        Column("name", key=True),
+        Column("version", min_width=7, justify="right"),
+        Column("status", min_width=10),
+        Column("sample rate", min_width=6, justify="right"),
+        Column("filter", min_width=12),
+        Column("defined by", min_width=16),
+    ]
+    rows = [
+        [
+            escape(state.name),
             str(state.version),
             status_style(state.status),
             f"{state.sample_rate:g}",
-            state.filter_string or "",
-            _where(state),
-        )
-    return table
+            escape(state.filter_string or ""),
+            escape(_where(state)),
+        ]
+        for state in states
+    ]
+    return rows_table(title, columns, rows)
 
 
 def _show_state(state: ScorerState, *, as_json: bool, verb: str) -> None:
@@ -150,10 +166,6 @@ def _show_state(state: ScorerState, *, as_json: bool, verb: str) -> None:
     )
 
 
-def _experiment() -> str:
-    return _context.resolve_experiment_id(None)
-
-
 def _active_config(rate: float, filter_string: str | None, *, action: str) -> ScorerSamplingConfig:
     config = ScorerSamplingConfig(sample_rate=rate, filter_string=filter_string)
     if config.sample_rate == 0.0:
@@ -167,8 +179,9 @@ def _active_config(rate: float, filter_string: str | None, *, action: str) -> Sc
 def _activate(name: str, rate: float, filter_string: str | None, *, action: str) -> ScorerState:
     # start and update differ only in which states the registry accepts them from.
     config = _active_config(rate, filter_string, action=action)
-    return _context.current().registry.transition(
-        _experiment(),
+    ctx = prepare(write=True)
+    return ctx.runtime.registry.transition(
+        ctx.experiment_id,
         validate_name(name),
         action=action,
         sample_rate=config.sample_rate,
@@ -182,21 +195,25 @@ def register(app: typer.Typer) -> None:  # noqa: PLR0915 - one closure per comma
         name="scorers",
         help="List, inspect and manage the experiment's registered scorers.",
         no_args_is_help=True,
+        rich_markup_mode=None,
     )
     app.add_typer(group, name="scorers")
 
     @group.command("list")
     def list_command(as_json: JsonOption = False) -> None:
         """List the registered scorers of the experiment (latest versions)."""
-        experiment = _experiment()
-        states = _context.current().registry.list(experiment)
+        ctx = prepare()
+        states = ctx.runtime.registry.list(ctx.experiment_id)
+        hint = None if states else _scorers_elsewhere(ctx)
         if as_json:
             print_json([scorer_state_dict(s) for s in states])
+            if hint:
+                err_console.print(hint, highlight=False, markup=False)
             return
         if not states:
-            console.print(f"No scorers are registered in experiment {experiment}.")
+            console.print(hint or f"No scorers are registered in {ctx.label()}.", highlight=False)
             return
-        console.print(_scorers_table(states, title=f"Scorers of experiment {experiment}"))
+        console.print(_scorers_table(states, title=f"Scorers of {ctx.label()}"))
 
     @group.command("get")
     def get_command(
@@ -207,7 +224,8 @@ def register(app: typer.Typer) -> None:  # noqa: PLR0915 - one closure per comma
         as_json: JsonOption = False,
     ) -> None:
         """Show one scorer: its state and stored definition."""
-        state = _context.current().registry.get(_experiment(), validate_name(name), version=version)
+        ctx = prepare()
+        state = ctx.runtime.registry.get(ctx.experiment_id, validate_name(name), version=version)
         if as_json:
             print_json(scorer_state_dict(state, definition=True))
             return
@@ -216,7 +234,7 @@ def register(app: typer.Typer) -> None:  # noqa: PLR0915 - one closure per comma
         grid.add_column(overflow="fold")
         for key, value in (
             ("name", state.name),
-            ("experiment", state.experiment_id),
+            ("experiment", f"{ctx.experiment.name} (id {state.experiment_id})"),
             ("version", f"{state.version} (latest {state.latest_version})"),
             ("status", status_style(state.status)),
             ("sample rate", f"{state.sample_rate:g}"),
@@ -275,8 +293,9 @@ def register(app: typer.Typer) -> None:  # noqa: PLR0915 - one closure per comma
                 f"{kind} does not accept these options: {exc}. See "
                 "'localscorers scorers register-builtin --help'."
             ) from exc
-        registered = judge.register(experiment_id=_experiment())
-        state = _context.current().registry.get(_experiment(), registered.name)
+        ctx = prepare(write=True, create_experiment=True)
+        registered = judge.register(experiment_id=ctx.experiment_id)
+        state = ctx.runtime.registry.get(ctx.experiment_id, registered.name)
         _show_state(state, as_json=as_json, verb="registered")
 
     @group.command("start")
@@ -309,8 +328,9 @@ def register(app: typer.Typer) -> None:  # noqa: PLR0915 - one closure per comma
     @group.command("stop")
     def stop_command(name: NameArgument, as_json: JsonOption = False) -> None:
         """Stop scoring new traces; the scorer stays registered."""
-        state = _context.current().registry.transition(
-            _experiment(), validate_name(name), action="stop"
+        ctx = prepare(write=True)
+        state = ctx.runtime.registry.transition(
+            ctx.experiment_id, validate_name(name), action="stop"
         )
         _show_state(state, as_json=as_json, verb="stopped")
 
@@ -324,15 +344,25 @@ def register(app: typer.Typer) -> None:  # noqa: PLR0915 - one closure per comma
         as_json: JsonOption = False,
     ) -> None:
         """Delete a scorer (every version, or one); the feedback it wrote stays."""
-        experiment = _experiment()
-        _context.current().registry.delete(experiment, validate_name(name), version=version)
+        ctx = prepare(write=True)
+        ctx.runtime.registry.delete(ctx.experiment_id, validate_name(name), version=version)
         if as_json:
             print_json(
-                {"name": name, "experiment_id": experiment, "version": version, "deleted": True}
+                {
+                    "name": name,
+                    "experiment_id": ctx.experiment_id,
+                    "version": version,
+                    "deleted": True,
+                }
             )
             return
         what = f"version {version} of scorer" if version is not None else "scorer"
         console.print(f"Deleted {what} [bold]{name}[/].", highlight=False)
+
+
+def _scorers_elsewhere(ctx: CommandContext) -> str | None:
+    registry = ctx.runtime.registry
+    return elsewhere_hint(ctx, "scorers", lambda experiment: len(registry.list(experiment)))
 
 
 def _judge_factory(kind: str) -> Callable[..., Scorer]:

@@ -16,10 +16,12 @@ from __future__ import annotations
 import json
 import random
 import re
+import shlex
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
@@ -39,9 +41,10 @@ from localscorers.jobs import (
 from localscorers.judges.builtin import make_judge
 from localscorers.models import Feedback, JobStatus, ScorerSamplingConfig
 from localscorers.report import ScorerReport, scorer_report
-from localscorers.scorers import delete_scorer, list_scorers, scorer
+from localscorers.scorers import list_scorers, scorer
+from localscorers.store.database import default_tracking_uri, normalize_uri
 from localscorers.tracing import trace, update_current_trace
-from localscorers.tracking import flush, search_traces, set_experiment
+from localscorers.tracking import flush, get_experiment_by_name, search_traces, set_experiment
 
 if TYPE_CHECKING:
     from localscorers.models import Trace
@@ -53,6 +56,7 @@ __all__ = [
     "answer_length",
     "cites_source",
     "demo_judge_model",
+    "fresh_experiment_name",
     "generate",
     "is_concise",
     "retrieve",
@@ -284,9 +288,10 @@ class _Story:
         return sum(r.pending for r in scorer_report())
 
     def scorers_table(self) -> Table:
-        table = Table(title="Registered scorers", title_justify="left")
-        for column in ("name", "version", "status", "sample rate", "filter", "description"):
-            table.add_column(column)
+        table = Table(title="Registered scorers", title_justify="left", box=box.SIMPLE_HEAD)
+        table.add_column("name", no_wrap=True, min_width=13)
+        for column in ("version", "status", "sample rate", "filter", "description"):
+            table.add_column(column, overflow="fold")
         for item in list_scorers():
             table.add_row(
                 item.name,
@@ -299,29 +304,60 @@ class _Story:
         return table
 
 
+def _is_empty(experiment_id: str) -> bool:
+    return not search_traces(experiment_ids=[experiment_id], max_results=1) and not list_scorers(
+        experiment_id=experiment_id
+    )
+
+
+def fresh_experiment_name(base: str = DEMO_EXPERIMENT) -> str:
+    """Return ``base``, or ``base-2``, ``base-3``...: the first name with no traces or scorers.
+
+    Each demo run tells its story in an experiment of its own, so a rerun neither doubles
+    the numbers of the last one nor explains a trace against another run's scorers.
+    """
+    candidate, number = base, 1
+    while True:
+        existing = get_experiment_by_name(candidate)
+        if existing is None or _is_empty(existing.experiment_id):
+            return candidate
+        number += 1
+        candidate = f"{base}-{number}"
+
+
 def run_demo(
-    *, console: Console | None = None, experiment_name: str = DEMO_EXPERIMENT, traces: int = 200
+    *, console: Console | None = None, experiment_name: str | None = None, traces: int = 200
 ) -> DemoResult:
     """Run the guided demo on the current database and narrate it.
 
-    The demo makes ``experiment_name`` the active experiment and deletes that
-    experiment's scorers first, so it can run again; earlier demo traces stay.
-
     Args:
         console: where to narrate (default: a new rich console on stdout).
-        experiment_name: the experiment to use.
+        experiment_name: the experiment to use; it must be new or empty. By default
+            ``localscorers-demo``, or the first of ``localscorers-demo-2``, ``-3``... that
+            is, so each run starts afresh.
         traces: how many calls the simulated app makes (at least 20).
 
     Returns:
         A summary of what happened.
 
     Raises:
-        ConfigurationError: ``traces`` is below 20.
+        ConfigurationError: ``traces`` is below 20, or ``experiment_name`` already holds
+            traces or scorers.
     """
     if traces < 20:
         raise ConfigurationError(
             f"The demo needs at least 20 traces to tell its story, got {traces}."
         )
+    if experiment_name is None:
+        experiment_name = fresh_experiment_name()
+    else:
+        existing = get_experiment_by_name(experiment_name)
+        if existing is not None and not _is_empty(existing.experiment_id):
+            raise ConfigurationError(
+                f"Experiment {experiment_name!r} already holds traces or scorers. The demo "
+                "needs a new or empty experiment: pass another --demo-experiment NAME, or "
+                "omit it to get a fresh one."
+            )
     story = _Story(console or Console(), experiment_name=experiment_name)
     out = story.out
     out.print(
@@ -334,11 +370,6 @@ def run_demo(
     )
     experiment = set_experiment(experiment_name)
     story.result.experiment_id = experiment.experiment_id
-    wiped = [s.name for s in list_scorers()]
-    for name in wiped:
-        delete_scorer(name=name)
-    if wiped:
-        out.print(f"Removed the scorers of an earlier run: {', '.join(wiped)}.")
     demo_start = _clock.now_ms()
 
     earlier = traces * 5 // 10
@@ -377,7 +408,7 @@ def run_demo(
     render_report(
         reports,
         out=out,
-        experiment_id=experiment.experiment_id,
+        experiment=experiment.name,
         since=_clock.datetime_from_ms(demo_start),
     )
     story.result.reports = reports
@@ -387,9 +418,9 @@ def run_demo(
 
 
 def _feedback_table(traces: list[Trace]) -> Table:
-    table = Table(title="Latest scored traces", title_justify="left")
-    table.add_column("trace id", no_wrap=True)
-    table.add_column("env")
+    table = Table(title="Latest scored traces", title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("trace id", no_wrap=True, min_width=35)
+    table.add_column("env", overflow="fold")
     table.add_column("online feedback", overflow="fold")
     for item in traces:
         feedback = sorted(
@@ -505,6 +536,7 @@ def _pick_filtered_out(candidates: list[Trace]) -> Trace | None:
 def _closing(story: _Story) -> None:
     elapsed = time.monotonic() - story.started
     uri = _context.get_tracking_uri()
+    default = uri == normalize_uri(default_tracking_uri())
     story.out.print()
     story.out.rule("[bold green]Done", align="left")
     story.out.print(
@@ -512,7 +544,8 @@ def _closing(story: _Story) -> None:
         f"{elapsed:.1f} s. Explore with:",
         highlight=False,
     )
-    prefix = f"localscorers --db {uri} -e {story.experiment_name}"
+    database = "" if default else f" --db {shlex.quote(uri.removeprefix('sqlite:///'))}"
+    prefix = f"localscorers{database} -e {shlex.quote(story.experiment_name)}"
     for command in (
         "scorers list",
         "traces search --filter \"feedback.helpfulness = 'false'\"",

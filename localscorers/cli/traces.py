@@ -11,12 +11,23 @@ from rich.table import Table
 from rich.tree import Tree
 
 from localscorers import tracking
-from localscorers.cli.common import console, err_console, print_json
+from localscorers.cli.common import (
+    Column,
+    CommandContext,
+    console,
+    elsewhere_hint,
+    err_console,
+    prepare,
+    print_json,
+    rows_table,
+)
 from localscorers.explain import ExplainOutcome, explain
 from localscorers.models import Feedback
 from localscorers.store import codec
 
 if TYPE_CHECKING:
+    from rich.console import RenderableType
+
     from localscorers.explain import Explanation
     from localscorers.models import Span, Trace
 
@@ -54,7 +65,7 @@ def _feedback_summary(trace: Trace) -> str:
         if assessment.error is not None:
             parts.append(f"[red]{escape(str(assessment.name))}=error[/]")
         else:
-            value = _preview(assessment.value, 20)
+            value = _preview(assessment.value, 40)
             parts.append(f"{escape(str(assessment.name))}={escape(value)}")
     return ", ".join(parts)
 
@@ -63,28 +74,36 @@ def _status(status: str) -> str:
     return f"[{_TRACE_STATUS_STYLES.get(status, 'white')}]{status}[/]"
 
 
-def traces_table(traces: list[Trace]) -> Table:
-    """Return traces as a rich table: id, time, name, status, duration, tags, feedback."""
-    table = Table(title=f"{len(traces)} trace(s)", title_justify="left", box=box.SIMPLE_HEAD)
-    table.add_column("trace id", overflow="fold", min_width=12)
-    table.add_column("time (UTC)", min_width=8)
-    table.add_column("name", min_width=6, overflow="fold")
-    table.add_column("status", min_width=5)
-    table.add_column("ms", justify="right")
-    table.add_column("tags", overflow="fold", min_width=8)
-    table.add_column("feedback", overflow="fold", min_width=12)
+def traces_table(traces: list[Trace], *, width: int | None = None) -> RenderableType:
+    """Return traces as a table (id, time, name, status, duration, tags, feedback).
+
+    Ids are never wrapped or cropped, so they can be copied into ``explain``; on a
+    terminal too narrow for the table each trace becomes a block instead.
+    """
+    columns = [
+        Column("trace id", key=True),
+        Column("time (UTC)", min_width=14),
+        Column("name", min_width=8),
+        Column("status", min_width=6),
+        Column("ms", min_width=5, justify="right"),
+        Column("tags", min_width=12),
+        Column("feedback", min_width=16),
+    ]
+    rows = []
     for trace in traces:
         info = trace.info
-        table.add_row(
-            info.trace_id,
-            info.request_time.strftime("%m-%d %H:%M:%S"),
-            escape(info.name or ""),
-            _status(info.status.value),
-            "" if info.execution_duration_ms is None else str(info.execution_duration_ms),
-            escape(", ".join(f"{k}={v}" for k, v in sorted(info.tags.items()))),
-            _feedback_summary(trace),
+        rows.append(
+            [
+                info.trace_id,
+                info.request_time.strftime("%m-%d %H:%M:%S"),
+                escape(info.name or ""),
+                _status(info.status.value),
+                "" if info.execution_duration_ms is None else str(info.execution_duration_ms),
+                escape(", ".join(f"{k}={v}" for k, v in sorted(info.tags.items()))),
+                _feedback_summary(trace),
+            ]
         )
-    return table
+    return rows_table(f"{len(traces)} trace(s)", columns, rows, width=width)
 
 
 def _span_label(span: Span) -> str:
@@ -109,13 +128,9 @@ def _span_tree(trace: Trace) -> Tree:
 
 
 def _assessments_table(trace: Trace) -> Table:
-    table = Table(title="assessments", title_justify="left")
-    table.add_column("name")
-    table.add_column("kind")
-    table.add_column("value", overflow="fold")
-    table.add_column("source")
-    table.add_column("origin")
-    table.add_column("rationale / error", overflow="fold")
+    table = Table(title="assessments", title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("name", "kind", "value", "source", "origin", "rationale / error"):
+        table.add_column(column, overflow="fold")
     for assessment in trace.info.assessments:
         is_feedback = isinstance(assessment, Feedback)
         error = assessment.error if isinstance(assessment, Feedback) else None
@@ -137,14 +152,14 @@ def _assessments_table(trace: Trace) -> Table:
     return table
 
 
-def _show_trace(trace: Trace) -> None:
+def _show_trace(trace: Trace, *, experiment: str) -> None:
     info = trace.info
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column(overflow="fold")
     rows: list[tuple[str, str]] = [
         ("trace id", info.trace_id),
-        ("experiment", info.experiment_id),
+        ("experiment", escape(experiment)),
         ("name", escape(info.name or "")),
         ("status", _status(info.status.value)),
         ("request time", info.request_time.isoformat()),
@@ -171,10 +186,12 @@ def _show_trace(trace: Trace) -> None:
 def explanation_table(explanation: Explanation) -> Table:
     """Return ``explain``'s answer as a rich table (the demo prints it too)."""
     table = Table(
-        title=f"Why each scorer did or did not score {explanation.trace_id}", title_justify="left"
+        title=f"Why each scorer did or did not score {explanation.trace_id}",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
     )
-    table.add_column("scorer", style="bold")
-    table.add_column("outcome")
+    table.add_column("scorer", style="bold", overflow="fold")
+    table.add_column("outcome", overflow="fold")
     table.add_column("detail", overflow="fold")
     for entry in explanation:
         style = _OUTCOME_STYLES[entry.outcome]
@@ -194,10 +211,24 @@ def _explanation_json(explanation: Explanation) -> dict[str, Any]:
     }
 
 
+_COUNT_CAP = 100
+
+
+def _traces_elsewhere(ctx: CommandContext) -> str | None:
+    def count(experiment_id: str) -> int:
+        found = tracking.search_traces(experiment_ids=[experiment_id], max_results=_COUNT_CAP)
+        return len(found)
+
+    return elsewhere_hint(ctx, "traces", count, cap=_COUNT_CAP)
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``traces`` command group and the ``explain`` command to the app."""
     group = typer.Typer(
-        name="traces", help="Search and show the experiment's traces.", no_args_is_help=True
+        name="traces",
+        help="Search and show the experiment's traces.",
+        no_args_is_help=True,
+        rich_markup_mode=None,
     )
     app.add_typer(group, name="traces")
 
@@ -220,15 +251,19 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOption = False,
     ) -> None:
         """Search the experiment's traces (newest first unless --order-by says otherwise)."""
+        ctx = prepare()
         traces = tracking.search_traces(
             filter_string=filter_string, order_by=order_by or None, max_results=max_results
         )
+        hint = None if traces or filter_string else _traces_elsewhere(ctx)
         if as_json:
             print_json([t.model_dump(mode="json") for t in traces])
+            if hint:
+                err_console.print(hint, highlight=False, markup=False)
         elif traces:
             console.print(traces_table(traces))
         else:
-            console.print("No traces match.")
+            console.print(hint or f"No traces match in {ctx.label()}.", highlight=False)
         if len(traces) == max_results:
             err_console.print(
                 f"[dim]Showing the first {max_results}; pass --max-results N for more.[/]"
@@ -237,15 +272,19 @@ def register(app: typer.Typer) -> None:
     @group.command("get")
     def get_command(trace_id: TraceIdArgument, as_json: JsonOption = False) -> None:
         """Show one trace: its info, span tree and assessments."""
+        ctx = prepare()
         trace = tracking.get_trace(trace_id)
         if as_json:
             print_json(trace.model_dump(mode="json"))
-        else:
-            _show_trace(trace)
+            return
+        names = {e.experiment_id: e.name for e in ctx.runtime.store.list_experiments()}
+        experiment_id = trace.info.experiment_id
+        _show_trace(trace, experiment=f"{names.get(experiment_id, '?')} (id {experiment_id})")
 
     @app.command("explain")
     def explain_command(trace_id: TraceIdArgument, as_json: JsonOption = False) -> None:
-        """Say why each scorer of the experiment did or did not score a trace."""
+        """Say why each scorer of the trace's experiment did or did not score it."""
+        prepare()
         explanation = explain(trace_id)
         if as_json:
             print_json(_explanation_json(explanation))

@@ -1,0 +1,258 @@
+"""Test helpers: a trace without a database, a scripted judge model, feedback assertions."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from localscorers import _clock, _context, tracking
+from localscorers.models import (
+    Expectation,
+    Feedback,
+    Span,
+    Trace,
+    TraceData,
+    TraceInfo,
+    TraceStatus,
+)
+from localscorers.store import codec
+
+__all__ = ["FakeJudgeModel", "LocalScorersDB", "assert_feedback", "fake_judge_model", "make_trace"]
+
+_DEFAULT_VERDICT = "yes"
+_DEFAULT_RATIONALE = "fake_judge_model was told to answer this."
+_FLUSH_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class LocalScorersDB:
+    """The database of the ``localscorers_db`` fixture.
+
+    Attributes:
+        path: the SQLite file, in the test's ``tmp_path``.
+        uri: its ``sqlite:///`` URI (the current tracking URI during the test).
+    """
+
+    path: Path
+    uri: str
+
+    def flush(self, timeout: float = _FLUSH_TIMEOUT_S) -> None:
+        """Run the pending online evaluations to completion before returning.
+
+        Raises:
+            AssertionError: they did not finish within ``timeout`` seconds (a stuck scorer).
+        """
+        if not tracking.flush(timeout=timeout):
+            raise AssertionError(
+                f"Online evaluations were still pending after {timeout:g} s: a scorer hangs "
+                "or LOCALSCORERS_MONITOR=off leaves them to a worker."
+            )
+
+
+def open_test_database(path: Path) -> LocalScorersDB:
+    """Make a fresh database file the tracking URI, with the in-process monitor on."""
+    _context.reset()
+    tracking.set_tracking_uri(path)
+    return LocalScorersDB(path=path, uri=tracking.get_tracking_uri())
+
+
+def close_test_database() -> None:
+    """Stop the monitor and forget the tracking URI set by :func:`open_test_database`."""
+    _context.reset()
+
+
+def _span(value: Span | Mapping[str, Any]) -> Span:
+    if isinstance(value, Span):
+        return value
+    fields = dict(value)
+    fields.setdefault("span_id", secrets.token_hex(8))
+    fields.setdefault("start_time_ns", time.time_ns())
+    return Span.model_validate(fields)
+
+
+def make_trace(
+    inputs: Any = None,  # noqa: ANN401 - the application's own inputs
+    outputs: Any = None,  # noqa: ANN401 - the application's own outputs
+    *,
+    spans: Sequence[Span | Mapping[str, Any]] | None = None,
+    expectations: Mapping[str, Any] | None = None,
+    name: str | None = None,
+    status: str = "OK",
+    tags: Mapping[str, str] | None = None,
+    metadata: Mapping[str, str] | None = None,
+    request_time: datetime | int | None = None,
+    execution_duration_ms: int | None = None,
+    trace_id: str | None = None,
+) -> Trace:
+    """Build a ``Trace`` in memory, without a database, to call a scorer on directly.
+
+    Args:
+        inputs: the trace's inputs (``trace.data.request``).
+        outputs: the trace's outputs (``trace.data.response``).
+        spans: ``Span`` objects or dicts of Span fields (``span_id`` and ``start_time_ns``
+            are filled in when missing); by default one root span with the inputs and outputs.
+        expectations: ground truth by name, as ``log_expectation`` would attach it.
+        name: the trace's name.
+        status: ``"OK"``, ``"ERROR"`` or ``"IN_PROGRESS"``.
+        tags: string tags.
+        metadata: string metadata.
+        request_time: a datetime (naive means UTC) or epoch ms; default now.
+        execution_duration_ms: how long the call took.
+        trace_id: default a fresh ``tr-`` id.
+
+    Returns:
+        The trace; scorers read it as they would a stored one.
+    """
+    started_ms = _clock.to_epoch_ms(request_time, argument="request_time")
+    request_ms = _clock.now_ms() if started_ms is None else started_ms
+    trace_status = TraceStatus(status.upper())
+    span_list = [_span(s) for s in spans or ()]
+    if not span_list:
+        start_ns = request_ms * 1_000_000
+        duration_ns = (execution_duration_ms or 0) * 1_000_000
+        span_list = [
+            Span(
+                span_id=secrets.token_hex(8),
+                name=name or "root",
+                status=trace_status,
+                start_time_ns=start_ns,
+                end_time_ns=start_ns + duration_ns,
+                inputs=codec.jsonable(inputs),
+                outputs=codec.jsonable(outputs),
+            )
+        ]
+    assessments = [
+        Expectation(name=key, value=codec.jsonable(value))
+        for key, value in (expectations or {}).items()
+    ]
+    info = TraceInfo(
+        trace_id=trace_id or f"tr-{secrets.token_hex(16)}",
+        experiment_id=_context.DEFAULT_EXPERIMENT_ID,
+        request_time=_clock.datetime_from_ms(request_ms),
+        execution_duration_ms=execution_duration_ms,
+        status=trace_status,
+        name=name,
+        tags=dict(tags or {}),
+        metadata=dict(metadata or {}),
+        assessments=assessments,
+    )
+    data = TraceData(
+        spans=span_list, request=codec.jsonable(inputs), response=codec.jsonable(outputs)
+    )
+    return Trace(info=info, data=data)
+
+
+class FakeJudgeModel:
+    """A judge model (a callable ``(messages) -> str``) that answers a chosen verdict.
+
+    Deterministic and offline. Pass it as ``model=`` to ``make_judge`` or a built-in judge;
+    registered judges store it by reference (``python:/localscorers.testing.helpers:
+    fake_judge_model``), so the in-process monitor finds this same object and its verdict.
+
+    Attributes:
+        verdict: what the judge answers (``"yes"`` by default; ``True``/``False`` for
+            ``make_judge(feedback_value_type=bool)``), or a function of the messages.
+        rationale: the rationale it gives.
+        calls: the chat messages of every call, oldest first.
+    """
+
+    def __init__(self) -> None:
+        self.verdict: Any = _DEFAULT_VERDICT
+        self.rationale = _DEFAULT_RATIONALE
+        self.calls: list[list[dict[str, str]]] = []
+        # The judge is stored by reference: these make this object its own reference.
+        self.__module__ = __name__
+        self.__qualname__ = "fake_judge_model"
+
+    def returns(
+        self,
+        verdict: Any | Callable[[list[dict[str, str]]], Any],  # noqa: ANN401 - any verdict
+        *,
+        rationale: str | None = None,
+    ) -> FakeJudgeModel:
+        """Answer ``verdict`` from now on (a value, or a function of the messages); return self."""
+        self.verdict = verdict
+        if rationale is not None:
+            self.rationale = rationale
+        return self
+
+    def reset(self) -> None:
+        """Answer the default verdict again and forget the calls."""
+        self.verdict = _DEFAULT_VERDICT
+        self.rationale = _DEFAULT_RATIONALE
+        self.calls.clear()
+
+    def __call__(self, messages: list[dict[str, str]]) -> str:
+        """Answer in the judges' JSON format: ``{"result": verdict, "rationale": ...}``."""
+        self.calls.append([dict(m) for m in messages])
+        verdict = self.verdict(messages) if callable(self.verdict) else self.verdict
+        return json.dumps({"result": codec.jsonable(verdict), "rationale": self.rationale})
+
+
+fake_judge_model = FakeJudgeModel()
+
+
+def _feedback(trace_id: str, name: str) -> list[Feedback]:
+    trace = tracking.get_trace(trace_id)
+    return [
+        a for a in trace.info.assessments if isinstance(a, Feedback) and a.name == name and a.valid
+    ]
+
+
+_ANY = object()
+
+
+def assert_feedback(
+    trace_id: str,
+    name: str,
+    value: Any = _ANY,  # noqa: ANN401 - any feedback value
+    *,
+    error: bool = False,
+    flush: bool = True,
+) -> Feedback:
+    """Assert that a trace has feedback ``name`` (with ``value``, when given) and return it.
+
+    Args:
+        trace_id: the trace.
+        name: the feedback's name (the scorer's name).
+        value: the expected value; omitted, any value passes.
+        error: expect the scorer to have failed (feedback with ``error`` set) instead.
+        flush: first wait for pending online evaluations (``localscorers.flush``).
+
+    Returns:
+        The feedback.
+
+    Raises:
+        AssertionError: no such feedback, a different value, or an unexpected error.
+    """
+    if flush:
+        tracking.flush(timeout=_FLUSH_TIMEOUT_S)
+    found = _feedback(trace_id, name)
+    if not found:
+        names = sorted({a.name for a in tracking.get_trace(trace_id).info.assessments if a.name})
+        raise AssertionError(
+            f"Trace {trace_id} has no feedback named {name!r} (it has: {names or 'none'})."
+        )
+    feedback = found[-1]
+    if error:
+        if feedback.error is None:
+            raise AssertionError(
+                f"Feedback {name!r} on {trace_id} has value {feedback.value!r}, not an error."
+            )
+        return feedback
+    if feedback.error is not None:
+        raise AssertionError(
+            f"Feedback {name!r} on {trace_id} is an error: {feedback.error.error_code}: "
+            f"{feedback.error.error_message}"
+        )
+    if value is not _ANY and feedback.value != value:
+        raise AssertionError(
+            f"Feedback {name!r} on {trace_id} is {feedback.value!r}, expected {value!r}."
+        )
+    return feedback
