@@ -26,7 +26,14 @@ import httpx
 from localscorers.judges import transport
 from localscorers.judges.transport import ChatResult, ModelRequestError
 
-__all__ = ["MODES", "OpenAICompatibleModel", "endpoint_mode", "forget_endpoint_modes"]
+__all__ = [
+    "MODES",
+    "OpenAICompatibleModel",
+    "endpoint_mode",
+    "forget_endpoint_modes",
+    "remember_endpoint_mode",
+    "response_format",
+]
 
 # Structured-output forms, strongest first.
 MODES = ("json_schema", "json_object", "none")
@@ -43,9 +50,10 @@ def endpoint_mode(base_url: str) -> str:
         return _modes.get(base_url.rstrip("/"), MODES[0])
 
 
-def _remember(base_url: str, mode: str) -> None:
+def remember_endpoint_mode(base_url: str, mode: str) -> None:
+    """Record the structured-output form an endpoint accepts (``MODES``)."""
     with _modes_lock:
-        _modes[base_url] = mode
+        _modes[base_url.rstrip("/")] = mode
 
 
 def forget_endpoint_modes() -> None:
@@ -154,7 +162,7 @@ class OpenAICompatibleModel:
                 mode = MODES[MODES.index(mode) + 1]
         text, answer = self._check(response)
         if schema is not None and mode != endpoint_mode(self.base_url):
-            _remember(self.base_url, mode)
+            remember_endpoint_mode(self.base_url, mode)
         usage = answer.get("usage")
         usage = usage if isinstance(usage, dict) else {}
         return ChatResult(
