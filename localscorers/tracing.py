@@ -7,9 +7,11 @@ thread and asyncio task has its own current span: a task created inside a span j
 its trace (tasks copy the context), a plain new thread starts a trace of its own, and
 work run through ``contextvars.copy_context().run`` joins the copying thread's trace.
 
-Recording never breaks the traced code: a trace that cannot be written is logged
-(``logging.getLogger("localscorers.tracing")``) and the function's result returned as
-usual; exceptions raised by the user's own code propagate unchanged.
+Recording never breaks the traced code, and never drops a trace silently: a trace the
+store refuses (a full disk, a deleted database file) is appended to a fallback file that
+``import_traces`` reads, and an error says where (``localscorers.ingest.unwritten``); the
+function's result is returned as usual. Exceptions raised by the user's own code
+propagate unchanged.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from localscorers._spans import (
     string_entries,
 )
 from localscorers.exceptions import ConfigurationError
+from localscorers.ingest.unwritten import save_unwritten
 from localscorers.models import Span, TraceStatus
 from localscorers.store.rows import new_trace_id
 from localscorers.tracking import build_record
@@ -124,7 +127,10 @@ def _close_span(span: LiveSpan, error: BaseException | None) -> None:
             active.committed = True
             spans = active.finished + [s._to_span(end_time_ns=None) for s in active.open.values()]
             tags, metadata = dict(active.tags), dict(active.metadata)
-        _write(active, frozen, spans, tags, metadata)
+        try:
+            _write(active, frozen, spans, tags, metadata)
+        except Exception as exc:  # noqa: BLE001 - the call must not see it: kept aside, logged
+            save_unwritten(active.trace_id, spans, tags, metadata, error=exc)
     except Exception:
         logger.exception(
             "localscorers could not record span %r; the call is unaffected.", span.name
