@@ -165,7 +165,9 @@ def test_action_errors_are_the_apis_own_messages(client: httpx.Client, experimen
 def test_the_server_token_is_required_when_set(experiment_id: str) -> None:
     settings = ServerSettings(run_workers=False, token="s3cret-token")  # noqa: S106
     with serve_ui(settings) as url, httpx.Client(base_url=url) as client:
-        assert client.get("/").status_code == 401
+        refused = client.get("/")
+        assert refused.status_code == 401
+        assert "Open /?token=&lt;the token&gt; once in this browser" in refused.text
         assert client.get("/", params={"token": "wrong"}).status_code == 401
         visit = client.get(
             f"/experiments/{experiment_id}/scorers?token=s3cret-token", follow_redirects=False

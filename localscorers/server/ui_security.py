@@ -140,10 +140,9 @@ class Guard:
             request,
             401,
             "Token needed",
-            "This server was started with a token. Open the address that "
-            "'localscorers server' printed (it ends in ?token=...), or send the header "
-            "'Authorization: Bearer <token>'. The token is in LOCALSCORERS_SERVER_TOKEN "
-            "where the server was started.",
+            "This server was started with a token (LOCALSCORERS_SERVER_TOKEN where it "
+            "runs). Open /?token=<the token> once in this browser (a cookie keeps it and "
+            "the address drops it), or send the header 'Authorization: Bearer <token>'.",
         )
 
     def _csrf_problem(self, request: Request, form: Mapping[str, str]) -> str | None:
