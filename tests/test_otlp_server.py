@@ -91,11 +91,11 @@ def test_the_sdk_exporter_delivers_whole_traces(tracking: Path, compression: Com
     assert spans["retrieve"].parent_id == spans["answer"].span_id
     assert spans["retrieve"].span_type == "RETRIEVER"
     assert spans["retrieve"].inputs == "2+2"
-    llm = spans["chat gpt-x"]
-    assert llm.span_type == "CHAT_MODEL"
-    assert llm.attributes["mlflow.llm.model"] == "gpt-x"
-    assert llm.attributes["custom.flag"] is True
-    assert llm.attributes["mlflow.chat.tokenUsage"]["total_tokens"] == 15
+    chat = spans["chat gpt-x"]
+    assert chat.span_type == "CHAT_MODEL"
+    assert chat.attributes["mlflow.llm.model"] == "gpt-x"
+    assert chat.attributes["custom.flag"] is True
+    assert chat.attributes["mlflow.chat.tokenUsage"]["total_tokens"] == 15
 
 
 def test_a_trace_sent_in_two_requests_is_written_when_its_root_arrives(tracking: Path) -> None:

@@ -8,8 +8,7 @@ from typing import Annotated
 
 import typer
 
-from localscorers import _context
-from localscorers.cli.common import err_console
+from localscorers.cli.common import err_console, prepare
 from localscorers.exceptions import ConfigurationError
 from localscorers.server.settings import ServerSettings
 
@@ -126,12 +125,13 @@ def register(app: typer.Typer) -> None:
         if not workers:
             # No evaluator in this process: traces stay pending for `localscorers worker`.
             os.environ["LOCALSCORERS_MONITOR"] = "off"
-        runtime = _context.current()  # opens (and migrates) the database now: errors early
-        experiment = _context.resolve_experiment_id(None)
+        # Opens (and migrates) the database now, so a bad --db fails before binding; -e
+        # names the experiment that traces without an experiment header go to.
+        context = prepare(write=True, create_experiment=True)
         shown = f"[{host}]" if ":" in host else host
         err_console.print(
             f"localscorers server on http://{shown}:{port} (OTLP: POST /v1/traces), "
-            f"database {runtime.uri}, experiment {experiment}, "
+            f"database {context.runtime.uri}, {context.label()}, "
             f"workers {'on' if workers else 'off'}",
             highlight=False,
             soft_wrap=True,
