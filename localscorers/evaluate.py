@@ -20,10 +20,11 @@ from typing import Any
 from localscorers import _context
 from localscorers.evaluation import offline, summary
 from localscorers.evaluation.execution import EvaluationContext
-from localscorers.evaluation.online import Settings
+from localscorers.evaluation.scheduler import Settings
 from localscorers.exceptions import ConfigurationError
 from localscorers.models import AssessmentSource, Expectation, Feedback, Trace
 from localscorers.scorers import FunctionScorer, Scorer, get_scorer
+from localscorers.store.offline import done_pairs
 from localscorers.tracking import build_record
 
 __all__ = ["EvaluationResult", "evaluate"]
@@ -379,13 +380,15 @@ def evaluate(
             if _add_expectations(rows, traces):
                 traces = find()
         ordered = [traces[row.index] for row in rows]
-        units, _skipped = offline.plan_units(ordered, offline_scorers, origin=origin)
+        done_before = done_pairs(runtime.db, [t.info.trace_id for t in ordered], origin=origin)
+        units = offline.plan_units(ordered, offline_scorers, done=done_before)
         bar.grow(len(units))
         context = EvaluationContext(db=runtime.db, origin=origin)
 
-        def done(unit: offline.Unit, feedback: list[Feedback]) -> None:
-            offline.write_feedback(runtime.store, unit, feedback, origin=origin)
-            bar.advance()
+        def done(finished: list[tuple[offline.Unit, list[Feedback]]]) -> None:
+            offline.write_results(runtime.db, finished, experiment_id=experiment, origin=origin)
+            for _ in finished:
+                bar.advance()
 
         offline.run_units(units, settings=settings, context=context, done=done)
     traces = find()

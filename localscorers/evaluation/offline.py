@@ -21,12 +21,11 @@ import heapq
 import inspect
 import itertools
 import logging
-import random
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from localscorers import tracing
@@ -34,18 +33,16 @@ from localscorers.evaluation.execution import (
     ALL_PARAMETERS,
     EvaluationContext,
     LoadedScorer,
-    error_feedback,
-    evaluation_context,
     to_feedback,
 )
-from localscorers.evaluation.execution import evaluate as evaluate_on_trace
 from localscorers.evaluation.pool import DaemonThreadPool
+from localscorers.evaluation.scheduler import Pacing, Scheduler, Settings, settle_transient
 from localscorers.exceptions import TransientError
-from localscorers.models import Feedback
+from localscorers.store.offline import Finished, write_finished
 
 if TYPE_CHECKING:
-    from localscorers.evaluation.online import Settings
-    from localscorers.models import Trace
+    from localscorers.models import Feedback, Trace
+    from localscorers.store.database import Database
     from localscorers.store.traces import TraceStore
 
 __all__ = [
@@ -62,7 +59,7 @@ __all__ = [
     "run_units",
     "sessions_of",
     "signature_parameters",
-    "write_feedback",
+    "write_results",
 ]
 
 logger = logging.getLogger(__name__)
@@ -203,25 +200,17 @@ def _turn_order(trace: Trace) -> tuple[Any, int, str]:
     return trace.info.request_time, int(row) if row.isdigit() else -1, trace.info.trace_id
 
 
-def _scored(trace: Trace, scorer_name: str, origin: str) -> bool:
-    return any(
-        isinstance(a, Feedback) and a.origin == origin and a.scorer_name == scorer_name
-        for a in trace.info.assessments
-    )
-
-
 def plan_units(
-    traces: Sequence[Trace], scorers: Sequence[OfflineScorer], *, origin: str
-) -> tuple[list[Unit], int]:
-    """Return the calls still to make, and how many were skipped as already scored.
+    traces: Sequence[Trace], scorers: Sequence[OfflineScorer], *, done: set[tuple[str, str]]
+) -> list[Unit]:
+    """Return the calls still to make.
 
     Trace-level scorers get one call per trace; session scorers one per session, on
-    the traces of this evaluation only. A pair whose target trace already has feedback
-    of ``origin`` from the scorer is skipped: that is how a rerun resumes.
+    the traces of this evaluation only. A pair in ``done`` (trace id, scorer name),
+    already finished by this evaluation, is left out: that is how a rerun resumes.
     """
     sessions = sessions_of(traces)
     units: list[Unit] = []
-    skipped = 0
     for scorer in scorers:
         if scorer.session:
             candidates = [
@@ -230,186 +219,181 @@ def plan_units(
             ]
         else:
             candidates = [Unit(scorer, trace) for trace in traces]
-        for unit in candidates:
-            if _scored(unit.trace, scorer.name, origin):
-                skipped += 1
-            else:
-                units.append(unit)
-    return units, skipped
+        units.extend(u for u in candidates if (u.trace.info.trace_id, scorer.name) not in done)
+    return units
 
 
-def write_feedback(
-    store: TraceStore, unit: Unit, feedback: Sequence[Feedback], *, origin: str
+def write_results(
+    db: Database,
+    finished: Sequence[tuple[Unit, list[Feedback]]],
+    *,
+    experiment_id: str,
+    origin: str,
 ) -> None:
-    """Attach one call's feedback to its trace, with the scorer's provenance.
+    """Write finished calls with their ledger rows and feedback, in one transaction.
 
-    Written through the store's assessment path (``TraceStore.log_assessment``), one
-    row per feedback. Session feedback carries the session id as ``mlflow.trace.session``.
+    Through the completion path backfills use (``results.insert_finished``): feedback
+    stamped with the scorer and ``origin``; a session call's feedback carries the
+    session id as ``mlflow.trace.session``. A pair already written (another process
+    resuming the same evaluation) keeps its first result.
     """
-    for item in feedback:
-        update: dict[str, Any] = {
-            "origin": origin,
-            "scorer_name": unit.scorer.name,
-            "scorer_version": unit.scorer.version,
-        }
+    results = []
+    for unit, feedback in finished:
+        stamped = feedback
         if unit.session_id is not None:
-            update["metadata"] = {**(item.metadata or {}), SESSION_KEY: unit.session_id}
-        store.log_assessment(unit.trace.info.trace_id, item.model_copy(update=update))
-
-
-def _call(unit: Unit, context: EvaluationContext) -> list[Feedback] | TransientError:
-    """Run one unit; a scorer's exception becomes error feedback, a transient one is returned."""
-    scorer = unit.scorer
-    if unit.session is None:
-        loaded = LoadedScorer(
-            scorer.name,
-            scorer.version or 0,
-            scorer.call,
-            None,
-            scorer.timeout_seconds,
-            scorer.max_concurrency,
-            ALL_PARAMETERS,
+            session = {SESSION_KEY: unit.session_id}
+            stamped = [
+                f.model_copy(update={"metadata": {**(f.metadata or {}), **session}})
+                for f in feedback
+            ]
+        results.append(
+            Finished(
+                trace_id=unit.trace.info.trace_id,
+                scorer_name=unit.scorer.name,
+                scorer_version=unit.scorer.version or 0,
+                result=stamped,
+                attempts=1,
+            )
         )
-        try:
-            return evaluate_on_trace(loaded, unit.trace, context)
-        except TransientError as exc:
-            return exc
-    try:
-        with evaluation_context(context):
-            result = scorer.call(session=list(unit.session))
-    except TransientError as exc:
-        return exc
-    except BaseException as exc:  # noqa: BLE001 - a scorer's exception is data (STYLE.md 22)
-        return [error_feedback(exc, name=scorer.name)]
-    return to_feedback(result, name=scorer.name)
+    write_finished(db, results, experiment_id=experiment_id, origin=origin)
+
+
+def _session_call(call: Callable[..., Any], sessions: dict[str, list[Trace]]) -> Callable[..., Any]:
+    """Adapt a session scorer to the scheduler, which calls scorers on one trace.
+
+    The trace it is given is the session's last; the scorer gets the whole session.
+    """
+
+    def on_last_trace(*, trace: Trace, **_: Any) -> Any:  # noqa: ANN401 - the scorer's value
+        return call(session=list(sessions[trace.info.trace_id]))
+
+    return on_last_trace
+
+
+def _loaded(scorer: OfflineScorer, units: Sequence[Unit]) -> LoadedScorer:
+    call = scorer.call
+    if scorer.session:
+        call = _session_call(call, {u.trace.info.trace_id: list(u.session or ()) for u in units})
+    return LoadedScorer(
+        scorer.name,
+        scorer.version or 0,
+        call,
+        None,
+        scorer.timeout_seconds,
+        scorer.max_concurrency,
+        ALL_PARAMETERS,
+    )
 
 
 @dataclass
-class _Running:
+class _Item:
+    """A unit on its way through the scheduler (the scheduler's token)."""
+
     unit: Unit
-    started: float | None = None  # set by the worker thread when the call begins
-    deadline: float = field(default=float("inf"))
+    tries: int = 0
 
 
-def _backoff(settings: Settings, attempts: int, exc: TransientError) -> float:
-    base = min(settings.backoff_max_seconds, settings.backoff_seconds * (2**attempts))
-    delay = base * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not security
-    return float(max(delay, exc.retry_after)) if exc.retry_after is not None else delay
+# Evaluations are interactive: chunks short enough that the progress bar moves.
+_PACING = Pacing(task_seconds=0.02, max_chunk=64, first_chunk=1, prefetch=True)
+_POLL_SECONDS = 0.25  # collect at least this often, so timeouts are noticed
 
 
-class _Scheduler:
-    """Run units on the pool under production's limits; hand each result to ``done``.
+class _Driver:
+    """Feed units to the shared ``Scheduler`` and hand each final result to ``done``.
 
-    Only the calling thread writes (through ``done``), so feedback writes never
-    contend with each other. A call past its timeout is recorded as ``SCORER_TIMEOUT``
-    and abandoned: a Python call cannot be killed, so its thread is left behind (a
-    daemon) and later calls go to a fresh pool, never queued behind it.
+    Transient errors are retried with the scheduler's backoff rule (``settle_transient``).
+    When every thread is held by a call past its timeout, the next calls go to a new
+    pool: they must not wait forever behind a call that cannot be killed.
     """
 
     def __init__(
         self,
+        units: Sequence[Unit],
         settings: Settings,
         context: EvaluationContext,
-        done: Callable[[Unit, list[Feedback]], None],
+        done: Callable[[list[tuple[Unit, list[Feedback]]]], None],
     ) -> None:
         self._settings = settings
         self._context = context
         self._done = done
-        self._pool = self._new_pool()
-        self._ready: dict[str, deque[Unit]] = {}
-        self._delayed: list[tuple[float, int, Unit]] = []
-        self._order = itertools.count()
-        self._running: dict[Future[list[Feedback] | TransientError], _Running] = {}
-        self._per_scorer: dict[str, int] = {}
-
-    def _new_pool(self) -> DaemonThreadPool:
-        return DaemonThreadPool(
-            self._settings.max_workers, thread_name_prefix="localscorers-evaluate"
-        )
-
-    def run(self, units: Iterable[Unit]) -> None:
+        self._wake = threading.Event()
+        self._pools: list[DaemonThreadPool] = []
+        self._scheduler = self._new_scheduler()
+        by_scorer: dict[str, list[Unit]] = {}
         for unit in units:
-            self._ready.setdefault(unit.scorer.name, deque()).append(unit)
+            by_scorer.setdefault(unit.scorer.name, []).append(unit)
+        self._loaded = {name: _loaded(group[0].scorer, group) for name, group in by_scorer.items()}
+        self._queues = {
+            name: deque((_Item(u), u.trace) for u in group) for name, group in by_scorer.items()
+        }
+        self._delayed: list[tuple[float, int, _Item]] = []
+        self._order = itertools.count()
+        self._outstanding = len(units)
+
+    def _new_scheduler(self) -> Scheduler:
+        pool = DaemonThreadPool(self._settings.max_workers, thread_name_prefix="localscorers-eval")
+        self._pools.append(pool)
+        return Scheduler(pool, self._settings, _PACING, wake=self._wake)
+
+    def run(self) -> None:
         try:
-            while any(self._ready.values()) or self._delayed or self._running:
-                now = time.monotonic()
-                while self._delayed and self._delayed[0][0] <= now:
-                    unit = heapq.heappop(self._delayed)[2]
-                    self._ready.setdefault(unit.scorer.name, deque()).append(unit)
-                self._submit()
-                finished, _ = wait(
-                    list(self._running),
-                    timeout=self._wait_seconds(now),
-                    return_when=FIRST_COMPLETED,
-                )
-                for future in finished:
-                    self._finish(future)
-                self._expire(time.monotonic())
+            while self._outstanding:
+                self._release_due()
+                self._start()
+                self._wake.wait(timeout=self._wait_seconds())
+                self._wake.clear()
+                self._collect()
         finally:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._scheduler.halt.set()
+            for pool in self._pools:
+                pool.shutdown(wait=False, cancel_futures=True)
 
-    def _submit(self) -> None:
-        submitted = True
-        while submitted and len(self._running) < self._settings.max_workers:
-            submitted = False
-            for name, queue in self._ready.items():
-                if not queue or len(self._running) >= self._settings.max_workers:
+    def _release_due(self) -> None:
+        now = time.monotonic()
+        while self._delayed and self._delayed[0][0] <= now:
+            item = heapq.heappop(self._delayed)[2]
+            self._queues[item.unit.scorer.name].append((item, item.unit.trace))
+
+    def _start(self) -> None:
+        scheduler = self._scheduler
+        if not scheduler.running and scheduler.hung and scheduler.capacity() <= 0:
+            self._scheduler = scheduler = self._new_scheduler()
+        for name, queue in self._queues.items():
+            loaded = self._loaded[name]
+            while queue and scheduler.capacity() > 0 and not scheduler.saturated(name, loaded):
+                size = min(len(queue), scheduler.chunk_size(name))
+                chunk = [queue.popleft() for _ in range(size)]
+                scheduler.start(name, loaded, chunk, self._context)
+
+    def _wait_seconds(self) -> float:
+        if not self._delayed:
+            return _POLL_SECONDS
+        return max(0.0, min(_POLL_SECONDS, self._delayed[0][0] - time.monotonic()))
+
+    def _collect(self) -> None:
+        collected = self._scheduler.collect()
+        finished: list[tuple[Unit, list[Feedback]]] = []
+        for key, token, trace in collected.unstarted:
+            self._queues[str(key)].appendleft((token, trace))
+        for done in collected.done:
+            item: _Item = done.token
+            item.tries += 1
+            result = done.result
+            if isinstance(result, TransientError):
+                settled = settle_transient(
+                    result, name=item.unit.scorer.name, attempts=item.tries, settings=self._settings
+                )
+                if isinstance(settled, float):
+                    retry_at = time.monotonic() + settled
+                    heapq.heappush(self._delayed, (retry_at, next(self._order), item))
                     continue
-                limit = queue[0].scorer.max_concurrency
-                if limit is not None and self._per_scorer.get(name, 0) >= limit:
-                    continue
-                running = _Running(queue.popleft())
-                future = self._pool.submit(self._work, running)
-                self._running[future] = running
-                self._per_scorer[name] = self._per_scorer.get(name, 0) + 1
-                submitted = True
-
-    def _work(self, running: _Running) -> list[Feedback] | TransientError:
-        running.started = time.monotonic()
-        running.deadline = running.started + running.unit.scorer.timeout_seconds
-        return _call(running.unit, self._context)
-
-    def _wait_seconds(self, now: float) -> float:
-        wake = [r.deadline for r in self._running.values()]
-        if self._delayed:
-            wake.append(self._delayed[0][0])
-        # Calls not started yet have no deadline: look again soon.
-        return max(0.0, min([now + 0.25, *wake]) - now)
-
-    def _release(self, future: Future[list[Feedback] | TransientError]) -> Unit:
-        unit = self._running.pop(future).unit
-        self._per_scorer[unit.scorer.name] -= 1
-        return unit
-
-    def _finish(self, future: Future[list[Feedback] | TransientError]) -> None:
-        unit = self._release(future)
-        result = future.result()  # _call returns its failures; it never raises
-        if isinstance(result, TransientError):
-            if unit.attempts + 1 < self._settings.max_attempts:
-                retry_at = time.monotonic() + _backoff(self._settings, unit.attempts, result)
-                retried = replace(unit, attempts=unit.attempts + 1)
-                heapq.heappush(self._delayed, (retry_at, next(self._order), retried))
-                return
-            result = [error_feedback(result, name=unit.scorer.name)]
-        self._done(unit, result)
-
-    def _expire(self, now: float) -> None:
-        late = [f for f, r in self._running.items() if r.deadline < now and not f.done()]
-        if not late:
-            return
-        for future in late:
-            unit = self._release(future)
-            seconds = unit.scorer.timeout_seconds
-            timeout = TimeoutError(
-                f"Scorer {unit.scorer.name!r} did not finish within {seconds:g} seconds; "
-                "raise timeout_seconds on the scorer or LOCALSCORERS_SCORER_TIMEOUT."
-            )
-            self._done(
-                unit, [error_feedback(timeout, name=unit.scorer.name, error_code="SCORER_TIMEOUT")]
-            )
-        # The late calls hold their threads: new work goes to a pool with every thread free.
-        self._pool.shutdown(wait=False)
-        self._pool = self._new_pool()
+                result = settled
+            if isinstance(result, tuple):  # a plain value (the scheduler's fast path)
+                result = to_feedback(result[0], name=item.unit.scorer.name)
+            finished.append((item.unit, result))
+        if finished:
+            self._outstanding -= len(finished)
+            self._done(finished)
 
 
 def run_units(
@@ -417,11 +401,12 @@ def run_units(
     *,
     settings: Settings,
     context: EvaluationContext,
-    done: Callable[[Unit, list[Feedback]], None],
+    done: Callable[[list[tuple[Unit, list[Feedback]]]], None],
 ) -> None:
-    """Run every unit on a daemon pool with production's timeouts, retries and limits.
+    """Run every unit on the shared scheduler, with production's timeouts, retries, limits.
 
-    ``done`` is called on the calling thread with each unit's final feedback (error
-    feedback for failures and timeouts), as soon as it is known.
+    ``done`` is called on the calling thread with batches of (unit, final feedback):
+    error feedback for failures, timeouts and retries that ran out, as soon as known.
     """
-    _Scheduler(settings, context, done).run(units)
+    if units:
+        _Driver(units, settings, context, done).run()
