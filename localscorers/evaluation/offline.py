@@ -3,12 +3,14 @@
 Every row of an evaluation is a trace in the store carrying the metadata
 ``localscorers.evaluation_id`` and ``localscorers.evaluation_row`` (its index in the
 data), and online scoring off, so production monitors leave it alone. Scorer calls run
-on a ``DaemonThreadPool`` with production's settings (``Settings.from_env``): per-call
-timeout, transient-error retries with backoff, per-scorer concurrency limits. Each
-call's feedback is written as soon as it finishes, with origin ``evaluate:<id>``. That
-is the durability contract: a crash loses no finished feedback, and a second run with
-the same evaluation id finds its traces by their metadata and skips every (trace,
-scorer) pair that already has feedback of that origin.
+on the scheduler online scoring and backfills share (``scheduler.Scheduler``), with
+production's settings (``Settings.from_env``): per-call timeout, transient-error
+retries with one backoff rule, per-scorer concurrency limits. Finished calls are
+written as they are collected, as backfills write theirs (``results.insert_finished``:
+the ledger row, origin ``evaluate:<id>``, and the feedback in one transaction). That is
+the durability contract: a crash loses no committed feedback, and a second run with the
+same evaluation id finds its traces by their metadata and skips every (trace, scorer)
+pair the ledger shows finished.
 
 Session-level scorers (a ``session`` parameter) get the time-ordered traces of one
 session (metadata ``mlflow.trace.session``); their feedback goes on the session's
