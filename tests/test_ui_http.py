@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from html import unescape as html_unescape
 from pathlib import Path
 
 import httpx
@@ -262,3 +263,18 @@ def test_the_templates_and_htmx_ship_with_the_package() -> None:
     assert (STATIC / "htmx.min.js").stat().st_size > 40_000
     assert "htmx 2.0.11" in (STATIC / "NOTICE").read_text()
     assert {p.name for p in TEMPLATES.glob("*.html")} >= {"base.html", "trace.html", "jobs.html"}
+
+
+def test_a_scorer_links_to_the_traces_with_its_feedback(
+    client: httpx.Client, experiment_id: str
+) -> None:
+    scored = localscorers.log_trace(inputs="q", outputs="short", experiment_id=experiment_id)
+    localscorers.log_trace(inputs="q", outputs="x", experiment_id="0")
+    assert localscorers.flush(timeout=30)
+    page = client.get(f"/experiments/{experiment_id}/scorer", params={"name": "is_short"})
+    link = re.search(r'id="scorer-traces" href="([^"]+)"', page.text)
+    assert link is not None
+    traces = client.get(html_unescape(link.group(1)))
+    assert traces.status_code == 200
+    assert re.findall(r'class="tid">([^<]+)<', traces.text) == [scored]
+    assert client.get("/static/favicon.svg").status_code == 200

@@ -195,6 +195,7 @@ class Pages:
             message=message,
             error=error,
             values=_form_values(state, values),
+            feedback_filter=_feedback_filter(state.name),
             section="scorers",
         )
 
@@ -271,6 +272,11 @@ _DONE_MESSAGES = {
     "update": "Updated.",
     "stop": "Stopped.",
 }
+
+
+def _feedback_filter(name: str) -> str | None:
+    """Return the filter for traces with this scorer's feedback (None if not expressible)."""
+    return None if "`" in name else f"feedback.`{name}` IS NOT NULL"
 
 
 def _is_htmx(request: Request) -> bool:
