@@ -1,1 +1,1 @@
-"""Reading traces written by other tools: MLflow trace JSON (and OTLP, later)."""
+"""Reading traces written by other tools: MLflow trace JSON, and OpenTelemetry spans (OTLP)."""
