@@ -13,6 +13,7 @@ import typer
 from localscorers.cli import cache as cache_cli
 from localscorers.cli import common
 from localscorers.cli import demo as demo_cli
+from localscorers.cli import evaluate as evaluate_cli
 from localscorers.cli import experiments as experiments_cli
 from localscorers.cli import jobs as jobs_cli
 from localscorers.cli import report as report_cli
@@ -40,6 +41,7 @@ report_cli.register(app)
 demo_cli.register(app)
 jobs_cli.register(app)
 experiments_cli.register(app)
+evaluate_cli.register(app)
 server_cli.register(app)
 cache_cli.register(app)
 
