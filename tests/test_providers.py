@@ -15,6 +15,7 @@ from localscorers.judges.providers import (
     ModelNotConfiguredError,
     ModelRequestError,
     OpenAICompatibleModel,
+    ProviderUnavailableError,
     RateLimiter,
     model_reference,
     parse_retry_after,
@@ -89,12 +90,30 @@ def test_no_model_uses_the_environment_or_says_how_to_configure(monkeypatch):
     assert resolve_model(None).model_id == "ollama:/qwen3"
 
 
-@pytest.mark.parametrize(
-    "model", ["llama3", "anthropic:/claude", "openai:/", "python:/nocolon", 3.5]
-)
-def test_unsupported_models_are_refused(model):
-    with pytest.raises(ConfigurationError):
+@pytest.mark.parametrize("model", ["llama3", "openai:/", "python:/nocolon"])
+def test_malformed_model_uris_are_refused_when_resolved(model):
+    with pytest.raises(ProviderUnavailableError, match="model") as info:
         resolve_model(model)
+    assert info.value.error_code == "JUDGE_MODEL_INVALID"
+    assert isinstance(info.value, ConfigurationError)
+
+
+def test_a_model_that_is_neither_a_uri_nor_a_callable_is_refused():
+    with pytest.raises(ConfigurationError, match=r"got 3\.5"):
+        resolve_model(3.5)
+
+
+def test_provider_models_resolve_without_contacting_anything(monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant")
+    anthropic = resolve_model("anthropic:/claude-3-5-haiku-latest")
+    assert (anthropic.model_id, anthropic.endpoint) == (
+        "anthropic:/claude-3-5-haiku-latest",
+        "https://api.anthropic.com",
+    )
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://127.0.0.1:9999/v1")
+    assert resolve_model("anthropic:/c").endpoint == "http://127.0.0.1:9999"
+    ollama = resolve_model("ollama:/llama3.2:1b", base_url="http://127.0.0.1:11434/v1")
+    assert (ollama.model_id, ollama.endpoint) == ("ollama:/llama3.2:1b", "http://127.0.0.1:11434")
 
 
 def test_python_reference_and_callables():
