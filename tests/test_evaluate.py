@@ -462,3 +462,13 @@ def test_a_progress_bar_is_drawn_only_on_a_terminal(
 
     assert result.metrics["length/mean"] == 1.0
     assert "evaluating" in terminal.getvalue()
+
+
+def test_mlflow_style_names_reach_evaluate_and_the_session_judges(tracking: Path) -> None:
+    import localscorers as mlflow
+
+    result = mlflow.genai.evaluate(data=DATA[:1], scorers=[length])
+
+    assert isinstance(result, mlflow.genai.EvaluationResult)
+    assert mlflow.genai.scorers.ConversationCompleteness is localscorers.ConversationCompleteness
+    assert mlflow.genai.scorers.UserFrustration is localscorers.UserFrustration

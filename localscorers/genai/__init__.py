@@ -5,6 +5,7 @@
 to the same objects as the top-level names: this package only re-exports.
 """
 
+from localscorers.evaluate import EvaluationResult, evaluate
 from localscorers.genai import judges, scorers
 from localscorers.genai.judges import make_judge
 from localscorers.genai.scorers import (
@@ -18,9 +19,11 @@ from localscorers.genai.scorers import (
 )
 
 __all__ = [
+    "EvaluationResult",
     "Scorer",
     "ScorerSamplingConfig",
     "delete_scorer",
+    "evaluate",
     "get_scorer",
     "judges",
     "list_scorer_versions",

@@ -11,6 +11,7 @@ from localscorers.judges.builtin import (
     RetrievalSufficiency,
     Safety,
 )
+from localscorers.judges.session import ConversationCompleteness, UserFrustration
 from localscorers.models import ScorerSamplingConfig
 from localscorers.scorers import (
     Scorer,
@@ -23,6 +24,7 @@ from localscorers.scorers import (
 
 __all__ = [
     "BackfillScorerConfig",
+    "ConversationCompleteness",
     "Correctness",
     "ExpectationsGuidelines",
     "Guidelines",
@@ -33,6 +35,7 @@ __all__ = [
     "Safety",
     "Scorer",
     "ScorerSamplingConfig",
+    "UserFrustration",
     "backfill_scorers",
     "delete_scorer",
     "get_scorer",
