@@ -262,3 +262,23 @@ def test_session_judges_register_and_restore(tracking: Path) -> None:
 
     assert registered.version == 1
     assert isinstance(restored, UserFrustration)
+
+
+def test_predict_fn_plays_each_session_in_the_datas_order(tracking: Path) -> None:
+    rows = [
+        {"inputs": {"question": f"{chat}-{n}"}, "metadata": {SESSION: chat}}
+        for n in range(5)
+        for chat in ("x", "y")
+    ]
+    recorder = Recorder()
+
+    def app(question: str) -> str:
+        return question.upper()
+
+    result = evaluate(data=rows, scorers=[recorder.scorer], predict_fn=app)
+
+    assert sorted(recorder.calls) == [
+        [f"x-{n}" for n in range(5)],
+        [f"y-{n}" for n in range(5)],
+    ]
+    assert localscorers.get_trace(result.trace_ids[0]).data.response == "X-0"

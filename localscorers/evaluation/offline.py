@@ -149,29 +149,42 @@ def predict_rows(
 
     The calls run on daemon threads, each in a fresh context, so every call is a
     trace of its own (spans it opens, through ``@trace`` or ``start_span``, join it).
+    The turns of one session (metadata ``mlflow.trace.session``) run one after another
+    in the data's order, as a conversation would, so their times follow that order.
     A call that raises is recorded as an ``ERROR`` trace and still scored, as MLflow does.
     """
     name = getattr(predict_fn, "__name__", None) or type(predict_fn).__name__
 
-    def call(row: PredictRow) -> None:
-        with tracing.start_root_span(
-            name,
-            experiment_id=experiment_id,
-            inputs=row.inputs,
-            tags=row.tags,
-            metadata=row.metadata,
-            online_scoring=False,
-        ) as span:
-            span.set_outputs(predict_fn(**row.inputs))
+    def call(turns: list[PredictRow]) -> list[BaseException | None]:
+        errors: list[BaseException | None] = []
+        for row in turns:
+            try:
+                with tracing.start_root_span(
+                    name,
+                    experiment_id=experiment_id,
+                    inputs=row.inputs,
+                    tags=row.tags,
+                    metadata=row.metadata,
+                    online_scoring=False,
+                ) as span:
+                    span.set_outputs(predict_fn(**row.inputs))
+            except Exception as exc:  # noqa: BLE001 - recorded in the trace; reported below
+                errors.append(exc)
+            else:
+                errors.append(None)
+        return errors
 
+    groups: dict[str, list[PredictRow]] = {}
+    for index, row in enumerate(rows):
+        groups.setdefault(row.metadata.get(SESSION_KEY) or f"\0{index}", []).append(row)
     pool = DaemonThreadPool(max_workers, thread_name_prefix="localscorers-predict")
     try:
-        futures = [pool.submit(call, row) for row in rows]
+        futures = [pool.submit(call, turns) for turns in groups.values()]
         for future in futures:
-            error = future.exception()
-            if error is not None:
-                logger.warning("predict_fn raised %r; its trace is recorded as ERROR.", error)
-            advance()
+            for error in future.result():
+                if error is not None:
+                    logger.warning("predict_fn raised %r; its trace is recorded as ERROR.", error)
+                advance()
     finally:
         pool.shutdown(wait=False)
 
