@@ -40,6 +40,8 @@ TraceIdArgument = Annotated[str, typer.Argument(metavar="TRACE_ID", help="The tr
 # every trace of a busy experiment would be useless, so the CLI keeps that default.
 DEFAULT_MAX_RESULTS = 100
 _PREVIEW = 80
+# Feedback values are folded, not cut, in the table: only a runaway value is shortened.
+_FEEDBACK_PREVIEW = 500
 
 _OUTCOME_STYLES = {
     ExplainOutcome.SUCCEEDED: "green",
@@ -65,7 +67,7 @@ def _feedback_summary(trace: Trace) -> str:
         if assessment.error is not None:
             parts.append(f"[red]{escape(str(assessment.name))}=error[/]")
         else:
-            value = _preview(assessment.value, 40)
+            value = _preview(assessment.value, _FEEDBACK_PREVIEW)
             parts.append(f"{escape(str(assessment.name))}={escape(value)}")
     return ", ".join(parts)
 
