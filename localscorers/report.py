@@ -129,11 +129,13 @@ def scorer_report(
     experiment_id: str | None = None,
     since: datetime | int | float | None = None,
     bucket: TimeBucket | str | None = None,
+    evaluation_id: str | None = None,
 ) -> list[ScorerReport]:
     """Summarize each scorer of an experiment: evaluations, pass rate or mean, errors over time.
 
     Every registered scorer gets an entry, and so does every deleted scorer whose
-    feedback is still on the experiment's traces. Entries are ordered by name.
+    feedback is still on the experiment's traces (with ``evaluation_id``: every scorer
+    the evaluation ran). Entries are ordered by name.
 
     Args:
         experiment_id: the experiment (default: the active one).
@@ -141,6 +143,8 @@ def scorer_report(
             meaning UTC, or epoch milliseconds); pending work is always counted.
         bucket: ``"HOUR"`` or ``"DAY"`` buckets for errors over time; by default hours
             when the data spans two days or less, days otherwise.
+        evaluation_id: report one offline evaluation (``evaluate``) instead, with an
+            entry per scorer it ran. Production reports leave evaluations out.
 
     Returns:
         One ``ScorerReport`` per scorer.
@@ -160,8 +164,12 @@ def scorer_report(
         chosen.append(width or _auto_bucket(counts, since_ms))
         return chosen[0].milliseconds
 
-    rows = ReportStore(runtime.db).read(experiment, since_ms=since_ms, width_ms=width_ms)
-    names = sorted(set(states) | set(rows.counts) | set(rows.requested))
+    origin = None if evaluation_id is None else f"evaluate:{evaluation_id}"
+    rows = ReportStore(runtime.db).read(
+        experiment, since_ms=since_ms, width_ms=width_ms, origin=origin
+    )
+    listed = set(rows.counts) if origin else set(states) | set(rows.counts) | set(rows.requested)
+    names = sorted(listed)
     return [_scorer_entry(name, states.get(name), rows, chosen[0]) for name in names]
 
 

@@ -472,3 +472,22 @@ def test_mlflow_style_names_reach_evaluate_and_the_session_judges(tracking: Path
     assert isinstance(result, mlflow.genai.EvaluationResult)
     assert mlflow.genai.scorers.ConversationCompleteness is localscorers.ConversationCompleteness
     assert mlflow.genai.scorers.UserFrustration is localscorers.UserFrustration
+
+
+def test_the_report_covers_one_evaluation_and_production_leaves_it_out(tracking: Path) -> None:
+    length.register().start()
+    localscorers.log_trace(inputs={"q": "prod"}, outputs="in production")
+    localscorers.flush(timeout=30)
+
+    result = evaluate(data=DATA, scorers=[exact, broken])
+    reports = {
+        r.scorer_name: r for r in localscorers.scorer_report(evaluation_id=result.evaluation_id)
+    }
+    production = {r.scorer_name: r for r in localscorers.scorer_report()}
+
+    assert set(reports) == {"exact", "broken"}
+    assert reports["exact"].evaluations == 3
+    assert reports["exact"].pass_rate == pytest.approx(2 / 3)
+    assert reports["broken"].errors == 3
+    assert set(production) == {"length"}
+    assert production["length"].evaluations == 1

@@ -121,3 +121,14 @@ def test_missing_file_and_unknown_scorer_are_errors(cli: Invoke, rows_file: Path
     assert "Cannot read the data file" in missing.err
     assert unknown.code == 1
     assert "nobody" in unknown.err
+
+
+def test_report_of_one_evaluation(cli: Invoke, rows_file: Path) -> None:
+    cli("evaluate", str(rows_file), "-s", "right", "--evaluation-id", "e2")
+
+    result = cli("report", "--evaluation-id", "e2", "--json")
+
+    assert result.code == 0, result.err
+    [entry] = json.loads(result.out)
+    assert entry["scorer_name"] == "right"
+    assert entry["evaluations"] == 2

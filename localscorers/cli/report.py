@@ -184,6 +184,10 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")] = False,
+        evaluation_id: Annotated[
+            str | None,
+            typer.Option("--evaluation-id", help="Report one offline evaluation instead."),
+        ] = None,
     ) -> None:
         """Per scorer: evaluations, pass rate or mean value, errors, and errors over time."""
         since_time = parse_since(since) if since is not None else None
@@ -193,7 +197,12 @@ def register(app: typer.Typer) -> None:
             _check_png(png)
         ctx = prepare()
         experiment = ctx.experiment.name
-        reports = scorer_report(experiment_id=ctx.experiment_id, since=since_time, bucket=bucket)
+        reports = scorer_report(
+            experiment_id=ctx.experiment_id,
+            since=since_time,
+            bucket=bucket,
+            evaluation_id=evaluation_id,
+        )
         # The chart first: if matplotlib is missing, the error is the only output.
         written = save_report_chart(reports, png) if png is not None else None
         if as_json:

@@ -63,6 +63,7 @@ class ReportStore:
         *,
         since_ms: int | None,
         width_ms: Callable[[dict[str, dict[str, Any]]], int],
+        origin: str | None = None,
     ) -> ReportRows:
         """Read counts, values and buckets of one experiment's scorers.
 
@@ -71,14 +72,17 @@ class ReportStore:
             since_ms: only evaluations finished at or after this time (None: all).
             width_ms: chooses the bucket width from the counts (the report picks hours
                 or days from the time the data spans).
+            origin: only the evaluations of this origin (``evaluate:<id>``, one offline
+                evaluation); None: production's (online and backfills), not evaluate's.
         """
+        scope = _Scope(experiment_id, since_ms, origin)
         with self._db.read() as conn:
-            counts = _counts(conn, experiment_id, since_ms)
-            requested = requested_counts(conn, experiment_id)
-            values = _values(conn, experiment_id, since_ms)
+            counts = _counts(conn, scope)
+            requested = requested_counts(conn, experiment_id) if origin is None else {}
+            values = _values(conn, scope)
             width = width_ms(counts)
-            buckets = _buckets(conn, experiment_id, since_ms, width)
-            tokens = _tokens(conn, experiment_id, since_ms)
+            buckets = _buckets(conn, scope, width)
+            tokens = _tokens(conn, scope)
         return ReportRows(counts, requested, values, width, buckets, tokens)
 
 
@@ -89,9 +93,31 @@ def _finished_since(since_ms: int | None) -> sa.ColumnElement[bool]:
     return e.c.finished_ms >= since_ms
 
 
-def _counts(
-    conn: Connection, experiment_id: str, since_ms: int | None
-) -> dict[str, dict[str, Any]]:
+# Offline evaluations (``localscorers.evaluate``) write ledger rows with this origin prefix.
+_EVALUATE_PREFIX = "evaluate:"
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """Which evaluations a report covers: an experiment's, production's or one evaluation's."""
+
+    experiment_id: str
+    since_ms: int | None
+    origin: str | None
+
+    def where(self) -> sa.ColumnElement[bool]:
+        e = schema.evaluations
+        origin = (
+            sa.not_(e.c.origin.startswith(_EVALUATE_PREFIX, autoescape=True))
+            if self.origin is None
+            else e.c.origin == self.origin
+        )
+        return sa.and_(
+            e.c.experiment_id == self.experiment_id, e.c.superseded == sa.false(), origin
+        )
+
+
+def _counts(conn: Connection, scope: _Scope) -> dict[str, dict[str, Any]]:
     e = schema.evaluations
 
     def status_count(status: str) -> sa.ColumnElement[Any]:
@@ -106,19 +132,13 @@ def _counts(
             sa.func.min(e.c.finished_ms).label("first_ms"),
             sa.func.max(e.c.finished_ms).label("last_ms"),
         )
-        .where(
-            e.c.experiment_id == experiment_id,
-            e.c.superseded == sa.false(),
-            sa.or_(e.c.status == _PENDING, _finished_since(since_ms)),
-        )
+        .where(scope.where(), sa.or_(e.c.status == _PENDING, _finished_since(scope.since_ms)))
         .group_by(e.c.scorer_name)
     )
     return {row.scorer_name: dict(row._mapping) for row in conn.execute(query)}
 
 
-def _values(
-    conn: Connection, experiment_id: str, since_ms: int | None
-) -> dict[str, dict[str, Any]]:
+def _values(conn: Connection, scope: _Scope) -> dict[str, dict[str, Any]]:
     e, a = schema.evaluations, schema.assessments
     # The store keeps each value's string and numeric forms; a boolean is the one
     # whose string form is 'true' / 'false' and that also has a numeric form.
@@ -140,10 +160,9 @@ def _values(
         )
         .select_from(e.join(a, a.c.evaluation_id == e.c.id))
         .where(
-            e.c.experiment_id == experiment_id,
-            e.c.superseded == sa.false(),
+            scope.where(),
             e.c.status == _SUCCEEDED,
-            _finished_since(since_ms),
+            _finished_since(scope.since_ms),
             a.c.kind == "FEEDBACK",
             a.c.valid.is_(True),
         )
@@ -152,9 +171,7 @@ def _values(
     return {row.scorer_name: dict(row._mapping) for row in conn.execute(query)}
 
 
-def _tokens(
-    conn: Connection, experiment_id: str, since_ms: int | None
-) -> dict[str, dict[str, int]]:
+def _tokens(conn: Connection, scope: _Scope) -> dict[str, dict[str, int]]:
     """Tokens in and out that LLM judges reported in their feedback's metadata.
 
     Failed evaluations count too (an unreadable answer still cost its tokens); answers
@@ -169,10 +186,9 @@ def _tokens(
         )
         .select_from(e.join(a, a.c.evaluation_id == e.c.id))
         .where(
-            e.c.experiment_id == experiment_id,
-            e.c.superseded == sa.false(),
+            scope.where(),
             e.c.status.in_([_SUCCEEDED, _FAILED]),
-            _finished_since(since_ms),
+            _finished_since(scope.since_ms),
             a.c.source_type == "LLM_JUDGE",
         )
         .group_by(e.c.scorer_name)
@@ -186,9 +202,7 @@ def _tokens(
     }
 
 
-def _buckets(
-    conn: Connection, experiment_id: str, since_ms: int | None, width_ms: int
-) -> dict[str, list[BucketRow]]:
+def _buckets(conn: Connection, scope: _Scope, width_ms: int) -> dict[str, list[BucketRow]]:
     e = schema.evaluations
     # Floor division of integers is portable SQL (SQLAlchemy renders it per dialect).
     index = (e.c.finished_ms // width_ms).label("bucket")
@@ -200,10 +214,7 @@ def _buckets(
             sa.func.sum(sa.case((e.c.status == _FAILED, 1), else_=0)).label("errors"),
         )
         .where(
-            e.c.experiment_id == experiment_id,
-            e.c.superseded == sa.false(),
-            e.c.status.in_([_SUCCEEDED, _FAILED]),
-            _finished_since(since_ms),
+            scope.where(), e.c.status.in_([_SUCCEEDED, _FAILED]), _finished_since(scope.since_ms)
         )
         .group_by(e.c.scorer_name, index)
         .order_by(e.c.scorer_name, index)
