@@ -160,8 +160,8 @@ def test_newer_database_is_refused_with_a_clear_message(db_path: Path) -> None:
     conn.close()
     with pytest.raises(
         SchemaVersionError,
-        match=r"has schema version 99, but this localscorers expects version 2 or lower.*"
-        r"Upgrade localscorers",
+        match=rf"has schema version 99, but this localscorers expects version {len(MIGRATIONS)} "
+        r"or lower.*Upgrade localscorers",
     ) as info:
         Database(db_path)
     assert (info.value.found, info.value.expected) == (99, len(MIGRATIONS))

@@ -64,8 +64,12 @@ def m0002_evaluation_requests(conn: Connection) -> None:
 
 
 def m0003_pending_spans(conn: Connection) -> None:
-    """Add ``pending_spans``: OTLP spans acknowledged but not yet assembled into a trace."""
-    schema.pending_spans.create(conn)
+    """Add ``pending_spans``: OTLP spans acknowledged but not yet assembled into a trace.
+
+    ``m0001_initial`` does not create it, but a database whose version was set back (as
+    tests do) may hold it already.
+    """
+    schema.pending_spans.create(conn, checkfirst=True)
 
 
 MIGRATIONS: tuple[Migration, ...] = (
