@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
 
 import localscorers
@@ -29,6 +28,7 @@ from localscorers import (
 
 YES = '{"rationale": "Matches the expected facts.", "result": "yes"}'
 NO = '{"rationale": "Misses a fact.", "result": "no"}'
+pd = pytest.importorskip("pandas")
 ID_FILTER = "metadata.`localscorers.evaluation_id` = '{}'"
 
 DATA = [
@@ -395,7 +395,7 @@ def test_max_concurrency_is_respected(tracking: Path) -> None:
 def test_the_module_is_callable_as_the_function(tracking: Path) -> None:
     import localscorers.evaluate as module
 
-    result = module(data=DATA[:1], scorers=[length])
+    result = module(data=DATA[:1], scorers=[length])  # type: ignore[operator]
 
     assert result.metrics["length/mean"] == 1.0
     assert localscorers.evaluate(data=DATA[:1], scorers=[length]).trace_ids

@@ -132,20 +132,12 @@ def test_property_one_call_per_session_with_all_its_turns_in_order(
     turns: list[tuple[str | None, int]], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     localscorers.set_tracking_uri(tmp_path_factory.mktemp("db") / "db.sqlite")
-    rows = [
-        {
-            "inputs": {"question": f"{session}-{index}"},
-            "outputs": str(minute),
-            "metadata": {SESSION: session} if session else {},
-        }
-        for index, (session, minute) in enumerate(turns)
-    ]
     traces = []
-    for row, (_, minute) in zip(rows, turns, strict=True):
+    for index, (session, minute) in enumerate(turns):
         trace_id = localscorers.log_trace(
-            inputs=row["inputs"],
-            outputs=row["outputs"],
-            metadata=row["metadata"],
+            inputs={"question": f"{session}-{index}"},
+            outputs=str(minute),
+            metadata={SESSION: session} if session else {},
             request_time=START + timedelta(minutes=minute),
         )
         traces.append(localscorers.get_trace(trace_id))
@@ -153,7 +145,7 @@ def test_property_one_call_per_session_with_all_its_turns_in_order(
 
     evaluate(data=traces, scorers=[recorder.scorer])
 
-    expected = {}
+    expected: dict[str, list[tuple[int, int, str]]] = {}
     for index, (session, minute) in enumerate(turns):
         if session:
             expected.setdefault(session, []).append((minute, index, f"{session}-{index}"))
