@@ -37,6 +37,7 @@ def exists(trace_id: str) -> bool:
     return True
 
 
+@pytest.mark.timeout(300)  # three server starts (or two app runs) on a busy machine
 def test_sigkill_between_two_halves_of_a_trace_loses_nothing(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -75,6 +75,7 @@ def exists(trace_id: str) -> bool:
     return True
 
 
+@pytest.mark.timeout(300)  # three server starts (or two app runs) on a busy machine
 def test_an_mlflow_traced_app_is_received_and_scored(
     db_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
