@@ -94,13 +94,12 @@ class PendingSpans:
             duplicates=len(spans) - appended - len(new_rows),
         )
 
-    def due(self, *, idle_before_ms: int, trace_ids: Sequence[str] | None = None) -> list[str]:
+    def due(self, *, idle_before_ms: int) -> list[str]:
         """Return the traces ready to assemble, oldest first.
 
         Args:
             idle_before_ms: a trace with no root span pending is due once its newest
                 span arrived before this time (the grace period has passed).
-            trace_ids: only consider these traces (default: every pending trace).
         """
         p = schema.pending_spans
         newest = sa.func.max(p.c.received_ms)
@@ -113,20 +112,7 @@ class PendingSpans:
             .order_by(sa.func.min(p.c.received_ms), p.c.trace_id)
         )
         with self._db.read() as conn:
-            if trace_ids is None:
-                return list(conn.execute(query).scalars())
-            found: list[str] = []
-            for chunk in rows.in_chunks(list(trace_ids)):
-                found.extend(conn.execute(query.where(p.c.trace_id.in_(chunk))).scalars())
-            return found
-
-    def pending_count(self) -> int:
-        """Return the number of spans waiting for their trace."""
-        with self._db.read() as conn:
-            count = conn.execute(
-                sa.select(sa.func.count()).select_from(schema.pending_spans)
-            ).scalar_one()
-        return int(count)
+            return list(conn.execute(query).scalars())
 
     def commit(
         self,
