@@ -68,6 +68,7 @@ def test_rows_become_traces_with_feedback_and_metrics(tracking: Path) -> None:
 
     assert isinstance(result, EvaluationResult)
     assert result.metrics == {
+        "exact/mean": pytest.approx(2 / 3),
         "exact/pass_rate": pytest.approx(2 / 3),
         "exact/error_count": 0.0,
         "length/mean": 1.0,

@@ -85,7 +85,11 @@ def test_evaluate_json_and_resume(cli: Invoke, rows_file: Path) -> None:
     assert first.code == 0, first.err
     body = json.loads(first.out)
     assert body["evaluation_id"] == "e1"
-    assert body["metrics"] == {"right/pass_rate": 0.5, "right/error_count": 0.0}
+    assert body["metrics"] == {
+        "right/mean": 0.5,
+        "right/pass_rate": 0.5,
+        "right/error_count": 0.0,
+    }
     assert json.loads(again.out)["trace_ids"] == body["trace_ids"]
     experiment = localscorers.get_experiment_by_name("dev")
     assert experiment is not None

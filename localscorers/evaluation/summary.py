@@ -62,7 +62,12 @@ def feedback_by_scorer(traces: Sequence[Trace], origin: str) -> dict[str, list[F
 def metrics(
     feedback: Mapping[str, list[Feedback]], aggregations: Mapping[str, Any]
 ) -> dict[str, float]:
-    """Summarize each scorer's feedback: its aggregations, else mean / pass rate; errors."""
+    """Summarize each scorer's feedback per feedback name, as MLflow's evaluate does.
+
+    ``<name>/<aggregation>`` for the scorer's aggregations (default: the mean; booleans
+    and ``"yes"`` / ``"no"`` count as 1 / 0), ``<name>/pass_rate`` when the values are
+    booleans or yes / no, and ``<scorer>/error_count``.
+    """
     metrics: dict[str, float] = {}
     for scorer_name, chosen in aggregations.items():
         items = feedback.get(scorer_name, [])
@@ -72,18 +77,15 @@ def metrics(
             if item.error is None and item.name is not None:
                 values.setdefault(item.name, []).append(item.value)
         for name, found in values.items():
-            if chosen is not None:
-                metrics.update({f"{name}/{k}": v for k, v in aggregate(found, chosen).items()})
-                continue
-            passes = [v for v in found if isinstance(v, bool) or str(v).lower() in ("yes", "no")]
-            numbers = [v for v in found if as_number(v) is not None and v not in passes]
+            metrics.update({f"{name}/{k}": v for k, v in aggregate(found, chosen).items()})
+            passes = [as_number(v) or 0.0 for v in found if _is_verdict(v)]
             if passes:
-                metrics[f"{name}/pass_rate"] = sum(as_number(v) or 0.0 for v in passes) / len(
-                    passes
-                )
-            if numbers:
-                metrics.update({f"{name}/{k}": v for k, v in aggregate(numbers, None).items()})
+                metrics[f"{name}/pass_rate"] = sum(passes) / len(passes)
     return metrics
+
+
+def _is_verdict(value: object) -> bool:
+    return isinstance(value, bool) or (isinstance(value, str) and value.lower() in ("yes", "no"))
 
 
 def result_frame(traces: Sequence[Trace], origin: str) -> Any:  # noqa: ANN401 - a pandas DataFrame
