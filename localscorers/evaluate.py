@@ -43,9 +43,10 @@ class EvaluationResult:
         evaluation_id: the id of this evaluation; its traces carry it as the metadata
             ``localscorers.evaluation_id`` and its feedback has origin ``evaluate:<id>``.
         experiment_id: where the traces were logged.
-        metrics: per feedback name, ``"<name>/mean"`` for numbers, ``"<name>/pass_rate"``
-            for booleans and ``"yes"`` / ``"no"``, or the scorer's own aggregations
-            (``"<name>/p90"``...); and ``"<scorer>/error_count"`` for every scorer.
+        metrics: per feedback name, the scorer's aggregations (default the mean;
+            booleans and ``"yes"`` / ``"no"`` count as 1 / 0) as ``"<name>/mean"``,
+            ``"<name>/p90"``...; ``"<name>/pass_rate"`` for booleans and yes / no; and
+            ``"<scorer>/error_count"`` for every scorer.
         trace_ids: the trace of each row, in the order of the data.
         result_df: one row per data row (``trace_id``, ``inputs``, ``outputs``,
             ``expectations``, ``session_id``, then ``<name>/value``, ``<name>/rationale``,
