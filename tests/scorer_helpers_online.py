@@ -37,7 +37,7 @@ def output_length(outputs: Any) -> int:
 @scorer
 def matches_expected(outputs: Any, expectations: dict[str, Any]) -> bool:
     """Return whether the outputs equal the ``answer`` expectation."""
-    return outputs == expectations.get("answer")
+    return bool(outputs == expectations.get("answer"))
 
 
 @scorer
@@ -241,6 +241,19 @@ class Sleepy(Scorer):
         """Sleep, then say which process scored."""
         time.sleep(self.delay_seconds)
         return Feedback(value=True, metadata={"pid": os.getpid()})
+
+
+@scorer
+def crash() -> bool:
+    """Kill the process that runs it, as a native crash would (no exception, no cleanup)."""
+    os._exit(17)
+
+
+@scorer
+def start_thread() -> bool:
+    """Start a non-daemon thread that outlives the call by an hour, then return True."""
+    threading.Thread(target=time.sleep, args=(3600,), daemon=False).start()
+    return True
 
 
 # -- running a worker process -----------------------------------------------------------

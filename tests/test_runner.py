@@ -30,7 +30,7 @@ from localscorers import (
     _context,
 )
 from localscorers.sampling import Decision, decide, is_sampled
-from localscorers.store import ledger
+from localscorers.store import requests
 from localscorers.store.ledger import EvaluationQueue, Outcome
 from tests import scorer_helpers_online as helpers
 
@@ -458,18 +458,19 @@ def test_requests_moved_by_another_claimer_after_they_were_read_are_not_lost(
     helpers.output_length.register().start()
     traces = [localscorers.log_trace(inputs=i, outputs="x" * i) for i in range(3)]
     db = _context.current().db
-    read_first = ledger._read_requests(db, 10)
+    read_first = requests.read_requests(db, 10)
     assert read_first is not None
     other = EvaluationQueue(db, owner="other", lease_ms=60_000)
     assert {c.trace_id for c in other.claim(2)} == {traces[0]}  # moves requests 1 and 2
     with db.write() as conn:
-        taken = ledger._move(conn, read_first, take=10, owner="late", expires=1)
+        taken = requests.move(conn, read_first, take=10, owner="late", expires=1)
     assert taken == 2  # the two rows of the third request
-    with sqlite3.connect(db.path) as conn:
-        rows = conn.execute(
+    assert db.path is not None
+    with sqlite3.connect(db.path) as raw:
+        rows = raw.execute(
             "SELECT trace_id, scorer_name, lease_owner FROM evaluations ORDER BY id"
         ).fetchall()
-    conn.close()
+    raw.close()
     assert sorted((t, n) for t, n, _ in rows) == sorted(
         (t, n) for t in traces for n in ("always_true", "output_length")
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import threading
 import time
@@ -37,6 +38,8 @@ class WorkerStatus:
     pending: int
     jobs: int
     elapsed: float
+    # Why work is left pending: scorers whose calls hang past their timeout.
+    blocked: tuple[str, ...] = ()
 
     def line(self) -> str:
         """Return the one-line status, e.g. ``worker: 120 done (3 failed), 80 pending, 24/s``."""
@@ -99,9 +102,11 @@ def run_worker(
     jobs = JobRunner(runtime.db, runtime.store, runtime.registry, settings=settings)
     jobs.start()
     next_status = started + status_seconds
+    blocked: tuple[str, ...] = ()
     try:
         while not stop.is_set():
-            if drain and not runner.queue.has_pending() and jobs.unfinished_count() == 0:
+            if drain and _drained(runner, jobs):
+                blocked = (*runner.blocked.values(), *jobs.blocked().values())
                 break
             if on_status is not None and time.monotonic() >= next_status:
                 next_status = time.monotonic() + status_seconds
@@ -109,9 +114,17 @@ def run_worker(
             # Pending rows held by a dead process's lease wait for it to expire, then we claim them.
             stop.wait(0.1)
     finally:
-        jobs.close(wait=settings.lease_seconds)
-        runner.close(wait=settings.lease_seconds)
-    return _status(runtime, jobs, since_ms=since_ms, started=started)
+        # Blocked scorers' calls may never return: do not wait a lease for them.
+        jobs.close(wait=0 if blocked else settings.lease_seconds)
+        runner.close(wait=0 if blocked else settings.lease_seconds)
+    status = _status(runtime, jobs, since_ms=since_ms, started=started)
+    return dataclasses.replace(status, blocked=blocked)
+
+
+def _drained(runner: Runner, jobs: JobRunner) -> bool:
+    """Nothing left to do but work that waits for scorer calls hung past their timeouts."""
+    stuck_jobs = 1 if jobs.blocked() else 0
+    return runner.drained() and jobs.unfinished_count() == stuck_jobs
 
 
 def register(app: typer.Typer) -> None:
@@ -164,3 +177,11 @@ def register(app: typer.Typer) -> None:
         )
         if not quiet:
             _say(final)
+        for reason in final.blocked:
+            err_console.print(
+                f"worker: work left pending: {reason}", highlight=False, soft_wrap=True
+            )
+        if final.blocked:
+            # Not typer.Exit: common.run runs the app with standalone_mode=False, where
+            # click returns an Exit's code instead of raising it.
+            raise SystemExit(1)

@@ -17,6 +17,7 @@ import itertools
 import threading
 import time
 from collections import deque
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -116,6 +117,8 @@ class Execution:
         self.exhausted = False
         self.last_commit = self.last_renew = self.last_check = time.monotonic()
         self.loaded: list[LoadedScorer] = []
+        # Scorers whose remaining work waits only for their own hung calls, and why.
+        self.blocked: dict[Hashable, str] = {}
 
     # -- setup and the loop --------------------------------------------------------------
 
@@ -143,6 +146,7 @@ class Execution:
             self._fill()
             self._collect()
             self._submit()
+            self.blocked = self._blocked()
             self._settle()
             if self.exhausted and not self.slots:
                 self._commit(JobStatus.SUCCEEDED)
@@ -261,6 +265,18 @@ class Execution:
                     self._start(scorer, [queue.popleft() for _ in range(size)])
                     capacity -= 1
                     progressed = True
+
+    def _blocked(self) -> dict[Hashable, str]:
+        """Return why the job cannot go on, when all that is left waits for hung calls."""
+        reasons = self.scheduler.blocked()
+        if not reasons or None in reasons:
+            return reasons
+        waiting = {index for index, queue in enumerate(self.queues) if queue}
+        waiting.update(scorer for _due, _n, scorer, _work in self.retries)
+        running = {task.key for task in self.scheduler.running}
+        if waiting and waiting | running <= set(reasons):
+            return {key: reasons[key] for key in waiting}
+        return {}
 
     def _collect(self) -> None:
         collected = self.scheduler.collect()

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Hashable
 from typing import TYPE_CHECKING
 
 from localscorers.evaluation.backfill import Execution
-from localscorers.evaluation.pool import DaemonThreadPool
+from localscorers.evaluation.scheduler import new_pool
 from localscorers.store.jobs import (
     ClaimedJob,
     JobLease,
@@ -68,11 +69,10 @@ class JobRunner:
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.close_wait = 2.0
-        self.executor = DaemonThreadPool(
-            max_workers=settings.max_workers, thread_name_prefix="localscorers-backfill"
-        )
+        self.executor = new_pool(settings, thread_name_prefix="localscorers-backfill")
         self._thread: threading.Thread | None = None
         self._finished = threading.Condition()
+        self._current: Execution | None = None
 
     def start(self) -> None:
         """Start the job thread (idempotent)."""
@@ -104,6 +104,11 @@ class JobRunner:
         """Return how many jobs of the database (any experiment) are PENDING or RUNNING."""
         return unfinished_count(self.db)
 
+    def blocked(self) -> dict[Hashable, str]:
+        """Say why the running job cannot go on, when it waits only for hung scorer calls."""
+        current = self._current
+        return dict(current.blocked) if current is not None else {}
+
     def wait_finished(self, timeout: float) -> None:
         """Sleep until this runner is done with a job, or for ``timeout`` seconds."""
         with self._finished:
@@ -126,7 +131,7 @@ class JobRunner:
         return claim_job(self.db, self.owner, int(self.settings.lease_seconds * 1000))
 
     def _run(self, job: ClaimedJob) -> None:
-        execution = Execution(self, job)
+        execution = self._current = Execution(self, job)
         try:
             execution.run()
         except LeaseLostError:
@@ -143,6 +148,7 @@ class JobRunner:
                 logger.exception("localscorers backfill: job %s failed", job.job_id)
                 self._fail(execution.lease, exc)
         finally:
+            self._current = None
             execution.halt.set()
             with self._finished:
                 self._finished.notify_all()

@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, cast
 
 from localscorers import _clock
 from localscorers.evaluation.execution import (
@@ -25,7 +26,14 @@ from localscorers.evaluation.execution import (
     load_scorer,
 )
 from localscorers.evaluation.pool import DaemonThreadPool
-from localscorers.evaluation.scheduler import Pacing, Result, Scheduler, Settings, settle_transient
+from localscorers.evaluation.scheduler import (
+    Pacing,
+    Result,
+    Scheduler,
+    Settings,
+    new_pool,
+    settle_transient,
+)
 from localscorers.exceptions import ScorerNotFoundError, TransientError
 from localscorers.store.ledger import Claim, EvaluationQueue, Outcome, new_owner_id
 
@@ -70,7 +78,10 @@ class Runner:
         self._store = store
         self._registry = registry
         self.queue = EvaluationQueue(
-            db, owner=owner or new_owner_id(), lease_ms=int(self.settings.lease_seconds * 1000)
+            db,
+            owner=owner or new_owner_id(),
+            lease_ms=int(self.settings.lease_seconds * 1000),
+            max_attempts=self.settings.max_attempts,
         )
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -79,6 +90,10 @@ class Runner:
         self._executor: DaemonThreadPool | None = None
         self._scheduler: Scheduler | None = None
         self._backlog: list[Claim] = []
+        # Claims taken over from a holder that died, running alone (see Claim.suspect).
+        self._suspects: set[int] = set()
+        # Scorers that wait only for their own calls hung past their timeout, and why.
+        self.blocked: dict[Hashable, str] = {}
         self._done: list[Outcome] = []
         # Traces of the claims waiting in the backlog, loaded once: reloading the whole
         # backlog on every dispatch made a long backlog cost O(n) reads per call started.
@@ -98,9 +113,7 @@ class Runner:
         """Start the dispatcher thread and the pool (idempotent)."""
         if self._thread is not None:
             return
-        self._executor = DaemonThreadPool(
-            max_workers=self.settings.max_workers, thread_name_prefix="localscorers"
-        )
+        self._executor = new_pool(self.settings, thread_name_prefix="localscorers")
         self._scheduler = Scheduler(self._executor, self.settings, _PACING, wake=self._wake)
         self._thread = threading.Thread(
             target=self._loop, name="localscorers-dispatcher", daemon=True
@@ -167,9 +180,10 @@ class Runner:
     def _step(self) -> None:
         assert self._scheduler is not None  # noqa: S101 - start() ran
         self._collect()
+        self._note_blocked()
         self._renew_if_due()
         capacity = self._scheduler.capacity()
-        if capacity > 0:
+        if capacity > 0 and not self._suspects:
             # Claims waiting for a scorer at its concurrency limit are not work we can
             # start: counting them blocked every scorer behind a slow max_concurrency=1 one.
             blocked = self._saturated(with_backlog=False)
@@ -183,12 +197,33 @@ class Runner:
                 if claimed:
                     self._forget_changed_scorers()
                 self._backlog.extend(claimed)
-                if len(claimed) < wanted:
+                self._suspects.update(c.id for c in claimed if c.suspect)
+                if len(claimed) < wanted and not self._suspects:
                     self._next_claim = time.monotonic() + _CLAIM_INTERVAL
             if self._backlog:
                 self._dispatch(capacity)
         # After dispatching, so that new calls run while the results are written.
         self._write_done(force=False)
+
+    def _note_blocked(self) -> None:
+        assert self._scheduler is not None  # noqa: S101 - start() ran
+        blocked = self._scheduler.blocked()
+        for key, reason in blocked.items():
+            if key not in self.blocked:
+                logger.warning("localscorers: %s", reason)
+        self.blocked = blocked
+
+    def drained(self) -> bool:
+        """Tell whether nothing is pending but the work of scorers blocked by hung calls.
+
+        What ``worker --drain`` waits for: work that waits on calls that may never
+        return must not keep it running forever (``blocked`` says why it waits).
+        """
+        blocked = self.blocked
+        if None in blocked:
+            return True
+        keys = [cast("tuple[str, str]", key) for key in blocked]
+        return not self.queue.has_pending(excluding=keys)
 
     def _finish(self) -> None:
         assert self._scheduler is not None  # noqa: S101 - start() ran
@@ -316,6 +351,8 @@ class Runner:
         assert self._scheduler is not None  # noqa: S101 - start() ran
         collected = self._scheduler.collect()
         self._done.extend(self._outcome(done.token, done.result) for done in collected.done)
+        if self._suspects and any(o.claim.id in self._suspects for o in self._done):
+            self._write_done()  # at once: if the next suspect kills us, this result stays
         # Claims a timed-out task had not reached are still ours: back to the backlog.
         self._backlog.extend(token for _key, token, _trace in collected.unstarted)
 
@@ -324,8 +361,9 @@ class Runner:
             return Outcome(claim, plain=result)
         if not isinstance(result, TransientError):
             return Outcome(claim, feedback=result)
+        # The claim counted this attempt already.
         settled = settle_transient(
-            result, name=claim.scorer_name, attempts=claim.attempts + 1, settings=self.settings
+            result, name=claim.scorer_name, attempts=claim.attempts, settings=self.settings
         )
         if isinstance(settled, list):
             return Outcome(claim, feedback=settled)
@@ -347,6 +385,7 @@ class Runner:
         self._last_write = now
         done, self._done = self._done, []
         written = self.queue.complete(done)
+        self._suspects.difference_update(o.claim.id for o in done)
         self.completed += written
         with self._progress:
             self._progress.notify_all()

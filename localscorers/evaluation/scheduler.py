@@ -32,12 +32,12 @@ from localscorers.evaluation.execution import (
     evaluate,
     evaluation_context,
 )
+from localscorers.evaluation.pool import DaemonThreadPool
 from localscorers.exceptions import ConfigurationError, TransientError
 from localscorers.models import Feedback
 from localscorers.store.results import Plain
 
 if TYPE_CHECKING:
-    from localscorers.evaluation.pool import DaemonThreadPool
     from localscorers.models import Trace
 
 __all__ = [
@@ -47,11 +47,13 @@ __all__ = [
     "Scheduler",
     "Settings",
     "backoff_seconds",
+    "new_pool",
     "settle_transient",
 ]
 
 # What one call gives: feedback, a plain value, or a transient error to retry.
 Result = list[Feedback] | TransientError | Plain
+_ABANDONED_PER_WORKER = 4
 
 
 def _env_number(name: str, default: float, *, minimum: float) -> float:
@@ -109,6 +111,19 @@ class Settings:
             max_attempts=int(_env_number("LOCALSCORERS_MAX_ATTEMPTS", 4, minimum=1)),
             backoff_seconds=_env_number("LOCALSCORERS_BACKOFF_SECONDS", 0.5, minimum=0.0),
         )
+
+
+def new_pool(settings: Settings, *, thread_name_prefix: str) -> DaemonThreadPool:
+    """Return the pool a runner's scheduler runs calls on.
+
+    Up to four stuck calls per worker thread are replaced by fresh threads: beyond
+    that, each hung call keeps holding its thread (a thread per stuck call is memory).
+    """
+    return DaemonThreadPool(
+        settings.max_workers,
+        thread_name_prefix=thread_name_prefix,
+        max_abandoned=_ABANDONED_PER_WORKER * settings.max_workers,
+    )
 
 
 def backoff_seconds(settings: Settings, failures: int, retry_after: float | None) -> float:
@@ -180,6 +195,7 @@ class _Task:
     # None until a pool thread starts a call: waiting in the queue is not running late.
     started: float | None = None
     abandoned: bool = False
+    replaced: bool = False  # abandoned, and the pool started a thread in its place
     future: Future[None] | None = None
     cpu_share: float | None = None  # thread CPU time / wall time, set when the task ends
 
@@ -270,18 +286,32 @@ class Scheduler:
         self.hung = [t for t in self.hung if t.future is None or not t.future.done()]
 
     def capacity(self) -> int:
-        """Return how many more tasks may start now."""
+        """Return how many more tasks may start now.
+
+        A hung call whose thread the pool replaced holds no capacity; one it could not
+        replace (past the pool's bound) still holds its thread.
+        """
         self._forget_returned()
         prefetch = max(1, self.settings.max_workers // 4) if self.pacing.prefetch else 0
-        return self.settings.max_workers + prefetch - len(self.running) - len(self.hung)
+        holding = sum(not t.replaced for t in self.hung)
+        return self.settings.max_workers + prefetch - len(self.running) - holding
 
     def busy(self, key: Hashable) -> int:
         """Return the tasks of one scorer running, hung ones included."""
         return sum(t.key == key for t in (*self.running, *self.hung))
 
+    def _limit(self, key: Hashable, loaded: LoadedScorer) -> int | None:
+        # A scorer with calls hung past their timeout is isolated: its hung calls count
+        # against its own slots (its limit, at most max_workers), so a scorer whose calls
+        # keep hanging ends up waiting alone while the others keep the pool.
+        limit = loaded.max_concurrency
+        if any(t.key == key for t in self.hung):
+            return min(limit or self.settings.max_workers, self.settings.max_workers)
+        return limit
+
     def saturated(self, key: Hashable, loaded: LoadedScorer, *, waiting: int = 0) -> bool:
         """Tell whether the scorer may start no more tasks now (with ``waiting`` more queued)."""
-        limit = loaded.max_concurrency
+        limit = self._limit(key, loaded)
         if limit is not None and self.busy(key) + waiting >= limit:
             return True
         return (
@@ -298,6 +328,33 @@ class Scheduler:
         return max(
             1, min(self.pacing.max_chunk, int(self.pacing.task_seconds / max(seconds, 1e-6)))
         )
+
+    def blocked(self) -> dict[Hashable, str]:
+        """Say which scorers wait only for their own hung calls to return, and why.
+
+        Their remaining work stays pending for that reason (``worker --drain`` says so
+        and exits). When hung calls the pool could not replace hold every thread,
+        every scorer is blocked (key None).
+        """
+        self._forget_returned()
+        reasons: dict[Hashable, str] = {}
+        for task in self.hung:
+            if task.key in reasons or self._limit(task.key, task.loaded) is None:
+                continue
+            count = sum(t.key == task.key for t in self.hung)
+            if count >= (self._limit(task.key, task.loaded) or 0):
+                reasons[task.key] = (
+                    f"scorer {task.loaded.name!r} has {count} call(s) still running past "
+                    f"its timeout of {task.timeout:g} s; its other evaluations wait for them "
+                    "to return. Fix the scorer (or raise its timeout_seconds), then run the "
+                    "worker again."
+                )
+        if self.hung and self.capacity() <= 0 and not self.running:
+            reasons[None] = (
+                f"{len(self.hung)} scorer call(s) hang past their timeouts and hold every "
+                "thread; restart the process after fixing the scorers."
+            )
+        return reasons
 
     def fastest_chunk(self) -> int | None:
         """Return the chunk size of the fastest scorer seen, or None before any finished."""
@@ -372,6 +429,8 @@ class Scheduler:
             (task.key, token, trace) for token, trace in task.items[task.current + 1 :]
         )
         self._call_seconds[task.key] = task.timeout
+        assert task.future is not None  # noqa: S101 - set by start()
+        task.replaced = self.executor.abandon(task.future)
         self.hung.append(task)
 
     def _ended(self, task: _Task, collected: Collected) -> None:

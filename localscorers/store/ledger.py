@@ -23,8 +23,16 @@ import sqlalchemy as sa
 
 from localscorers import _clock
 from localscorers.models import EvaluationStatus, Feedback
-from localscorers.store import bulk, codec, schema
-from localscorers.store.results import FeedbackRows, Plain, final_status, ledger_insert
+from localscorers.store import bulk, schema
+from localscorers.store.requests import (
+    Requests,
+    move,
+    move_requests,
+    pending_requests,
+    read_requests,
+    requested_counts,
+)
+from localscorers.store.results import FeedbackRows, Plain, fail_crashed, final_status
 from localscorers.store.rows import insert_encoded
 
 if TYPE_CHECKING:
@@ -64,7 +72,13 @@ def new_owner_id() -> str:
 
 @dataclass(frozen=True)
 class Claim:
-    """A pending evaluation leased to us."""
+    """A pending evaluation leased to us.
+
+    ``attempts`` counts this claim: an attempt is counted when a call is claimed, so a
+    process that dies mid-call has used one up. ``suspect`` marks a claim taken over
+    from a holder that died (its lease expired): it is claimed alone, so that if the
+    scorer kills the process again, no other evaluation pays an attempt for it.
+    """
 
     id: int
     trace_id: str
@@ -73,6 +87,7 @@ class Claim:
     scorer_version: int
     origin: str
     attempts: int
+    suspect: bool = False
 
 
 @dataclass(frozen=True)
@@ -120,15 +135,6 @@ _finish = _unleased("status", "attempts", "finished_ms")  # a final outcome
 _retry = _unleased("attempts", "not_before_ms")  # a transient failure, tried again later
 
 
-def _oldest_requests() -> sa.Select[Any]:
-    r = schema.evaluation_requests
-    return (
-        sa.select(r.c.id, r.c.trace_id, r.c.experiment_id, r.c.scorers, r.c.enqueued_ms)
-        .order_by(r.c.id)
-        .limit(sa.bindparam("limit"))
-    )
-
-
 def _taken_since() -> sa.Select[Any]:
     e = schema.evaluations
     return (
@@ -138,122 +144,6 @@ def _taken_since() -> sa.Select[Any]:
     )
 
 
-def pending_requests(conn: Connection, trace_id: str) -> list[tuple[str, int]]:
-    """Return the (scorer name, version) pairs of a trace's requests not yet in the ledger.
-
-    Scans ``evaluation_requests`` (it has no index on ``trace_id``: it holds only the
-    backlog, and the hot path pays for every index). For explain, not for hot paths.
-    """
-    r = schema.evaluation_requests
-    scorers = conn.execute(sa.select(r.c.scorers).where(r.c.trace_id == trace_id)).scalars()
-    return [(str(name), int(version)) for pairs in scorers for name, version in pairs]
-
-
-def requested_counts(conn: Connection, experiment_id: str) -> dict[str, int]:
-    """Count an experiment's requested evaluations not yet in the ledger, per scorer name."""
-    r = schema.evaluation_requests
-    counts: dict[str, int] = {}
-    for pairs in conn.execute(
-        sa.select(r.c.scorers).where(r.c.experiment_id == experiment_id)
-    ).scalars():
-        for name, _version in pairs:
-            counts[name] = counts.get(name, 0) + 1
-    return counts
-
-
-def move_requests(db: Database, *, batch: int = 2000) -> int:
-    """Move every request into the ledger, unleased, ``batch`` requests per transaction.
-
-    A backfill calls this before it reads traces, so that online work already committed
-    shows as PENDING there (and is left to online scoring) instead of being invisible.
-    Returns how many requests were moved.
-    """
-    moved = 0
-    while True:
-        requests = _read_requests(db, batch)
-        if requests is None:
-            return moved
-        with db.write() as conn:
-            _move(conn, requests)
-        moved += len(requests.rows)
-        if len(requests.rows) < batch:
-            return moved
-
-
-@dataclass(frozen=True)
-class _Requests:
-    """The oldest requests, read before the write lock, with their ledger rows built."""
-
-    last_id: int
-    rows: list[list[dict[str, Any]]]  # per request, oldest first
-
-
-def _read_requests(db: Database, limit: int) -> _Requests | None:
-    # Outside the write lock: decoding and building rows there made the application's
-    # commits wait for it.
-    with db.read() as conn:
-        found = bulk.compiled_select(conn, "evaluations:requests", _oldest_requests).fetchall(
-            conn, {"limit": limit}
-        )
-    if not found:
-        return None
-    rows = [
-        [
-            {
-                "id": None,
-                "trace_id": trace_id,
-                "experiment_id": experiment_id,
-                "scorer_name": name,
-                "scorer_version": version,
-                "origin": "online",
-                "status": _PENDING,
-                "attempts": 0,
-                "enqueued_ms": enqueued_ms,
-                "not_before_ms": 0,
-                "lease_owner": None,
-                "lease_expires_ms": None,
-                "finished_ms": None,
-                "superseded": False,
-            }
-            for name, version in codec.loads(scorers)
-        ]
-        for _id, trace_id, experiment_id, scorers, enqueued_ms in found
-    ]
-    return _Requests(found[-1][0], rows)
-
-
-def _move(
-    conn: Connection,
-    requests: _Requests,
-    *,
-    take: int = 0,
-    owner: str | None = None,
-    expires: int | None = None,
-    saturated: Collection[tuple[str, str]] = (),
-) -> int:
-    """Move requests read by ``_read_requests`` into ``evaluations``; lease up to ``take`` rows.
-
-    Runs inside the write lock. Another process may have moved some of them since they
-    were read: every move deletes the oldest requests and ids only grow (AUTOINCREMENT),
-    so the ones still there are the newest ``rowcount`` of ours. Insert-or-ignore: a
-    pair a backfill wrote meanwhile keeps its row, so the unique index still makes each
-    (trace, scorer, version) one evaluation. Returns how many rows were leased to ``owner``.
-    """
-    r = schema.evaluation_requests
-    deleted = conn.execute(sa.delete(r).where(r.c.id <= requests.last_id)).rowcount
-    still_there = requests.rows[max(0, len(requests.rows) - deleted) :] if deleted else []
-    rows: list[dict[str, Any]] = []
-    taken = 0
-    for request_rows in still_there:
-        for row in request_rows:
-            if taken < take and (row["experiment_id"], row["scorer_name"]) not in saturated:
-                row["lease_owner"], row["lease_expires_ms"] = owner, expires
-                taken += 1
-            rows.append(row)
-    ledger_insert(conn).executemany(conn, rows)
-    return taken
-
-
 class EvaluationQueue:
     """Claim and complete evaluations under leases held by ``owner``.
 
@@ -261,12 +151,15 @@ class EvaluationQueue:
         db: the database.
         owner: this holder's lease id.
         lease_ms: how long a claim stays ours without renewal.
+        max_attempts: claims of one evaluation before it is FAILED with ``SCORER_CRASHED``
+            (``LOCALSCORERS_MAX_ATTEMPTS``).
     """
 
-    def __init__(self, db: Database, *, owner: str, lease_ms: int) -> None:
+    def __init__(self, db: Database, *, owner: str, lease_ms: int, max_attempts: int = 4) -> None:
         self._db = db
         self.owner = owner
         self.lease_ms = lease_ms
+        self.max_attempts = max_attempts
 
     def claim(self, limit: int, *, saturated: Collection[tuple[str, str]] = ()) -> list[Claim]:
         """Lease up to ``limit`` pending evaluations that are due and free (or whose lease expired).
@@ -289,25 +182,62 @@ class EvaluationQueue:
             sa.not_(sa.and_(e.c.experiment_id == exp, e.c.scorer_name == name))
             for exp, name in saturated
         )
-        query = sa.select(*_CLAIM_COLUMNS).where(*conditions).order_by(e.c.id).limit(limit)
-        requests = _read_requests(self._db, limit)
+        query = (
+            sa.select(*_CLAIM_COLUMNS, e.c.lease_owner)
+            .where(*conditions)
+            .order_by(e.c.id)
+            .limit(limit)
+        )
+        requests = read_requests(self._db, limit)
         with self._db.write() as conn:
-            rows = conn.execute(query).all()
+            rows = self._take_over(conn, conn.execute(query).all(), now)
             if rows:
                 conn.execute(
                     sa.update(e)
                     .where(e.c.id.in_([r.id for r in rows]))
-                    .values(lease_owner=self.owner, lease_expires_ms=now + self.lease_ms)
+                    .values(
+                        lease_owner=self.owner,
+                        lease_expires_ms=now + self.lease_ms,
+                        attempts=e.c.attempts + 1,
+                    )
                 )
-            claims = [Claim(*row) for row in rows]
+            claims = [
+                Claim(
+                    row.id,
+                    row.trace_id,
+                    row.experiment_id,
+                    row.scorer_name,
+                    row.scorer_version,
+                    row.origin,
+                    row.attempts + 1,
+                    suspect=row.lease_owner is not None,
+                )
+                for row in rows
+            ]
+            if claims and claims[0].suspect:
+                return claims  # alone: see Claim
             if requests is not None and len(claims) < limit:
                 claims += self._move_requests(conn, requests, now, limit - len(claims), saturated)
         return claims
 
+    def _take_over(self, conn: Connection, rows: Sequence[Any], now: int) -> Sequence[Any]:
+        """Fail the rows whose claims all died; return the rows to lease.
+
+        A row still leased (to a holder whose lease expired) was claimed by a process
+        that died, or stalled, mid-call. After ``max_attempts`` such claims it is FAILED
+        with ``SCORER_CRASHED``; otherwise only the oldest is taken, alone.
+        """
+        crashed = [r for r in rows if r.attempts >= self.max_attempts]
+        if crashed:
+            fail_crashed(conn, crashed, now)
+        rows = [r for r in rows if r.attempts < self.max_attempts]
+        orphans = [r for r in rows if r.lease_owner is not None]
+        return orphans[:1] if orphans else rows
+
     def _move_requests(
         self,
         conn: Connection,
-        requests: _Requests,
+        requests: Requests,
         now: int,
         limit: int,
         saturated: Collection[tuple[str, str]],
@@ -319,7 +249,7 @@ class EvaluationQueue:
         """
         e = schema.evaluations
         before = conn.execute(sa.select(sa.func.max(e.c.id))).scalar_one() or 0
-        taken = _move(
+        taken = move(
             conn,
             requests,
             take=limit,
@@ -354,7 +284,14 @@ class EvaluationQueue:
                 return
             query = query.where(e.c.id.in_([c.id for c in claims]))
         with self._db.write() as conn:
-            conn.execute(query.values(lease_owner=None, lease_expires_ms=None))
+            # Given back, not crashed: the attempt counted at the claim is returned too.
+            conn.execute(
+                query.values(
+                    lease_owner=None,
+                    lease_expires_ms=None,
+                    attempts=sa.case((e.c.attempts > 0, e.c.attempts - 1), else_=0),
+                )
+            )
 
     def complete(self, outcomes: Sequence[Outcome]) -> int:
         """Write feedback and retire claims, or schedule retries, in one transaction.
@@ -377,7 +314,7 @@ class EvaluationQueue:
             if outcome.retry_at_ms is not None:
                 retries[claim.id] = {
                     "b_id": claim.id,
-                    "attempts": claim.attempts + 1,
+                    "attempts": claim.attempts,
                     "not_before_ms": outcome.retry_at_ms,
                 }
                 continue
@@ -385,7 +322,7 @@ class EvaluationQueue:
             finals[claim.id] = {
                 "b_id": claim.id,
                 "status": final_status(result),
-                "attempts": claim.attempts + 1,
+                "attempts": claim.attempts,
                 "finished_ms": now,
             }
             feedback[claim.id] = builder.build(
@@ -436,8 +373,16 @@ class EvaluationQueue:
             evaluation_id = conn.execute(sa.select(sa.func.max(e.c.id))).scalar_one()
         return Watermark(int(request_id or 0), int(evaluation_id or 0))
 
-    def has_pending(self, since: Watermark | None = None) -> bool:
+    def has_pending(
+        self,
+        since: Watermark | None = None,
+        *,
+        excluding: Collection[tuple[str, str]] = (),
+    ) -> bool:
         """Tell whether any evaluation is still pending (of those marked by ``since``).
+
+        ``excluding`` lists (experiment_id, scorer_name) pairs whose evaluations in the
+        ledger do not count (requests always do: nobody has decided them yet).
 
         What waiting loops should ask: it stops at the first pending row, where
         ``pending_count`` reads all of them (milliseconds for a backlog of 20,000).
@@ -447,7 +392,14 @@ class EvaluationQueue:
         requests = sa.select(r.c.id)
         if since is not None:
             requests = requests.where(r.c.id <= since.request_id)
-        query = sa.select(e.c.id).where(e.c.status == _PENDING, e.c.superseded == sa.false())
+        query = sa.select(e.c.id).where(
+            e.c.status == _PENDING,
+            e.c.superseded == sa.false(),
+            *(
+                sa.not_(sa.and_(e.c.experiment_id == exp, e.c.scorer_name == name))
+                for exp, name in excluding
+            ),
+        )
         with self._db.read() as conn:
             # One read transaction, so the requests and the ledger are seen at one instant.
             if conn.execute(requests.limit(1)).first() is not None:

@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import sqlalchemy as sa
 
-from localscorers.models import EvaluationStatus, Feedback
+from localscorers.models import (
+    AssessmentError,
+    AssessmentSource,
+    AssessmentSourceType,
+    EvaluationStatus,
+    Feedback,
+)
 from localscorers.store import bulk, schema
 from localscorers.store.rows import (
     assessment_row,
@@ -36,6 +42,7 @@ __all__ = [
     "FeedbackRows",
     "Finished",
     "Plain",
+    "fail_crashed",
     "final_status",
     "insert_finished",
     "ledger_insert",
@@ -253,3 +260,41 @@ def insert_finished(
             )
         )
     insert_encoded(conn, schema.assessments, feedback_rows)
+
+
+def _crash_feedback(name: str, attempts: int) -> Feedback:
+    message = (
+        f"Scorer {name!r} was claimed {attempts} times and each time its process ended "
+        "before the call returned (a crash, os._exit, a native fault or a kill); giving up "
+        f"after LOCALSCORERS_MAX_ATTEMPTS={attempts}. Fix the scorer, or raise "
+        "LOCALSCORERS_MAX_ATTEMPTS if the processes were killed for another reason."
+    )
+    return Feedback(
+        name=name,
+        source=AssessmentSource(source_type=AssessmentSourceType.CODE, source_id=name),
+        error=AssessmentError(error_code="SCORER_CRASHED", error_message=message),
+    )
+
+
+def fail_crashed(conn: Connection, rows: Sequence[Any], now: int) -> None:
+    """Retire evaluations whose every claim died, as FAILED with ``SCORER_CRASHED``."""
+    e = schema.evaluations
+    conn.execute(
+        sa.update(e)
+        .where(e.c.id.in_([r.id for r in rows]), e.c.status == _PENDING)
+        .values(status=_FAILED, finished_ms=now, lease_owner=None, lease_expires_ms=None)
+    )
+    builder = FeedbackRows(now)
+    feedback = [
+        row
+        for r in rows
+        for row in builder.build(
+            [_crash_feedback(r.scorer_name, r.attempts)],
+            trace_id=r.trace_id,
+            scorer_name=r.scorer_name,
+            scorer_version=r.scorer_version,
+            origin=r.origin,
+            evaluation_id=r.id,
+        )
+    ]
+    insert_encoded(conn, schema.assessments, feedback)

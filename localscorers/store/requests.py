@@ -1,0 +1,162 @@
+"""The compact queue a commit writes, and moving it into the evaluation ledger.
+
+A trace commit writes its online evaluations as ONE ``evaluation_requests`` row (the
+scorers chosen, as a JSON list): five ``evaluations`` rows with their unique index
+cost several times more on the application's hot path. Claims (``ledger``) and
+backfills move requests into ``evaluations`` rows, oldest first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from localscorers.models import EvaluationStatus
+from localscorers.store import bulk, codec, schema
+from localscorers.store.results import ledger_insert
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+    from localscorers.store.database import Database
+
+__all__ = [
+    "Requests",
+    "move",
+    "move_requests",
+    "pending_requests",
+    "read_requests",
+    "requested_counts",
+]
+
+_PENDING = EvaluationStatus.PENDING.value
+
+
+def _oldest_requests() -> sa.Select[Any]:
+    r = schema.evaluation_requests
+    return (
+        sa.select(r.c.id, r.c.trace_id, r.c.experiment_id, r.c.scorers, r.c.enqueued_ms)
+        .order_by(r.c.id)
+        .limit(sa.bindparam("limit"))
+    )
+
+
+def pending_requests(conn: Connection, trace_id: str) -> list[tuple[str, int]]:
+    """Return the (scorer name, version) pairs of a trace's requests not yet in the ledger.
+
+    Scans ``evaluation_requests`` (it has no index on ``trace_id``: it holds only the
+    backlog, and the hot path pays for every index). For explain, not for hot paths.
+    """
+    r = schema.evaluation_requests
+    scorers = conn.execute(sa.select(r.c.scorers).where(r.c.trace_id == trace_id)).scalars()
+    return [(str(name), int(version)) for pairs in scorers for name, version in pairs]
+
+
+def requested_counts(conn: Connection, experiment_id: str) -> dict[str, int]:
+    """Count an experiment's requested evaluations not yet in the ledger, per scorer name."""
+    r = schema.evaluation_requests
+    counts: dict[str, int] = {}
+    for pairs in conn.execute(
+        sa.select(r.c.scorers).where(r.c.experiment_id == experiment_id)
+    ).scalars():
+        for name, _version in pairs:
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def move_requests(db: Database, *, batch: int = 2000) -> int:
+    """Move every request into the ledger, unleased, ``batch`` requests per transaction.
+
+    A backfill calls this before it reads traces, so that online work already committed
+    shows as PENDING there (and is left to online scoring) instead of being invisible.
+    Returns how many requests were moved.
+    """
+    moved = 0
+    while True:
+        requests = read_requests(db, batch)
+        if requests is None:
+            return moved
+        with db.write() as conn:
+            move(conn, requests)
+        moved += len(requests.rows)
+        if len(requests.rows) < batch:
+            return moved
+
+
+@dataclass(frozen=True)
+class Requests:
+    """The oldest requests, read before the write lock, with their ledger rows built."""
+
+    last_id: int
+    rows: list[list[dict[str, Any]]]  # per request, oldest first
+
+
+def read_requests(db: Database, limit: int) -> Requests | None:
+    """Read the oldest ``limit`` requests and build their ledger rows (None: no request)."""
+    # Outside the write lock: decoding and building rows there made the application's
+    # commits wait for it.
+    with db.read() as conn:
+        found = bulk.compiled_select(conn, "evaluations:requests", _oldest_requests).fetchall(
+            conn, {"limit": limit}
+        )
+    if not found:
+        return None
+    rows = [
+        [
+            {
+                "id": None,
+                "trace_id": trace_id,
+                "experiment_id": experiment_id,
+                "scorer_name": name,
+                "scorer_version": version,
+                "origin": "online",
+                "status": _PENDING,
+                "attempts": 0,
+                "enqueued_ms": enqueued_ms,
+                "not_before_ms": 0,
+                "lease_owner": None,
+                "lease_expires_ms": None,
+                "finished_ms": None,
+                "superseded": False,
+            }
+            for name, version in codec.loads(scorers)
+        ]
+        for _id, trace_id, experiment_id, scorers, enqueued_ms in found
+    ]
+    return Requests(found[-1][0], rows)
+
+
+def move(
+    conn: Connection,
+    requests: Requests,
+    *,
+    take: int = 0,
+    owner: str | None = None,
+    expires: int | None = None,
+    saturated: Collection[tuple[str, str]] = (),
+) -> int:
+    """Move requests read by ``read_requests`` into ``evaluations``; lease up to ``take`` rows.
+
+    Runs inside the write lock. Another process may have moved some of them since they
+    were read: every move deletes the oldest requests and ids only grow (AUTOINCREMENT),
+    so the ones still there are the newest ``rowcount`` of ours. Insert-or-ignore: a
+    pair a backfill wrote meanwhile keeps its row, so the unique index still makes each
+    (trace, scorer, version) one evaluation. Returns how many rows were leased to ``owner``.
+    """
+    r = schema.evaluation_requests
+    deleted = conn.execute(sa.delete(r).where(r.c.id <= requests.last_id)).rowcount
+    still_there = requests.rows[max(0, len(requests.rows) - deleted) :] if deleted else []
+    rows: list[dict[str, Any]] = []
+    taken = 0
+    for request_rows in still_there:
+        for row in request_rows:
+            if taken < take and (row["experiment_id"], row["scorer_name"]) not in saturated:
+                row["lease_owner"], row["lease_expires_ms"] = owner, expires
+                row["attempts"] = 1  # counted when claimed (see Claim)
+                taken += 1
+            rows.append(row)
+    ledger_insert(conn).executemany(conn, rows)
+    return taken

@@ -1,0 +1,236 @@
+"""The scheduler under faulty scorers (issue 12 items 5, 6 and 8), on real SQLite files.
+
+A scorer that hangs, one that kills its process, one that leaves non-daemon threads
+behind: none may stop the others' evaluations, keep a process alive, or leave an
+evaluation pending without a stated reason. Processes are real subprocesses.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import localscorers
+from localscorers import Feedback, _context
+from localscorers.evaluation.pool import DaemonThreadPool
+from tests import scorer_helpers_online as helpers
+
+WAIT = 30.0
+
+
+@pytest.fixture
+def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    helpers.reset()
+    helpers.release.clear()
+    for key, value in {"BACKOFF_SECONDS": "0", "EXIT_WAIT_SECONDS": "0.5"}.items():
+        monkeypatch.setenv(f"LOCALSCORERS_{key}", value)
+    path = tmp_path / "s.db"
+    localscorers.set_tracking_uri(path)
+    yield path
+    helpers.release.set()  # before conftest's reset closes the monitor
+
+
+def feedback(trace_id: str, scorer_name: str) -> list[Feedback]:
+    return [
+        a
+        for a in localscorers.get_trace(trace_id).info.assessments
+        if isinstance(a, Feedback) and a.scorer_name == scorer_name
+    ]
+
+
+def wait_until(condition: Callable[[], bool], *, timeout: float = WAIT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout} s")
+        time.sleep(0.02)
+
+
+def statuses(path: Path) -> dict[tuple[str, str], tuple[str, int]]:
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute(
+            "SELECT trace_id, scorer_name, status, attempts FROM evaluations"
+        ).fetchall()
+    conn.close()
+    return {(t, n): (s, a) for t, n, s, a in rows}
+
+
+def run_worker(path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        helpers.worker_command(path),
+        env=helpers.subprocess_env(**{f"LOCALSCORERS_{k}": v for k, v in env.items()}),
+        cwd=helpers.REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+# -- a hanging scorer ---------------------------------------------------------------------------
+
+
+def test_a_hanging_scorer_does_not_stop_the_others(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One thread: the old scheduler kept counting the hung call's thread, so once the
+    # first call timed out nothing else ever ran.
+    monkeypatch.setenv("LOCALSCORERS_MAX_WORKERS", "1")
+    helpers.Hang(name="hang", timeout_seconds=0.2, cap_seconds=60).register().start()
+    helpers.always_true.register().start()
+    traces = [localscorers.log_trace(inputs=i, outputs=i) for i in range(6)]
+
+    wait_until(
+        lambda: (
+            all(feedback(t, "always_true") for t in traces)
+            and any(feedback(t, "hang") for t in traces)
+        )
+    )
+    assert all(feedback(t, "always_true")[0].value is True for t in traces)
+    # The hanging scorer's calls end as SCORER_TIMEOUT, one at a time; once its own slot
+    # is held by a call that never returns, the rest wait, and the runner says why.
+    timed_out = [f for t in traces for f in feedback(t, "hang")]
+    assert timed_out
+    assert all(f.error is not None and f.error.error_code == "SCORER_TIMEOUT" for f in timed_out)
+    runner = _context.current().existing_runner()
+    assert runner is not None
+    wait_until(lambda: bool(runner.blocked))
+    reason = next(iter(runner.blocked.values()))
+    assert "'hang'" in reason
+    assert "timeout" in reason
+
+
+def test_the_pool_replaces_an_abandoned_thread_up_to_its_bound() -> None:
+    pool = DaemonThreadPool(1, thread_name_prefix="bounded", max_abandoned=1)
+    gate = helpers.release
+    gate.clear()
+    stuck = [pool.submit(gate.wait, 60), pool.submit(gate.wait, 60)]
+    wait_until(stuck[0].running)
+    assert pool.abandon(stuck[0]) is True  # a new thread takes the queued call
+    wait_until(stuck[1].running)
+    assert pool.abandon(stuck[1]) is False  # the bound: this one keeps its thread
+    assert pool.abandoned == 1
+    gate.set()
+    assert all(f.result(WAIT) for f in stuck)
+    wait_until(lambda: pool.abandoned == 0)  # the replaced thread ended when its call did
+    assert pool.submit(str, 1).result(WAIT) == "1"
+    pool.shutdown()
+
+
+def test_worker_drain_exits_when_only_a_hanging_scorers_work_is_left(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOCALSCORERS_MONITOR", "off")
+    helpers.Hang(name="hang", timeout_seconds=0.3, cap_seconds=3600).register().start()
+    helpers.always_true.register().start()
+    traces = [localscorers.log_trace(inputs=i, outputs=i) for i in range(4)]
+
+    started = time.monotonic()
+    worker = run_worker(db, MAX_WORKERS="1")
+    assert time.monotonic() - started < 60
+    assert worker.returncode == 1, worker.stderr
+    assert "left pending" in worker.stderr
+    assert "'hang'" in worker.stderr
+    found = statuses(db)
+    assert all(found[(t, "always_true")][0] == "SUCCEEDED" for t in traces)
+    hang = [found[(t, "hang")] for t in traces if (t, "hang") in found]
+    assert ("FAILED", 1) in hang  # the first call timed out
+    assert {status for status, _ in hang} <= {"FAILED", "PENDING"}
+
+
+# -- a scorer that kills its process ------------------------------------------------------------
+
+
+def test_a_scorer_that_kills_its_process_fails_with_scorer_crashed(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOCALSCORERS_MONITOR", "off")
+    helpers.crash.register().start()
+    helpers.always_true.register().start()
+    trace_id = localscorers.log_trace(inputs=1, outputs=1)
+
+    codes = []
+    for _ in range(6):  # the old code died every time, with attempts still 0
+        worker = run_worker(db, MAX_ATTEMPTS="2", LEASE_SECONDS="0.3")
+        codes.append(worker.returncode)
+        if worker.returncode == 0:
+            break
+    assert codes[-1] == 0, codes
+    assert 17 in codes  # the scorer did kill the worker
+    assert len(codes) <= 4
+
+    found = statuses(db)
+    assert found[(trace_id, "crash")] == ("FAILED", 2)
+    assert found[(trace_id, "always_true")][0] == "SUCCEEDED"
+    crashed = feedback(trace_id, "crash")
+    assert len(crashed) == 1
+    assert crashed[0].error is not None
+    assert crashed[0].error.error_code == "SCORER_CRASHED"
+    assert "LOCALSCORERS_MAX_ATTEMPTS" in (crashed[0].error.error_message or "")
+    assert [f.value for f in feedback(trace_id, "always_true")] == [True]
+
+
+def test_closing_gives_the_claims_attempt_back(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A claim counts an attempt; a claim given back by a process that closes normally
+    # did not crash anything, so the attempt is returned with it.
+    monkeypatch.setenv("LOCALSCORERS_EXIT_WAIT_SECONDS", "0.1")
+    helpers.Hang(name="hang", cap_seconds=60).register().start()
+    trace_id = localscorers.log_trace(inputs=1, outputs=1)
+    wait_until(lambda: helpers.calls("hang") == 1)
+    assert statuses(db)[(trace_id, "hang")] == ("PENDING", 1)
+    _context.shutdown()
+    assert statuses(db)[(trace_id, "hang")] == ("PENDING", 0)
+
+
+# -- a scorer that leaves non-daemon threads ----------------------------------------------------
+
+
+APP = (
+    "import sys\n"
+    "import localscorers\n"
+    "from tests import scorer_helpers_online as helpers\n"
+    "localscorers.set_tracking_uri(sys.argv[1])\n"
+    "helpers.start_thread.register().start()\n"
+    "trace_id = localscorers.log_trace(inputs=1, outputs=1)\n"
+    "assert localscorers.flush(timeout=30)\n"
+    "print(trace_id, flush=True)\n"
+)
+
+
+def test_threads_a_scorer_starts_do_not_keep_the_app_alive(db: Path) -> None:
+    child = subprocess.run(
+        [sys.executable, "-c", APP, str(db)],
+        env=helpers.subprocess_env(),
+        cwd=helpers.REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,  # the old code waited an hour for the scorer's thread
+        check=False,
+    )
+    assert child.returncode == 0, child.stderr
+    assert [f.value for f in feedback(child.stdout.strip(), "start_thread")] == [True]
+
+
+def test_threads_a_scorer_starts_do_not_keep_worker_drain_alive(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOCALSCORERS_MONITOR", "off")
+    helpers.start_thread.register().start()
+    trace_id = localscorers.log_trace(inputs=1, outputs=1)
+    worker = subprocess.run(
+        helpers.worker_command(db),
+        env=helpers.subprocess_env(),
+        cwd=helpers.REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert worker.returncode == 0, worker.stderr
+    assert [f.value for f in feedback(trace_id, "start_thread")] == [True]
