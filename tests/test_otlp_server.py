@@ -147,12 +147,12 @@ def test_a_trace_whose_root_never_comes_is_written_after_the_grace_period(
 
 
 def test_a_retried_request_and_a_late_span_are_kept_once(tracking: Path) -> None:
-    body = json_body(
-        json_span(TRACE, ROOT, "root", start=T0),
-        json_span(TRACE, CHILD, "child", parent=ROOT, start=T0 + 1),
-    )
+    child = json_span(TRACE, CHILD, "child", parent=ROOT, start=T0 + 1)
+    body = json_body(json_span(TRACE, ROOT, "root", start=T0), child)
     with serve() as url:
-        assert post_json(url, body).status_code == 200
+        assert post_json(url, json_body(child)).status_code == 200  # waits for its root
+        assert post_json(url, json_body(child)).status_code == 200  # the client retried
+        assert post_json(url, body).status_code == 200  # the root, and the child again
         assert post_json(url, body).status_code == 200  # the client retried
         late = json_span(TRACE, GRANDCHILD, "late", parent=CHILD, start=T0 + 2)
         assert post_json(url, json_body(late)).status_code == 200

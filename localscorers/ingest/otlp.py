@@ -348,8 +348,7 @@ class Assembler:
             )
             for raw in spans
         ]
-        added = self._pending.add(mapped)
-        return self._pending.commit(added.rooted, build_record)
+        return self._pending.receive(mapped, build_record).written
 
     def sweep(self, *, now_ms: int | None = None) -> list[str]:
         """Write every trace whose root is pending or whose grace period has passed."""

@@ -1,16 +1,17 @@
 """OTLP spans acknowledged but not yet assembled into a trace (the ``pending_spans`` table).
 
 A trace's spans may arrive in several requests, children usually before their root.
-Each request's spans are committed here before the request is acknowledged, so a crash
-of the receiver loses nothing it acknowledged. A trace is assembled from its rows when
-its root span is among them, or once no span of it arrived for the grace period; the
-trace is written and its rows deleted in one transaction, so a trace is never written
-twice nor lost between the two.
+Each request is stored in one transaction before it is acknowledged, so a crash of the
+receiver loses nothing it acknowledged: a trace whose root span is in the request is
+written whole (with its spans that were waiting here, which are deleted), the other
+spans wait here. A trace whose root never comes is assembled from its rows once no span
+of it arrived for the grace period, written and its rows deleted in one transaction, so
+a trace is never written twice nor lost between the two.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from localscorers.store.rows import TraceRecord
     from localscorers.store.traces import TraceStore
 
-__all__ = ["AddResult", "PendingSpan", "PendingSpans"]
+__all__ = ["PendingSpan", "PendingSpans", "Received"]
 
 
 @dataclass(frozen=True)
@@ -41,11 +42,13 @@ class PendingSpan:
 
 
 @dataclass(frozen=True)
-class AddResult:
-    """What :meth:`PendingSpans.add` did."""
+class Received:
+    """What :meth:`PendingSpans.receive` did with a batch of spans."""
 
-    #: Traces that now have their root span pending: ready to assemble.
-    rooted: list[str]
+    #: Traces written now: their root span was in the batch.
+    written: list[str]
+    #: Spans stored to wait for their trace's root span.
+    pending: int
     #: Spans added to traces already written (they arrived after their trace's commit).
     appended: int
     #: Spans ignored because they were already stored (a client's retry).
@@ -64,35 +67,60 @@ class PendingSpans:
         self._db = db
         self._traces = traces
 
-    def add(self, spans: Sequence[PendingSpan]) -> AddResult:
-        """Store received spans in one transaction: once this returns, they are durable.
+    def receive(
+        self, spans: Sequence[PendingSpan], build: Callable[[list[PendingSpan]], TraceRecord]
+    ) -> Received:
+        """Store a batch of received spans in one transaction: once this returns, it is durable.
 
-        A span of a trace already written is added to that trace's spans (it arrived
-        after the trace was assembled); a span already stored is ignored.
+        A trace whose root span is in the batch is written now, with the spans of it that
+        were waiting (and its online evaluations); the other spans wait in the table. A
+        span of a trace already written is added to that trace's spans; a span already
+        stored is ignored.
+
+        Args:
+            spans: the batch.
+            build: makes a trace record from a whole trace's spans.
         """
         if not spans:
-            return AddResult(rooted=[], appended=0, duplicates=0)
+            return Received(written=[], pending=0, appended=0, duplicates=0)
         now = _clock.now_ms()
-        trace_ids = sorted({s.trace_id for s in spans})
         with self._db.write() as conn:
-            written = _existing_traces(conn, trace_ids)
-            late = [s for s in spans if s.trace_id in written]
-            early = [s for s in spans if s.trace_id not in written]
-            appended = _append_late(conn, late)
-            known = _pending_keys(conn, sorted({s.trace_id for s in early}))
-            new_rows: dict[tuple[str, str], dict[str, Any]] = {}
-            for s in early:
-                key = (s.trace_id, s.span.span_id)
-                if key not in known:
-                    new_rows[key] = _pending_row(s, now)
+            existing = _existing_traces(conn, sorted({s.trace_id for s in spans}))
+            appended = _append_late(conn, [s for s in spans if s.trace_id in existing])
+            early = _unique(s for s in spans if s.trace_id not in existing)
+            rooted = {s.trace_id for s in early if s.span.parent_id is None}
+            waiting = _load(conn, sorted(rooted))
+            whole = {
+                trace_id: _unique(
+                    [*waiting.get(trace_id, ()), *(s for s in early if s.trace_id == trace_id)]
+                )
+                for trace_id in sorted(rooted)
+            }
+            records = [build(group) for group in whole.values()]
+            enqueued = self._traces.write_traces(records)  # joins this transaction
+            _delete(conn, sorted(waiting))
+            known = _pending_keys(conn, sorted({s.trace_id for s in early} - rooted))
+            new_rows = [
+                _pending_row(s, now)
+                for s in early
+                if s.trace_id not in rooted and (s.trace_id, s.span.span_id) not in known
+            ]
             if new_rows:
-                conn.execute(sa.insert(schema.pending_spans), list(new_rows.values()))
-            rooted = _rooted(conn, sorted({s.trace_id for s in early}))
-        return AddResult(
-            rooted=rooted,
+                conn.execute(sa.insert(schema.pending_spans), new_rows)
+        self._notify(enqueued)
+        # Spans of the batch now in a written trace (a waiting copy wins over a repeat).
+        stored = sum(len(whole[t]) - len(waiting.get(t, ())) for t in whole)
+        return Received(
+            written=[r.trace_id for r in records],
+            pending=len(new_rows),
             appended=appended,
-            duplicates=len(spans) - appended - len(new_rows),
+            duplicates=len(spans) - appended - stored - len(new_rows),
         )
+
+    def _notify(self, enqueued: int) -> None:
+        # write_traces told the monitor before our commit; tell it again now it can see them.
+        if enqueued and self._traces.on_enqueued is not None:
+            self._traces.on_enqueued(enqueued)
 
     def due(self, *, idle_before_ms: int) -> list[str]:
         """Return the traces ready to assemble, oldest first.
@@ -142,12 +170,9 @@ class PendingSpans:
                 # Nested: joins this transaction, so the trace, its online evaluations
                 # and the deletion below commit together.
                 enqueued += self._traces.write_traces(records)
-                p = schema.pending_spans
-                conn.execute(sa.delete(p).where(p.c.trace_id.in_(list(groups))))
+                _delete(conn, list(groups))
                 written.extend(r.trace_id for r in records)
-        # write_traces told the monitor before our commit; tell it again now it can see them.
-        if enqueued and self._traces.on_enqueued is not None:
-            self._traces.on_enqueued(enqueued)
+        self._notify(enqueued)
         return written
 
 
@@ -180,15 +205,18 @@ def _pending_keys(conn: Connection, trace_ids: Sequence[str]) -> set[tuple[str, 
     return found
 
 
-def _rooted(conn: Connection, trace_ids: Sequence[str]) -> list[str]:
+def _unique(spans: Iterable[PendingSpan]) -> list[PendingSpan]:
+    """The spans without repeats of one (trace, span id): the first one stays."""
+    seen: dict[tuple[str, str], PendingSpan] = {}
+    for s in spans:
+        seen.setdefault((s.trace_id, s.span.span_id), s)
+    return list(seen.values())
+
+
+def _delete(conn: Connection, trace_ids: Sequence[str]) -> None:
     p = schema.pending_spans
-    found: list[str] = []
     for chunk in rows.in_chunks(list(trace_ids)):
-        query = (
-            sa.select(p.c.trace_id).where(p.c.trace_id.in_(chunk), p.c.is_root.is_(True)).distinct()
-        )
-        found.extend(conn.execute(query).scalars())
-    return sorted(found)
+        conn.execute(sa.delete(p).where(p.c.trace_id.in_(chunk)))
 
 
 def _append_late(conn: Connection, spans: Sequence[PendingSpan]) -> int:
