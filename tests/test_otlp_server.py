@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from google.rpc.status_pb2 import Status
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -33,9 +34,11 @@ T0 = 1_700_000_000_000_000_000
 
 
 def message(response: httpx.Response) -> str:
-    """The reason of a refusal: JSON for JSON requests, text for the others."""
+    """The reason of a refusal: a google.rpc.Status for OTLP requests, else text."""
     if response.headers["content-type"] == "application/json":
         return str(response.json()["message"])
+    if response.headers["content-type"] == "application/x-protobuf":
+        return Status.FromString(response.content).message
     return response.text
 
 
@@ -225,6 +228,10 @@ def test_bad_requests_get_a_clear_4xx(tracking: Path) -> None:
     assert "not valid gzip" in messages[6][1]
     assert "larger than 100000 bytes" in messages[7][1]
     assert "larger than 100000 bytes" in messages[8][1]
+    # OTLP clients get a google.rpc.Status with the gRPC code; others plain text.
+    assert cases[7][0].json()["code"] == 8  # RESOURCE_EXHAUSTED
+    assert Status.FromString(cases[5][0].content).code == 3  # INVALID_ARGUMENT
+    assert cases[0][0].headers["content-type"].startswith("text/plain")
 
 
 def test_a_token_is_required_when_set(tracking: Path) -> None:
@@ -237,7 +244,8 @@ def test_a_token_is_required_when_set(tracking: Path) -> None:
         right = post_json(url, body, Authorization="Bearer s3cret")
     assert missing.status_code == 401
     assert missing.headers["www-authenticate"] == "Bearer"
-    assert "Authorization: Bearer <token>" in missing.text
+    assert "Authorization: Bearer <token>" in message(missing)
+    assert Status.FromString(missing.content).code == 16  # UNAUTHENTICATED
     assert wrong.status_code == 401
     assert right.status_code == 200
     assert trace_exists(f"tr-{TRACE}")

@@ -70,7 +70,8 @@ def routes(settings: ServerSettings) -> list[BaseRoute]:
     """Return the ingestion routes."""
 
     async def export(request: Request) -> Response:
-        as_json = _media_type(request) == _JSON_TYPE
+        media_type = _media_type(request)
+        as_json = media_type == _JSON_TYPE
         try:
             decoded = await _decode(request, settings)
             experiment_id = await run_in_threadpool(_experiment_id, request.headers)
@@ -78,13 +79,13 @@ def routes(settings: ServerSettings) -> list[BaseRoute]:
                 assembler(settings).receive, decoded.spans, experiment_id=experiment_id
             )
         except _Rejected as rejected:
-            return _error(rejected.status, rejected.message, as_json=as_json)
+            return _error(rejected.status, rejected.message, media_type=media_type)
         except DatabaseBusyError as exc:
-            return _error(503, str(exc), as_json=as_json)
+            return _error(503, str(exc), media_type=media_type)
         except NotFoundError as exc:
-            return _error(404, str(exc), as_json=as_json)
+            return _error(404, str(exc), media_type=media_type)
         except LocalScorersError as exc:
-            return _error(400, str(exc), as_json=as_json)
+            return _error(400, str(exc), media_type=media_type)
         return Response(
             otlp.response_body(decoded, as_json=as_json),
             media_type=_JSON_TYPE if as_json else "application/x-protobuf",
@@ -97,14 +98,42 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-def _error(status: int, message: str, *, as_json: bool) -> Response:
+# HTTP status -> the gRPC code of the google.rpc.Status body OTLP/HTTP answers failures with.
+_GRPC_CODES = {400: 3, 401: 16, 404: 5, 413: 8, 415: 3, 503: 14}
+
+
+def _error(status: int, message: str, *, media_type: str) -> Response:
+    """The refusal in the request's encoding: google.rpc.Status as OTLP says, else text."""
     text = " ".join(message.split())
-    if as_json:  # google.rpc.Status, as OTLP/HTTP answers failures
-        return Response(
-            json.dumps({"code": status, "message": text}), status, media_type=_JSON_TYPE
-        )
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    code = _GRPC_CODES.get(status, 2)  # 2: UNKNOWN
+    if media_type == _JSON_TYPE:
+        body = json.dumps({"code": code, "message": text}).encode()
+        return Response(body, status, headers=headers, media_type=_JSON_TYPE)
+    if media_type in _PROTOBUF_TYPES:
+        return Response(
+            _status_protobuf(code, text), status, headers=headers, media_type=media_type
+        )
+    # Not an OTLP client (a browser, curl): the reason as text.
     return Response(text + "\n", status, headers=headers, media_type="text/plain")
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _status_protobuf(code: int, message: str) -> bytes:
+    """Encode ``google.rpc.Status{code, message}``: field 1 varint, field 2 string.
+
+    Two fields by hand rather than a dependency on googleapis-common-protos.
+    """
+    text = message.encode()
+    return b"\x08" + _varint(code) + b"\x12" + _varint(len(text)) + text
 
 
 async def _decode(request: Request, settings: ServerSettings) -> otlp.Decoded:
