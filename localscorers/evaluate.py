@@ -246,11 +246,13 @@ def _log_rows(
                 metadata={**row.metadata, **_metadata(evaluation_id, row.index)},
                 spans=row.source.data.spans if row.source is not None else None,
                 experiment_id=experiment_id,
+                trace_id=offline.row_trace_id(experiment_id, evaluation_id, row.index),
                 assessments=_expectations(row),
             )
         )
     for start in range(0, len(records), _WRITE_CHUNK):
-        store.write_traces(records[start : start + _WRITE_CHUNK], enqueue=False)
+        # Skipping rows already there: another process resuming this evaluation wrote them.
+        store.write_traces(records[start : start + _WRITE_CHUNK], enqueue=False, skip_existing=True)
         for _ in records[start : start + _WRITE_CHUNK]:
             advance()
 
@@ -277,6 +279,7 @@ def _predict(
                 inputs=dict(row.inputs),
                 tags=row.tags,
                 metadata={**row.metadata, **_metadata(evaluation_id, row.index)},
+                trace_id=offline.row_trace_id(experiment_id, evaluation_id, row.index),
             )
             for row in rows
         ],

@@ -236,18 +236,21 @@ def start_root_span(
     tags: Mapping[str, str] | None = None,
     metadata: Mapping[str, str] | None = None,
     online_scoring: bool = True,
+    trace_id: str | None = None,
 ) -> Iterator[LiveSpan]:
     """Record a block as a new trace in a given experiment, even inside another span.
 
     ``evaluate`` records each ``predict_fn`` call with it: the trace goes to the
-    evaluation's experiment with its metadata, and with ``online_scoring=False`` no
-    active scorer is asked to score it (the evaluation runs its own scorers).
+    evaluation's experiment with its metadata and the row's own ``trace_id`` (so a
+    second writer of the same row conflicts instead of duplicating it), and with
+    ``online_scoring=False`` no active scorer is asked to score it (the evaluation
+    runs its own scorers).
 
     Raises:
         ConfigurationError: a blank name.
     """
     _check_options(name, None)
-    active = ActiveTrace(new_trace_id(), experiment_id)
+    active = ActiveTrace(trace_id or new_trace_id(), experiment_id)
     active.tags.update(string_entries(tags, argument="tags"))
     active.metadata.update(string_entries(metadata, argument="metadata"))
     if not online_scoring:

@@ -492,3 +492,39 @@ def test_the_report_covers_one_evaluation_and_production_leaves_it_out(tracking:
     assert reports["broken"].errors == 3
     assert set(production) == {"length"}
     assert production["length"].evaluations == 1
+
+
+def test_two_runs_of_one_evaluation_at_once_keep_one_trace_and_result_per_row(
+    tracking: Path,
+) -> None:
+    start = threading.Barrier(2)
+    results: list[EvaluationResult] = []
+
+    def run() -> None:
+        start.wait()
+        results.append(evaluate(data=DATA * 5, scorers=[exact, length], evaluation_id="twice"))
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert len(results) == 2
+    assert results[0].trace_ids == results[1].trace_ids
+    traces = localscorers.search_traces(filter_string=ID_FILTER.format("twice"))
+    assert len(traces) == 15
+    for trace in traces:
+        names = sorted(a.name for a in trace.info.assessments if isinstance(a, Feedback))
+        assert names == ["exact", "length"]
+
+
+def test_one_evaluation_id_in_two_experiments_is_two_evaluations(tracking: Path) -> None:
+    first = localscorers.set_experiment("a").experiment_id
+    second = localscorers.set_experiment("b").experiment_id
+
+    in_a = evaluate(data=DATA, scorers=[length], experiment_id=first, evaluation_id="same")
+    in_b = evaluate(data=DATA, scorers=[length], experiment_id=second, evaluation_id="same")
+
+    assert set(in_a.trace_ids).isdisjoint(in_b.trace_ids)
+    assert localscorers.get_trace(in_b.trace_ids[0]).info.experiment_id == second

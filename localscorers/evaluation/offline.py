@@ -19,6 +19,7 @@ last trace, with the session id in its metadata.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import inspect
 import itertools
@@ -58,6 +59,7 @@ __all__ = [
     "evaluation_traces",
     "plan_units",
     "predict_rows",
+    "row_trace_id",
     "run_units",
     "sessions_of",
     "signature_parameters",
@@ -106,6 +108,16 @@ class Unit:
     attempts: int = 0
 
 
+def row_trace_id(experiment_id: str, evaluation_id: str, index: int) -> str:
+    """Return the trace id of one row of an evaluation: the same in every run.
+
+    Writing a row twice (a rerun, or two processes resuming one evaluation) then hits
+    the trace's primary key instead of making a second trace of the row.
+    """
+    digest = hashlib.sha256(f"{experiment_id}\0{evaluation_id}\0{index}".encode())
+    return f"tr-{digest.hexdigest()[:32]}"
+
+
 def evaluation_filter(evaluation_id: str) -> str:
     """Return the ``search_traces`` filter of an evaluation's traces (the id is validated)."""
     return f"metadata.`{EVALUATION_ID_KEY}` = '{evaluation_id}'"
@@ -135,6 +147,7 @@ class PredictRow:
     inputs: dict[str, Any]
     tags: dict[str, str]
     metadata: dict[str, str]
+    trace_id: str
 
 
 def predict_rows(
@@ -166,6 +179,7 @@ def predict_rows(
                     tags=row.tags,
                     metadata=row.metadata,
                     online_scoring=False,
+                    trace_id=row.trace_id,
                 ) as span:
                     span.set_outputs(predict_fn(**row.inputs))
             except Exception as exc:  # noqa: BLE001 - recorded in the trace; reported below
