@@ -282,3 +282,15 @@ def test_received_traces_are_scored_online(tracking: Path) -> None:
         assert localscorers.flush(timeout=30)
     feedback = localscorers.get_trace(f"tr-{TRACE}").info.assessments
     assert [(f.name, f.value) for f in feedback] == [("answered", True)]
+
+
+def test_a_large_batch_of_traces_in_two_requests(tracking: Path) -> None:
+    ids = [f"{n + 1:032x}" for n in range(600)]  # more than one IN (...) chunk of ids
+    children = [json_span(t, CHILD, "child", parent=ROOT, start=T0 + 1) for t in ids]
+    roots = [json_span(t, ROOT, "root", start=T0) for t in ids]
+    with serve() as url:
+        assert post_json(url, json_body(*children)).status_code == 200
+        assert post_json(url, json_body(*roots)).status_code == 200
+    traces = localscorers.search_traces()
+    assert len(traces) == 600
+    assert {len(t.data.spans) for t in traces} == {2}

@@ -90,12 +90,11 @@ class PendingSpans:
             early = _unique(s for s in spans if s.trace_id not in existing)
             rooted = {s.trace_id for s in early if s.span.parent_id is None}
             waiting = _load(conn, sorted(rooted))
-            whole = {
-                trace_id: _unique(
-                    [*waiting.get(trace_id, ()), *(s for s in early if s.trace_id == trace_id)]
-                )
-                for trace_id in sorted(rooted)
-            }
+            whole: dict[str, list[PendingSpan]] = {t: list(waiting.get(t, ())) for t in rooted}
+            for s in early:
+                if s.trace_id in rooted:
+                    whole[s.trace_id].append(s)
+            whole = {t: _unique(group) for t, group in sorted(whole.items())}
             records = [build(group) for group in whole.values()]
             enqueued = self._traces.write_traces(records)  # joins this transaction
             _delete(conn, sorted(waiting))
@@ -239,19 +238,20 @@ def _append_late(conn: Connection, spans: Sequence[PendingSpan]) -> int:
 
 def _load(conn: Connection, trace_ids: Sequence[str]) -> dict[str, list[PendingSpan]]:
     p = schema.pending_spans
-    query = (
-        sa.select(p.c.trace_id, p.c.experiment_id, p.c.payload)
-        .where(p.c.trace_id.in_(list(trace_ids)))
-        .order_by(p.c.trace_id, p.c.start_time_ns, p.c.span_id)
-    )
     groups: dict[str, list[PendingSpan]] = {}
-    for trace_id, experiment_id, payload in conn.execute(query):
-        groups.setdefault(trace_id, []).append(
-            PendingSpan(
-                trace_id=trace_id,
-                experiment_id=experiment_id,
-                span=Span.model_validate(payload["span"]),
-                resource=dict(payload.get("resource") or {}),
-            )
+    for chunk in rows.in_chunks(list(trace_ids)):
+        query = (
+            sa.select(p.c.trace_id, p.c.experiment_id, p.c.payload)
+            .where(p.c.trace_id.in_(chunk))
+            .order_by(p.c.trace_id, p.c.start_time_ns, p.c.span_id)
         )
+        for trace_id, experiment_id, payload in conn.execute(query):
+            groups.setdefault(trace_id, []).append(
+                PendingSpan(
+                    trace_id=trace_id,
+                    experiment_id=experiment_id,
+                    span=Span.model_validate(payload["span"]),
+                    resource=dict(payload.get("resource") or {}),
+                )
+            )
     return groups
