@@ -21,7 +21,7 @@ from localscorers import _context
 from localscorers.evaluation import offline, summary
 from localscorers.evaluation.execution import EvaluationContext
 from localscorers.evaluation.scheduler import Settings
-from localscorers.exceptions import ConfigurationError
+from localscorers.exceptions import ConfigurationError, StoreError
 from localscorers.models import AssessmentSource, Expectation, Feedback, Trace
 from localscorers.scorers import FunctionScorer, Scorer, get_scorer
 from localscorers.store.offline import done_pairs
@@ -290,17 +290,14 @@ def _predict(
     )
 
 
-def _add_expectations(rows: Sequence[_Row], traces: Mapping[int, Trace]) -> bool:
+def _add_expectations(rows: Sequence[_Row], traces: Sequence[Trace]) -> bool:
     """Log the expectations a row has and its trace lacks (predicted traces, or a crash).
 
     Returns whether any was logged.
     """
     store = _context.current().store
     added = False
-    for row in rows:
-        trace = traces.get(row.index)
-        if trace is None:
-            continue
+    for row, trace in zip(rows, traces, strict=True):
         present = trace.expectations
         for expectation in _expectations(row):
             if expectation.name not in present:
@@ -323,7 +320,7 @@ def evaluate(
     metadata ``localscorers.evaluation_id`` (so ``search_traces`` finds the evaluation
     with ``metadata.`localscorers.evaluation_id` = '<id>'``) and online scoring off.
     Scorers run on a thread pool with production's timeout, retries and judge
-    settings; each call's feedback is written as soon as it finishes. A scorer with a
+    settings; finished calls are committed as they are collected. A scorer with a
     ``session`` parameter runs once per session (metadata ``mlflow.trace.session``),
     on its traces in time order, and its feedback goes on the session's last trace.
 
@@ -356,54 +353,90 @@ def evaluate(
         raise ConfigurationError(f"predict_fn must be callable, got {predict_fn!r:.200}.")
     runtime = _context.current()
     origin = f"evaluate:{identifier}"
-
-    def find() -> dict[int, Trace]:
-        found = offline.evaluation_traces(
-            runtime.store, experiment_id=experiment, evaluation_id=identifier
+    with summary.progress(0) as bar:
+        traces = _row_traces(
+            rows,
+            predict_fn,
+            experiment_id=experiment,
+            evaluation_id=identifier,
+            settings=settings,
+            bar=bar,
         )
-        return {row.index: found[row.index] for row in rows if row.index in found}
-
-    traces = find()
-    missing = [row for row in rows if row.index not in traces]
-    with summary.progress(len(missing)) as bar:
-        if missing and predict_fn is not None:
-            _predict(
-                missing,
-                predict_fn,
-                experiment_id=experiment,
-                evaluation_id=identifier,
-                settings=settings,
-                advance=bar.advance,
-            )
-        elif missing:
-            _log_rows(
-                missing, experiment_id=experiment, evaluation_id=identifier, advance=bar.advance
-            )
-        if missing or predict_fn is not None:
-            traces = find()
-            if _add_expectations(rows, traces):
-                traces = find()
-        ordered = [traces[row.index] for row in rows]
-        done_before = done_pairs(runtime.db, [t.info.trace_id for t in ordered], origin=origin)
-        units = offline.plan_units(ordered, offline_scorers, done=done_before)
+        done_before = done_pairs(runtime.db, [t.info.trace_id for t in traces], origin=origin)
+        units = offline.plan_units(traces, offline_scorers, done=done_before)
         bar.grow(len(units))
-        context = EvaluationContext(db=runtime.db, origin=origin)
 
         def done(finished: list[tuple[offline.Unit, list[Feedback]]]) -> None:
             offline.write_results(runtime.db, finished, experiment_id=experiment, origin=origin)
             for _ in finished:
                 bar.advance()
 
+        context = EvaluationContext(db=runtime.db, origin=origin)
         offline.run_units(units, settings=settings, context=context, done=done)
-    traces = find()
-    ordered = [traces[row.index] for row in rows]
+    traces = _find(rows, experiment_id=experiment, evaluation_id=identifier)
     return EvaluationResult(
         evaluation_id=identifier,
         experiment_id=experiment,
-        metrics=summary.metrics(summary.feedback_by_scorer(ordered, origin), aggregations),
-        trace_ids=[t.info.trace_id for t in ordered],
-        result_df=summary.result_frame(ordered, origin),
+        metrics=summary.metrics(summary.feedback_by_scorer(traces, origin), aggregations),
+        trace_ids=[t.info.trace_id for t in traces],
+        result_df=summary.result_frame(traces, origin),
     )
+
+
+def _find(rows: Sequence[_Row], *, experiment_id: str, evaluation_id: str) -> list[Trace]:
+    """Return the trace of each row, in the data's order.
+
+    Raises:
+        StoreError: a row has no trace (its write failed; the log says why).
+    """
+    found = offline.evaluation_traces(
+        _context.current().store, experiment_id=experiment_id, evaluation_id=evaluation_id
+    )
+    lost = [row.index for row in rows if row.index not in found]
+    if lost:
+        raise StoreError(
+            f"Rows {lost[:10]} of evaluation {evaluation_id!r} have no trace: writing them "
+            "failed (the log says why). Run evaluate() again with this evaluation_id to "
+            "retry them."
+        )
+    return [found[row.index] for row in rows]
+
+
+def _row_traces(
+    rows: Sequence[_Row],
+    predict_fn: Callable[..., Any] | None,
+    *,
+    experiment_id: str,
+    evaluation_id: str,
+    settings: Settings,
+    bar: summary.ProgressBar,
+) -> list[Trace]:
+    """Log the rows not logged yet (calling ``predict_fn`` for them); return every row's trace."""
+    found = offline.evaluation_traces(
+        _context.current().store, experiment_id=experiment_id, evaluation_id=evaluation_id
+    )
+    missing = [row for row in rows if row.index not in found]
+    bar.grow(len(missing))
+    if missing and predict_fn is not None:
+        _predict(
+            missing,
+            predict_fn,
+            experiment_id=experiment_id,
+            evaluation_id=evaluation_id,
+            settings=settings,
+            advance=bar.advance,
+        )
+    elif missing:
+        _log_rows(
+            missing, experiment_id=experiment_id, evaluation_id=evaluation_id, advance=bar.advance
+        )
+    if not missing and predict_fn is None:
+        return [found[row.index] for row in rows]
+    traces = _find(rows, experiment_id=experiment_id, evaluation_id=evaluation_id)
+    # Predicted traces get their expectations now; a crash may also have left some out.
+    if _add_expectations(rows, traces):
+        traces = _find(rows, experiment_id=experiment_id, evaluation_id=evaluation_id)
+    return traces
 
 
 class _EvaluateModule(types.ModuleType):
