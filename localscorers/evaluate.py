@@ -343,6 +343,7 @@ def evaluate(
     Raises:
         ConfigurationError: the data, a scorer, or the evaluation id is invalid.
         NotFoundError: the experiment, or a scorer given by name, does not exist.
+        StoreError: a row's trace could not be written (run again with the same id).
     """
     settings = Settings.from_env()
     identifier = _evaluation_id(evaluation_id)
