@@ -144,10 +144,12 @@ def register(app: typer.Typer) -> None:
         ] = None,
         quiet: Annotated[
             bool,
-            typer.Option(
-                "--quiet", "-q", help=f"No status line every {STATUS_SECONDS:g} s, no summary."
-            ),
+            typer.Option("--quiet", "-q", help="No status lines, no summary (errors still show)."),
         ] = False,
+        status_every: Annotated[
+            float,
+            typer.Option("--status-every", min=0.1, help="Seconds between status lines on stderr."),
+        ] = STATUS_SECONDS,
     ) -> None:
         """Evaluate pending online work and backfill jobs of every experiment of the database.
 
@@ -173,7 +175,11 @@ def register(app: typer.Typer) -> None:
                 soft_wrap=True,
             )
         final = run_worker(
-            drain=drain, max_workers=max_workers, stop=stop, on_status=None if quiet else _say
+            drain=drain,
+            max_workers=max_workers,
+            stop=stop,
+            on_status=None if quiet else _say,
+            status_seconds=status_every,
         )
         if not quiet:
             _say(final)
