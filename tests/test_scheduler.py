@@ -68,7 +68,7 @@ def run_worker(path: Path, **env: str) -> subprocess.CompletedProcess[str]:
         cwd=helpers.REPO_ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=90,
         check=False,
     )
 
