@@ -515,7 +515,7 @@ def test_two_runs_of_one_evaluation_at_once_keep_one_trace_and_result_per_row(
     traces = localscorers.search_traces(filter_string=ID_FILTER.format("twice"))
     assert len(traces) == 15
     for trace in traces:
-        names = sorted(a.name for a in trace.info.assessments if isinstance(a, Feedback))
+        names = sorted(str(a.name) for a in trace.info.assessments if isinstance(a, Feedback))
         assert names == ["exact", "length"]
 
 

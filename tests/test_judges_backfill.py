@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import localscorers
@@ -18,9 +20,9 @@ def _clean(monkeypatch: pytest.MonkeyPatch) -> None:
     openai_provider.forget_endpoint_modes()
 
 
-def _backfill(**options: object) -> localscorers.BackfillJob:
+def _backfill(*, rescore: bool = False) -> localscorers.BackfillJob:
     job_id = localscorers.backfill_scorers(
-        scorers=[BackfillScorerConfig(scorer="safe", sample_rate=1.0)], **options
+        scorers=[BackfillScorerConfig(scorer="safe", sample_rate=1.0)], rescore=rescore
     )
     return localscorers.wait_for_backfill_job(job_id, timeout=60)
 
@@ -29,7 +31,9 @@ def _counts(job: localscorers.BackfillJob) -> tuple[int, int, int, int]:
     return (job.total, job.succeeded, job.failed, job.skipped)
 
 
-def test_failed_evaluations_run_again_and_succeeded_ones_only_with_rescore(tracking, monkeypatch):
+def test_failed_evaluations_run_again_and_succeeded_ones_only_with_rescore(
+    tracking: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with pytest.warns(localscorers.JudgeModelWarning):
         # No cache: each backfill below must really ask the model.
         Safety(name="safe", cache=False).register().start()
@@ -37,6 +41,7 @@ def test_failed_evaluations_run_again_and_succeeded_ones_only_with_rescore(track
     assert localscorers.flush(timeout=30)
     for trace_id in ids:
         [failed] = feedback_of(trace_id, "safe")
+        assert failed.error is not None
         assert failed.error.error_code == "JUDGE_MODEL_NOT_CONFIGURED"
 
     with serve(small_base_model) as server:

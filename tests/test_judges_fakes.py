@@ -122,9 +122,12 @@ def schema_of(body: dict[str, Any]) -> dict[str, Any] | None:
     form = body.get("response_format")
     if not isinstance(form, dict):
         return None
+    schema: dict[str, Any] | None
     if form.get("type") == "json_schema":
-        return form["json_schema"]["schema"]
-    return form.get("schema")
+        schema = form["json_schema"]["schema"]
+    else:
+        schema = form.get("schema")
+    return schema
 
 
 def verdict_for(schema: dict[str, Any] | None) -> Any:
