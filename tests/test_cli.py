@@ -205,7 +205,7 @@ def test_scorers_start_update_stop_round_trip(cli):
 def test_scorers_lifecycle_errors_exit_1(cli):
     _assert_user_error(cli("scorers", "update", "word_total", "-r", "0.5"), "it is REGISTERED")
     _assert_user_error(cli("scorers", "start", "word_total", "-r", "0"), "scorers stop")
-    _assert_user_error(cli("scorers", "start", "ghost"), "Cannot start() scorer 'ghost'")
+    _assert_user_error(cli("scorers", "start", "ghost"), "Cannot start scorer 'ghost'")
     _assert_user_error(
         cli("scorers", "start", "word_total", "--filter", "tags.env = "), "Invalid filter"
     )
@@ -431,7 +431,7 @@ def test_process_scorers_list_and_user_error(cli_db):
     assert missing.returncode == 1
     assert missing.stdout == ""
     assert len(missing.stderr.strip().splitlines()) == 1
-    assert missing.stderr.startswith("error: Cannot stop() scorer 'ghost'")
+    assert missing.stderr.startswith("error: Cannot stop scorer 'ghost'")
     assert "Traceback" not in missing.stderr
 
     usage = _process(cli_db, "scorers", "start", "word_total", "--sample-rate", "7")
@@ -469,3 +469,24 @@ def test_user_errors_print_one_literal_line(cli) -> None:
     assert bad_filter.code == 1
     assert len(bad_filter.err.strip().splitlines()) == 1
     assert "position" in bad_filter.err
+
+
+@pytest.mark.parametrize(
+    ("argv", "fix"),
+    [
+        (["scorers", "start", "nope"], "'localscorers scorers register-builtin'"),
+        (["scorers", "update", "word_total", "-r", "0.5"], "'localscorers scorers start NAME'"),
+        (["scorers", "start", "word_total", "-r", "0"], "'localscorers scorers stop NAME'"),
+        (["backfill", "-s", "word_total"], "--scorer word_total=RATE"),
+        (["backfill", "-s", "nope"], "'localscorers scorers list'"),
+        (["explain", "tr-nope"], "--db"),
+        (["jobs", "get", "bf-nope"], "'localscorers jobs list'"),
+        (["scorers", "get", "nope"], "experiment 'cli'"),
+    ],
+)
+def test_user_errors_name_commands_not_python_calls(cli, argv, fix):
+    result = cli(*argv)
+    assert result.code == 1
+    [line] = result.err.strip().splitlines()
+    assert fix in line
+    assert "()" not in line

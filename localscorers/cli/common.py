@@ -381,6 +381,24 @@ _COMMANDS = (
     ("set_experiment(name)", "-e NAME"),
 )
 _EXPERIMENT_ID = re.compile(r"\b([Ee]xperiment) '([^']*)'")
+# Calls that carry a name: the same fix, as a command with that name filled in.
+_PATTERNS = (
+    (re.compile(r"\bCannot (start|update|stop|register|delete)\(\) scorer"), r"Cannot \1 scorer"),
+    (
+        re.compile(
+            r"Pass BackfillScorerConfig\(scorer='([^']*)', sample_rate=\.\.\.\) "
+            r"or start\(\) it first"
+        ),
+        r"Pass --scorer \1=RATE, or run 'localscorers scorers start \1' first",
+    ),
+    (re.compile(r"\b(start|update)\(\) needs a sample_rate"), r"\1 needs a --sample-rate"),
+    (
+        re.compile(r"Use start\(sampling_config=\.\.\.\) to activate it"),
+        "Run 'localscorers scorers start NAME' to activate it",
+    ),
+    (re.compile(r"delete_scorer\(name=\.\.\.\)"), "'localscorers scorers delete NAME'"),
+    (re.compile(r"the tracking URI \(get_tracking_uri\(\)\)"), "--db"),
+)
 
 
 def _filter_line(exc: FilterSyntaxError) -> str:
@@ -397,6 +415,8 @@ def one_line(exc: LocalScorersError) -> str:
     """Return a user error as one line that names commands rather than Python calls."""
     message = _filter_line(exc) if isinstance(exc, FilterSyntaxError) else str(exc)
     message = " ".join(message.split())
+    for pattern, replacement in _PATTERNS:
+        message = pattern.sub(replacement, message)
     for call, command in _COMMANDS:
         message = message.replace(call, command)
     names = _experiment_names()
