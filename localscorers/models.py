@@ -31,6 +31,7 @@ __all__ = [
     "ScorerSamplingConfig",
     "ScorerStatus",
     "Span",
+    "SpanStatus",
     "Trace",
     "TraceData",
     "TraceInfo",
@@ -47,6 +48,20 @@ class TraceStatus(StrEnum):
 
     OK = "OK"
     ERROR = "ERROR"
+    IN_PROGRESS = "IN_PROGRESS"
+
+
+class SpanStatus(StrEnum):
+    """A span's status: OpenTelemetry's codes (``UNSET`` included) and ``IN_PROGRESS``.
+
+    ``Span.status`` holds a ``TraceStatus`` for OK, ERROR and IN_PROGRESS (so
+    ``span.status is TraceStatus.OK`` holds as before) and ``SpanStatus.UNSET`` for a
+    span that ended without setting one; ``span.status = 'OK'`` filters do not match it.
+    """
+
+    OK = "OK"
+    ERROR = "ERROR"
+    UNSET = "UNSET"
     IN_PROGRESS = "IN_PROGRESS"
 
 
@@ -169,7 +184,8 @@ class Span(BaseModel):
     parent_id: str | None = None
     name: str
     span_type: str | None = None
-    status: TraceStatus = TraceStatus.OK
+    # TraceStatus first: OK / ERROR / IN_PROGRESS stay TraceStatus members.
+    status: TraceStatus | SpanStatus = Field(default=TraceStatus.OK, union_mode="left_to_right")
     status_message: str | None = None
     start_time_ns: int
     end_time_ns: int | None = None
@@ -193,6 +209,7 @@ class TraceInfo(BaseModel):
     tags: dict[str, str] = Field(default_factory=dict)
     metadata: dict[str, str] = Field(default_factory=dict)
     assessments: list[Feedback | Expectation] = Field(default_factory=list)
+    client_request_id: str | None = None
 
 
 class TraceData(BaseModel):

@@ -12,7 +12,7 @@ import secrets
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, overload
 
 from localscorers import _clock, _context
 from localscorers._spans import (
@@ -33,9 +33,10 @@ from localscorers.models import (
     Trace,
     TraceStatus,
 )
-from localscorers.store import codec
+from localscorers.store import codec, paging
 from localscorers.store.database import normalize_uri
 from localscorers.store.ledger import EvaluationQueue
+from localscorers.store.paging import PagedList
 from localscorers.store.rows import TraceRecord, new_trace_id
 
 __all__ = [
@@ -188,6 +189,7 @@ def build_record(
     experiment_id: str | None = None,
     trace_id: str | None = None,
     assessments: Sequence[Feedback | Expectation] = (),
+    client_request_id: str | None = None,
 ) -> TraceRecord:
     """Validate ``log_trace``'s arguments into a ``TraceRecord`` (tracing and imports use it too).
 
@@ -228,6 +230,9 @@ def build_record(
         metadata=_string_map(metadata, argument="metadata"),
         spans=span_list,
         assessments=assessments,
+        client_request_id=checked_text(
+            client_request_id, argument="client_request_id", optional=True
+        ),
     )
 
 
@@ -244,6 +249,7 @@ def log_trace(
     spans: Sequence[Span | Mapping[str, Any]] | None = None,
     experiment_id: str | None = None,
     trace_id: str | None = None,
+    client_request_id: str | None = None,
 ) -> str:
     """Record a finished trace in one call and return its id.
 
@@ -262,6 +268,8 @@ def log_trace(
         spans: the trace's spans (``Span`` or dicts); by default one root span.
         experiment_id: where to log it (default: the active experiment).
         trace_id: keep an existing id (imports); by default a fresh ``tr-`` id.
+        client_request_id: the application's own id for the request (MLflow's
+            ``TraceInfo.client_request_id``), searchable as ``trace.client_request_id``.
 
     Raises:
         ConfigurationError: an argument is invalid; the message names it.
@@ -280,6 +288,7 @@ def log_trace(
         spans=spans,
         experiment_id=experiment_id,
         trace_id=trace_id,
+        client_request_id=client_request_id,
     )
     _context.current().store.write_traces([record])
     return record.trace_id
@@ -297,35 +306,121 @@ def get_trace(trace_id: str) -> Trace:
     return _context.current().store.get_trace(trace_id)
 
 
+@overload
 def search_traces(
     *,
     experiment_ids: Sequence[str] | None = None,
     filter_string: str | None = None,
     order_by: Sequence[str] | None = None,
     max_results: int | None = None,
-) -> list[Trace]:
+    page_token: str | None = None,
+    return_type: Literal["list"] = "list",
+) -> PagedList[Trace]: ...
+@overload
+def search_traces(
+    *,
+    experiment_ids: Sequence[str] | None = None,
+    filter_string: str | None = None,
+    order_by: Sequence[str] | None = None,
+    max_results: int | None = None,
+    page_token: str | None = None,
+    return_type: Literal["pandas"],
+) -> Any: ...  # noqa: ANN401 - a pandas.DataFrame (pandas is optional)
+def search_traces(
+    *,
+    experiment_ids: Sequence[str] | None = None,
+    filter_string: str | None = None,
+    order_by: Sequence[str] | None = None,
+    max_results: int | None = None,
+    page_token: str | None = None,
+    return_type: Literal["list", "pandas"] = "list",
+) -> PagedList[Trace] | Any:
     """Return the traces matching a filter (DESIGN.md section 4), newest first by default.
+
+    The result is a list of ``Trace`` (our default; MLflow's ``mlflow.search_traces``
+    defaults to a DataFrame) whose ``.token`` is the next page's token, or None when
+    this page is the last, as MLflow's ``PagedList``. With ``return_type="pandas"`` it is
+    a DataFrame with MLflow's columns (``trace_id``, ``trace``, ``client_request_id``,
+    ``state``, ``request_time``, ``execution_duration``, ``request``, ``response``,
+    ``trace_metadata``, ``tags``, ``spans``, ``assessments``).
 
     Args:
         experiment_ids: where to search (default: the active experiment).
         filter_string: e.g. ``"tags.env = 'prod' AND trace.status = 'ERROR'"``.
         order_by: e.g. ``["timestamp_ms DESC"]``.
-        max_results: at most this many; None returns every match.
+        max_results: at most this many (a page); None returns every match.
+        page_token: the ``.token`` of the previous page, to get the next one.
+        return_type: ``"list"`` (default) or ``"pandas"``.
 
     Raises:
         FilterSyntaxError: the filter does not parse.
-        ConfigurationError: ``experiment_ids``, ``filter_string``, ``order_by`` or
-            ``max_results`` is invalid.
+        ConfigurationError: ``experiment_ids``, ``filter_string``, ``order_by``,
+            ``max_results``, ``page_token`` or ``return_type`` is invalid, or pandas is
+            not installed for ``return_type="pandas"``.
     """
     _check_search_arguments(experiment_ids, filter_string, order_by)
+    if return_type not in ("list", "pandas"):
+        raise ConfigurationError(f"return_type must be 'list' or 'pandas', got {return_type!r}.")
     ids = (
         [_context.resolve_experiment_id(None)]
         if experiment_ids is None
         else [_context.resolve_experiment_id(_experiment_id(e)) for e in experiment_ids]
     )
-    return _context.current().store.search_traces(
-        experiment_ids=ids, filter_string=filter_string, order_by=order_by, max_results=max_results
+    traces, following = _context.current().store.search_page(
+        experiment_ids=ids,
+        filter_string=filter_string,
+        order_by=order_by,
+        max_results=max_results,
+        offset=paging.decode_page_token(page_token),
     )
+    if return_type == "pandas":
+        return _data_frame(traces)
+    return PagedList(traces, paging.encode_page_token(following))
+
+
+def _data_frame(traces: list[Trace]) -> Any:  # noqa: ANN401 - a pandas.DataFrame
+    """The DataFrame MLflow's ``search_traces`` returns, one row per trace."""
+    try:
+        import pandas as pd  # type: ignore[import-untyped]  # noqa: PLC0415 - optional extra
+    except ImportError as exc:
+        raise ConfigurationError(
+            "search_traces(return_type='pandas') needs pandas: pip install pandas, or use "
+            "return_type='list' (the default)."
+        ) from exc
+    rows = [
+        {
+            "trace_id": t.info.trace_id,
+            "trace": t,
+            "client_request_id": t.info.client_request_id,
+            "state": t.info.status.value,
+            "request_time": _clock.ms_from_datetime(t.info.request_time),
+            "execution_duration": t.info.execution_duration_ms,
+            "request": t.data.request,
+            "response": t.data.response,
+            "trace_metadata": dict(t.info.metadata),
+            "tags": dict(t.info.tags),
+            "spans": [span.model_dump(mode="json") for span in t.data.spans],
+            "assessments": [a.model_dump(mode="json") for a in t.info.assessments],
+        }
+        for t in traces
+    ]
+    return pd.DataFrame(rows, columns=_FRAME_COLUMNS)
+
+
+_FRAME_COLUMNS = [
+    "trace_id",
+    "trace",
+    "client_request_id",
+    "state",
+    "request_time",
+    "execution_duration",
+    "request",
+    "response",
+    "trace_metadata",
+    "tags",
+    "spans",
+    "assessments",
+]
 
 
 def _check_search_arguments(
@@ -391,8 +486,13 @@ def log_feedback(
     rationale: str | None = None,
     source: AssessmentSource | None = None,
     metadata: dict[str, Any] | None = None,
+    overrides: str | None = None,
 ) -> Feedback:
     """Attach human or manual feedback to a trace and return it as stored.
+
+    With ``overrides=<assessment_id>`` the new feedback supersedes that one (as MLflow's
+    ``override_feedback``): the old one stays in ``info.assessments`` with
+    ``valid=False``, as history, and filters see only the new one.
 
     Raises:
     The value is stored as JSON (see the README on NaN and values JSON cannot hold); a
@@ -402,12 +502,18 @@ def log_feedback(
     Raises:
         TraceNotFoundError: no trace has that id.
         ConfigurationError: the name is blank, the source is not an ``AssessmentSource``,
-            or the trace id, rationale or metadata has the wrong type.
+            or the trace id, rationale, metadata or overrides has the wrong type.
+        NotFoundError: ``overrides`` names no assessment of that trace.
     """
+    if overrides is not None and not isinstance(overrides, str):
+        raise ConfigurationError(
+            f"overrides must be the assessment_id of a feedback on the trace, got {overrides!r}."
+        )
     feedback = Feedback(
         name=_assessment_name(name),
         source=_source(source),
         origin="manual",
+        overrides=overrides,
         **_assessment_fields(trace_id, value, metadata, rationale),
     )
     stored = _context.current().store.log_assessment(trace_id, feedback)

@@ -94,6 +94,7 @@ _TRACE_KEYS: Final[dict[str, Field]] = {
     "execution_time": Field(Entity.TRACE, "execution_time_ms"),
     "end_time_ms": Field(Entity.TRACE, "end_time_ms"),
     "end_time": Field(Entity.TRACE, "end_time_ms"),
+    "client_request_id": Field(Entity.TRACE, "client_request_id"),
     # MLflow maps run_id to the mlflow.sourceRun metadata entry and text to span content.
     "run_id": Field(Entity.METADATA, "mlflow.sourceRun"),
     "text": Field(Entity.SPAN, "content"),
@@ -108,13 +109,14 @@ _PREFIXES: Final[dict[str, Entity]] = {
 }
 _VALID_FIELDS: Final = (
     "a field: trace.status, trace.name, trace.trace_id, trace.timestamp_ms, "
-    "trace.execution_time_ms, trace.end_time_ms, trace.run_id, trace.text, tags.<key>, "
+    "trace.execution_time_ms, trace.end_time_ms, trace.client_request_id, trace.run_id, "
+    "trace.text, tags.<key>, "
     "metadata.<key>, span.name, span.type, span.status, span.content, "
     "span.attributes.<key>, feedback.<name> or expectation.<name>"
 )
 _VALID_TRACE_FIELDS: Final = (
     "a trace attribute: status, name, trace_id, timestamp_ms, execution_time_ms, "
-    "end_time_ms, run_id or text"
+    "end_time_ms, client_request_id, run_id or text"
 )
 _VALID_SPAN_FIELDS: Final = (
     "span.name, span.type, span.status, span.content or span.attributes.<key>"

@@ -522,7 +522,8 @@ def _trace_value(
 
 
 def _derived_status(root: Span | None) -> TraceStatus:
-    if root is None or root.status is TraceStatus.OK:
+    # A root span that ended UNSET (SpanStatus) leaves the trace OK.
+    if root is None or not isinstance(root.status, TraceStatus):
         return TraceStatus.OK
     return root.status
 

@@ -1,12 +1,30 @@
-"""Compile filter ASTs (``filters``) into SQLAlchemy boolean expressions over ``_tables``.
+"""Compile filter ASTs (``filters``) into SQLAlchemy boolean expressions over ``traces``.
 
 Every comparison yields a definite true or false, never SQL NULL: a comparison on
 a missing value (a trace without a name, a tag that is not there) is false, so
 ``NOT`` always means "the opposite" and ``NOT trace.name = 'a'`` holds for a trace
-without a name. Spans and assessments are correlated ``EXISTS`` subqueries against
-``traces``; tags and metadata are ``IN`` subqueries or correlated ``EXISTS``, whichever
-reads fewer rows (``plan_search``). Filter text only ever reaches SQL as bound parameters:
-keys and values become ``BindParameter`` objects, never SQL text.
+without a name. Filter text only ever reaches SQL as bound parameters: keys and
+values become ``BindParameter`` objects, never SQL text.
+
+Spans: the span comparisons joined by ``AND`` (at one level, or through nested
+``AND``) must hold on one and the same span, as in MLflow, which compiles all the span
+clauses of a filter into one subquery: ``span.name = 'search' AND span.status = 'OK'``
+wants a span named search that is OK. A span comparison alone, or under ``OR`` or
+``NOT``, holds when any span matches it, and ``NOT`` negates that: ``NOT span.status =
+'OK'`` means "no span is OK". So ``(span.name = 'a' OR span.type = 'LLM')`` is "some
+span is named a or is an LLM span", which is the same as either reading.
+
+Feedback: ``feedback.<name>`` also matches feedback on another trace of the same
+session that carries ``mlflow.trace.session`` in its metadata (session-level feedback,
+as in MLflow), ``IS NULL`` included.
+
+Every span and assessment condition here is a correlated ``EXISTS`` that reads the
+trace's own rows through the index that starts with ``trace_id``: the other columns
+are wrapped in :class:`_Unindexed` so that SQLite cannot prefer the low-selectivity
+``ix_spans_type`` or ``ix_assessments_name_value`` index, which made every trace read
+every matching span of every other trace (issue 16: 9.9 s for a page at 100k traces).
+Searches that need only a few traces start from those indexes instead, once, through
+``search_sql.plan_search``.
 """
 
 from __future__ import annotations
@@ -20,6 +38,9 @@ from typing import Any, Final, assert_never
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from localscorers.exceptions import ConfigurationError, FilterSyntaxError, TraceNotFoundError
 from localscorers.filters.parser import (
@@ -37,27 +58,66 @@ from localscorers.filters.parser import (
 )
 from localscorers.store import schema
 
-__all__ = ["SearchPlan", "compile_filter", "compile_order_by", "matches_for_trace", "plan_search"]
+__all__ = [
+    "SESSION_KEY",
+    "SPAN_ENTITIES",
+    "SpanGroup",
+    "assessment_traces",
+    "compile_filter",
+    "compile_order_by",
+    "conjuncts",
+    "key_value_traces",
+    "matches_for_trace",
+    "span_traces",
+]
 
 _traces = schema.traces
 _spans = schema.spans
 _assessments = schema.assessments
+_metadata = schema.trace_metadata
 
+# The metadata key naming a trace's session; feedback carrying it covers the session.
+SESSION_KEY: Final = "mlflow.trace.session"
+SPAN_ENTITIES: Final = frozenset({Entity.SPAN, Entity.SPAN_ATTRIBUTE})
 # Statuses are stored upper-case; MLflow users write 'OK' but also 'ok'.
 _UPPERCASED_OPS: Final = frozenset({Op.EQ, Op.NE, Op.IN, Op.NOT_IN, Op.LIKE})
 _ASSESSMENT_KINDS: Final = {Entity.FEEDBACK: "FEEDBACK", Entity.EXPECTATION: "EXPECTATION"}
 _KEY_VALUE_TABLES: Final = {Entity.TAG: schema.trace_tags, Entity.METADATA: schema.trace_metadata}
-# A required tag/metadata value on at most this many traces drives a search (plan_search).
-# Its ids become bound parameters: SQLite before 3.32 allows 999 per statement.
-_FEW: Final = 500
 _ORDER_RE: Final = re.compile(
     r"\s*(?P<field>.*?)(?:\s+(?P<direction>asc|desc))?\s*", re.IGNORECASE | re.DOTALL
 )
 _EXPERIMENT_ID_RE: Final = re.compile(r"(?:(?:trace|attributes?)\.)?experiment_id", re.I)
 _ORDER_FIELDS: Final = (
     "timestamp_ms, execution_time_ms, end_time_ms, status, name, trace_id, experiment_id, "
-    "run_id, tags.<key> or metadata.<key>, optionally followed by ASC or DESC"
+    "run_id, client_request_id, tags.<key> or metadata.<key>, optionally followed by ASC "
+    "or DESC"
 )
+
+
+class _Unindexed(sa.ColumnElement[Any]):
+    """A column the query planner must not use an index for (SQLite: ``+column``).
+
+    SQLite's unary ``+`` is a no-op on any value that disqualifies the column from
+    index use, its documented way to steer the planner. Other databases get the column
+    unchanged: PostgreSQL's planner has statistics and needs no steering.
+    """
+
+    inherit_cache = True
+    _traverse_internals = [("column", InternalTraversal.dp_clauseelement)]  # noqa: RUF012
+
+    def __init__(self, column: sa.ColumnElement[Any]) -> None:
+        self.column = column
+        self.type = column.type
+
+
+@compiles(_Unindexed)
+def _compile_unindexed(element: _Unindexed, compiler: SQLCompiler, **kw: Any) -> str:  # noqa: ANN401
+    return compiler.process(element.column, **kw)
+
+
+@compiles(_Unindexed, "sqlite")
+def _compile_unindexed_sqlite(element: _Unindexed, compiler: SQLCompiler, **kw: Any) -> str:  # noqa: ANN401
+    return f"+{compiler.process(element.column, **kw)}"
 
 
 _Apply = Callable[[sa.ColumnElement[Any], Any], sa.ColumnElement[bool]]
@@ -70,7 +130,7 @@ _OPERATIONS: Final[dict[Op, _Apply]] = {
     Op.GE: operator.ge,
     Op.LIKE: lambda column, value: column.like(value),
     Op.ILIKE: lambda column, value: column.ilike(value),
-    # SQLite: REGEXP is registered on every connection by _dialect (Python's re.search).
+    # SQLite: REGEXP is registered on every connection by the sqlite module (re.search).
     Op.RLIKE: lambda column, value: column.regexp_match(value),
     Op.IN: lambda column, values: column.in_(list(values)),
     Op.NOT_IN: lambda column, values: column.not_in(list(values)),
@@ -109,6 +169,7 @@ def _trace_column(key: str) -> sa.ColumnElement[Any]:
         "experiment_id": _traces.c.experiment_id,
         "timestamp_ms": _traces.c.request_time_ms,
         "execution_time_ms": _traces.c.execution_duration_ms,
+        "client_request_id": _traces.c.client_request_id,
     }
     return columns[key]
 
@@ -122,6 +183,14 @@ def _trace_condition(key: str, op: Op, value: Value) -> sa.ColumnElement[bool]:
     return _definite(column, _predicate(column, op, value))
 
 
+def key_value_traces(table: sa.Table, key: str, op: Op, value: Value) -> sa.Select[Any]:
+    """The ids of traces whose tag / metadata ``key`` satisfies ``op value`` (index-first)."""
+    matching = sa.select(table.c.trace_id).where(table.c.key == key)
+    if op not in (Op.IS_NULL, Op.IS_NOT_NULL):
+        matching = matching.where(_predicate(table.c.value, op, value))
+    return matching
+
+
 def _key_value_condition(
     table: sa.Table, key: str, op: Op, value: Value, *, correlated: bool
 ) -> sa.ColumnElement[bool]:
@@ -131,14 +200,13 @@ def _key_value_condition(
     the database start from the (key, value) index, which suits rare values; for common
     ones, and evaluated per row of a few traces (the commit-time check, a backfill
     page), the correlated EXISTS is the cheap form: it never reads other traces'
-    entries. ``plan_search`` picks per comparison.
+    entries (its (trace_id, key) primary key is unique, so SQLite always prefers it).
+    ``search_sql.plan_search`` picks per comparison.
     """
     if not correlated:
-        matching = sa.select(table.c.trace_id).where(table.c.key == key)
+        matching = key_value_traces(table, key, Op.IS_NOT_NULL if op is Op.IS_NULL else op, value)
         if op is Op.IS_NULL:
             return _traces.c.trace_id.not_in(matching)
-        if op is not Op.IS_NOT_NULL:
-            matching = matching.where(_predicate(table.c.value, op, value))
         return _traces.c.trace_id.in_(matching)
     entry = (
         sa.select(sa.literal(1))
@@ -159,30 +227,55 @@ def _span_attribute(key: str) -> sa.ColumnElement[Any]:
     reads as '1' / '0' there (PostgreSQL's ``->>`` gives 'true' / 'false').
     """
     # SQLAlchemy builds the SQLite path '$."<key>"', and SQLite (3.40) compares that
-    # label with the key as written in the stored JSON text, where '\' and control
+    # label with the key as written in the stored JSON text, where '\\' and control
     # characters are escaped: escape the key the same way (ensure_ascii=False, as
-    # _json.dumps writes it). The parser refuses keys holding '"', which no SQLite path
-    # label can express. PostgreSQL's ->> takes the raw key; move this to _dialect then.
+    # codec.dumps writes it). The parser refuses keys holding '"', which no SQLite path
+    # label can express. PostgreSQL's ->> takes the raw key; move this to a dialect then.
     json_key = json.dumps(key, ensure_ascii=False)[1:-1]
     value: sa.ColumnElement[Any] = _spans.c.attributes[json_key].as_string()
     return value
 
 
-def _span_condition(field: Field, op: Op, value: Value) -> sa.ColumnElement[bool]:
-    """True when at least one span of the trace matches."""
+@dataclass(frozen=True, slots=True)
+class SpanGroup:
+    """Span comparisons that must all hold on one span (those joined by ``AND``)."""
+
+    comparisons: tuple[Comparison, ...]
+
+
+def _span_column(name: str, *, indexed: bool) -> sa.ColumnElement[Any]:
+    column: sa.ColumnElement[Any] = _spans.c[name]
+    return column if indexed else _Unindexed(column)
+
+
+def _span_predicate(comparison: Comparison, *, indexed: bool) -> sa.ColumnElement[bool]:
+    """One comparison on one span row (``indexed``: name and type may use their index)."""
+    field, op, value = comparison.field, comparison.op, comparison.value
     if field.entity is Entity.SPAN_ATTRIBUTE:
-        condition = _predicate(_span_attribute(field.key), op, value)
-    elif field.key == "content":
-        texts = (sa.cast(_spans.c[name], sa.Text) for name in ("inputs", "outputs", "attributes"))
-        condition = sa.or_(*(_predicate(text, op, value) for text in texts))
-    else:
-        column = {"name": _spans.c.name, "type": _spans.c.span_type, "status": _spans.c.status}
-        if field.key == "status" and op in _UPPERCASED_OPS:
-            value = _upper(value)
-        condition = _predicate(column[field.key], op, value)
+        return _predicate(_span_attribute(field.key), op, value)
+    if field.key == "content":
+        # MLflow's span content is the whole span: its name and type are text too.
+        texts = [_span_column("name", indexed=indexed), _span_column("span_type", indexed=indexed)]
+        texts += [sa.cast(_spans.c[n], sa.Text) for n in ("inputs", "outputs", "attributes")]
+        return sa.or_(*(_predicate(text, op, value) for text in texts))
+    column = _span_column({"type": "span_type"}.get(field.key, field.key), indexed=indexed)
+    if field.key == "status" and op in _UPPERCASED_OPS:
+        value = _upper(value)
+    return _predicate(column, op, value)
+
+
+def span_traces(group: SpanGroup) -> sa.Select[Any]:
+    """The ids of traces with a span satisfying the whole group, from the span indexes."""
+    predicates = (_span_predicate(c, indexed=True) for c in group.comparisons)
+    return sa.select(_spans.c.trace_id).where(*predicates)
+
+
+def _span_condition(group: SpanGroup) -> sa.ColumnElement[bool]:
+    """True when one span of the trace satisfies every comparison of the group."""
+    predicates = (_span_predicate(c, indexed=False) for c in group.comparisons)
     return (
         sa.select(sa.literal(1))
-        .where(_spans.c.trace_id == _traces.c.trace_id, condition)
+        .where(_spans.c.trace_id == _traces.c.trace_id, *predicates)
         .correlate(_traces)
         .exists()
     )
@@ -193,24 +286,73 @@ def _is_number(value: Value) -> bool:
     return isinstance(first, int | float)
 
 
-def _assessment_condition(field: Field, op: Op, value: Value) -> sa.ColumnElement[bool]:
-    """Valid feedback / expectations of that name; numbers compare ``value_num``."""
-    entry = (
-        sa.select(sa.literal(1))
-        .where(
-            _assessments.c.trace_id == _traces.c.trace_id,
-            _assessments.c.kind == _ASSESSMENT_KINDS[field.entity],
-            _assessments.c.name == field.key,
-            _assessments.c.valid == sa.true(),
+def _assessment_predicates(
+    comparison: Comparison, *, indexed: bool
+) -> list[sa.ColumnElement[bool]]:
+    """Valid feedback / expectations of that name (and value); numbers compare ``value_num``."""
+    field, op, value = comparison.field, comparison.op, comparison.value
+    name: sa.ColumnElement[Any] = _assessments.c.name
+    if not indexed:
+        name = _Unindexed(name)
+    predicates = [
+        name == field.key,
+        _assessments.c.kind == _ASSESSMENT_KINDS[field.entity],
+        _assessments.c.valid == sa.true(),
+    ]
+    if op not in (Op.IS_NULL, Op.IS_NOT_NULL):
+        column = _assessments.c.value_num if _is_number(value) else _assessments.c.value_str
+        predicates.append(_predicate(column, op, value))
+    return predicates
+
+
+def assessment_traces(comparison: Comparison) -> sa.Select[Any] | sa.CompoundSelect[Any]:
+    """The ids of traces with a matching assessment, from its (name, value) index.
+
+    For feedback, with the traces of the sessions whose session-level feedback matches.
+    ``IS NULL`` is read as ``IS NOT NULL`` here: the traces that have one.
+    """
+    if comparison.op is Op.IS_NULL:
+        comparison = Comparison(comparison.field, Op.IS_NOT_NULL)
+    predicates = _assessment_predicates(comparison, indexed=True)
+    direct = sa.select(_assessments.c.trace_id).where(*predicates)
+    if comparison.field.entity is not Entity.FEEDBACK:
+        return direct
+    sessions = (
+        sa.select(_metadata.c.trace_id)
+        .select_from(_assessments)
+        .join(
+            _metadata,
+            sa.and_(_metadata.c.key == SESSION_KEY, _metadata.c.value == _assessments.c.session_id),
         )
-        .correlate(_traces)
+        .where(_assessments.c.session_id.is_not(None), *predicates)
     )
-    if op is Op.IS_NULL:
-        return ~entry.exists()
-    if op is Op.IS_NOT_NULL:
-        return entry.exists()
-    column = _assessments.c.value_num if _is_number(value) else _assessments.c.value_str
-    return entry.where(_predicate(column, op, value)).exists()
+    return sa.union(direct, sessions)
+
+
+def _assessment_condition(comparison: Comparison) -> sa.ColumnElement[bool]:
+    """A valid matching assessment on the trace, or (feedback) on its session."""
+    predicates = _assessment_predicates(comparison, indexed=False)
+    found: sa.ColumnElement[bool] = (
+        sa.select(sa.literal(1))
+        .where(_assessments.c.trace_id == _traces.c.trace_id, *predicates)
+        .correlate(_traces)
+        .exists()
+    )
+    if comparison.field.entity is Entity.FEEDBACK:
+        session = (
+            sa.select(sa.literal(1))
+            .select_from(_metadata)
+            .join(_assessments, _assessments.c.session_id == _metadata.c.value)
+            .where(
+                _metadata.c.trace_id == _traces.c.trace_id,
+                _metadata.c.key == SESSION_KEY,
+                *predicates,
+            )
+            .correlate(_traces)
+            .exists()
+        )
+        found = sa.or_(found, session)
+    return ~found if comparison.op is Op.IS_NULL else found
 
 
 def _compile_comparison(comparison: Comparison, *, correlated: bool) -> sa.ColumnElement[bool]:
@@ -218,33 +360,61 @@ def _compile_comparison(comparison: Comparison, *, correlated: bool) -> sa.Colum
     entity = field.entity
     if entity is Entity.TRACE:
         return _trace_condition(field.key, op, value)
-    if entity is Entity.TAG:
-        return _key_value_condition(schema.trace_tags, field.key, op, value, correlated=correlated)
-    if entity is Entity.METADATA:
-        return _key_value_condition(
-            schema.trace_metadata, field.key, op, value, correlated=correlated
-        )
-    if entity in (Entity.SPAN, Entity.SPAN_ATTRIBUTE):
-        return _span_condition(field, op, value)
-    return _assessment_condition(field, op, value)
+    if entity in _KEY_VALUE_TABLES:
+        table = _KEY_VALUE_TABLES[entity]
+        return _key_value_condition(table, field.key, op, value, correlated=correlated)
+    if entity in SPAN_ENTITIES:
+        return _span_condition(SpanGroup((comparison,)))
+    return _assessment_condition(comparison)
+
+
+def _flattened(expr: And) -> list[Expr]:
+    operands: list[Expr] = []
+    for operand in expr.operands:
+        operands.extend(_flattened(operand) if isinstance(operand, And) else [operand])
+    return operands
+
+
+def conjuncts(expr: Expr) -> list[Comparison | SpanGroup | Expr]:
+    """Split a filter into what must all hold: its ``AND`` operands, spans grouped.
+
+    The span comparisons among them become one :class:`SpanGroup` (at the position of
+    the first), which a single span must satisfy.
+    """
+    operands = _flattened(expr) if isinstance(expr, And) else [expr]
+    spans = tuple(
+        o for o in operands if isinstance(o, Comparison) and o.field.entity in SPAN_ENTITIES
+    )
+    result: list[Comparison | SpanGroup | Expr] = []
+    for operand in operands:
+        if isinstance(operand, Comparison) and operand.field.entity in SPAN_ENTITIES:
+            if operand is spans[0]:
+                result.append(SpanGroup(spans))
+            continue
+        result.append(operand)
+    return result
 
 
 def compile_filter(
-    expr: Expr, *, correlated: bool = False, exists_for: Collection[Comparison] = ()
+    expr: Expr | SpanGroup,
+    *,
+    correlated: bool = False,
+    exists_for: Collection[Comparison] = (),
 ) -> sa.ColumnElement[bool]:
     """Compile a parsed filter into a boolean SQL expression over ``traces``.
 
     The result is meant for the WHERE clause (or the columns) of a SELECT whose FROM
     holds ``schema.traces``: span and assessment conditions are ``EXISTS`` subqueries
-    correlated to it; tag and metadata conditions are ``IN`` subqueries that start from
-    their (key, value) index, or correlated ``EXISTS`` with ``correlated=True``.
+    correlated to it that read only the trace's own rows; tag and metadata conditions
+    are ``IN`` subqueries that start from their (key, value) index, or correlated
+    ``EXISTS`` with ``correlated=True``.
 
     Args:
-        expr: an AST from :func:`localscorers.filters.parse`.
+        expr: an AST from :func:`localscorers.filters.parse` (or a span group).
         correlated: compile for evaluation row by row over a few traces (one trace at
             commit time, a backfill page) rather than for searching many.
-        exists_for: comparisons to compile as correlated ``EXISTS`` anyway (a search
-            for a value many traces have: see ``plan_search``).
+        exists_for: tag / metadata comparisons to compile as correlated ``EXISTS``
+            anyway (a search for a value many traces have: see ``plan_search``).
 
     Returns:
         A boolean column expression that is never NULL.
@@ -253,14 +423,14 @@ def compile_filter(
         AssertionError: ``expr`` is not a filter AST (a programming error, not bad input:
             user text is checked by ``parse``).
     """
+    if isinstance(expr, SpanGroup):
+        return _span_condition(expr)
     if isinstance(expr, Comparison):
         return _compile_comparison(expr, correlated=correlated or expr in exists_for)
     if isinstance(expr, And):
+        parts = conjuncts(expr)
         return sa.and_(
-            *(
-                compile_filter(o, correlated=correlated, exists_for=exists_for)
-                for o in expr.operands
-            )
+            *(compile_filter(o, correlated=correlated, exists_for=exists_for) for o in parts)
         )
     if isinstance(expr, Or):
         return sa.or_(
@@ -272,66 +442,6 @@ def compile_filter(
     if isinstance(expr, Not):
         return sa.not_(compile_filter(expr.operand, correlated=correlated, exists_for=exists_for))
     assert_never(expr)
-
-
-@dataclass(frozen=True)
-class SearchPlan:
-    """A search filter compiled for the values it names.
-
-    ``candidates``, when set, are the only trace ids that can match: the traces of the
-    rarest tag or metadata value the filter requires.
-    """
-
-    condition: sa.ColumnElement[bool]
-    candidates: list[str] | None
-
-
-def plan_search(conn: Connection, expr: Expr, experiment_ids: Sequence[str]) -> SearchPlan:
-    """Compile a search filter, choosing each required tag/metadata equality's form by count.
-
-    A search wants the newest page of matches. Scanning traces newest first and checking
-    each one's tag stops early when the value is common (``tags.env = 'prod'``: ~1 ms
-    over 100k traces) but reads every trace when it is rare (~80 ms); starting from the
-    (key, value) index is the reverse (a rare customer tag: ~1 ms; 'prod': ~25 ms to
-    collect 50k ids). SQLite cannot tell the two apart (its statistics hold averages
-    per index, not per value), so each equality ANDed at the top of the filter is
-    counted in the searched experiments, up to ``_FEW`` entries: the rarest one at most
-    ``_FEW`` supplies the candidate ids, and the common ones are checked per trace.
-    """
-    conjuncts = expr.operands if isinstance(expr, And) else (expr,)
-    counts: dict[Comparison, int] = {}
-    for conjunct in conjuncts:
-        if (
-            isinstance(conjunct, Comparison)
-            and conjunct.op is Op.EQ
-            and conjunct.field.entity in _KEY_VALUE_TABLES
-        ):
-            entries = _entries(conjunct, experiment_ids).limit(_FEW + 1).subquery()
-            counts[conjunct] = conn.execute(
-                sa.select(sa.func.count()).select_from(entries)
-            ).scalar_one()
-    rare = [c for c, n in counts.items() if n <= _FEW]
-    candidates = None
-    if rare:
-        rarest = min(rare, key=counts.__getitem__)
-        candidates = [str(row[0]) for row in conn.execute(_entries(rarest, experiment_ids))]
-    common = frozenset(c for c, n in counts.items() if n > _FEW)
-    return SearchPlan(compile_filter(expr, exists_for=common), candidates)
-
-
-def _entries(comparison: Comparison, experiment_ids: Sequence[str]) -> sa.Select[Any]:
-    # The searched experiments' traces with that value: a value common in another
-    # experiment may be rare in this one.
-    table = _KEY_VALUE_TABLES[comparison.field.entity]
-    return (
-        sa.select(table.c.trace_id)
-        .join(_traces, _traces.c.trace_id == table.c.trace_id)
-        .where(
-            table.c.key == comparison.field.key,
-            _predicate(table.c.value, comparison.op, comparison.value),
-            _traces.c.experiment_id.in_(list(experiment_ids)),
-        )
-    )
 
 
 def matches_for_trace(conn: Connection, trace_id: str, exprs: Sequence[Expr]) -> list[bool]:

@@ -72,10 +72,35 @@ def m0003_pending_spans(conn: Connection) -> None:
     schema.pending_spans.create(conn, checkfirst=True)
 
 
+def m0004_client_request_id_and_session_feedback(conn: Connection) -> None:
+    """Add ``traces.client_request_id`` and ``assessments.session_id``, with their indexes.
+
+    ``m0001_initial`` creates its tables from the live definitions, so a database created
+    by this version already has both columns: add each one only where it is missing.
+    """
+    added = (
+        (schema.traces, "client_request_id", "ix_traces_client_request_id"),
+        (schema.assessments, "session_id", "ix_assessments_session"),
+    )
+    for table, column, index in added:
+        present = {c["name"] for c in sa.inspect(conn).get_columns(table.name)}
+        if column not in present:
+            conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column}" VARCHAR'))
+        next(i for i in table.indexes if i.name == index).create(conn, checkfirst=True)
+    # Existing session-level feedback: the session named in its metadata.
+    a = schema.assessments
+    conn.execute(
+        sa.update(a)
+        .where(a.c.meta.is_not(None), a.c.session_id.is_(None))
+        .values(session_id=a.c.meta["mlflow.trace.session"].as_string())
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     m0001_initial,
     m0002_evaluation_requests,
     m0003_pending_spans,
+    m0004_client_request_id_and_session_feedback,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -138,6 +138,7 @@ class TraceRecord:
     metadata: dict[str, str] = field(default_factory=dict)
     spans: Sequence[Span] = ()
     assessments: Sequence[Feedback | Expectation] = ()
+    client_request_id: str | None = None
 
 
 def value_forms(value: object) -> tuple[str | None, float | None]:
@@ -190,7 +191,14 @@ def assessment_row(
         "created_ms": _clock.ms_from_datetime(created) if created is not None else now_ms,
         "valid": assessment.valid,
         "overrides": assessment.overrides,
+        "session_id": _session_of(assessment.metadata),
     }
+
+
+def _session_of(metadata: dict[str, Any] | None) -> str | None:
+    # Session-level feedback names its session in metadata, as MLflow's does.
+    session = (metadata or {}).get("mlflow.trace.session")
+    return None if session is None else str(session)
 
 
 _JSON_CONSTANTS = {True: "true", False: "false"}
@@ -212,6 +220,7 @@ def plain_base(name: str, version: int, *, origin: str, now: int) -> dict[str, A
         "created_ms": now,
         "valid": True,
         "overrides": None,
+        "session_id": None,
     }
 
 
@@ -264,6 +273,7 @@ class TraceRows:
                     "inputs": r.inputs,
                     "outputs": r.outputs,
                     "ingested_ms": None,
+                    "client_request_id": r.client_request_id,
                 }
             )
             tags.extend({"trace_id": r.trace_id, "key": k, "value": v} for k, v in r.tags.items())
@@ -333,7 +343,7 @@ def span_model(row: RowMapping) -> Span:
         parent_id=row["parent_id"],
         name=row["name"],
         span_type=row["span_type"],
-        status=TraceStatus(row["status"]),
+        status=row["status"],  # a TraceStatus, or SpanStatus.UNSET
         status_message=row["status_message"],
         start_time_ns=row["start_time_ns"],
         end_time_ns=row["end_time_ns"],

@@ -127,6 +127,7 @@ class TraceRow(_Base, table=True):
     __tablename__ = "traces"
     __table_args__ = (
         sa.Index("ix_traces_experiment_time", "experiment_id", "request_time_ms", "trace_id"),
+        sa.Index("ix_traces_client_request_id", "client_request_id"),
     )
 
     trace_id: str = Field(primary_key=True)
@@ -138,6 +139,8 @@ class TraceRow(_Base, table=True):
     inputs: Any = _json_column()
     outputs: Any = _json_column()
     ingested_ms: int
+    # MLflow's TraceInfo.client_request_id: the application's own id for the request.
+    client_request_id: str | None = None
 
 
 class TraceTagRow(_Base, table=True):
@@ -210,6 +213,7 @@ class AssessmentRow(_Base, table=True):
     __table_args__ = (
         sa.Index("ix_assessments_trace", "trace_id"),
         sa.Index("ix_assessments_name_value", "name", "value_str"),
+        sa.Index("ix_assessments_session", "session_id"),
     )
 
     assessment_id: str = Field(primary_key=True)
@@ -235,6 +239,9 @@ class AssessmentRow(_Base, table=True):
     created_ms: int
     valid: bool = True
     overrides: str | None = None
+    # The metadata's mlflow.trace.session: session-level feedback covers every trace
+    # of that session in feedback.<name> filters (as in MLflow).
+    session_id: str | None = None
 
 
 class EvaluationRow(_Base, table=True):

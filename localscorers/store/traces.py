@@ -14,7 +14,12 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from localscorers import _clock, sampling
-from localscorers.exceptions import ConfigurationError, ConflictError, TraceNotFoundError
+from localscorers.exceptions import (
+    ConfigurationError,
+    ConflictError,
+    NotFoundError,
+    TraceNotFoundError,
+)
 from localscorers.filters import parser
 from localscorers.models import (
     Expectation,
@@ -26,7 +31,7 @@ from localscorers.models import (
     TraceInfo,
     TraceStatus,
 )
-from localscorers.store import filter_sql, rows, schema
+from localscorers.store import filter_sql, rows, schema, search_sql
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -220,8 +225,12 @@ class TraceStore:
     ) -> Feedback | Expectation:
         """Attach a manual feedback or expectation to a trace and return it as stored.
 
+        With ``assessment.overrides`` set, the assessment of that id on the same trace
+        is marked invalid in the same transaction (it stays, as history).
+
         Raises:
             TraceNotFoundError: no trace has that id.
+            NotFoundError: the trace has no assessment with the overridden id.
         """
         now = _clock.now_ms()
         row = rows.assessment_row(
@@ -229,6 +238,8 @@ class TraceStore:
         )
         with self._db.write() as conn:
             self._require_trace(conn, trace_id)
+            if assessment.overrides is not None:
+                self._supersede(conn, trace_id, assessment.overrides)
             conn.execute(sa.insert(schema.assessments).values(**row))
             stored = conn.execute(
                 sa.select(schema.assessments).where(
@@ -236,6 +247,21 @@ class TraceStore:
                 )
             ).one()
         return rows.assessment_model(stored._mapping)
+
+    @staticmethod
+    def _supersede(conn: Connection, trace_id: str, assessment_id: str) -> None:
+        # MLflow's override: the old assessment stays, as history, no longer valid.
+        a = schema.assessments
+        done = conn.execute(
+            sa.update(a)
+            .where(a.c.assessment_id == assessment_id, a.c.trace_id == trace_id)
+            .values(valid=False)
+        )
+        if done.rowcount == 0:
+            raise NotFoundError(
+                f"Trace {trace_id!r} has no assessment {assessment_id!r} to override. Pass "
+                "the assessment_id of one of get_trace(trace_id).info.assessments."
+            )
 
     @staticmethod
     def _require_trace(conn: Connection, trace_id: str) -> None:
@@ -278,33 +304,53 @@ class TraceStore:
             ConfigurationError: ``order_by`` does not parse, or ``max_results`` is not a
                 positive integer.
         """
+        traces, _ = self.search_page(
+            experiment_ids=experiment_ids,
+            filter_string=filter_string,
+            order_by=order_by,
+            max_results=max_results,
+        )
+        return traces
+
+    def search_page(
+        self,
+        *,
+        experiment_ids: Sequence[str],
+        filter_string: str | None = None,
+        order_by: Sequence[str] | None = None,
+        max_results: int | None = None,
+        offset: int = 0,
+    ) -> tuple[list[Trace], int | None]:
+        """Return one page of matches and the offset of the next page (None: no more).
+
+        Raises:
+            FilterSyntaxError: the filter does not parse.
+            ConfigurationError: ``order_by`` does not parse, or ``max_results`` is not a
+                positive integer.
+        """
         if max_results is not None and (
             isinstance(max_results, bool) or not isinstance(max_results, int) or max_results < 1
         ):
             raise ConfigurationError(
                 f"max_results must be a positive integer or None (all), got {max_results!r}."
             )
-        t = schema.traces
         expr = parser.parse(filter_string) if filter_string and filter_string.strip() else None
         order = filter_sql.compile_order_by(order_by)
         with self._db.read() as conn:
-            plan = None if expr is None else filter_sql.plan_search(conn, expr, experiment_ids)
-            experiment: sa.ColumnElement[Any] = t.c.experiment_id
-            if plan is not None and plan.candidates is not None:
-                # An expression is not indexed: SQLite then starts from the candidates'
-                # primary keys (0.2 ms for 100) instead of walking the experiment's
-                # time index for matches (15-25 ms over 100k traces).
-                experiment = sa.cast(t.c.experiment_id, sa.String)
-            query = sa.select(t.c.trace_id).where(experiment.in_(list(experiment_ids)))
-            if plan is not None:
-                query = query.where(plan.condition)
-                if plan.candidates is not None:
-                    query = query.where(t.c.trace_id.in_(plan.candidates))
-            query = query.order_by(*order)
-            if max_results is not None:
-                query = query.limit(max_results)
+            # One row past the page tells whether another page follows.
+            query = search_sql.search_query(
+                conn,
+                experiment_ids=experiment_ids,
+                expr=expr,
+                order=order,
+                limit=None if max_results is None else max_results + 1,
+                offset=offset,
+            )
             ids = list(conn.execute(query).scalars())
-            return self.load_traces(conn, ids)
+            following = None
+            if max_results is not None and len(ids) > max_results:
+                ids, following = ids[:max_results], offset + max_results
+            return self.load_traces(conn, ids), following
 
     def load_traces(self, conn: Connection, trace_ids: Sequence[str]) -> list[Trace]:
         """Load whole traces by id, in the given order, a few queries per chunk of ids."""
@@ -376,6 +422,7 @@ class TraceStore:
                 tags=dict(tags.get(trace_id, ())),
                 metadata=dict(metadata.get(trace_id, ())),
                 assessments=assessments.get(trace_id, []),
+                client_request_id=found["client_request_id"],
             )
             data = TraceData(
                 spans=spans.get(trace_id, []), request=found["inputs"], response=found["outputs"]
