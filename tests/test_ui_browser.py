@@ -13,6 +13,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from rich.console import Console
@@ -22,6 +23,10 @@ from localscorers.cli.story import run_demo
 from localscorers.explain import explain
 from localscorers.server.settings import ServerSettings
 from tests.test_ui_http import serve_ui
+
+if TYPE_CHECKING:
+    # Only for types: at run time Playwright is optional and imported through importorskip.
+    from playwright.sync_api import Browser, Page
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
@@ -56,7 +61,7 @@ def _chromium() -> str:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
+def browser() -> Iterator[Browser]:
     executable = _chromium()
     with sync_api.sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
@@ -79,9 +84,9 @@ def base_url(experiment_id: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def page(browser: object, base_url: str) -> Iterator[object]:
+def page(browser: Browser, base_url: str) -> Iterator[Page]:
     del base_url
-    context = browser.new_context(viewport={"width": 1280, "height": 860})  # type: ignore[attr-defined]
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
     opened = context.new_page()
     opened.set_default_timeout(WAIT_MS)
     errors: list[str] = []
@@ -92,13 +97,13 @@ def page(browser: object, base_url: str) -> Iterator[object]:
     assert errors == []  # no script error, and nothing injected ever opened a dialog
 
 
-def _shot(page: object, name: str, tmp_path: Path) -> None:
+def _shot(page: Page, name: str, tmp_path: Path) -> None:
     folder = Path(SCREENSHOTS) if SCREENSHOTS else tmp_path
     folder.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(folder / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
+    page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
 
 
-def test_experiments_page_lists_the_demo(page, base_url: str, tmp_path: Path) -> None:
+def test_experiments_page_lists_the_demo(page: Page, base_url: str, tmp_path: Path) -> None:
     page.goto(base_url + "/")
     rows = page.locator("#experiments tbody tr")
     assert "localscorers-demo" in rows.all_inner_texts()[-1]
@@ -110,7 +115,7 @@ def test_experiments_page_lists_the_demo(page, base_url: str, tmp_path: Path) ->
 
 
 def test_scorers_page_shows_state_numbers_and_a_chart(
-    page, base_url: str, experiment_id: str, tmp_path: Path
+    page: Page, base_url: str, experiment_id: str, tmp_path: Path
 ) -> None:
     page.goto(f"{base_url}/experiments/{experiment_id}/scorers")
     report = {r.scorer_name: r for r in localscorers.scorer_report(experiment_id=experiment_id)}
@@ -131,7 +136,7 @@ def test_scorers_page_shows_state_numbers_and_a_chart(
 
 
 def test_traces_page_filters_pages_and_shows_a_bad_filter_in_place(
-    page, base_url: str, experiment_id: str, tmp_path: Path
+    page: Page, base_url: str, experiment_id: str, tmp_path: Path
 ) -> None:
     page.goto(f"{base_url}/experiments/{experiment_id}/traces")
     assert page.locator("#traces tbody tr").count() == 25
@@ -168,7 +173,7 @@ def test_traces_page_filters_pages_and_shows_a_bad_filter_in_place(
 
 
 def test_trace_page_shows_spans_feedback_and_explain(
-    page, base_url: str, experiment_id: str, tmp_path: Path
+    page: Page, base_url: str, experiment_id: str, tmp_path: Path
 ) -> None:
     page.goto(f"{base_url}/experiments/{experiment_id}/traces")
     trace_id = page.locator("a.trace-link").first.inner_text()
@@ -193,7 +198,7 @@ def test_trace_page_shows_spans_feedback_and_explain(
 
 
 def test_actions_change_the_scorer_as_the_api_sees_it(
-    page, base_url: str, experiment_id: str, tmp_path: Path
+    page: Page, base_url: str, experiment_id: str, tmp_path: Path
 ) -> None:
     def api() -> localscorers.Scorer:
         return localscorers.get_scorer(name="is_concise", experiment_id=experiment_id)
@@ -233,7 +238,7 @@ def test_actions_change_the_scorer_as_the_api_sees_it(
 
 
 def test_backfill_runs_live_and_cancel_stops_it(
-    page, base_url: str, experiment_id: str, tmp_path: Path
+    page: Page, base_url: str, experiment_id: str, tmp_path: Path
 ) -> None:
     slow_check.register(experiment_id=experiment_id)
     page.goto(f"{base_url}/experiments/{experiment_id}/scorer?name=slow_check")
@@ -263,7 +268,9 @@ def test_backfill_runs_live_and_cancel_stops_it(
     assert page.locator("#jobs-live").get_attribute("data-live") == "no"
 
 
-def test_stored_source_with_a_script_renders_inert(page, base_url: str, experiment_id: str) -> None:
+def test_stored_source_with_a_script_renders_inert(
+    page: Page, base_url: str, experiment_id: str
+) -> None:
     @localscorers.scorer(name="sneaky")
     def sneaky(outputs: object) -> bool:
         """<script>document.title = 'pwned'</script>"""
