@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from localscorers import _clock
+from localscorers import ConfigurationError, _clock
 from localscorers.cli.application import app
 from localscorers.cli.common import run
-from localscorers.exceptions import ConfigurationError
 from localscorers.store import judge_cache
 from localscorers.store.database import Database
 
@@ -20,7 +20,7 @@ T0 = 1_700_000_000_000
 
 
 @pytest.fixture
-def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Database]:
     for name in ("LOCALSCORERS_JUDGE_CACHE_MAX_AGE_DAYS", "LOCALSCORERS_JUDGE_CACHE_MAX_ENTRIES"):
         monkeypatch.delenv(name, raising=False)
     database = Database(tmp_path / "cache.db")
@@ -33,19 +33,25 @@ def put_at(monkeypatch: pytest.MonkeyPatch, db: Database, key: str, at_ms: int) 
     judge_cache.put(db, key, model="openai:/m", response=f"answer {key}", usage={})
 
 
-def test_old_answers_are_not_served_and_are_pruned(db, monkeypatch):
+def test_old_answers_are_not_served_and_are_pruned(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
     put_at(monkeypatch, db, "old", T0)
     put_at(monkeypatch, db, "recent", T0 + 20 * DAY_MS)
     monkeypatch.setattr(_clock, "now_ms", lambda: T0 + 40 * DAY_MS)
     assert judge_cache.get(db, "old") is None  # 40 days old: beyond the default 30
-    assert judge_cache.get(db, "recent").response == "answer recent"
+    recent = judge_cache.get(db, "recent")
+    assert recent is not None
+    assert recent.response == "answer recent"
     assert judge_cache.prune(db) == judge_cache.PruneResult(expired=1, evicted=0, remaining=1)
     monkeypatch.setenv("LOCALSCORERS_JUDGE_CACHE_MAX_AGE_DAYS", "0")  # no age bound
     put_at(monkeypatch, db, "ancient", T0 - 400 * DAY_MS)
-    assert judge_cache.get(db, "ancient").response == "answer ancient"
+    ancient = judge_cache.get(db, "ancient")
+    assert ancient is not None
+    assert ancient.response == "answer ancient"
 
 
-def test_size_bound_keeps_the_newest(db, monkeypatch):
+def test_size_bound_keeps_the_newest(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     for index in range(5):
         put_at(monkeypatch, db, f"k{index}", T0 + index * 1000)
     monkeypatch.setenv("LOCALSCORERS_JUDGE_CACHE_MAX_ENTRIES", "2")
@@ -53,7 +59,7 @@ def test_size_bound_keeps_the_newest(db, monkeypatch):
     assert [judge_cache.get(db, f"k{i}") is not None for i in range(5)] == [False] * 3 + [True] * 2
 
 
-def test_writes_prune_now_and_then(db, monkeypatch):
+def test_writes_prune_now_and_then(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOCALSCORERS_JUDGE_CACHE_MAX_ENTRIES", "1")
     monkeypatch.setattr(judge_cache, "_writes", itertools.count())
     monkeypatch.setattr(judge_cache, "_PRUNE_EVERY", 2)
@@ -72,7 +78,9 @@ def test_writes_prune_now_and_then(db, monkeypatch):
         ("LOCALSCORERS_JUDGE_CACHE_MAX_ENTRIES", "1.5"),
     ],
 )
-def test_invalid_bound_settings(db, monkeypatch, name, raw):
+def test_invalid_bound_settings(
+    db: Database, monkeypatch: pytest.MonkeyPatch, name: str, raw: str
+) -> None:
     monkeypatch.setenv(name, raw)
     with pytest.raises(ConfigurationError, match=f"{name} must be a .*>= 0") as info:
         judge_cache.bounds()
@@ -81,7 +89,12 @@ def test_invalid_bound_settings(db, monkeypatch, name, raw):
     assert judge_cache.get(db, "missing") is None
 
 
-def test_cache_prune_command(db, monkeypatch, capsys, tmp_path):
+def test_cache_prune_command(
+    db: Database,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
     for index in range(4):
         put_at(monkeypatch, db, f"k{index}", T0 + index * 1000)
     monkeypatch.setattr(_clock, "now_ms", lambda: T0 + 10_000)
