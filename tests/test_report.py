@@ -5,37 +5,39 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 import localscorers
-from localscorers import _clock, _context
-from localscorers.exceptions import ConfigurationError
-from localscorers.report import (
+from localscorers import (
+    ConfigurationError,
     ReportBucket,
     ScorerReport,
     TimeBucket,
-    save_report_chart,
+    _clock,
+    _context,
     scorer_report,
 )
+from localscorers.report import save_report_chart
 from localscorers.store import schema
 
 
 @localscorers.scorer
-def long_enough(outputs):
+def long_enough(outputs: Any) -> bool:
     return len(outputs) >= 5
 
 
 @localscorers.scorer
-def word_count(outputs):
+def word_count(outputs: Any) -> int:
     if outputs == "boom":
         raise ValueError("cannot count an explosion")
     return len(outputs.split())
 
 
 @localscorers.scorer
-def label(outputs):
+def label(outputs: Any) -> str:
     return "short" if len(outputs) < 5 else "long"
 
 
@@ -50,8 +52,11 @@ def report_db(tmp_path: Path) -> Path:
     return path
 
 
-def _log(outputs: list[str], **kwargs: object) -> list[str]:
-    return [localscorers.log_trace(inputs={"q": o}, outputs=o, **kwargs) for o in outputs]
+def _log(outputs: list[str], experiment_id: str | None = None) -> list[str]:
+    return [
+        localscorers.log_trace(inputs={"q": o}, outputs=o, experiment_id=experiment_id)
+        for o in outputs
+    ]
 
 
 def _by_name(reports: list[ScorerReport]) -> dict[str, ScorerReport]:
@@ -255,7 +260,7 @@ def test_bad_arguments_raise_configuration_errors() -> None:
 def test_report_values_are_frozen() -> None:
     report = ScorerReport(scorer_name="x", status=localscorers.ScorerStatus.ACTIVE)
     with pytest.raises(ValueError, match="frozen"):
-        report.errors = 3  # type: ignore[misc]
+        report.errors = 3
 
 
 def test_chart_without_matplotlib_is_a_clear_error(
