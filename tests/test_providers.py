@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
 
-from localscorers.exceptions import ConfigurationError, ScorerLoadError, TransientError
+from localscorers import ConfigurationError, ScorerLoadError, TransientError
 from localscorers.judges import providers
 from localscorers.judges.providers import (
     CallableModel,
+    ChatModel,
+    ChatResult,
     ModelNotConfiguredError,
     ModelRequestError,
     OpenAICompatibleModel,
@@ -21,31 +24,31 @@ from localscorers.judges.providers import (
     parse_retry_after,
     resolve_model,
 )
-from tests.test_judges import Reply, always_yes, clear_judge_env, fake_llm_server
+from tests.test_judges import FakeLLM, Reply, always_yes, clear_judge_env, fake_llm_server
 
 
 @pytest.fixture
-def llm():
+def llm() -> Iterator[FakeLLM]:
     with fake_llm_server() as fake:
         yield fake
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch):
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     clear_judge_env(monkeypatch)
 
 
 MESSAGES = [{"role": "system", "content": "judge"}, {"role": "user", "content": "hi"}]
 
 
-def ask(model):
+def ask(model: ChatModel) -> ChatResult:
     return model.complete(MESSAGES, temperature=0.0, max_tokens=None)
 
 
 # -- resolving model URIs ---------------------------------------------------------------------
 
 
-def test_openai_default_endpoint():
+def test_openai_default_endpoint() -> None:
     model = resolve_model("openai:/gpt-4o-mini")
     assert isinstance(model, OpenAICompatibleModel)
     assert (model.model, model.endpoint, model.model_id) == (
@@ -56,10 +59,11 @@ def test_openai_default_endpoint():
     assert model.api_key is None
 
 
-def test_openai_endpoint_from_environment_and_argument(monkeypatch):
+def test_openai_endpoint_from_environment_and_argument(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_BASE_URL", "http://localhost:8080/v1/")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-local")
     model = resolve_model("openai:/llama3")
+    assert isinstance(model, OpenAICompatibleModel)
     assert (model.endpoint, model.api_key) == ("http://localhost:8080/v1", "sk-local")
     assert (
         resolve_model("openai:/llama3", base_url="http://gpu:8000/v1").endpoint
@@ -75,14 +79,16 @@ def test_openai_endpoint_from_environment_and_argument(monkeypatch):
         ("https://ollama.internal", "https://ollama.internal:11434"),
     ],
 )
-def test_ollama_endpoint(monkeypatch, host, expected):
+def test_ollama_endpoint(monkeypatch: pytest.MonkeyPatch, host: str | None, expected: str) -> None:
     if host is not None:
         monkeypatch.setenv("OLLAMA_HOST", host)
     model = resolve_model("ollama:/llama3")
     assert (model.endpoint, model.model_id) == (expected, "ollama:/llama3")
 
 
-def test_no_model_uses_the_environment_or_says_how_to_configure(monkeypatch):
+def test_no_model_uses_the_environment_or_says_how_to_configure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     with pytest.raises(ModelNotConfiguredError, match="LOCALSCORERS_JUDGE_MODEL") as info:
         resolve_model(None)
     assert info.value.error_code == "JUDGE_MODEL_NOT_CONFIGURED"
@@ -91,19 +97,21 @@ def test_no_model_uses_the_environment_or_says_how_to_configure(monkeypatch):
 
 
 @pytest.mark.parametrize("model", ["llama3", "openai:/", "python:/nocolon"])
-def test_malformed_model_uris_are_refused_when_resolved(model):
+def test_malformed_model_uris_are_refused_when_resolved(model: str) -> None:
     with pytest.raises(ProviderUnavailableError, match="model") as info:
         resolve_model(model)
     assert info.value.error_code == "JUDGE_MODEL_INVALID"
     assert isinstance(info.value, ConfigurationError)
 
 
-def test_a_model_that_is_neither_a_uri_nor_a_callable_is_refused():
+def test_a_model_that_is_neither_a_uri_nor_a_callable_is_refused() -> None:
     with pytest.raises(ConfigurationError, match=r"got 3\.5"):
-        resolve_model(3.5)
+        resolve_model(3.5)  # type: ignore[arg-type]
 
 
-def test_provider_models_resolve_without_contacting_anything(monkeypatch):
+def test_provider_models_resolve_without_contacting_anything(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant")
     anthropic = resolve_model("anthropic:/claude-3-5-haiku-latest")
     assert (anthropic.model_id, anthropic.endpoint) == (
@@ -116,7 +124,7 @@ def test_provider_models_resolve_without_contacting_anything(monkeypatch):
     assert (ollama.model_id, ollama.endpoint) == ("ollama:/llama3.2:1b", "http://127.0.0.1:11434")
 
 
-def test_python_reference_and_callables():
+def test_python_reference_and_callables() -> None:
     model = resolve_model("python:/tests.test_judges:always_yes")
     assert isinstance(model, CallableModel)
     assert model.model_id == "python:/tests.test_judges:always_yes"
@@ -124,10 +132,10 @@ def test_python_reference_and_callables():
     with pytest.raises(ScorerLoadError):
         resolve_model("python:/tests.test_judges:no_such_function")
     with pytest.raises(ModelRequestError, match="returned int"):
-        ask(resolve_model(lambda messages: 42))
+        ask(resolve_model(lambda messages: 42))  # type: ignore[arg-type, return-value]
 
 
-def test_model_reference():
+def test_model_reference() -> None:
     assert model_reference("openai:/x") == "openai:/x"
     assert model_reference(None) is None
     assert model_reference(always_yes) == "python:/tests.test_judges:always_yes"
@@ -138,7 +146,7 @@ def test_model_reference():
 # -- the HTTP client --------------------------------------------------------------------------
 
 
-def test_request_body_usage_and_api_key(llm, monkeypatch):
+def test_request_body_usage_and_api_key(llm: FakeLLM, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     result = resolve_model("openai:/m", base_url=llm.base_url).complete(
         MESSAGES, temperature=0.0, max_tokens=64
@@ -156,7 +164,7 @@ def test_request_body_usage_and_api_key(llm, monkeypatch):
     }
 
 
-def test_no_api_key_sends_no_authorization_and_missing_usage_is_empty(llm):
+def test_no_api_key_sends_no_authorization_and_missing_usage_is_empty(llm: FakeLLM) -> None:
     llm.default = Reply("ok", usage=None)
     result = ask(resolve_model("openai:/m", base_url=llm.base_url))
     assert "authorization" not in llm.requests[0]["headers"]
@@ -171,7 +179,9 @@ def test_no_api_key_sends_no_authorization_and_missing_usage_is_empty(llm):
         (Reply("overloaded", status=503), "JUDGE_SERVER_ERROR", None),
     ],
 )
-def test_transient_http_errors(llm, reply, code, retry_after):
+def test_transient_http_errors(
+    llm: FakeLLM, reply: Reply, code: str, retry_after: float | None
+) -> None:
     llm.default = reply
     with pytest.raises(TransientError) as info:
         ask(resolve_model("openai:/m", base_url=llm.base_url))
@@ -182,7 +192,9 @@ def test_transient_http_errors(llm, reply, code, retry_after):
 @pytest.mark.parametrize(
     ("status", "hint"), [(400, "retrying will not help"), (401, "OPENAI_API_KEY"), (404, "/v1")]
 )
-def test_other_client_errors_are_permanent_with_the_servers_message(llm, status, hint):
+def test_other_client_errors_are_permanent_with_the_servers_message(
+    llm: FakeLLM, status: int, hint: str
+) -> None:
     llm.default = Reply("model 'm' not found", status=status)
     with pytest.raises(ModelRequestError) as info:
         ask(resolve_model("openai:/m", base_url=llm.base_url))
@@ -192,14 +204,14 @@ def test_other_client_errors_are_permanent_with_the_servers_message(llm, status,
     assert hint in str(info.value)
 
 
-def test_answer_that_is_not_chat_completions_is_rejected(llm):
+def test_answer_that_is_not_chat_completions_is_rejected(llm: FakeLLM) -> None:
     llm.default = Reply(raw=b"<html>hello</html>")
     with pytest.raises(ModelRequestError, match="/v1") as info:
         ask(resolve_model("openai:/m", base_url=llm.base_url))
     assert info.value.error_code == "JUDGE_BAD_RESPONSE"
 
 
-def test_timeout_is_transient(llm, monkeypatch):
+def test_timeout_is_transient(llm: FakeLLM, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOCALSCORERS_JUDGE_TIMEOUT", "0.2")
     llm.default = Reply(hang=True)
     with pytest.raises(TransientError, match=r"0\.2 s") as info:
@@ -207,13 +219,13 @@ def test_timeout_is_transient(llm, monkeypatch):
     assert info.value.error_code == "JUDGE_TIMEOUT"
 
 
-def test_invalid_timeout_setting(llm, monkeypatch):
+def test_invalid_timeout_setting(llm: FakeLLM, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOCALSCORERS_JUDGE_TIMEOUT", "soon")
     with pytest.raises(ConfigurationError, match="LOCALSCORERS_JUDGE_TIMEOUT"):
         ask(resolve_model("openai:/m", base_url=llm.base_url))
 
 
-def test_connection_refused_is_transient():
+def test_connection_refused_is_transient() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -222,7 +234,9 @@ def test_connection_refused_is_transient():
     assert info.value.error_code == "JUDGE_CONNECTION_ERROR"
 
 
-def test_concurrency_limit_is_per_endpoint_and_model(llm, monkeypatch):
+def test_concurrency_limit_is_per_endpoint_and_model(
+    llm: FakeLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("LOCALSCORERS_JUDGE_CONCURRENCY", "1")
     llm.default = Reply(hang=True)
     model = resolve_model("openai:/m", base_url=llm.base_url)
@@ -253,7 +267,7 @@ def test_concurrency_limit_is_per_endpoint_and_model(llm, monkeypatch):
 # -- small pieces -----------------------------------------------------------------------------
 
 
-def test_rate_limiter_spaces_requests_evenly():
+def test_rate_limiter_spaces_requests_evenly() -> None:
     now = [100.0]
     slept: list[float] = []
 
@@ -269,7 +283,7 @@ def test_rate_limiter_spaces_requests_evenly():
     assert slept == [1.0, 1.0, 1.0]
 
 
-def test_rpm_setting_applies_a_limiter(monkeypatch):
+def test_rpm_setting_applies_a_limiter(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOCALSCORERS_JUDGE_RPM", "120")
     limits = providers._limits_for("http://example.invalid/v1", "m")
     assert limits.limiter is not None
@@ -290,6 +304,6 @@ def test_rpm_setting_applies_a_limiter(monkeypatch):
         (None, None),
     ],
 )
-def test_parse_retry_after(header, expected):
+def test_parse_retry_after(header: str | None, expected: float | None) -> None:
     now = datetime(2015, 10, 21, 7, 28, 0, tzinfo=UTC)
     assert parse_retry_after(header, now=now) == expected
