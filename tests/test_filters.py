@@ -53,6 +53,10 @@ A, B, C = ok(value="a"), ok(value="b"), ok(value="c")
         ("status='OK'", ok()),
         ("\tstatus\n=\r\n'OK'  ", ok()),
         ("TRACE.STATUS = 'OK'", ok()),
+        (
+            "trace.client_request_id IN ('a', 'b')",
+            Comparison(Field(Entity.TRACE, "client_request_id"), Op.IN, ("a", "b")),
+        ),
         # Quotes: a doubled quote is one quote; backslashes are plain characters.
         ("name = 'it''s'", ok(NAME, "it's")),
         ('name = "say ""hi"""', ok(NAME, 'say "hi"')),
@@ -349,6 +353,9 @@ def test_ast_nodes_are_frozen_and_checked() -> None:
         ("trace.execution_time_ms", Field(Entity.TRACE, "execution_time_ms")),
         ("tags.`my.key`", Field(Entity.TAG, "my.key")),
         ("run_id", Field(Entity.METADATA, "mlflow.sourceRun")),
+        # MLflow's TraceInfo.client_request_id, with or without the trace. prefix.
+        ("trace.client_request_id", Field(Entity.TRACE, "client_request_id")),
+        ("client_request_id", Field(Entity.TRACE, "client_request_id")),
     ],
 )
 def test_parse_field(text: str, field: Field) -> None:
