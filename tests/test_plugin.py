@@ -113,3 +113,28 @@ def test_fake_judge_model_answers_in_the_judge_format():
     assert '"result": 2' in model([{}, {}])
     model.reset()
     assert model.calls == []
+
+
+def test_fake_judge_model_set_by_calling_it():
+    model = FakeJudgeModel()
+    assert model("no", rationale="rude") is model
+    assert '"result": "no"' in model([{"role": "user", "content": "x"}])
+    model(verdict=True)
+    assert '"result": true' in model([])
+    assert '"rationale": "rude"' in model([])
+
+
+def test_builtin_judge_on_a_made_trace_with_the_fake_model():
+    from localscorers import Guidelines
+    from localscorers.testing import fake_judge_model
+
+    try:
+        judge = Guidelines(name="polite", guidelines=["Be polite"], model=fake_judge_model)
+        trace = make_trace({"question": "Refund?"}, "Please see the refund form.")
+        assert judge(trace=trace).value == "yes"
+        fake_judge_model.returns("no", rationale="rude")
+        feedback = judge(trace=trace)
+        assert (feedback.value, feedback.rationale) == ("no", "rude")
+        assert "Be polite" in str(fake_judge_model.calls[-1])
+    finally:
+        fake_judge_model.reset()

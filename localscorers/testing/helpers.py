@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from localscorers import _clock, _context, tracking
 from localscorers.models import (
@@ -26,6 +26,7 @@ from localscorers.store import codec
 __all__ = ["FakeJudgeModel", "LocalScorersDB", "assert_feedback", "fake_judge_model", "make_trace"]
 
 _DEFAULT_VERDICT = "yes"
+_UNSET: Any = object()
 _DEFAULT_RATIONALE = "fake_judge_model was told to answer this."
 _FLUSH_TIMEOUT_S = 60.0
 
@@ -188,11 +189,40 @@ class FakeJudgeModel:
         self.rationale = _DEFAULT_RATIONALE
         self.calls.clear()
 
-    def __call__(self, messages: list[dict[str, str]]) -> str:
-        """Answer in the judges' JSON format: ``{"result": verdict, "rationale": ...}``."""
-        self.calls.append([dict(m) for m in messages])
-        verdict = self.verdict(messages) if callable(self.verdict) else self.verdict
-        return json.dumps({"result": codec.jsonable(verdict), "rationale": self.rationale})
+    @overload
+    def __call__(self, messages: list[dict[str, str]], /) -> str: ...
+
+    @overload
+    def __call__(
+        self,
+        verdict: Any = ...,  # noqa: ANN401 - any verdict
+        /,
+        *,
+        rationale: str | None = None,
+    ) -> FakeJudgeModel: ...
+
+    def __call__(
+        self,
+        messages: Any = _UNSET,
+        /,
+        *,
+        verdict: Any = _UNSET,
+        rationale: str | None = None,
+    ) -> str | FakeJudgeModel:
+        """Answer chat messages in the judges' JSON format, or set the verdict.
+
+        ``model(messages)`` (what a judge does) returns ``{"result": verdict, "rationale":
+        ...}`` as JSON. ``model("no")`` or ``model(verdict=False, rationale="...")`` is
+        :meth:`returns`: it sets the verdict and returns the model.
+        """
+        if isinstance(messages, list):
+            self.calls.append([dict(m) for m in messages])
+            answer = self.verdict(messages) if callable(self.verdict) else self.verdict
+            return json.dumps({"result": codec.jsonable(answer), "rationale": self.rationale})
+        chosen = verdict if verdict is not _UNSET else messages
+        if chosen is _UNSET:
+            chosen = self.verdict
+        return self.returns(chosen, rationale=rationale)
 
 
 fake_judge_model = FakeJudgeModel()
