@@ -88,6 +88,13 @@ class Scorer(BaseModel):
         )
         return self.name if registered else None
 
+    @property
+    def _sampling_config(self) -> ScorerSamplingConfig | None:
+        """The sampling config in force (rate 0 when stopped); None when unregistered."""
+        if self._server_name is None:
+            return None
+        return ScorerSamplingConfig(sample_rate=self.sample_rate, filter_string=self.filter_string)
+
     def run(
         self,
         *,
@@ -346,6 +353,11 @@ class FunctionScorer(Scorer):
                 f"Scorer {self.name!r} has neither a function nor a definition."
             )
         return self.stored_definition
+
+    @property
+    def _original_func(self) -> Callable[..., Any]:
+        """The decorated function, as MLflow's decorator scorers expose it."""
+        return self.function()
 
     def function(self) -> Callable[..., Any]:
         """Return the scoring function, loading a restored one on first use.

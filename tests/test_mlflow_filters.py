@@ -30,10 +30,8 @@ def _span(span_id: str, name: str, **fields: object) -> dict[str, object]:
     return {"span_id": span_id, "name": name, "start_time_ns": 1, **fields}
 
 
-def _ids(filter_string: str, **kwargs: object) -> set[str]:
-    return {
-        t.info.trace_id for t in localscorers.search_traces(filter_string=filter_string, **kwargs)
-    }  # type: ignore[call-overload]
+def _ids(filter_string: str) -> set[str]:
+    return {t.info.trace_id for t in localscorers.search_traces(filter_string=filter_string)}
 
 
 def test_span_clauses_joined_by_and_match_one_span(tracking: Path) -> None:
@@ -196,7 +194,7 @@ def test_log_feedback_overrides_keeps_the_old_one_as_history(tracking: Path) -> 
     assert new.overrides == old.assessment_id
     stored = {a.assessment_id: a for a in localscorers.get_trace(trace_id).info.assessments}
     assert stored[old.assessment_id].valid is False
-    assert stored[new.assessment_id].valid is True  # type: ignore[index]
+    assert stored[new.assessment_id].valid is True
     assert _ids("feedback.quality = 'good'") == {trace_id}
     assert _ids("feedback.quality = 'bad'") == set()
     with pytest.raises(NotFoundError, match="has no assessment 'a-missing' to override"):

@@ -25,12 +25,12 @@ from tests import scorer_helpers
 
 
 @scorer
-def not_empty(outputs):
+def not_empty(outputs: object) -> bool:
     return outputs != ""
 
 
 @scorer(aggregations=["mean", "min", "max", "median", "variance", "p90"])
-def length(outputs):
+def length(outputs: str) -> int:
     return len(outputs)
 
 
@@ -78,19 +78,19 @@ def test_run_turns_a_bare_value_into_feedback_named_after_the_scorer() -> None:
 
 def test_run_names_default_feedback_but_keeps_explicit_names() -> None:
     @scorer(name="judge")
-    def unnamed(outputs):
+    def unnamed(outputs: object) -> Feedback:
         return Feedback(value="yes", rationale="fine")
 
     @scorer(name="judge")
-    def default_named(outputs):
+    def default_named(outputs: object) -> Feedback:
         return Feedback(name="feedback", value=1)
 
     @scorer(name="judge")
-    def named(outputs):
+    def named(outputs: object) -> Feedback:
         return Feedback(name="tone", value="calm")
 
     @scorer(name="judge")
-    def several(outputs):
+    def several(outputs: object) -> list[Feedback]:
         return [Feedback(name="a", value=1), Feedback(name="b", value=2)]
 
     first = unnamed.run(outputs="x")
@@ -109,7 +109,7 @@ def test_run_names_default_feedback_but_keeps_explicit_names() -> None:
 
 def test_run_passes_only_declared_arguments_and_lets_none_through() -> None:
     @scorer
-    def nothing(inputs):
+    def nothing(inputs: object) -> None:
         assert inputs == {"q": 1}
 
     assert nothing.run(inputs={"q": 1}, outputs="ignored", trace=None) is None
@@ -117,11 +117,11 @@ def test_run_passes_only_declared_arguments_and_lets_none_through() -> None:
 
 def test_run_rejects_other_results_with_mlflows_message() -> None:
     @scorer
-    def bad(outputs):
+    def bad(outputs: object) -> object:
         return {"not": "allowed"}
 
     @scorer
-    def bad_list(outputs):
+    def bad_list(outputs: object) -> object:
         return [1, 2]
 
     with pytest.raises(ConfigurationError, match=r"bad must return one of .* Got dict"):
@@ -132,7 +132,7 @@ def test_run_rejects_other_results_with_mlflows_message() -> None:
 
 def test_run_lets_the_scorers_exception_propagate() -> None:
     @scorer
-    def broken(outputs):
+    def broken(outputs: object) -> object:
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
@@ -176,6 +176,7 @@ def test_aggregations_are_kept_registered_and_restored(tracking: Path) -> None:
     assert restored.aggregations == length.aggregations
     # Identical definitions keep their version; other aggregations are a new version.
     assert length.register().version == 1
+    assert length.func is not None
     changed = scorer(aggregations=["p90"])(length.func)
     assert changed.register(name="length").version == 2
 
@@ -184,7 +185,7 @@ def test_aggregation_errors() -> None:
     with pytest.raises(ConfigurationError, match=r"Unknown aggregation 'p99'"):
         scorer(aggregations=["p99"])(lambda outputs: 1)
     with pytest.raises(ConfigurationError, match="aggregations must be a list"):
-        scorer(aggregations="mean")(lambda outputs: 1)  # type: ignore[arg-type]
+        scorer(aggregations="mean")(lambda outputs: 1)  # type: ignore[call-overload]
 
 
 def test_function_aggregations_work_but_cannot_be_registered(tracking: Path) -> None:
@@ -209,3 +210,20 @@ def test_aggregate_computes_what_numpy_computes_in_mlflow() -> None:
     assert aggregate([1, 2, 3, 4], ["p90"]) == {"p90": pytest.approx(3.7)}
     assert aggregate([2, 4], None) == {"mean": 3.0}  # MLflow's default: the mean
     assert aggregate(["maybe"], ["mean"]) == {}
+
+
+def test_sampling_config_and_original_func_as_mlflow_exposes_them(tracking: Path) -> None:
+    # MLflow's registry tests read scorer._sampling_config and scorer._original_func.
+    assert scorer_helpers.is_short._sampling_config is None
+    started = scorer_helpers.is_short.register(name="s").start(
+        sampling_config=ScorerSamplingConfig(sample_rate=0.75, filter_string="tags.a = 'b'")
+    )
+    config = started._sampling_config
+    assert config is not None
+    assert (config.sample_rate, config.filter_string) == (0.75, "tags.a = 'b'")
+    [listed] = localscorers.list_scorers()
+    assert isinstance(listed, localscorers.FunctionScorer)
+    assert listed._original_func.__name__ == "is_short"
+    stopped = listed.stop()
+    assert stopped._sampling_config is not None
+    assert stopped._sampling_config.sample_rate == 0.0
