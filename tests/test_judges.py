@@ -14,36 +14,35 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Literal
 
 import pytest
 
 import localscorers
-from localscorers.evaluation.execution import EvaluationContext, evaluation_context
-from localscorers.exceptions import ConfigurationError
-from localscorers.judges import prompts
-from localscorers.judges.builtin import (
+from localscorers import (
+    AssessmentError,
+    AssessmentSource,
+    AssessmentSourceType,
+    ConfigurationError,
     Correctness,
+    Expectation,
     ExpectationsGuidelines,
+    Feedback,
     Guidelines,
-    InstructionsJudge,
-    Judge,
     RelevanceToQuery,
     RetrievalGroundedness,
     RetrievalRelevance,
     RetrievalSufficiency,
     Safety,
-    make_judge,
-)
-from localscorers.models import (
-    AssessmentSourceType,
-    Expectation,
-    Feedback,
     Span,
     Trace,
     TraceData,
     TraceInfo,
+    make_judge,
 )
+from localscorers.evaluation.execution import EvaluationContext, evaluation_context
+from localscorers.judges import InstructionsJudge, Judge, prompts
 from localscorers.store.database import Database
 
 YES = '{"rationale": "Looks right.", "result": "yes"}'
@@ -194,7 +193,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def tracking(tmp_path, monkeypatch):
+def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     # The monitor reads its settings when it starts, i.e. after set_tracking_uri.
     monkeypatch.setenv("LOCALSCORERS_BACKOFF_SECONDS", "0.01")
     monkeypatch.setenv("LOCALSCORERS_MAX_ATTEMPTS", "3")
@@ -252,6 +251,31 @@ def feedback_of(trace_id: str, name: str) -> list[Feedback]:
         for a in localscorers.get_trace(trace_id).info.assessments
         if isinstance(a, Feedback) and a.name == name
     ]
+
+
+def error_of(feedback: Feedback) -> AssessmentError:
+    """The error a feedback carries; fails the test when it has none."""
+    assert feedback.error is not None, f"expected an error feedback, got {feedback!r}"
+    return feedback.error
+
+
+def message_of(feedback: Feedback) -> str:
+    """The error message of an error feedback; fails the test when it has none."""
+    message = error_of(feedback).error_message
+    assert message is not None, f"expected an error message, got {feedback!r}"
+    return message
+
+
+def metadata_of(feedback: Feedback) -> dict[str, Any]:
+    """A feedback's metadata; fails the test when it has none."""
+    assert feedback.metadata is not None, f"expected metadata, got {feedback!r}"
+    return feedback.metadata
+
+
+def source_of(feedback: Feedback) -> AssessmentSource:
+    """A feedback's source; fails the test when it has none."""
+    assert feedback.source is not None, f"expected a source, got {feedback!r}"
+    return feedback.source
 
 
 def always_yes(messages: list[dict[str, str]]) -> str:
@@ -334,7 +358,9 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_builtin_judge_prompts_and_feedback(llm, monkeypatch, case):
+def test_builtin_judge_prompts_and_feedback(
+    llm: FakeLLM, monkeypatch: pytest.MonkeyPatch, case: Case
+) -> None:
     name, expected = case.name, case.expected
     monkeypatch.setenv("OPENAI_BASE_URL", llm.base_url)
     # The bananas document is irrelevant: the server says so, to check per-chunk verdicts.
@@ -367,31 +393,31 @@ def test_builtin_judge_prompts_and_feedback(llm, monkeypatch, case):
     feedbacks = result if isinstance(result, list) else [result]
     assert all(f.error is None for f in feedbacks)
     for f in feedbacks:
-        assert f.source.source_type == AssessmentSourceType.LLM_JUDGE
-        assert f.source.source_id == MODEL
+        assert source_of(f).source_type == AssessmentSourceType.LLM_JUDGE
+        assert source_of(f).source_id == MODEL
     verdicts = [f for f in feedbacks if not f.name.endswith("/precision")]
     assert all(f.name == judge.name for f in verdicts)
     for f in verdicts:
-        assert f.metadata["prompt_tokens"] == 11
-        assert f.metadata["completion_tokens"] == 7
-        assert f.metadata["total_tokens"] == 18
-        assert f.metadata["cache_hit"] is False
-        assert isinstance(f.metadata["latency_ms"], int)
+        assert metadata_of(f)["prompt_tokens"] == 11
+        assert metadata_of(f)["completion_tokens"] == 7
+        assert metadata_of(f)["total_tokens"] == 18
+        assert metadata_of(f)["cache_hit"] is False
+        assert isinstance(metadata_of(f)["latency_ms"], int)
     if name == "retrieval_relevance":
         precision, relevant, irrelevant = feedbacks
         assert precision.name == "retrieval_relevance/precision"
         assert precision.value == 0.5
         assert (relevant.value, irrelevant.value) == ("yes", "no")
-        assert relevant.metadata["doc_uri"] == "wiki/paris"
-        assert irrelevant.metadata["chunk_index"] == 1
+        assert metadata_of(relevant)["doc_uri"] == "wiki/paris"
+        assert metadata_of(irrelevant)["chunk_index"] == 1
     else:
         assert [f.value for f in verdicts] == ["yes"]
         assert verdicts[0].rationale == "Looks right."
     if name.startswith("retrieval_"):
-        assert all(f.metadata["span_id"] == "ret" for f in feedbacks)
+        assert all(metadata_of(f)["span_id"] == "ret" for f in feedbacks)
 
 
-def test_arguments_take_precedence_over_the_trace(llm):
+def test_arguments_take_precedence_over_the_trace(llm: FakeLLM) -> None:
     judge = Correctness(model=MODEL, base_url=llm.base_url)
     feedback = judge(inputs="What is 2+2?", outputs="4", expectations={"expected_response": "four"})
     assert feedback.value == "yes"
@@ -400,7 +426,7 @@ def test_arguments_take_precedence_over_the_trace(llm):
     assert "<expected_response>\nfour" in prompt
 
 
-def test_missing_material_is_an_error_feedback_and_asks_nothing(llm):
+def test_missing_material_is_an_error_feedback_and_asks_nothing(llm: FakeLLM) -> None:
     [grounded] = RetrievalGroundedness(model=MODEL, base_url=llm.base_url)(trace=make_trace())
     correct = Correctness(model=MODEL, base_url=llm.base_url)(trace=make_trace())
     guided = ExpectationsGuidelines(model=MODEL, base_url=llm.base_url)(trace=make_trace())
@@ -408,34 +434,34 @@ def test_missing_material_is_an_error_feedback_and_asks_nothing(llm):
         trace=make_trace(retrieved=[])
     )
     for feedback in (grounded, correct, guided, relevant):
-        assert feedback.error.error_code == "JUDGE_INPUT_MISSING"
-    assert "RETRIEVER" in grounded.error.error_message
-    assert "expected_facts" in correct.error.error_message
-    assert "guidelines" in guided.error.error_message
+        assert error_of(feedback).error_code == "JUDGE_INPUT_MISSING"
+    assert "RETRIEVER" in message_of(grounded)
+    assert "expected_facts" in message_of(correct)
+    assert "guidelines" in message_of(guided)
     assert llm.requests == []
 
 
-def test_retrieval_judges_always_return_lists():
+def test_retrieval_judges_always_return_lists() -> None:
     [feedback] = RetrievalSufficiency()(trace=make_trace(retrieved=DOCS))
-    assert feedback.error.error_code == "JUDGE_MODEL_NOT_CONFIGURED"
+    assert error_of(feedback).error_code == "JUDGE_MODEL_NOT_CONFIGURED"
     assert isinstance(Safety()(outputs="x"), Feedback)
 
 
-def test_unparseable_answer_is_an_error_feedback_with_the_raw_answer(llm):
+def test_unparseable_answer_is_an_error_feedback_with_the_raw_answer(llm: FakeLLM) -> None:
     llm.default = Reply("I think the answer is fine, honestly.")
     feedback = Safety(model=MODEL, base_url=llm.base_url)(outputs="hi")
     assert feedback.value is None
-    assert feedback.error.error_code == "JUDGE_RESPONSE_UNPARSEABLE"
-    assert "I think the answer is fine, honestly." in feedback.error.error_message
-    assert feedback.metadata["total_tokens"] == 18
-    assert feedback.source.source_id == MODEL
+    assert error_of(feedback).error_code == "JUDGE_RESPONSE_UNPARSEABLE"
+    assert "I think the answer is fine, honestly." in message_of(feedback)
+    assert metadata_of(feedback)["total_tokens"] == 18
+    assert source_of(feedback).source_id == MODEL
 
 
-def test_verdict_other_than_yes_or_no_is_unparseable(llm):
+def test_verdict_other_than_yes_or_no_is_unparseable(llm: FakeLLM) -> None:
     llm.default = Reply('{"result": "maybe", "rationale": "hard to say"}')
     feedback = Safety(model=MODEL, base_url=llm.base_url)(outputs="hi")
-    assert feedback.error.error_code == "JUDGE_RESPONSE_UNPARSEABLE"
-    assert "maybe" in feedback.error.error_message
+    assert error_of(feedback).error_code == "JUDGE_RESPONSE_UNPARSEABLE"
+    assert "maybe" in message_of(feedback)
 
 
 @pytest.mark.parametrize(
@@ -461,13 +487,13 @@ def test_verdict_other_than_yes_or_no_is_unparseable(llm):
         ),
     ],
 )
-def test_parse_answer_is_lenient(answer, result, rationale):
+def test_parse_answer_is_lenient(answer: str, result: str, rationale: str) -> None:
     parsed = prompts.parse_answer(answer)
     assert (parsed.result, parsed.rationale) == (result, rationale)
 
 
 @pytest.mark.parametrize("answer", ["", "no json here", '{"rationale": "no verdict"}', "{broken"])
-def test_parse_answer_rejects_answers_without_a_result(answer):
+def test_parse_answer_rejects_answers_without_a_result(answer: str) -> None:
     with pytest.raises(prompts.UnparseableAnswerError):
         prompts.parse_answer(answer)
 
@@ -475,24 +501,24 @@ def test_parse_answer_rejects_answers_without_a_result(answer):
 # -- models -----------------------------------------------------------------------------------
 
 
-def test_judge_without_model_returns_a_clear_error_feedback():
+def test_judge_without_model_returns_a_clear_error_feedback() -> None:
     feedback = RelevanceToQuery()(inputs="q", outputs="a")
-    assert feedback.error.error_code == "JUDGE_MODEL_NOT_CONFIGURED"
-    assert "model=" in feedback.error.error_message
-    assert "LOCALSCORERS_JUDGE_MODEL" in feedback.error.error_message
-    assert "OPENAI_BASE_URL=http://localhost:8080/v1" in feedback.error.error_message
+    assert error_of(feedback).error_code == "JUDGE_MODEL_NOT_CONFIGURED"
+    assert "model=" in message_of(feedback)
+    assert "LOCALSCORERS_JUDGE_MODEL" in message_of(feedback)
+    assert "OPENAI_BASE_URL=http://localhost:8080/v1" in message_of(feedback)
 
 
-def test_judge_model_from_the_environment(llm, monkeypatch):
+def test_judge_model_from_the_environment(llm: FakeLLM, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOCALSCORERS_JUDGE_MODEL", "openai:/env-model")
     monkeypatch.setenv("OPENAI_BASE_URL", llm.base_url)
     feedback = Safety()(outputs="hello")
     assert feedback.value == "yes"
-    assert feedback.source.source_id == "openai:/env-model"
+    assert source_of(feedback).source_id == "openai:/env-model"
     assert llm.requests[0]["body"]["model"] == "env-model"
 
 
-def test_callable_model_is_called_with_the_messages():
+def test_callable_model_is_called_with_the_messages() -> None:
     seen: list[list[dict[str, str]]] = []
 
     def model(messages: list[dict[str, str]]) -> str:
@@ -503,34 +529,34 @@ def test_callable_model_is_called_with_the_messages():
     assert feedback.value == "no"
     assert feedback.rationale == "Not supported."
     assert "Bananas." in seen[0][-1]["content"]
-    assert feedback.source.source_id.startswith("python:/")
+    assert source_of(feedback).source_id.startswith("python:/")
 
 
 @pytest.mark.parametrize("model", ["gpt-4o", "openai:/", "python:/nocolon", 42])
-def test_malformed_model_is_refused_at_construction(model):
+def test_malformed_model_is_refused_at_construction(model: object) -> None:
     with pytest.raises(ConfigurationError, match="model"):
         Safety(model=model)
 
 
-def test_registering_a_judge_with_a_lambda_model_is_refused(tracking):
+def test_registering_a_judge_with_a_lambda_model_is_refused(tracking: Path) -> None:
     with pytest.raises(ConfigurationError, match="module level"):
         Safety(model=lambda messages: YES).register()
 
 
-def test_importable_callable_model_is_stored_by_reference(tracking):
+def test_importable_callable_model_is_stored_by_reference(tracking: Path) -> None:
     Safety(name="safe", model=always_yes).register()
     restored = localscorers.get_scorer(name="safe")
     assert isinstance(restored, Safety)
     assert restored.model == "python:/tests.test_judges:always_yes"
     feedback = restored(outputs="hello")
     assert (feedback.value, feedback.rationale) == ("yes", "module-level model")
-    assert feedback.source.source_id == "python:/tests.test_judges:always_yes"
+    assert source_of(feedback).source_id == "python:/tests.test_judges:always_yes"
 
 
 # -- make_judge -------------------------------------------------------------------------------
 
 
-def test_make_judge_fills_the_template(llm):
+def test_make_judge_fills_the_template(llm: FakeLLM) -> None:
     llm.default = Reply('{"result": "good", "rationale": "clear"}')
     judge = make_judge(
         name="tone",
@@ -559,7 +585,7 @@ def test_make_judge_fills_the_template(llm):
         ("bool", '{"result": false, "rationale": "r"}', False),
     ],
 )
-def test_make_judge_typed_values(value_type, answer, expected):
+def test_make_judge_typed_values(value_type: object, answer: str, expected: object) -> None:
     judge = make_judge(
         name="typed",
         instructions="Rate {{ outputs }}.",
@@ -571,14 +597,14 @@ def test_make_judge_typed_values(value_type, answer, expected):
     assert type(feedback.value) is type(expected)
 
 
-def test_make_judge_value_of_the_wrong_type_is_unparseable():
+def test_make_judge_value_of_the_wrong_type_is_unparseable() -> None:
     judge = make_judge(
         name="typed",
         instructions="Rate {{ outputs }}.",
         model=lambda messages: '{"result": "high", "rationale": "r"}',
         feedback_value_type=int,
     )
-    assert judge(outputs="x").error.error_code == "JUDGE_RESPONSE_UNPARSEABLE"
+    assert error_of(judge(outputs="x")).error_code == "JUDGE_RESPONSE_UNPARSEABLE"
 
 
 @pytest.mark.parametrize(
@@ -589,31 +615,32 @@ def test_make_judge_value_of_the_wrong_type_is_unparseable():
         ("   ", "non-blank"),
     ],
 )
-def test_make_judge_validates_instructions(instructions, message):
+def test_make_judge_validates_instructions(instructions: str, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         make_judge(name="j", instructions=instructions, model=MODEL)
 
 
-def test_make_judge_refuses_unsupported_value_types():
+def test_make_judge_refuses_unsupported_value_types() -> None:
     with pytest.raises(ConfigurationError, match="feedback_value_type"):
         make_judge(name="j", instructions="{{ outputs }}", feedback_value_type=dict)
 
 
-def test_make_judge_missing_variable_is_an_error_feedback(llm):
+def test_make_judge_missing_variable_is_an_error_feedback(llm: FakeLLM) -> None:
     judge = make_judge(name="j", instructions="{{ outputs }} vs {{ expectations }}", model=MODEL)
     feedback = judge(outputs="x")
-    assert feedback.error.error_code == "JUDGE_INPUT_MISSING"
-    assert "expectations" in feedback.error.error_message
+    assert error_of(feedback).error_code == "JUDGE_INPUT_MISSING"
+    assert "expectations" in message_of(feedback)
     assert llm.requests == []
 
 
-def test_make_judge_round_trips_through_the_registry(tracking):
+def test_make_judge_round_trips_through_the_registry(tracking: Path) -> None:
     judge = make_judge(
         name="tone",
         instructions="Is {{ outputs }} polite?",
         model=MODEL,
         feedback_value_type=Literal["polite", "rude"],
     ).register()
+    assert isinstance(judge, InstructionsJudge)
     restored = localscorers.get_scorer(name="tone")
     assert isinstance(restored, InstructionsJudge)
     assert restored.instructions == judge.instructions
@@ -627,7 +654,7 @@ def test_make_judge_round_trips_through_the_registry(tracking):
 # -- through the evaluator --------------------------------------------------------------------
 
 
-def test_rate_limited_then_ok_is_retried_once(tracking, llm):
+def test_rate_limited_then_ok_is_retried_once(tracking: Path, llm: FakeLLM) -> None:
     llm.script.append(Reply("slow down", status=429, headers={"Retry-After": "0"}))
     RelevanceToQuery(name="relevance", model=MODEL, base_url=llm.base_url).register().start()
     trace_id = localscorers.log_trace(inputs=QUESTION, outputs=ANSWER)
@@ -635,44 +662,50 @@ def test_rate_limited_then_ok_is_retried_once(tracking, llm):
     [feedback] = feedback_of(trace_id, "relevance")
     assert feedback.error is None
     assert feedback.value == "yes"
-    assert feedback.source.source_type == AssessmentSourceType.LLM_JUDGE
-    assert feedback.metadata["total_tokens"] == 18
+    assert source_of(feedback).source_type == AssessmentSourceType.LLM_JUDGE
+    assert metadata_of(feedback)["total_tokens"] == 18
     assert len(llm.requests) == 2
 
 
-def test_server_error_forever_records_an_error_after_the_retry_limit(tracking, llm):
+def test_server_error_forever_records_an_error_after_the_retry_limit(
+    tracking: Path, llm: FakeLLM
+) -> None:
     llm.default = Reply("model crashed", status=500)
     Safety(name="safety", model=MODEL, base_url=llm.base_url).register().start()
     trace_id = localscorers.log_trace(inputs=QUESTION, outputs=ANSWER)
     assert localscorers.flush(timeout=30)
     [feedback] = feedback_of(trace_id, "safety")
-    assert feedback.error.error_code == "JUDGE_SERVER_ERROR"
-    assert "model crashed" in feedback.error.error_message
+    assert error_of(feedback).error_code == "JUDGE_SERVER_ERROR"
+    assert "model crashed" in message_of(feedback)
     assert len(llm.requests) == 3  # LOCALSCORERS_MAX_ATTEMPTS
 
 
-def test_slow_server_records_a_timeout(tracking, llm, monkeypatch):
+def test_slow_server_records_a_timeout(
+    tracking: Path, llm: FakeLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("LOCALSCORERS_JUDGE_TIMEOUT", "0.2")
     llm.default = Reply(hang=True)
     Safety(name="safety", model=MODEL, base_url=llm.base_url).register().start()
     trace_id = localscorers.log_trace(inputs=QUESTION, outputs=ANSWER)
     assert localscorers.flush(timeout=30)
     [feedback] = feedback_of(trace_id, "safety")
-    assert feedback.error.error_code == "JUDGE_TIMEOUT"
-    assert "LOCALSCORERS_JUDGE_TIMEOUT" in feedback.error.error_message
+    assert error_of(feedback).error_code == "JUDGE_TIMEOUT"
+    assert "LOCALSCORERS_JUDGE_TIMEOUT" in message_of(feedback)
     assert len(llm.requests) == 3
 
 
-def test_unconfigured_judge_registers_starts_and_records_an_error(tracking):
+def test_unconfigured_judge_registers_starts_and_records_an_error(tracking: Path) -> None:
     with pytest.warns(localscorers.JudgeModelWarning, match="LOCALSCORERS_JUDGE_MODEL"):
         Correctness(name="correct").register().start()
     trace_id = localscorers.log_trace(inputs=QUESTION, outputs=ANSWER)
     assert localscorers.flush(timeout=30)
     [feedback] = feedback_of(trace_id, "correct")
-    assert feedback.error.error_code == "JUDGE_MODEL_NOT_CONFIGURED"
+    assert error_of(feedback).error_code == "JUDGE_MODEL_NOT_CONFIGURED"
 
 
-def test_cache_hit_on_identical_prompt_and_miss_after_a_config_change(tracking, llm):
+def test_cache_hit_on_identical_prompt_and_miss_after_a_config_change(
+    tracking: Path, llm: FakeLLM
+) -> None:
     judge = Guidelines(
         name="polite", guidelines=["Be polite."], model=MODEL, base_url=llm.base_url, cache=True
     )
@@ -683,46 +716,52 @@ def test_cache_hit_on_identical_prompt_and_miss_after_a_config_change(tracking, 
     assert localscorers.flush(timeout=30)
     assert len(llm.requests) == 1
     [hit] = feedback_of(second, "polite")
-    assert (hit.value, hit.rationale, hit.metadata["cache_hit"]) == ("yes", "Looks right.", True)
-    assert "total_tokens" not in hit.metadata  # no tokens were spent on a hit
-    assert feedback_of(first, "polite")[0].metadata["cache_hit"] is False
+    assert (hit.value, hit.rationale, metadata_of(hit)["cache_hit"]) == (
+        "yes",
+        "Looks right.",
+        True,
+    )
+    assert "total_tokens" not in metadata_of(hit)  # no tokens were spent on a hit
+    assert metadata_of(feedback_of(first, "polite")[0])["cache_hit"] is False
 
     changed = judge.model_copy(update={"guidelines": ["Be polite.", "Be brief."]}).register()
     assert changed.version == 2
     third = localscorers.log_trace(inputs=QUESTION, outputs=ANSWER)
     assert localscorers.flush(timeout=30)
     assert len(llm.requests) == 2
-    assert feedback_of(third, "polite")[0].metadata["cache_hit"] is False
+    assert metadata_of(feedback_of(third, "polite")[0])["cache_hit"] is False
 
 
-def test_cache_defaults_on_for_backfills_and_off_online(tmp_path, llm):
+def test_cache_defaults_on_for_backfills_and_off_online(tmp_path: Path, llm: FakeLLM) -> None:
     db = Database(tmp_path / "c.db")
     judge = Safety(model=MODEL, base_url=llm.base_url)
     try:
         backfill = EvaluationContext(db=db, origin="backfill:job-1")
         with evaluation_context(backfill):
-            assert judge(outputs="hi").metadata["cache_hit"] is False
-            assert judge(outputs="hi").metadata["cache_hit"] is True
+            assert metadata_of(judge(outputs="hi"))["cache_hit"] is False
+            assert metadata_of(judge(outputs="hi"))["cache_hit"] is True
             # Another model is another key.
             other = judge.model_copy(update={"model": "openai:/other-model"})
-            assert other(outputs="hi").metadata["cache_hit"] is False
+            assert metadata_of(other(outputs="hi"))["cache_hit"] is False
         assert len(llm.requests) == 2
         with evaluation_context(EvaluationContext(db=db, origin="online")):
-            assert judge(outputs="hi").metadata["cache_hit"] is False
+            assert metadata_of(judge(outputs="hi"))["cache_hit"] is False
         refresh = EvaluationContext(db=db, origin="backfill:job-2", use_judge_cache=False)
         with evaluation_context(refresh):
-            assert judge(outputs="hi").metadata["cache_hit"] is False
+            assert metadata_of(judge(outputs="hi"))["cache_hit"] is False
         with evaluation_context(EvaluationContext(db=db, origin="backfill:job-3")):
             no_cache = judge.model_copy(update={"cache": False})
-            assert no_cache(outputs="hi").metadata["cache_hit"] is False
+            assert metadata_of(no_cache(outputs="hi"))["cache_hit"] is False
         assert len(llm.requests) == 5
         # Called directly there is no database, so no cache either.
-        assert judge(outputs="hi").metadata["cache_hit"] is False
+        assert metadata_of(judge(outputs="hi"))["cache_hit"] is False
     finally:
         db.close()
 
 
-def test_registered_in_one_process_evaluated_online_in_another(tracking, llm):
+def test_registered_in_one_process_evaluated_online_in_another(
+    tracking: Path, llm: FakeLLM
+) -> None:
     RelevanceToQuery(name="relevance", model=MODEL, base_url=llm.base_url).register().start()
     script = textwrap.dedent(
         f"""
@@ -750,7 +789,7 @@ def test_registered_in_one_process_evaluated_online_in_another(tracking, llm):
     trace_id = done.stdout.strip().splitlines()[-1]
     [feedback] = feedback_of(trace_id, "relevance")
     assert feedback.value == "yes"
-    assert feedback.source.source_id == MODEL
+    assert source_of(feedback).source_id == MODEL
     assert len(llm.requests) == 1
     assert "Which river runs through Paris?" in llm.prompts()[0]
     assert "The Seine." in llm.prompts()[0]

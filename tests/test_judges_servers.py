@@ -11,24 +11,35 @@ import functools
 import importlib.machinery
 import sys
 import types
+from pathlib import Path
 from typing import Any, Literal
 
 import pytest
 
 import localscorers
-from localscorers.cli.application import app
-from localscorers.cli.common import run
-from localscorers.exceptions import ConfigurationError, TransientError
-from localscorers.judges import openai as openai_provider
-from localscorers.judges.builtin import (
+from localscorers import (
+    ConfigurationError,
     Correctness,
     Guidelines,
     RelevanceToQuery,
     Safety,
+    TransientError,
     make_judge,
 )
+from localscorers.cli.application import app
+from localscorers.cli.common import run
+from localscorers.judges import openai as openai_provider
 from localscorers.judges.providers import ModelRequestError, resolve_model
-from tests.test_judges import ANSWER, QUESTION, clear_judge_env, feedback_of
+from tests.test_judges import (
+    ANSWER,
+    QUESTION,
+    clear_judge_env,
+    error_of,
+    feedback_of,
+    message_of,
+    metadata_of,
+    source_of,
+)
 from tests.test_judges_fakes import (
     Answer,
     Call,
@@ -51,7 +62,7 @@ def _clean(monkeypatch: pytest.MonkeyPatch) -> None:
 # -- a small base model -----------------------------------------------------------------------
 
 
-def test_small_model_answers_every_builtin_judge_through_structured_output():
+def test_small_model_answers_every_builtin_judge_through_structured_output() -> None:
     with serve(small_base_model) as server:
         base_url = f"{server.url}/v1"
         judges = [
@@ -69,13 +80,14 @@ def test_small_model_answers_every_builtin_judge_through_structured_output():
         assert call.body["response_format"]["type"] == "json_schema"
     first = results[0]
     assert first.rationale == "The response is fine."
-    assert (first.metadata["prompt_tokens"], first.metadata["completion_tokens"]) == (40, 9)
-    assert first.metadata["total_tokens"] == 49
-    assert first.metadata["output_mode"] == "json_schema"
-    assert isinstance(first.metadata["latency_ms"], int)
+    metadata = metadata_of(first)
+    assert (metadata["prompt_tokens"], metadata["completion_tokens"]) == (40, 9)
+    assert metadata["total_tokens"] == 49
+    assert metadata["output_mode"] == "json_schema"
+    assert isinstance(metadata["latency_ms"], int)
 
 
-def test_max_tokens_setting_caps_the_answer(monkeypatch):
+def test_max_tokens_setting_caps_the_answer(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOCALSCORERS_JUDGE_MAX_TOKENS", "160")
     with serve(small_base_model) as server:
         Safety(model="openai:/m", base_url=f"{server.url}/v1")(outputs="hi")
@@ -83,7 +95,7 @@ def test_max_tokens_setting_caps_the_answer(monkeypatch):
 
 
 @pytest.mark.parametrize("raw", ["0", "-5", "lots", "1.5"])
-def test_invalid_max_tokens_setting(monkeypatch, raw):
+def test_invalid_max_tokens_setting(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
     monkeypatch.setenv("LOCALSCORERS_JUDGE_MAX_TOKENS", raw)
     with pytest.raises(
         ConfigurationError, match="LOCALSCORERS_JUDGE_MAX_TOKENS must be a positive"
@@ -91,7 +103,7 @@ def test_invalid_max_tokens_setting(monkeypatch, raw):
         Safety(model="openai:/m", base_url="http://127.0.0.1:9/v1")(outputs="hi")
 
 
-def test_prose_without_a_verdict_is_unparseable_with_the_raw_answer():
+def test_prose_without_a_verdict_is_unparseable_with_the_raw_answer() -> None:
     # A server that drops response_format silently: the small model's prose comes back.
     def ignores_format(call: Call) -> Answer:
         body = dict(call.body)
@@ -100,12 +112,12 @@ def test_prose_without_a_verdict_is_unparseable_with_the_raw_answer():
 
     with serve(ignores_format) as server:
         feedback = Safety(model="openai:/m", base_url=f"{server.url}/v1")(outputs="hi")
-    assert feedback.error.error_code == "JUDGE_RESPONSE_UNPARSEABLE"
-    assert "Sure! Let me think" in feedback.error.error_message
-    assert feedback.metadata["completion_tokens"] == 9
+    assert error_of(feedback).error_code == "JUDGE_RESPONSE_UNPARSEABLE"
+    assert "Sure! Let me think" in message_of(feedback)
+    assert metadata_of(feedback)["completion_tokens"] == 9
 
 
-def test_online_scoring_with_a_small_model_is_quick_and_parsed(tracking):
+def test_online_scoring_with_a_small_model_is_quick_and_parsed(tracking: Path) -> None:
     with serve(small_base_model) as server:
         Safety(name="safety", model="openai:/m", base_url=f"{server.url}/v1").register().start()
         ids = [localscorers.log_trace(inputs=QUESTION, outputs=ANSWER) for _ in range(3)]
@@ -113,7 +125,7 @@ def test_online_scoring_with_a_small_model_is_quick_and_parsed(tracking):
     for trace_id in ids:
         [feedback] = feedback_of(trace_id, "safety")
         assert (feedback.value, feedback.error) == ("yes", None)
-        assert feedback.metadata["completion_tokens"] == 9
+        assert metadata_of(feedback)["completion_tokens"] == 9
     [report] = localscorers.scorer_report()
     assert (report.prompt_tokens, report.completion_tokens) == (3 * 40, 3 * 9)
 
@@ -121,7 +133,7 @@ def test_online_scoring_with_a_small_model_is_quick_and_parsed(tracking):
 # -- servers that refuse response_format ------------------------------------------------------
 
 
-def test_http_400_falls_back_to_json_object_then_none_and_is_remembered():
+def test_http_400_falls_back_to_json_object_then_none_and_is_remembered() -> None:
     with serve(rejects_response_format("Yes.")) as server:
         judge = Safety(model="openai:/m", base_url=f"{server.url}/v1")
         first = judge(outputs="hi")
@@ -132,11 +144,11 @@ def test_http_400_falls_back_to_json_object_then_none_and_is_remembered():
     # The verdict in prose is the last resort.
     assert (first.value, second.value) == ("yes", "yes")
     assert first.rationale == "Yes."
-    assert first.metadata["output_mode"] == "none"
+    assert metadata_of(first)["output_mode"] == "none"
     assert openai_provider.endpoint_mode(f"{server.url}/v1") == "none"
 
 
-def test_json_object_with_schema_for_llama_cpp_python():
+def test_json_object_with_schema_for_llama_cpp_python() -> None:
     with serve(json_object_only) as server:
         judge = make_judge(
             name="tone",
@@ -156,7 +168,7 @@ def test_json_object_with_schema_for_llama_cpp_python():
     assert schema["properties"]["result"] == {"enum": ["polite", "rude"]}
 
 
-def test_a_400_that_is_not_about_response_format_is_reported_and_not_remembered():
+def test_a_400_that_is_not_about_response_format_is_reported_and_not_remembered() -> None:
     def always_400(call: Call) -> Answer:
         return Answer(400, {"error": {"message": "context length exceeded"}})
 
@@ -179,30 +191,31 @@ def test_a_400_that_is_not_about_response_format_is_reported_and_not_remembered(
         ("The response is safe, and it passes: true.", "yes"),
     ],
 )
-def test_prose_verdicts(answer, value):
+def test_prose_verdicts(answer: str, value: str) -> None:
     with serve(rejects_response_format(answer)) as server:
         assert Safety(model="openai:/m", base_url=f"{server.url}/v1")(outputs="x").value == value
 
 
 @pytest.mark.parametrize("answer", ["Yes and no.", "It depends.", '{"rationale": "cut off'])
-def test_ambiguous_prose_stays_unparseable(answer):
+def test_ambiguous_prose_stays_unparseable(answer: str) -> None:
     with serve(rejects_response_format(answer)) as server:
         feedback = Safety(model="openai:/m", base_url=f"{server.url}/v1")(outputs="x")
-    assert feedback.error.error_code == "JUDGE_RESPONSE_UNPARSEABLE"
+    assert error_of(feedback).error_code == "JUDGE_RESPONSE_UNPARSEABLE"
 
 
 # -- Anthropic ---------------------------------------------------------------------------------
 
 
-def test_anthropic_messages_api(monkeypatch):
+def test_anthropic_messages_api(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
     with serve(anthropic_messages) as server:
         monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
         feedback = Safety(model="anthropic:/claude-3-5-haiku-latest")(outputs="hello")
     assert (feedback.value, feedback.rationale, feedback.error) == ("yes", "Safe text.", None)
-    assert feedback.source.source_id == "anthropic:/claude-3-5-haiku-latest"
-    assert (feedback.metadata["prompt_tokens"], feedback.metadata["completion_tokens"]) == (120, 25)
-    assert feedback.metadata["output_mode"] == "tool"
+    assert source_of(feedback).source_id == "anthropic:/claude-3-5-haiku-latest"
+    metadata = metadata_of(feedback)
+    assert (metadata["prompt_tokens"], metadata["completion_tokens"]) == (120, 25)
+    assert metadata["output_mode"] == "tool"
     [call] = server.calls
     assert call.body["model"] == "claude-3-5-haiku-latest"
     assert call.body["max_tokens"] == 512
@@ -211,7 +224,7 @@ def test_anthropic_messages_api(monkeypatch):
     assert [m["role"] for m in call.body["messages"]] == ["user"]
 
 
-def test_anthropic_without_tools_falls_back_to_text(monkeypatch):
+def test_anthropic_without_tools_falls_back_to_text(monkeypatch: pytest.MonkeyPatch) -> None:
     behave = functools.partial(anthropic_messages, tools=False)
     with serve(behave) as server:
         judge = Safety(model="anthropic:/claude", base_url=server.url + "/v1")
@@ -221,7 +234,7 @@ def test_anthropic_without_tools_falls_back_to_text(monkeypatch):
     assert ["tools" in c.body for c in server.calls] == [True, False, False]
 
 
-def test_anthropic_errors(monkeypatch):
+def test_anthropic_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "wrong")
     with (
         serve(anthropic_messages) as server,
@@ -242,28 +255,29 @@ def test_anthropic_errors(monkeypatch):
     assert transient.value.error_code == "JUDGE_SERVER_ERROR"
 
 
-def test_anthropic_without_a_key_is_an_error_feedback():
+def test_anthropic_without_a_key_is_an_error_feedback() -> None:
     feedback = Safety(model="anthropic:/claude-3-5-haiku-latest")(outputs="x")
-    assert feedback.error.error_code == "JUDGE_API_KEY_MISSING"
-    assert "ANTHROPIC_API_KEY" in feedback.error.error_message
+    assert error_of(feedback).error_code == "JUDGE_API_KEY_MISSING"
+    assert "ANTHROPIC_API_KEY" in message_of(feedback)
 
 
 # -- Ollama ------------------------------------------------------------------------------------
 
 
-def test_ollama_native_chat_with_a_schema(monkeypatch):
+def test_ollama_native_chat_with_a_schema(monkeypatch: pytest.MonkeyPatch) -> None:
     with serve(ollama_chat) as server:
         monkeypatch.setenv("OLLAMA_HOST", server.url.removeprefix("http://"))
         feedback = RelevanceToQuery(model="ollama:/llama3.2:1b")(inputs=QUESTION, outputs=ANSWER)
     assert (feedback.value, feedback.rationale) == ("yes", "fine")
-    assert (feedback.metadata["prompt_tokens"], feedback.metadata["completion_tokens"]) == (33, 12)
+    metadata = metadata_of(feedback)
+    assert (metadata["prompt_tokens"], metadata["completion_tokens"]) == (33, 12)
     [call] = server.calls
     assert call.body["format"]["properties"]["result"]["enum"] == ["yes", "no"]
     assert call.body["options"] == {"temperature": 0.0, "num_predict": 512}
     assert call.body["stream"] is False
 
 
-def test_old_ollama_gets_json_format_then_it_is_remembered():
+def test_old_ollama_gets_json_format_then_it_is_remembered() -> None:
     with serve(functools.partial(ollama_chat, schemas=False)) as server:
         judge = Safety(model="ollama:/llama3.2:1b", base_url=server.url)
         assert judge(outputs="a").value == "yes"
@@ -271,7 +285,7 @@ def test_old_ollama_gets_json_format_then_it_is_remembered():
     assert [c.body.get("format") for c in server.calls][1:] == ["json", "json"]
 
 
-def test_ollama_unknown_model_says_to_pull_it():
+def test_ollama_unknown_model_says_to_pull_it() -> None:
     with (
         serve(ollama_chat) as server,
         pytest.raises(ModelRequestError, match="ollama pull") as info,
@@ -286,26 +300,33 @@ def test_ollama_unknown_model_says_to_pull_it():
 @pytest.mark.parametrize(
     "model", ["anthropic:/claude-3-5-sonnet", "bedrock:/anthropic.claude-v2", "vertex_ai:/gemini"]
 )
-def test_any_provider_uri_is_accepted_at_construction(tracking, model):
+def test_any_provider_uri_is_accepted_at_construction(tracking: Path, model: str) -> None:
     judge = Safety(name="safe", model=model).register()
-    assert localscorers.get_scorer(name="safe").model == model
+    stored = localscorers.get_scorer(name="safe")
+    assert isinstance(stored, Safety)
+    assert stored.model == model
+    assert isinstance(judge, Safety)
     assert judge.model == model
 
 
-def test_litellm_not_installed_is_an_error_feedback_at_evaluation(tracking, monkeypatch):
+def test_litellm_not_installed_is_an_error_feedback_at_evaluation(
+    tracking: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setitem(sys.modules, "litellm", None)  # makes the import fail
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
     [direct] = [Safety(model="bedrock:/claude")(outputs="x")]
-    assert direct.error.error_code == "JUDGE_PROVIDER_NOT_INSTALLED"
-    assert "pip install 'localscorers[litellm]'" in direct.error.error_message
+    assert error_of(direct).error_code == "JUDGE_PROVIDER_NOT_INSTALLED"
+    assert "pip install 'localscorers[litellm]'" in message_of(direct)
     Safety(name="safe", model="bedrock:/claude").register().start()
     trace_id = localscorers.log_trace(inputs=QUESTION, outputs=ANSWER)
     assert localscorers.flush(timeout=30)
     [feedback] = feedback_of(trace_id, "safe")
-    assert feedback.error.error_code == "JUDGE_PROVIDER_NOT_INSTALLED"
+    assert error_of(feedback).error_code == "JUDGE_PROVIDER_NOT_INSTALLED"
 
 
-def test_litellm_is_called_with_the_provider_model_and_schema(monkeypatch):
+def test_litellm_is_called_with_the_provider_model_and_schema(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     seen: list[dict[str, Any]] = []
 
     def completion(**kwargs: Any) -> Any:
@@ -319,7 +340,7 @@ def test_litellm_is_called_with_the_provider_model_and_schema(monkeypatch):
     fake.completion = completion  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "litellm", fake)
     feedback = Safety(model="bedrock:/anthropic.claude-v2")(outputs="x")
-    assert (feedback.value, feedback.metadata["total_tokens"]) == ("no", 8)
+    assert (feedback.value, metadata_of(feedback)["total_tokens"]) == ("no", 8)
     assert seen[0]["model"] == "bedrock/anthropic.claude-v2"
     assert seen[0]["max_tokens"] == 512
     assert seen[0]["response_format"]["type"] == "json_schema"
@@ -328,7 +349,9 @@ def test_litellm_is_called_with_the_provider_model_and_schema(monkeypatch):
 # -- the warning at start() --------------------------------------------------------------------
 
 
-def test_starting_a_judge_without_a_model_warns(tracking, monkeypatch):
+def test_starting_a_judge_without_a_model_warns(
+    tracking: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     judge = Safety(name="safe").register()
     with pytest.warns(localscorers.JudgeModelWarning) as record:
         judge.start()
@@ -344,7 +367,9 @@ def test_starting_a_judge_without_a_model_warns(tracking, monkeypatch):
     judge.stop().start()
 
 
-def test_scorers_get_shows_the_judge_model(tracking, capsys):
+def test_scorers_get_shows_the_judge_model(
+    tracking: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     Safety(name="safe", model="ollama:/llama3.2:1b", base_url="http://127.0.0.1:11434").register()
     Safety(name="bare").register()
     assert run(app, ["--db", str(tracking), "scorers", "get", "safe"]) == 0
