@@ -13,7 +13,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from localscorers.cli.common import console, err_console, prepare, print_json
+from localscorers.cli.common import Column, console, err_console, prepare, print_json, rows_table
 from localscorers.cli.scorers import status_style
 from localscorers.exceptions import ConfigurationError
 from localscorers.report import TimeBucket, save_report_chart, scorer_report
@@ -21,7 +21,7 @@ from localscorers.report import TimeBucket, save_report_chart, scorer_report
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from rich.console import Console
+    from rich.console import Console, RenderableType
 
     from localscorers.report import ScorerReport
 
@@ -73,26 +73,32 @@ def _errors(report: ScorerReport) -> str:
     return f"[{style}]{report.errors} ({report.error_rate:.1%})[/]"
 
 
-def _summary_table(reports: Sequence[ScorerReport], *, title: str) -> Table:
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
-    table.add_column("scorer", style="bold", no_wrap=True)
-    table.add_column("status")
-    table.add_column("evals", justify="right")
-    table.add_column("result", min_width=10)
-    table.add_column("errors", justify="right", no_wrap=True)
-    table.add_column("last (UTC)")
+def _summary_table(
+    reports: Sequence[ScorerReport], *, title: str, width: int | None
+) -> RenderableType:
+    columns = [
+        Column("scorer", key=True),
+        Column("status", min_width=10),
+        Column("evals", min_width=6, justify="right"),
+        Column("result", min_width=10),
+        Column("errors", min_width=8, justify="right"),
+        Column("last (UTC)", min_width=11),
+    ]
+    rows = []
     for report in reports:
         last = report.last_evaluation
-        table.add_row(
-            escape(report.scorer_name),
-            status_style(report.status),
-            str(report.evaluations)
-            + (f" [cyan]+{report.pending} pending[/]" if report.pending else ""),
-            _result(report),
-            _errors(report),
-            last.strftime("%m-%d %H:%M") if last else "-",
+        rows.append(
+            [
+                escape(report.scorer_name),
+                status_style(report.status),
+                str(report.evaluations)
+                + (f" [cyan]+{report.pending} pending[/]" if report.pending else ""),
+                _result(report),
+                _errors(report),
+                last.strftime("%m-%d %H:%M") if last else "-",
+            ]
         )
-    return table
+    return rows_table(title, columns, rows, width=width)
 
 
 def _bucket_table(reports: Sequence[ScorerReport]) -> Table | None:
@@ -109,7 +115,7 @@ def _bucket_table(reports: Sequence[ScorerReport]) -> Table | None:
     )
     table.add_column(width.value.lower(), no_wrap=True)
     for report in with_data:
-        table.add_column(escape(report.scorer_name), justify="right")
+        table.add_column(escape(report.scorer_name), justify="right", overflow="fold")
     cells = {(r.scorer_name, b.start): b for r in with_data for b in r.buckets}
     for start in starts:
         row = [start.strftime(fmt)]
@@ -135,7 +141,8 @@ def render_report(
             highlight=False,
         )
         return
-    out.print(_summary_table(reports, title=f"Scorers of experiment {experiment!r}{window}"))
+    title = f"Scorers of experiment {experiment!r}{window}"
+    out.print(_summary_table(reports, title=title, width=out.width))
     buckets = _bucket_table(reports)
     if buckets is not None:
         out.print(buckets)

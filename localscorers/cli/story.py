@@ -21,14 +21,13 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from localscorers import _clock, _context
+from localscorers.cli.common import Column, rows_table
 from localscorers.cli.report import render_report
 from localscorers.cli.traces import explanation_table
 from localscorers.exceptions import BackfillTimeoutError, ConfigurationError
@@ -47,6 +46,8 @@ from localscorers.tracing import trace, update_current_trace
 from localscorers.tracking import flush, get_experiment_by_name, search_traces, set_experiment
 
 if TYPE_CHECKING:
+    from rich.console import RenderableType
+
     from localscorers.models import Trace
     from localscorers.scorers import Scorer
 
@@ -287,21 +288,27 @@ class _Story:
     def _pending(self) -> int:
         return sum(r.pending for r in scorer_report())
 
-    def scorers_table(self) -> Table:
-        table = Table(title="Registered scorers", title_justify="left", box=box.SIMPLE_HEAD)
-        table.add_column("name", no_wrap=True, min_width=13)
-        for column in ("version", "status", "sample rate", "filter", "description"):
-            table.add_column(column, overflow="fold")
-        for item in list_scorers():
-            table.add_row(
-                item.name,
+    def scorers_table(self) -> RenderableType:
+        columns = [
+            Column("name", key=True),
+            Column("version", min_width=7, justify="right"),
+            Column("status", min_width=10),
+            Column("sample rate", min_width=6, justify="right"),
+            Column("filter", min_width=12),
+            Column("description", min_width=20),
+        ]
+        rows = [
+            [
+                escape(item.name),
                 str(item.version),
                 item.status.value,
                 f"{item.sample_rate:g}",
                 escape(item.filter_string or ""),
                 escape((item.description or "").split("\n", 1)[0]),
-            )
-        return table
+            ]
+            for item in list_scorers()
+        ]
+        return rows_table("Registered scorers", columns, rows, width=self.out.width)
 
 
 def _is_empty(experiment_id: str) -> bool:
@@ -393,7 +400,7 @@ def run_demo(
     story.traffic(live, label="live traffic")
     story.wait_for_online()
     scored = search_traces(filter_string="feedback.is_concise IS NOT NULL", max_results=5)
-    out.print(_feedback_table(scored))
+    out.print(_feedback_table(scored, width=out.width))
 
     _update_and_stop(story, active)
     after_start = _clock.now_ms()
@@ -417,23 +424,27 @@ def run_demo(
     return story.result
 
 
-def _feedback_table(traces: list[Trace]) -> Table:
-    table = Table(title="Latest scored traces", title_justify="left", box=box.SIMPLE_HEAD)
-    table.add_column("trace id", no_wrap=True, min_width=35)
-    table.add_column("env", overflow="fold")
-    table.add_column("online feedback", overflow="fold")
+def _feedback_table(traces: list[Trace], *, width: int) -> RenderableType:
+    columns = [
+        Column("trace id", key=True),
+        Column("env", min_width=7),
+        Column("online feedback", min_width=20),
+    ]
+    rows = []
     for item in traces:
         feedback = sorted(
             (a.name or "", "error" if a.error else repr(a.value))
             for a in item.info.assessments
             if isinstance(a, Feedback)
         )
-        table.add_row(
-            item.info.trace_id,
-            escape(item.info.tags.get("env", "")),
-            escape(", ".join(f"{name}={value}" for name, value in feedback)),
+        rows.append(
+            [
+                item.info.trace_id,
+                escape(item.info.tags.get("env", "")),
+                escape(", ".join(f"{name}={value}" for name, value in feedback)),
+            ]
         )
-    return table
+    return rows_table("Latest scored traces", columns, rows, width=width)
 
 
 def _register_and_start(story: _Story) -> dict[str, Scorer]:
@@ -518,7 +529,7 @@ def _explain(story: _Story, *, start_ms: int, end_ms: int) -> None:
         story.out.print("  No staging trace in the live traffic this time.")
         return
     story.result.explained_trace_id = chosen.info.trace_id
-    story.out.print(explanation_table(explain(chosen.info.trace_id)))
+    story.out.print(explanation_table(explain(chosen.info.trace_id), width=story.out.width))
 
 
 def _pick_filtered_out(candidates: list[Trace]) -> Trace | None:

@@ -185,22 +185,23 @@ def _show_trace(trace: Trace, *, experiment: str) -> None:
         console.print(_assessments_table(trace))
 
 
-def explanation_table(explanation: Explanation) -> Table:
-    """Return ``explain``'s answer as a rich table (the demo prints it too)."""
-    table = Table(
-        title=f"Why each scorer did or did not score {explanation.trace_id}",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-    )
-    table.add_column("scorer", style="bold", overflow="fold")
-    table.add_column("outcome", overflow="fold")
-    table.add_column("detail", overflow="fold")
-    for entry in explanation:
-        style = _OUTCOME_STYLES[entry.outcome]
-        table.add_row(
-            escape(entry.scorer_name), f"[{style}]{entry.outcome.words}[/]", escape(entry.detail)
-        )
-    return table
+def explanation_table(explanation: Explanation, *, width: int | None = None) -> RenderableType:
+    """Return ``explain``'s answer as a table (the demo prints it too)."""
+    columns = [
+        Column("scorer", key=True),
+        Column("outcome", min_width=12),
+        Column("detail", min_width=24),
+    ]
+    rows = [
+        [
+            escape(entry.scorer_name),
+            f"[{_OUTCOME_STYLES[entry.outcome]}]{entry.outcome.words}[/]",
+            escape(entry.detail),
+        ]
+        for entry in explanation
+    ]
+    title = f"Why each scorer did or did not score {explanation.trace_id}"
+    return rows_table(title, columns, rows, width=width)
 
 
 def _explanation_json(explanation: Explanation) -> dict[str, Any]:
