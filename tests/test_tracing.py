@@ -8,28 +8,30 @@ import logging
 import re
 import threading
 import time
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, NoReturn
 
 import pytest
 
 import localscorers
-from localscorers import ConfigurationError, TraceStatus, _context
+from localscorers import ConfigurationError, Span, Trace, TraceStatus, _context
 
 
 @pytest.fixture(autouse=True)
-def tracking_db(tmp_path: Path):
+def tracking_db(tmp_path: Path) -> Path:
     localscorers.set_tracking_uri(tmp_path / "t.db")
     return tmp_path / "t.db"
 
 
-def only_trace():
+def only_trace() -> Trace:
     traces = localscorers.search_traces()
     assert len(traces) == 1, [t.info.name for t in traces]
     return traces[0]
 
 
-def spans_by_name(trace):
+def spans_by_name(trace: Trace) -> dict[str, Span]:
     spans = {s.name: s for s in trace.data.spans}
     assert len(spans) == len(trace.data.spans), "span names are unique in these tests"
     return spans
@@ -40,7 +42,7 @@ def spans_by_name(trace):
 
 def test_trace_records_arguments_return_value_and_timing() -> None:
     @localscorers.trace
-    def answer(question, context="none", *, temperature=0.0):
+    def answer(question: str, context: str = "none", *, temperature: float = 0.0) -> dict[str, str]:
         return {"answer": question.upper(), "context": context}
 
     before = datetime.now(UTC).replace(microsecond=0)
@@ -81,13 +83,14 @@ def test_trace_and_feedback_ids_are_unique_and_start_with_their_time() -> None:
     assert stamps == sorted(stamps)
     assert before_ms <= stamps[0]
     assert stamps[-1] <= after_ms
+    assert feedback.assessment_id is not None
     assert re.fullmatch(r"a-[0-9a-f]{32}", feedback.assessment_id)
     assert stamps[-1] <= int(feedback.assessment_id[2:14], 16) <= after_ms
 
 
 def test_trace_options_name_type_and_attributes() -> None:
     @localscorers.trace(name="lookup", span_type="RETRIEVER", attributes={"index": "docs", "k": 3})
-    def search(query):
+    def search(query: str) -> list[str]:
         return [query]
 
     search("q")
@@ -101,12 +104,12 @@ def test_trace_options_name_type_and_attributes() -> None:
 def test_methods_leave_out_self_and_cls() -> None:
     class Agent:
         @localscorers.trace
-        def run(self, question):
+        def run(self, question: str) -> str:
             return question
 
         @classmethod
         @localscorers.trace
-        def build(cls, size=2):
+        def build(cls, size: int = 2) -> int:
             return size
 
     Agent().run("q")
@@ -117,7 +120,7 @@ def test_methods_leave_out_self_and_cls() -> None:
 
 def test_values_are_snapshotted_when_set() -> None:
     @localscorers.trace
-    def grow(items):
+    def grow(items: list[str]) -> list[str]:
         items.append("added inside")
         return items
 
@@ -132,14 +135,14 @@ def test_values_are_snapshotted_when_set() -> None:
 
 def test_unencodable_values_do_not_break_the_call() -> None:
     class Stubborn:
-        def __str__(self):
+        def __str__(self) -> str:
             raise RuntimeError("no str for you")
 
-    circular = []
+    circular: list[object] = []
     circular.append(circular)
 
     @localscorers.trace
-    def call(thing, loop):
+    def call(thing: object, loop: object) -> str:
         return "done"
 
     assert call(Stubborn(), circular) == "done"
@@ -159,7 +162,7 @@ def test_trace_goes_to_the_active_experiment() -> None:
     experiment = localscorers.set_experiment("tracing")
 
     @localscorers.trace
-    def call():
+    def call() -> int:
         return 1
 
     call()
@@ -168,7 +171,7 @@ def test_trace_goes_to_the_active_experiment() -> None:
 
 
 @localscorers.scorer
-def is_short(outputs):
+def is_short(outputs: Any) -> bool:
     return len(outputs) < 10
 
 
@@ -176,7 +179,7 @@ def test_a_traced_call_is_scored_online_by_an_active_scorer() -> None:
     is_short.register(name="is_short").start()
 
     @localscorers.trace
-    def reply(text):
+    def reply(text: str) -> str:
         return text * 2
 
     reply("hi")
@@ -190,17 +193,17 @@ def test_a_traced_call_is_scored_online_by_an_active_scorer() -> None:
 
 def test_nested_spans_form_one_trace_with_parent_links() -> None:
     @localscorers.trace(span_type="RETRIEVER")
-    def retrieve(query):
+    def retrieve(query: str) -> list[str]:
         return ["doc"]
 
     @localscorers.trace(span_type="LLM")
-    def generate(prompt):
+    def generate(prompt: str) -> str:
         with localscorers.start_span("tokenize", inputs={"text": prompt}) as span:
             span.set_outputs(["tok"])
         return "text"
 
     @localscorers.trace(span_type="CHAIN")
-    def pipeline(question):
+    def pipeline(question: str) -> str:
         return generate(str(retrieve(question)))
 
     pipeline("q")
@@ -269,7 +272,7 @@ def test_an_exception_is_recorded_and_reraised_unchanged() -> None:
     error = ValueError("bad input")
 
     @localscorers.trace
-    def fail(x):
+    def fail(x: int) -> NoReturn:
         raise error
 
     with pytest.raises(ValueError, match="bad input") as raised:
@@ -293,11 +296,11 @@ def test_an_exception_is_recorded_and_reraised_unchanged() -> None:
 
 def test_an_error_caught_inside_leaves_the_trace_ok() -> None:
     @localscorers.trace
-    def flaky():
+    def flaky() -> NoReturn:
         raise KeyError("missing")
 
     @localscorers.trace
-    def robust():
+    def robust() -> str:
         try:
             flaky()
         except KeyError:
@@ -331,11 +334,11 @@ def test_a_failed_write_is_logged_and_the_result_still_returned(
         )
 
     @localscorers.trace
-    def compute(x):
+    def compute(x: int) -> int:
         return x * 2
 
     @localscorers.trace
-    def fail():
+    def fail() -> NoReturn:
         raise LookupError("user error")
 
     with caplog.at_level(logging.ERROR, logger="localscorers.tracing"):
@@ -344,10 +347,9 @@ def test_a_failed_write_is_logged_and_the_result_still_returned(
             fail()
     failures = [r for r in caplog.records if r.name == "localscorers.tracing"]
     assert len(failures) == 2
-    assert all(
-        r.exc_info and isinstance(r.exc_info[1], localscorers.ConflictError) for r in failures
-    )
-    assert all("disk full" in str(r.exc_info[1]) for r in failures)
+    errors = [r.exc_info[1] if r.exc_info else None for r in failures]
+    assert all(isinstance(e, localscorers.ConflictError) for e in errors)
+    assert all("disk full" in str(e) for e in errors)
     with db.write() as conn:
         conn.exec_driver_sql("DROP TRIGGER refuse")
     assert localscorers.search_traces() == []
@@ -358,11 +360,11 @@ def test_a_failed_write_is_logged_and_the_result_still_returned(
 
 def test_update_current_trace_tags_and_metadata_land_on_the_trace() -> None:
     @localscorers.trace
-    def child():
+    def child() -> None:
         localscorers.update_current_trace(tags={"stage": "child", "attempt": 2})
 
     @localscorers.trace
-    def handler(user):
+    def handler(user: str) -> str:
         localscorers.update_current_trace(
             tags={"env": "prod", "stage": "root"},
             metadata={"mlflow.trace.session": "s1", "mlflow.trace.user": user},
@@ -385,7 +387,7 @@ def test_update_current_trace_outside_a_trace_raises() -> None:
 def test_update_current_trace_refuses_bad_tags() -> None:
     with localscorers.start_span("root"):
         with pytest.raises(ConfigurationError, match="tags must be a dict"):
-            localscorers.update_current_trace(tags=["a"])
+            localscorers.update_current_trace(tags=["a"])  # type: ignore[arg-type]
         with pytest.raises(ConfigurationError, match="metadata keys must be non-empty strings"):
             localscorers.update_current_trace(metadata={"": "x"})
 
@@ -395,7 +397,7 @@ def test_update_current_trace_refuses_bad_tags() -> None:
 
 def test_a_plain_thread_starts_its_own_trace() -> None:
     @localscorers.trace
-    def work(n):
+    def work(n: int) -> int:
         return n
 
     with localscorers.start_span("main") as main:
@@ -406,7 +408,7 @@ def test_a_plain_thread_starts_its_own_trace() -> None:
             t.join()
 
     traces = localscorers.search_traces()
-    assert sorted(t.info.name for t in traces) == ["main", "work", "work"]
+    assert sorted(str(t.info.name) for t in traces) == ["main", "work", "work"]
     for trace in traces:
         assert len(trace.data.spans) == 1
         assert trace.data.spans[0].parent_id is None
@@ -416,7 +418,7 @@ def test_a_plain_thread_starts_its_own_trace() -> None:
 
 def test_copy_context_run_joins_the_parents_trace() -> None:
     @localscorers.trace
-    def work(n):
+    def work(n: int) -> int:
         return n * 10
 
     with localscorers.start_span("main") as main:
@@ -436,11 +438,11 @@ def test_concurrent_threads_keep_their_traces_apart() -> None:
     barrier = threading.Barrier(count)
 
     @localscorers.trace
-    def leaf(worker):
+    def leaf(worker: int) -> int:
         return worker
 
     @localscorers.trace
-    def root(worker):
+    def root(worker: int) -> int:
         barrier.wait()
         leaf(worker)
         barrier.wait()
@@ -462,12 +464,12 @@ def test_concurrent_threads_keep_their_traces_apart() -> None:
 
 def test_asyncio_tasks_join_the_trace_they_were_created_in() -> None:
     @localscorers.trace
-    async def fetch(n):
+    async def fetch(n: int) -> int:
         await asyncio.sleep(0)
         return n + 1
 
     @localscorers.trace
-    async def gather_all():
+    async def gather_all() -> Sequence[int]:
         return await asyncio.gather(fetch(1), fetch(2))
 
     assert asyncio.run(gather_all()) == [2, 3]
@@ -482,16 +484,16 @@ def test_asyncio_tasks_join_the_trace_they_were_created_in() -> None:
 
 def test_asyncio_tasks_outside_a_span_start_their_own_traces() -> None:
     @localscorers.trace
-    async def handle(n):
+    async def handle(n: int) -> int:
         inner = asyncio.create_task(step(n))
         return await inner
 
     @localscorers.trace
-    async def step(n):
+    async def step(n: int) -> int:
         await asyncio.sleep(0)
         return n
 
-    async def main():
+    async def main() -> Sequence[int]:
         return await asyncio.gather(handle(1), handle(2))
 
     assert asyncio.run(main()) == [1, 2]
@@ -505,7 +507,7 @@ def test_asyncio_tasks_outside_a_span_start_their_own_traces() -> None:
 
 def test_an_async_exception_is_recorded_and_reraised() -> None:
     @localscorers.trace
-    async def fail():
+    async def fail() -> NoReturn:
         await asyncio.sleep(0)
         raise TimeoutError("slow")
 
@@ -519,7 +521,7 @@ def test_a_span_still_open_when_the_root_ends_is_kept_in_progress(
 ) -> None:
     started, release = threading.Event(), threading.Event()
 
-    def slow():
+    def slow() -> None:
         with localscorers.start_span("slow"):
             started.set()
             release.wait(timeout=30)
@@ -542,7 +544,7 @@ def test_a_span_still_open_when_the_root_ends_is_kept_in_progress(
 def test_a_span_started_after_its_parents_trace_was_written_gets_its_own_trace(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    def late():
+    def late() -> None:
         with localscorers.start_span("late"):
             pass
 
@@ -561,7 +563,7 @@ def test_a_span_started_after_its_parents_trace_was_written_gets_its_own_trace(
 
 def test_a_generator_span_covers_the_iteration_and_collects_the_items() -> None:
     @localscorers.trace(span_type="LLM")
-    def stream(n):
+    def stream(n: int) -> Iterator[str]:
         for i in range(n):
             with localscorers.start_span(f"chunk-{i}"):
                 pass
@@ -583,7 +585,7 @@ def test_a_generator_span_covers_the_iteration_and_collects_the_items() -> None:
 
 def test_a_generator_stopped_early_ends_normally() -> None:
     @localscorers.trace
-    def numbers():
+    def numbers() -> Iterator[int]:
         yield from range(100)
 
     for number in numbers():
@@ -596,11 +598,11 @@ def test_a_generator_stopped_early_ends_normally() -> None:
 
 def test_a_generator_error_is_recorded_and_reraised() -> None:
     @localscorers.trace
-    def broken():
+    def broken() -> Iterator[int]:
         yield 1
         raise RuntimeError("stream broke")
 
-    received = []
+    received: list[int] = []
     with pytest.raises(RuntimeError, match="stream broke"):
         received.extend(broken())
     trace = only_trace()
@@ -610,7 +612,7 @@ def test_a_generator_error_is_recorded_and_reraised() -> None:
 
 def test_a_generator_keeps_send_throw_and_its_return_value() -> None:
     @localscorers.trace
-    def echo():
+    def echo() -> Generator[str, str, str]:
         received = yield "ready"
         try:
             yield f"got {received}"
@@ -632,14 +634,14 @@ def test_a_generator_keeps_send_throw_and_its_return_value() -> None:
 
 def test_an_async_generator_span_covers_the_iteration_and_collects_the_items() -> None:
     @localscorers.trace(span_type="LLM")
-    async def stream(n):
+    async def stream(n: int) -> AsyncIterator[str]:
         for i in range(n):
             await asyncio.sleep(0)
             with localscorers.start_span(f"chunk-{i}"):
                 pass
             yield f"token{i}"
 
-    async def consume():
+    async def consume() -> list[tuple[str, object]]:
         # The consumer's code between items runs outside the generator's span.
         return [(item, localscorers.get_current_active_span()) async for item in stream(3)]
 
@@ -657,11 +659,11 @@ def test_an_async_generator_span_covers_the_iteration_and_collects_the_items() -
 
 def test_an_async_generator_closed_early_ends_normally() -> None:
     @localscorers.trace
-    async def numbers():
+    async def numbers() -> AsyncGenerator[int]:
         for number in range(100):
             yield number
 
-    async def first_three():
+    async def first_three() -> list[int]:
         gen = numbers()
         taken = [await anext(gen) for _ in range(3)]
         await gen.aclose()
@@ -675,15 +677,16 @@ def test_an_async_generator_closed_early_ends_normally() -> None:
 
 def test_an_async_generator_error_is_recorded_and_reraised() -> None:
     @localscorers.trace
-    async def broken():
+    async def broken() -> AsyncIterator[int]:
         yield 1
         raise RuntimeError("stream broke")
 
-    async def consume(received):
+    async def consume(received: list[int]) -> None:
         async for item in broken():
-            received.append(item)
+            # Item by item (not extend): what arrived before the error must be kept.
+            received.append(item)  # noqa: PERF401
 
-    received = []
+    received: list[int] = []
     with pytest.raises(RuntimeError, match="stream broke"):
         asyncio.run(consume(received))
     assert received == [1]
@@ -694,14 +697,14 @@ def test_an_async_generator_error_is_recorded_and_reraised() -> None:
 
 def test_an_async_generator_keeps_asend_and_athrow() -> None:
     @localscorers.trace
-    async def echo():
+    async def echo() -> AsyncGenerator[str, str]:
         received = yield "ready"
         try:
             yield f"got {received}"
         except KeyError:
             yield "handled"
 
-    async def talk():
+    async def talk() -> list[str]:
         gen = echo()
         said = [await anext(gen), await gen.asend("ping"), await gen.athrow(KeyError("k"))]
         with pytest.raises(StopAsyncIteration):
@@ -721,11 +724,11 @@ def test_bad_arguments_raise_configuration_errors() -> None:
     with pytest.raises(ConfigurationError, match="span name must be a non-blank string"):
         localscorers.trace(name="  ")
     with pytest.raises(ConfigurationError, match="span_type must be a non-empty string"):
-        localscorers.trace(span_type=3)
+        localscorers.trace(span_type=3)  # type: ignore[call-overload]
     with pytest.raises(ConfigurationError, match="attributes must be a dict"):
-        localscorers.trace(attributes=[("a", 1)])
+        localscorers.trace(attributes=[("a", 1)])  # type: ignore[call-overload]
     with pytest.raises(ConfigurationError, match="decorates functions"):
-        localscorers.trace("not a function")
+        localscorers.trace("not a function")  # type: ignore[call-overload]
     with pytest.raises(ConfigurationError, match="span name must be a non-blank string"):
         localscorers.start_span("").__enter__()
     with localscorers.start_span("root") as span:
