@@ -131,3 +131,20 @@ def test_demo_as_a_process_under_30_seconds(tmp_path: Path):
     assert "200 traces" in output
     assert "Traceback" not in completed.stderr
     assert elapsed < 30
+
+
+@pytest.mark.parametrize("width", [60, 80, 120])
+def test_demo_at_any_width_cuts_nothing(tmp_path: Path, width: int):
+    localscorers.set_tracking_uri(tmp_path / "story.db")
+    out = StringIO()
+    result = story.run_demo(console=Console(file=out, width=width), traces=20)
+    text = out.getvalue()
+    assert "…" not in text
+    lines = text.splitlines()
+    for name in ("answer_length", "cites_source", "helpfulness", "is_concise"):
+        assert any(name in line for line in lines), name
+    assert any(result.explained_trace_id in line for line in lines)
+    # The closing commands are printed unwrapped on purpose, to be copied whole.
+    assert all(
+        len(line.rstrip()) <= width for line in lines if not line.startswith("  localscorers")
+    )
