@@ -20,7 +20,6 @@ from rich.console import Console
 
 import localscorers
 from localscorers.cli.story import run_demo
-from localscorers.explain import explain
 from localscorers.server.settings import ServerSettings
 from tests.test_ui_http import serve_ui
 
@@ -189,7 +188,7 @@ def test_trace_page_shows_spans_feedback_and_explain(
         1 for a in trace.info.assessments if isinstance(a, localscorers.Feedback)
     )
     explained = page.locator("#explain tbody tr").all_inner_texts()
-    entries = explain(trace_id)
+    entries = localscorers.explain(trace_id)
     assert len(explained) == len(entries) == 4
     for row, entry in zip(explained, entries, strict=True):
         assert entry.scorer_name in row
