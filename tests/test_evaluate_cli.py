@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import localscorers
-from localscorers.cli.application import app
+from localscorers.cli import app
 from localscorers.cli.common import run
 
 ROWS = [

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from localscorers import ConfigurationError, _clock
-from localscorers.cli.application import app
+from localscorers.cli import app
 from localscorers.cli.common import run
 from localscorers.store import judge_cache
 from localscorers.store.database import Database

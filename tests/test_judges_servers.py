@@ -26,7 +26,7 @@ from localscorers import (
     TransientError,
     make_judge,
 )
-from localscorers.cli.application import app
+from localscorers.cli import app
 from localscorers.cli.common import run
 from localscorers.judges import openai as openai_provider
 from localscorers.judges.providers import ModelRequestError, resolve_model
