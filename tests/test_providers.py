@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from localscorers import ConfigurationError, ScorerLoadError, TransientError
-from localscorers.judges import providers
+from localscorers.judges import transport
 from localscorers.judges.providers import (
     CallableModel,
     ChatModel,
@@ -251,10 +251,10 @@ def test_concurrency_limit_is_per_endpoint_and_model(
     monkeypatch.setenv("LOCALSCORERS_JUDGE_TIMEOUT", "30")
     first = threading.Thread(target=call)
     first.start()
-    limits = providers._limits_for(llm.base_url, "m")
+    limits = transport.limits_for(llm.base_url, "m")
     assert llm.received.wait(timeout=10)  # the first call reached the server
     assert not limits.semaphore.acquire(blocking=False)  # the one slot is taken
-    other = providers._limits_for(llm.base_url, "other-model")
+    other = transport.limits_for(llm.base_url, "other-model")
     assert other.semaphore.acquire(blocking=False)  # another model has its own
     other.semaphore.release()
     llm.release.set()
@@ -285,11 +285,11 @@ def test_rate_limiter_spaces_requests_evenly() -> None:
 
 def test_rpm_setting_applies_a_limiter(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOCALSCORERS_JUDGE_RPM", "120")
-    limits = providers._limits_for("http://example.invalid/v1", "m")
+    limits = transport.limits_for("http://example.invalid/v1", "m")
     assert limits.limiter is not None
     assert limits.limiter.rpm == 120
     monkeypatch.delenv("LOCALSCORERS_JUDGE_RPM")
-    assert providers._limits_for("http://example.invalid/v1", "m").limiter is None
+    assert transport.limits_for("http://example.invalid/v1", "m").limiter is None
 
 
 @pytest.mark.parametrize(
