@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -63,3 +65,45 @@ def subprocess_env(db_path: Path) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     env["LOCALSCORERS_TRACKING_URI"] = f"sqlite:///{db_path}"
     return env
+
+
+# The store contract: tests taking ``store_uri`` (or ``contract_tracking``) run once per
+# backend. PostgreSQL needs LOCALSCORERS_TEST_POSTGRES_URI (.ci/run starts a server and
+# sets it); without it those runs are skipped, saying why.
+POSTGRES_ENV = "LOCALSCORERS_TEST_POSTGRES_URI"
+BACKENDS = ("sqlite", "postgres")
+
+
+def postgres_base_uri() -> str:
+    """Return the test server's URI, or skip the test with the reason."""
+    uri = os.environ.get(POSTGRES_ENV)
+    if not uri:
+        pytest.skip(f"{POSTGRES_ENV} is not set: no PostgreSQL server for this test")
+    return uri
+
+
+def fresh_postgres_schema(base: str) -> str:
+    """Create an empty schema on the test server; return a URI whose search_path is it."""
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {name}")
+    joiner = "&" if "?" in base else "?"
+    return f"{base}{joiner}options={quote(f'-csearch_path={name}')}"
+
+
+@pytest.fixture(params=BACKENDS)
+def store_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database URI: a SQLite file, then a PostgreSQL schema."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'localscorers.db'}"
+    return fresh_postgres_schema(postgres_base_uri())
+
+
+@pytest.fixture
+def contract_tracking(store_uri: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Use a fresh database of each backend for the test (child processes too); return its URI."""
+    monkeypatch.setenv("LOCALSCORERS_TRACKING_URI", store_uri)
+    localscorers.set_tracking_uri(store_uri)
+    return store_uri

@@ -32,8 +32,8 @@ def test_uri_forms_normalize(tmp_path: Path) -> None:
     ("uri", "message"),
     [
         ("", "The tracking URI is empty"),
-        ("postgresql://localhost/db", "Unsupported tracking URI 'postgresql://localhost/db'"),
-        ("http://example.invalid", "stores data in SQLite"),
+        ("mysql://localhost/db", "Unsupported tracking URI 'mysql://localhost/db'"),
+        ("http://example.invalid", "stores data in SQLite or PostgreSQL"),
     ],
 )
 def test_bad_uris_are_configuration_errors(uri: str, message: str) -> None:

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from localscorers.store import dialect
+
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Dialect
 
@@ -65,7 +67,7 @@ class CompiledStatement:
         if not rows:
             return
         params: Any = self._bind_many(rows)
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cursor = _cursor(conn)
         try:
             cursor.executemany(self.sql, params)
         except _driver_error(conn) as exc:
@@ -79,7 +81,7 @@ class CompiledStatement:
         Raises:
             sqlalchemy.exc.DBAPIError: the driver failed.
         """
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cursor = _cursor(conn)
         try:
             cursor.execute(self.sql, self._bind(params))
             return list(cursor.fetchall())
@@ -87,6 +89,14 @@ class CompiledStatement:
             raise _wrapped(conn, self.sql, exc) from exc
         finally:
             cursor.close()
+
+
+def _cursor(conn: Connection) -> Any:  # noqa: ANN401 - the driver's cursor
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    if conn.dialect.name == "postgresql":
+        # Rows come back as SQLite gives them: JSON as text, decoded by the caller.
+        dialect.of(conn).json_as_text(cursor)
+    return cursor
 
 
 def _driver_error(conn: Connection) -> type[Exception]:
@@ -110,11 +120,17 @@ def _cached(key: str, conn: Connection, build: Any) -> CompiledStatement:  # noq
 
 
 def compiled_insert(conn: Connection, table: sa.Table) -> CompiledStatement:
-    """Return ``INSERT INTO table (all columns)`` compiled for the connection's dialect."""
+    """Return ``INSERT INTO table (all columns)`` compiled for the connection's dialect.
+
+    An autoincrement id is left out: the database assigns it (PostgreSQL refuses NULL).
+    """
+    serial = table.autoincrement_column
     return _cached(
         f"insert:{table.name}",
         conn,
-        lambda: sa.insert(table).values({c.name: sa.bindparam(c.name) for c in table.c}),
+        lambda: sa.insert(table).values(
+            {c.name: sa.bindparam(c.name) for c in table.c if c is not serial}
+        ),
     )
 
 

@@ -35,7 +35,7 @@ from localscorers.exceptions import (
     NotADatabaseError,
     TransactionError,
 )
-from localscorers.store import codec, migrations, sqlite
+from localscorers.store import codec, dialect, migrations, sqlite
 
 __all__ = ["MEMORY_URI", "Database", "default_tracking_uri", "normalize_uri"]
 
@@ -67,8 +67,11 @@ def default_tracking_uri() -> str:
 def normalize_uri(uri: str | os.PathLike[str]) -> str:
     """Turn a ``sqlite:///`` URI or a filesystem path into a canonical ``sqlite:///`` URI.
 
+    ``postgresql://`` and ``postgresql+psycopg://`` URIs are returned as given.
+
     Raises:
-        ConfigurationError: the URI is empty or names a database other than SQLite.
+        ConfigurationError: the URI is empty or names a database other than SQLite
+            or PostgreSQL.
     """
     text = os.fspath(uri).strip()
     if not text:
@@ -78,12 +81,15 @@ def normalize_uri(uri: str | os.PathLike[str]) -> str:
         )
     if text in {":memory:", MEMORY_URI}:
         return MEMORY_URI
+    if dialect.is_postgres_uri(text):
+        return text
     if text.startswith("sqlite:///"):
         path = text.removeprefix("sqlite:///")
     elif "://" in text:
         raise ConfigurationError(
-            f"Unsupported tracking URI {text!r}: localscorers stores data in SQLite. "
-            "Use 'sqlite:///path/to/file.db', a file path, or 'sqlite:///:memory:'."
+            f"Unsupported tracking URI {text!r}: localscorers stores data in SQLite or "
+            "PostgreSQL. Use 'sqlite:///path/to/file.db', a file path, "
+            "'sqlite:///:memory:', or 'postgresql://user:password@host:5432/database'."
         )
     else:
         path = text
@@ -123,8 +129,12 @@ class Database:
         self.uri = normalize_uri(uri)
         self.busy_timeout = busy_timeout if busy_timeout is not None else _busy_timeout_from_env()
         self.is_memory = self.uri == MEMORY_URI
+        # PostgreSQL: many writers at once (row locks, not a file lock), no file to watch.
+        self.is_postgres = dialect.is_postgres_uri(self.uri)
         self.path: Path | None = (
-            None if self.is_memory else Path(self.uri.removeprefix("sqlite:///"))
+            None
+            if self.is_memory or self.is_postgres
+            else Path(self.uri.removeprefix("sqlite:///"))
         )
         self._lock = threading.RLock()
         self._local = threading.local()
@@ -136,13 +146,22 @@ class Database:
         self.engine = self._create_engine()
         try:
             with self._translate_errors("open"):
-                migrations.migrate(self.engine, path=str(self.path or ":memory:"))
+                migrations.migrate(self.engine, path=self._display())
         except BaseException:
             self.engine.dispose()
             raise
         self._identity = self._file_identity()
 
+    def _display(self) -> str:
+        """The database as messages name it: its path, or its URI without a password."""
+        if self.is_postgres:
+            return str(dialect.module("postgresql").display_uri(self.uri))
+        return str(self.path) if self.path is not None else ":memory:"
+
     def _create_engine(self) -> sa.Engine:
+        if self.is_postgres:
+            engine: sa.Engine = dialect.module("postgresql").create_engine(self.uri)
+            return engine
         if self.path is not None:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -226,7 +245,9 @@ class Database:
             yield outer
             return
         self._wait_if_full()
-        with self._lock, self._translate_errors("write"), self.engine.connect() as conn:
+        # SQLite has one writer: queue in-process. PostgreSQL writers run side by side.
+        guard = nullcontext() if self.is_postgres else self._lock
+        with guard, self._translate_errors("write"), self.engine.connect() as conn:
             conn.execution_options(**{sqlite.BEGIN_OPTION: "IMMEDIATE"})
             self._local.write_conn = conn
             try:
@@ -274,7 +295,7 @@ class Database:
         try:
             yield
         except DBAPIError as exc:
-            if sqlite.is_locked_error(exc):
+            if dialect.of(self.engine).is_locked_error(exc):
                 raise DatabaseBusyError(
                     timeout=self.busy_timeout, detail=f"during a {what}"
                 ) from exc
@@ -286,10 +307,10 @@ class Database:
             raise error from exc
 
     def _typed_error(self, exc: DBAPIError) -> DatabaseError | None:
-        kind = sqlite.error_kind(exc)
+        kind = dialect.of(self.engine).error_kind(exc)
         if kind is None:
             return None
-        path = str(self.path) if self.path is not None else ":memory:"
+        path = self._display()
         detail = str(exc.orig)  # SQLite's message only: never the SQL text
         if self.moved():
             return DatabaseMovedError(path=path, detail=detail)

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from localscorers import _clock
 from localscorers.exceptions import ConfigurationError, JobNotFoundError
 from localscorers.models import BackfillJob, JobStatus
-from localscorers.store import schema
+from localscorers.store import dialect, schema
 from localscorers.store.backfill_pages import Plan, ScorerSpec
 from localscorers.store.ledger import move_requests
 from localscorers.store.results import Finished, insert_finished
@@ -283,6 +283,8 @@ def claim_job(db: Database, owner: str, lease_ms: int) -> ClaimedJob | None:
         if conn.execute(claimable).first() is None:
             return None
     with db.write() as conn:
+        # PostgreSQL: runners on other hosts skip a job being claimed here.
+        claimable = dialect.of(conn).claim_rows(claimable)
         while (row := conn.execute(claimable).first()) is not None:
             where = j.c.job_id == row.job_id
             if row.cancel_requested:

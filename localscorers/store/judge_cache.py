@@ -36,7 +36,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from localscorers import _clock
 from localscorers.exceptions import ConfigurationError, StoreError
-from localscorers.store import schema, sqlite
+from localscorers.store import dialect, schema
 
 if TYPE_CHECKING:
     from localscorers.evaluation.execution import EvaluationContext
@@ -192,7 +192,7 @@ def put(db: Database, key: str, *, model: str, response: str, usage: dict[str, i
     }
     try:
         with db.write() as conn:
-            conn.execute(sqlite.insert_ignore(schema.judge_cache).values(**row))
+            conn.execute(dialect.of(conn).insert_ignore(schema.judge_cache).values(**row))
         if next(_writes) % _PRUNE_EVERY == 0:
             prune(db)
     except (StoreError, SQLAlchemyError, ConfigurationError) as exc:

@@ -9,7 +9,9 @@ that died loses its lease when it expires and the row is claimed again, so each 
 ends with exactly one set of feedback whatever crashes.
 
 On SQLite, ``BEGIN IMMEDIATE`` makes a claim exclusive. On PostgreSQL the same claim
-would select with ``FOR UPDATE SKIP LOCKED``.
+selects with ``FOR UPDATE SKIP LOCKED`` (``dialect.claim_rows``), so claimers on many
+hosts take different rows, and completion locks its rows (``FOR UPDATE``) before it
+checks that the lease is still ours.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import sqlalchemy as sa
 
 from localscorers import _clock
 from localscorers.models import EvaluationStatus, Feedback
-from localscorers.store import bulk, schema
+from localscorers.store import bulk, dialect, schema
 from localscorers.store.requests import (
     Requests,
     move,
@@ -190,6 +192,7 @@ class EvaluationQueue:
         )
         requests = read_requests(self._db, limit)
         with self._db.write() as conn:
+            query = dialect.of(conn).claim_rows(query)
             rows = self._take_over(conn, conn.execute(query).all(), now)
             if rows:
                 conn.execute(
@@ -335,13 +338,11 @@ class EvaluationQueue:
             )
         ids = [o.claim.id for o in outcomes]
         with self._db.write() as conn:
-            ours = set(
-                conn.execute(
-                    sa.select(e.c.id).where(
-                        e.c.id.in_(ids), e.c.lease_owner == self.owner, e.c.status == _PENDING
-                    )
-                ).scalars()
+            # Locked until we commit: a takeover cannot slip in between check and write.
+            mine = sa.select(e.c.id).where(
+                e.c.id.in_(ids), e.c.lease_owner == self.owner, e.c.status == _PENDING
             )
+            ours = set(conn.execute(dialect.of(conn).lock_rows(mine)).scalars())
             final_rows = [row for i, row in finals.items() if i in ours]
             retry_rows = [row for i, row in retries.items() if i in ours]
             bulk.compiled_select(conn, "evaluations:finish", _finish).executemany(conn, final_rows)

@@ -1,5 +1,8 @@
 """Ordered schema migrations, recorded in ``PRAGMA user_version`` (STYLE.md rule 17).
 
+On PostgreSQL the version is a row of ``localscorers_schema`` and migrations take an
+advisory lock (``store.postgres``); the same steps run on both.
+
 Each migration runs in one ``BEGIN IMMEDIATE`` transaction together with the
 version bump, so a failure leaves the database exactly as it was.
 """
@@ -14,7 +17,7 @@ import sqlalchemy as sa
 
 from localscorers import _clock
 from localscorers.exceptions import SchemaVersionError
-from localscorers.store import schema, sqlite
+from localscorers.store import dialect, schema, sqlite
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -112,19 +115,24 @@ def migrate(engine: Engine, *, path: str, migrations: Sequence[Migration] = MIGR
         SchemaVersionError: the database is newer than this code.
     """
     expected = len(migrations)
+    # SQLite keeps the version in PRAGMA user_version, PostgreSQL in a one-row table.
+    versions = dialect.of(engine)
     with engine.connect() as conn:
-        found = sqlite.get_user_version(conn)
+        found = versions.get_user_version(conn)
     if found > expected:
         raise SchemaVersionError(path=path, found=found, expected=expected)
     for index in range(found, expected):
         with engine.connect() as conn:
             conn.execution_options(**{sqlite.BEGIN_OPTION: "IMMEDIATE"})
             with conn.begin():
+                versions.lock_migrations(conn)
                 # Re-read inside the write lock: another process may have migrated meanwhile.
-                current = sqlite.get_user_version(conn)
+                current = versions.get_user_version(conn)
+                if current > expected:
+                    raise SchemaVersionError(path=path, found=current, expected=expected)
                 if current > index:
                     continue
                 migrations[index](conn)
-                sqlite.set_user_version(conn, index + 1)
+                versions.set_user_version(conn, index + 1)
                 logger.info("migrated %s to schema version %s", path, index + 1)
     return expected

@@ -92,6 +92,7 @@ class Requests:
 
     last_id: int
     rows: list[list[dict[str, Any]]]  # per request, oldest first
+    ids: tuple[int, ...] = ()  # the requests' ids, in the order of ``rows``
 
 
 def read_requests(db: Database, limit: int) -> Requests | None:
@@ -126,7 +127,21 @@ def read_requests(db: Database, limit: int) -> Requests | None:
         ]
         for _id, trace_id, experiment_id, scorers, enqueued_ms in found
     ]
-    return Requests(found[-1][0], rows)
+    return Requests(found[-1][0], rows, tuple(row[0] for row in found))
+
+
+def _delete_returning(conn: Connection, requests: Requests) -> list[list[dict[str, Any]]]:
+    """Delete the requests read, returning the rows of those that were still there.
+
+    PostgreSQL has many writers and ids commit out of order, so "the newest
+    ``rowcount``" does not name what was deleted: ``RETURNING`` does. A request another
+    mover deleted first is waited for (its row lock) and then not returned.
+    """
+    r = schema.evaluation_requests
+    gone = set(
+        conn.execute(sa.delete(r).where(r.c.id.in_(list(requests.ids))).returning(r.c.id)).scalars()
+    )
+    return [rows for i, rows in zip(requests.ids, requests.rows, strict=True) if i in gone]
 
 
 def move(
@@ -147,8 +162,11 @@ def move(
     (trace, scorer, version) one evaluation. Returns how many rows were leased to ``owner``.
     """
     r = schema.evaluation_requests
-    deleted = conn.execute(sa.delete(r).where(r.c.id <= requests.last_id)).rowcount
-    still_there = requests.rows[max(0, len(requests.rows) - deleted) :] if deleted else []
+    if conn.dialect.name == "postgresql":
+        still_there = _delete_returning(conn, requests)
+    else:
+        deleted = conn.execute(sa.delete(r).where(r.c.id <= requests.last_id)).rowcount
+        still_there = requests.rows[max(0, len(requests.rows) - deleted) :] if deleted else []
     rows: list[dict[str, Any]] = []
     taken = 0
     for request_rows in still_there:

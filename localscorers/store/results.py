@@ -24,7 +24,7 @@ from localscorers.models import (
     EvaluationStatus,
     Feedback,
 )
-from localscorers.store import bulk, schema
+from localscorers.store import bulk, dialect, schema
 from localscorers.store.rows import (
     assessment_row,
     encode_json,
@@ -33,7 +33,6 @@ from localscorers.store.rows import (
     plain_base,
     plain_row,
 )
-from localscorers.store.sqlite import insert_ignore
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -120,19 +119,24 @@ class FeedbackRows:
         return made
 
 
-def _insert_ignore() -> sa.Insert:
-    e = schema.evaluations
-    insert: sa.Insert = insert_ignore(e).values({c.name: sa.bindparam(c.name) for c in e.c})
-    return insert
+def _insert_ignore(conn: Connection) -> Callable[[], sa.Insert]:
+    def build() -> sa.Insert:
+        e = schema.evaluations
+        # The id is left to the database (PostgreSQL refuses an explicit NULL id).
+        values: dict[str, Any] = {c.name: sa.bindparam(c.name) for c in e.c if c is not e.c.id}
+        insert: sa.Insert = dialect.of(conn).insert_ignore(e).values(values)
+        return insert
+
+    return build
 
 
 def ledger_insert(conn: Connection) -> bulk.CompiledStatement:
-    """Return the compiled insert-or-ignore of ``evaluations`` rows (all columns).
+    """Return the compiled insert-or-ignore of ``evaluations`` rows (all columns but the id).
 
     A row whose (trace, scorer, version) already has a current evaluation is skipped:
     the unique index decides, so online moves and backfills never make a second one.
     """
-    return bulk.compiled_select(conn, "evaluations:insert-ignore", _insert_ignore)
+    return bulk.compiled_select(conn, "evaluations:insert-ignore", _insert_ignore(conn))
 
 
 class Finished(NamedTuple):

@@ -23,12 +23,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BEGIN_OPTION",
+    "claim_rows",
     "compile_regex",
     "error_kind",
     "get_user_version",
     "insert_ignore",
     "install_sqlite_hooks",
     "is_locked_error",
+    "lock_migrations",
+    "lock_rows",
     "set_user_version",
 ]
 
@@ -187,3 +190,18 @@ def get_user_version(conn: Connection) -> int:
     """Read the schema version recorded by :func:`set_user_version`."""
     value = conn.exec_driver_sql("PRAGMA user_version").scalar()
     return int(value or 0)
+
+
+def claim_rows(query: sa.Select[Any]) -> sa.Select[Any]:
+    """Return a claim's query as is: ``BEGIN IMMEDIATE`` already made the claim exclusive."""
+    return query
+
+
+def lock_rows(query: sa.Select[Any]) -> sa.Select[Any]:
+    """Return the query as is: a SQLite writer holds the whole database already."""
+    return query
+
+
+def lock_migrations(conn: Connection) -> None:
+    """Nothing to do: a migration's ``BEGIN IMMEDIATE`` holds the write lock."""
+    del conn
