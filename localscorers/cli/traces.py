@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich import box
 from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
@@ -129,10 +128,16 @@ def _span_tree(trace: Trace) -> Tree:
     return tree
 
 
-def _assessments_table(trace: Trace) -> Table:
-    table = Table(title="assessments", title_justify="left", box=box.SIMPLE_HEAD)
-    for column in ("name", "kind", "value", "source", "origin", "rationale / error"):
-        table.add_column(column, overflow="fold")
+def _assessments_table(trace: Trace, *, width: int | None = None) -> RenderableType:
+    columns = [
+        Column("name", key=True),
+        Column("kind", min_width=11),
+        Column("value", min_width=10),
+        Column("source", min_width=12),
+        Column("origin", min_width=8),
+        Column("rationale / error", min_width=20),
+    ]
+    rows = []
     for assessment in trace.info.assessments:
         is_feedback = isinstance(assessment, Feedback)
         error = assessment.error if isinstance(assessment, Feedback) else None
@@ -143,15 +148,17 @@ def _assessments_table(trace: Trace) -> Table:
         )
         version = f" v{assessment.scorer_version}" if assessment.scorer_version else ""
         source = assessment.source.source_type.value if assessment.source else ""
-        table.add_row(
-            escape(str(assessment.name)) + ("" if assessment.valid else " [dim](replaced)[/]"),
-            "feedback" if is_feedback else "expectation",
-            "" if error is not None else escape(_preview(assessment.value)),
-            f"{source}{version}",
-            escape(assessment.origin or ""),
-            detail,
+        rows.append(
+            [
+                escape(str(assessment.name)) + ("" if assessment.valid else " [dim](replaced)[/]"),
+                "feedback" if is_feedback else "expectation",
+                "" if error is not None else escape(_preview(assessment.value)),
+                f"{source}{version}",
+                escape(assessment.origin or ""),
+                detail,
+            ]
         )
-    return table
+    return rows_table("assessments", columns, rows, width=width)
 
 
 def _show_trace(trace: Trace, *, experiment: str) -> None:
