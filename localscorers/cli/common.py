@@ -36,6 +36,7 @@ from localscorers.exceptions import (
 from localscorers.models import Experiment
 from localscorers.store import codec
 from localscorers.store.database import MEMORY_URI, default_tracking_uri, normalize_uri
+from localscorers.store.dialect import is_postgres_uri
 
 __all__ = [
     "OPTIONS",
@@ -222,7 +223,9 @@ def prepare(*, write: bool = False, create_experiment: bool = False) -> CommandC
         NotFoundError: a read command named a missing database or experiment.
     """
     uri, given = _requested_uri()
-    path = None if uri == MEMORY_URI else Path(uri.removeprefix("sqlite:///"))
+    # No file to check for a PostgreSQL server: connecting says what is wrong.
+    on_server = is_postgres_uri(uri)
+    path = None if uri == MEMORY_URI or on_server else Path(uri.removeprefix("sqlite:///"))
     if path is not None:
         _check_path(path, given=given, write=write)
     runtime = _open(uri, path)
