@@ -19,6 +19,7 @@ from localscorers import _clock
 from localscorers.exceptions import ConfigurationError
 from localscorers.models import Span, TraceStatus
 from localscorers.store import codec
+from localscorers.store.codec import safe_repr
 
 __all__ = [
     "DEFAULT_SPAN_TYPE",
@@ -61,7 +62,7 @@ def _status(value: object) -> TraceStatus:
     text = value.value if isinstance(value, TraceStatus) else str(value).upper()
     if text not in (TraceStatus.OK, TraceStatus.ERROR):
         raise ConfigurationError(
-            f"A span status must be 'OK' or 'ERROR', got {value!r}. "
+            f"A span status must be 'OK' or 'ERROR', got {safe_repr(value)}. "
             "Use 'ERROR' to mark a failed operation."
         )
     return TraceStatus(text)
@@ -69,10 +70,14 @@ def _status(value: object) -> TraceStatus:
 
 def _key(key: object, *, argument: str) -> str:
     if not isinstance(key, str) or not key:
-        raise ConfigurationError(f"{argument} keys must be non-empty strings, got {key!r}.")
+        raise ConfigurationError(
+            f"{argument} keys must be non-empty strings, got {safe_repr(key)}."
+        )
     problem = codec.text_problem(key)
     if problem is not None:
-        raise ConfigurationError(f"{argument} keys must not contain {problem}, got {key!r}.")
+        raise ConfigurationError(
+            f"{argument} keys must not contain {problem}, got {safe_repr(key)}."
+        )
     return key
 
 
@@ -81,7 +86,7 @@ def attribute_map(attributes: Mapping[str, Any] | None, *, argument: str) -> dic
         return {}
     if not isinstance(attributes, Mapping):
         raise ConfigurationError(
-            f"{argument} must be a dict, got {type(attributes).__name__}: {attributes!r}."
+            f"{argument} must be a dict, got {type(attributes).__name__}: {safe_repr(attributes)}."
         )
     return {_key(k, argument=argument): snapshot(v) for k, v in attributes.items()}
 
@@ -92,7 +97,8 @@ def string_entries(values: Mapping[str, Any] | None, *, argument: str) -> dict[s
         return {}
     if not isinstance(values, Mapping):
         raise ConfigurationError(
-            f"{argument} must be a dict of strings, got {type(values).__name__}: {values!r}."
+            f"{argument} must be a dict of strings, got {type(values).__name__}: "
+            f"{safe_repr(values)}."
         )
     return {
         _key(k, argument=argument): codec.safe_text(v) if isinstance(v, str) else codec.dumps(v)
@@ -120,7 +126,7 @@ def checked_text(
     if value is None and optional:
         return None
     if not isinstance(value, str) or not value.strip():
-        raise ConfigurationError(f"{argument} must be a non-blank string, got {value!r}.")
+        raise ConfigurationError(f"{argument} must be a non-blank string, got {safe_repr(value)}.")
     if max_length is not None and len(value) > max_length:
         raise ConfigurationError(
             f"{argument} can be at most {max_length} characters; {value[:40]!r}... has "
@@ -128,7 +134,7 @@ def checked_text(
         )
     problem = codec.text_problem(value)
     if problem is not None:
-        raise ConfigurationError(f"{argument} must not contain {problem}, got {value!r}.")
+        raise ConfigurationError(f"{argument} must not contain {problem}, got {safe_repr(value)}.")
     return value
 
 
@@ -145,17 +151,17 @@ def epoch_ms(value: object, *, argument: str) -> int | None:
         ms = _clock.ms_from_datetime(value)
     elif isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigurationError(
-            f"{argument} must be a datetime or epoch milliseconds, got {value!r} "
+            f"{argument} must be a datetime or epoch milliseconds, got {safe_repr(value)} "
             f"({type(value).__name__})."
         )
     elif isinstance(value, float) and not math.isfinite(value):
-        raise ConfigurationError(f"{argument} must be a finite number, got {value!r}.")
+        raise ConfigurationError(f"{argument} must be a finite number, got {safe_repr(value)}.")
     else:
         ms = int(value)
     if not 0 <= ms <= MAX_EPOCH_MS:
         raise ConfigurationError(
             f"{argument} must be between 1970-01-01 and 2262-04-11 (epoch milliseconds 0 to "
-            f"{MAX_EPOCH_MS}), got {value!r}."
+            f"{MAX_EPOCH_MS}), got {safe_repr(value)}."
         )
     return ms
 
@@ -176,11 +182,13 @@ def duration_ms(value: object, *, start_ms: int) -> int | None:
         or value < 0
     ):
         raise ConfigurationError(
-            f"execution_duration_ms must be a non-negative number of milliseconds, got {value!r}."
+            "execution_duration_ms must be a non-negative number of milliseconds, got "
+            f"{safe_repr(value)}."
         )
     if start_ms + value > MAX_EPOCH_MS:
         raise ConfigurationError(
-            f"execution_duration_ms={value!r} ends the trace after 2262-04-11, the last time "
+            f"execution_duration_ms={safe_repr(value)} ends the trace after 2262-04-11, the "
+            "last time "
             "the store holds. Pass the duration in milliseconds."
         )
     return int(value)
@@ -189,7 +197,8 @@ def duration_ms(value: object, *, start_ms: int) -> int | None:
 def _span_time(value: int | None, *, where: str) -> None:
     if value is not None and not 0 <= value <= MAX_EPOCH_NS:
         raise ConfigurationError(
-            f"{where} must be epoch nanoseconds between 0 and {MAX_EPOCH_NS}, got {value!r}."
+            f"{where} must be epoch nanoseconds between 0 and {MAX_EPOCH_NS}, "
+            f"got {safe_repr(value)}."
         )
 
 
@@ -224,7 +233,7 @@ def span_list(value: object) -> list[Span]:
                 ) from None
         else:
             raise ConfigurationError(
-                f"spans must hold Span objects or dicts with Span's fields, got {item!r:.200}."
+                f"spans must hold Span objects or dicts with Span's fields, got {safe_repr(item)}."
             )
         for field_name in ("span_id", "name"):
             checked_text(getattr(span, field_name), argument=f"spans[{index}].{field_name}")
@@ -387,7 +396,9 @@ class LiveSpan:
             ConfigurationError: the name is not a non-empty string or the attributes are not a dict.
         """
         if not isinstance(name, str) or not name:
-            raise ConfigurationError(f"An event name must be a non-empty string, got {name!r}.")
+            raise ConfigurationError(
+                f"An event name must be a non-empty string, got {safe_repr(name)}."
+            )
         values = attribute_map(attributes, argument="event attributes")
         if self._writable("add_event"):
             self._events.append(

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from localscorers.exceptions import ConfigurationError
 from localscorers.filters import parser
+from localscorers.store.codec import safe_repr
 
 __all__ = [
     "Assessment",
@@ -273,12 +274,12 @@ def validate_sample_rate(value: object) -> float:
     """
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigurationError(
-            f"sample_rate must be a number between 0.0 and 1.0, got {value!r}."
+            f"sample_rate must be a number between 0.0 and 1.0, got {safe_repr(value)}."
         )
-    rate = float(value)
+    rate = float(value) if isinstance(value, float) or abs(value) <= 1 else 2.0  # no overflow
     if math.isnan(rate) or not 0.0 <= rate <= 1.0:
         raise ConfigurationError(
-            f"sample_rate must be between 0.0 and 1.0, got {value!r}. "
+            f"sample_rate must be between 0.0 and 1.0, got {safe_repr(value)}. "
             "Use 1.0 to score every trace, or stop() to score none."
         )
     return rate
@@ -294,7 +295,7 @@ def validate_filter_string(value: object) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise ConfigurationError(f"filter_string must be a string or None, got {value!r}.")
+        raise ConfigurationError(f"filter_string must be a string or None, got {safe_repr(value)}.")
     if not value.strip():
         return None
     parser.parse(value)

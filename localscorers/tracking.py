@@ -34,6 +34,7 @@ from localscorers.models import (
     TraceStatus,
 )
 from localscorers.store import codec, paging
+from localscorers.store.codec import safe_repr
 from localscorers.store.database import normalize_uri
 from localscorers.store.ledger import EvaluationQueue
 from localscorers.store.paging import PagedList
@@ -70,7 +71,7 @@ def set_tracking_uri(uri: str | os.PathLike[str]) -> None:
     """
     if not isinstance(uri, str | os.PathLike):
         raise ConfigurationError(
-            f"set_tracking_uri() takes a 'sqlite:///path' URI or a file path, got {uri!r}."
+            f"set_tracking_uri() takes a 'sqlite:///path' URI or a file path, got {safe_repr(uri)}."
         )
     normalized = normalize_uri(uri)
     if normalized == _context.get_tracking_uri() and _context.current().db.moved():
@@ -97,7 +98,7 @@ def set_experiment(name: str | None = None, *, experiment_id: str | None = None)
         experiment = store.get_experiment(str(_experiment_id(experiment_id)))
         if experiment is None:
             raise NotFoundError(
-                f"No experiment has id {experiment_id!r}. Use set_experiment(name='...') "
+                f"No experiment has id {safe_repr(experiment_id)}. Use set_experiment(name='...') "
                 "to create one."
             )
     else:
@@ -114,7 +115,7 @@ def get_experiment_by_name(name: str) -> Experiment | None:
         ConfigurationError: the name is not a string.
     """
     if not isinstance(name, str):
-        raise ConfigurationError(f"An experiment name must be a string, got {name!r}.")
+        raise ConfigurationError(f"An experiment name must be a string, got {safe_repr(name)}.")
     return _context.current().store.get_experiment_by_name(name)
 
 
@@ -131,7 +132,7 @@ def search_experiments(*, max_results: int | None = None) -> list[Experiment]:
         isinstance(max_results, bool) or not isinstance(max_results, int) or max_results < 1
     ):
         raise ConfigurationError(
-            f"max_results must be a positive integer or None, got {max_results!r}."
+            f"max_results must be a positive integer or None, got {safe_repr(max_results)}."
         )
     found = _context.current().store.list_experiments()
     return found if max_results is None else found[:max_results]
@@ -144,7 +145,7 @@ def _status(value: object) -> TraceStatus:
         except ValueError:
             pass
     raise ConfigurationError(
-        f"status must be one of {[s.value for s in TraceStatus]}, got {value!r}."
+        f"status must be one of {[s.value for s in TraceStatus]}, got {safe_repr(value)}."
     )
 
 
@@ -158,7 +159,8 @@ def _trace_id(value: object) -> str:
         return new_trace_id()
     if not isinstance(value, str) or not value.strip() or len(value) > 256:
         raise ConfigurationError(
-            f"trace_id must be a non-blank string of at most 256 characters, got {value!r}; "
+            "trace_id must be a non-blank string of at most 256 characters, got "
+            f"{safe_repr(value)}; "
             "omit it to get a fresh 'tr-' id."
         )
     checked_text(value, argument="trace_id")
@@ -168,10 +170,10 @@ def _trace_id(value: object) -> str:
 def _experiment_id(value: object) -> str | None:
     if value is None or (isinstance(value, str) and value):
         return value
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63:
         return str(value)
     raise ConfigurationError(
-        f"experiment_id must be an experiment's id (a string such as '1'), got {value!r}."
+        f"experiment_id must be an experiment's id (a string such as '1'), got {safe_repr(value)}."
     )
 
 
@@ -302,7 +304,9 @@ def get_trace(trace_id: str) -> Trace:
         ConfigurationError: the id is not a string.
     """
     if not isinstance(trace_id, str):
-        raise ConfigurationError(f"trace_id must be a string such as 'tr-...', got {trace_id!r}.")
+        raise ConfigurationError(
+            f"trace_id must be a string such as 'tr-...', got {safe_repr(trace_id)}."
+        )
     return _context.current().store.get_trace(trace_id)
 
 
@@ -358,9 +362,11 @@ def search_traces(
             ``max_results``, ``page_token`` or ``return_type`` is invalid, or pandas is
             not installed for ``return_type="pandas"``.
     """
-    _check_search_arguments(experiment_ids, filter_string, order_by)
+    _check_search_arguments(experiment_ids, filter_string, order_by, max_results)
     if return_type not in ("list", "pandas"):
-        raise ConfigurationError(f"return_type must be 'list' or 'pandas', got {return_type!r}.")
+        raise ConfigurationError(
+            f"return_type must be 'list' or 'pandas', got {safe_repr(return_type)}."
+        )
     ids = (
         [_context.resolve_experiment_id(None)]
         if experiment_ids is None
@@ -424,7 +430,7 @@ _FRAME_COLUMNS = [
 
 
 def _check_search_arguments(
-    experiment_ids: object, filter_string: object, order_by: object
+    experiment_ids: object, filter_string: object, order_by: object, max_results: object
 ) -> None:
     # A bare string would be iterated character by character: "12" is not ["1", "2"].
     for argument, value in (("experiment_ids", experiment_ids), ("order_by", order_by)):
@@ -432,14 +438,23 @@ def _check_search_arguments(
             isinstance(value, str | bytes | Mapping) or not isinstance(value, Sequence)
         ):
             raise ConfigurationError(
-                f"{argument} must be a list of strings or None, got {value!r}; "
-                f"write {argument}=[{value!r}] for one."
+                f"{argument} must be a list of strings or None, got {safe_repr(value)}; "
+                f"write {argument}=[{safe_repr(value)}] for one."
             )
     if order_by is not None and not all(isinstance(o, str) for o in order_by):  # type: ignore[attr-defined]
-        raise ConfigurationError(f"order_by must be a list of strings, got {order_by!r}.")
+        raise ConfigurationError(f"order_by must be a list of strings, got {safe_repr(order_by)}.")
+    if max_results is not None and (
+        isinstance(max_results, bool)
+        or not isinstance(max_results, int)
+        or not 1 <= max_results <= 2**62
+    ):
+        raise ConfigurationError(
+            "max_results must be a positive integer up to 2**62 or None (all), got "
+            f"{safe_repr(max_results)}."
+        )
     if filter_string is not None and not isinstance(filter_string, str):
         raise ConfigurationError(
-            f"filter_string must be a string or None, got {filter_string!r}; "
+            f"filter_string must be a string or None, got {safe_repr(filter_string)}; "
             "e.g. filter_string=\"tags.env = 'prod'\"."
         )
 
@@ -448,7 +463,7 @@ def _source(source: AssessmentSource | None) -> AssessmentSource:
     if source is None:
         return AssessmentSource(source_type="HUMAN", source_id=os.environ.get("USER", "unknown"))
     if not isinstance(source, AssessmentSource):
-        raise ConfigurationError(f"source must be an AssessmentSource, got {source!r}.")
+        raise ConfigurationError(f"source must be an AssessmentSource, got {safe_repr(source)}.")
     return source
 
 
@@ -463,11 +478,13 @@ def _assessment_fields(
 ) -> dict[str, Any]:
     """The checked, storable fields of a manual assessment (values over the cap cut)."""
     if not isinstance(trace_id, str):
-        raise ConfigurationError(f"trace_id must be a string such as 'tr-...', got {trace_id!r}.")
+        raise ConfigurationError(
+            f"trace_id must be a string such as 'tr-...', got {safe_repr(trace_id)}."
+        )
     if metadata is not None and not isinstance(metadata, Mapping):
-        raise ConfigurationError(f"metadata must be a dict or None, got {metadata!r}.")
+        raise ConfigurationError(f"metadata must be a dict or None, got {safe_repr(metadata)}.")
     if rationale is not None and not isinstance(rationale, str):
-        raise ConfigurationError(f"rationale must be a string or None, got {rationale!r}.")
+        raise ConfigurationError(f"rationale must be a string or None, got {safe_repr(rationale)}.")
     limit = max_feedback_bytes()
     return {
         "value": codec.capped(codec.jsonable(value), limit=limit),
@@ -507,7 +524,8 @@ def log_feedback(
     """
     if overrides is not None and not isinstance(overrides, str):
         raise ConfigurationError(
-            f"overrides must be the assessment_id of a feedback on the trace, got {overrides!r}."
+            "overrides must be the assessment_id of a feedback on the trace, got "
+            f"{safe_repr(overrides)}."
         )
     feedback = Feedback(
         name=_assessment_name(name),
@@ -562,7 +580,8 @@ def flush(timeout: float | None = None) -> bool:
         or timeout < 0
     ):
         raise ConfigurationError(
-            f"flush(timeout=...) takes None (wait for all) or seconds >= 0, got {timeout!r}."
+            "flush(timeout=...) takes None (wait for all) or seconds >= 0, got "
+            f"{safe_repr(timeout)}."
         )
     if timeout is not None and math.isinf(timeout):
         timeout = None

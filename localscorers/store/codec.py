@@ -41,6 +41,7 @@ __all__ = [
     "loads",
     "marker",
     "plain_scalar",
+    "safe_repr",
     "safe_text",
     "text_problem",
 ]
@@ -72,6 +73,12 @@ def _safe_repr(value: object) -> str:
         text = f"<{type(value).__qualname__} object>"
     # Lone surrogates would make the marker itself unencodable: escape them.
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def safe_repr(value: object, limit: int = 200) -> str:
+    """A short ``repr`` for error messages; never raises, whatever the value."""
+    text = _safe_repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def marker(value: object, reason: str) -> dict[str, str]:
