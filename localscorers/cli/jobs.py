@@ -12,7 +12,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich import box
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -162,20 +161,30 @@ def _show(job: BackfillJob) -> None:
     if job.error:
         grid.add_row("error", f"[red]{job.error}[/]")
     console.print(grid)
-    table = Table(title="scorers", title_justify="left", box=box.SIMPLE_HEAD)
-    for column in ("name", "version", "rate", "filter", "done", "ok", "failed", "skipped"):
-        table.add_column(column, overflow="fold")
+    columns = [
+        Column("name", key=True),
+        Column("version", min_width=7, justify="right"),
+        Column("rate", min_width=4, justify="right"),
+        Column("filter", min_width=12),
+        Column("done", min_width=7, justify="right"),
+        Column("ok", min_width=4, justify="right"),
+        Column("failed", min_width=6, justify="right"),
+        Column("skipped", min_width=7, justify="right"),
+    ]
+    rows = []
     for s in job.scorers:
         done = f"{s.get('processed', 0)}/{s['total']}" if s.get("total") is not None else "-"
-        table.add_row(
-            s["name"],
-            str(s["version"]),
-            f"{s['sample_rate']:g}",
-            s.get("filter_string") or "",
-            done,
-            *(str(s.get(key, 0)) for key in ("succeeded", "failed", "skipped")),
+        rows.append(
+            [
+                escape(s["name"]),
+                str(s["version"]),
+                f"{s['sample_rate']:g}",
+                escape(s.get("filter_string") or ""),
+                done,
+                *(str(s.get(key, 0)) for key in ("succeeded", "failed", "skipped")),
+            ]
         )
-    console.print(table)
+    console.print(rows_table("scorers", columns, rows))
 
 
 def _job_json(job: BackfillJob) -> dict[str, Any]:
