@@ -19,6 +19,8 @@ import pytest
 import localscorers
 from localscorers import Feedback, _context
 from localscorers.evaluation.pool import DaemonThreadPool
+from localscorers.store import ledger
+from localscorers.store.changes import ChangeWatch
 from tests import scorer_helpers_online as helpers
 
 WAIT = 30.0
@@ -234,3 +236,32 @@ def test_threads_a_scorer_starts_do_not_keep_worker_drain_alive(
     )
     assert worker.returncode == 0, worker.stderr
     assert [f.value for f in feedback(trace_id, "start_thread")] == [True]
+
+
+# -- waking up and claiming ---------------------------------------------------------------------
+
+
+def test_the_change_watch_sees_commits_of_other_connections(db: Path) -> None:
+    watch = ChangeWatch(_context.current().db)
+    assert watch.supported
+    assert watch.changed() is True  # the first look
+    assert watch.changed() is False
+    with sqlite3.connect(db) as other:
+        other.execute("UPDATE counters SET value = value + 1 WHERE name = 'scorers'")
+    other.close()
+    assert watch.changed() is True
+    assert watch.changed() is False
+    watch.close()
+
+
+def test_a_claim_reads_the_oldest_rows_without_sorting_the_backlog(db: Path) -> None:
+    # A claim's cost must not grow with the backlog: SQLite must read the index in id
+    # order (no "TEMP B-TREE FOR ORDER BY") for the rows never retried, which are
+    # nearly all of a backlog.
+    database = _context.current().db
+    fresh, _due = ledger._claimable(now=1, limit=32, saturated=[("0", "busy")])
+    with database.read() as conn:
+        sql = str(fresh.compile(conn, compile_kwargs={"literal_binds": True}))
+        plan = " ".join(str(row[-1]) for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
+    assert "ix_evaluations_pending" in plan
+    assert "TEMP B-TREE" not in plan

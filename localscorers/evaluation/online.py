@@ -35,6 +35,7 @@ from localscorers.evaluation.scheduler import (
     settle_transient,
 )
 from localscorers.exceptions import ScorerNotFoundError, TransientError
+from localscorers.store.changes import ChangeWatch
 from localscorers.store.ledger import Claim, EvaluationQueue, Outcome, new_owner_id
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ logger = logging.getLogger(__name__)
 
 _WRITE_INTERVAL = 0.02  # seconds a finished call's result may wait to be written with others
 _CLAIM_INTERVAL = 0.02  # seconds between claims while the queue keeps running dry
+_WATCH_SECONDS = 0.01  # how often an idle runner looks for commits of other processes
 # Pool tasks of about 5 ms: short, so a claim's calls spread over the threads at once.
 _PACING = Pacing(task_seconds=0.005, max_chunk=32, first_chunk=1, prefetch=True)
 
@@ -84,6 +86,7 @@ class Runner:
             max_attempts=self.settings.max_attempts,
         )
         self._wake = threading.Event()
+        self._watch = ChangeWatch(db)
         self._stopping = threading.Event()
         self._progress = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -169,10 +172,32 @@ class Runner:
                 # gather, so one claim (a write transaction) serves many commits. Waking for
                 # each commit made the application wait on our write lock for every trace.
                 self._stopping.wait(pause)
-            wait = 0.01 if self._running() else self.settings.poll_seconds
-            self._wake.wait(timeout=wait)
+            if self._running():
+                self._wake.wait(timeout=0.01)
+            else:
+                self._idle()
             self._wake.clear()
         self._finish()
+        self._watch.close()
+
+    def _idle(self) -> None:
+        """Wait for work: a notify, a commit by another process, or the poll interval.
+
+        A commit is seen within ``_WATCH_SECONDS`` through ``ChangeWatch`` (one pragma,
+        no transaction), so a worker scores a trace tens of milliseconds after its
+        commit instead of up to ``poll_seconds`` later.
+        """
+        if not self._watch.supported:
+            self._wake.wait(timeout=self.settings.poll_seconds)
+            return
+        self._watch.changed()  # what this step wrote itself is not news
+        deadline = time.monotonic() + self.settings.poll_seconds
+        while not self._wake.is_set() and not self._stopping.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._wake.wait(timeout=min(_WATCH_SECONDS, remaining)):
+                return
+            if self._watch.changed():
+                return
 
     def _running(self) -> bool:
         return self._scheduler is not None and bool(self._scheduler.running)

@@ -146,6 +146,37 @@ def _taken_since() -> sa.Select[Any]:
     )
 
 
+def _claimable(
+    now: int, limit: int, saturated: Collection[tuple[str, str]]
+) -> tuple[sa.Select[Any], sa.Select[Any]]:
+    """Select the claimable rows, oldest first, as two index reads that sort no backlog.
+
+    ``ix_evaluations_pending`` is (status, not_before_ms): rows never retried
+    (``not_before_ms = 0``) come out of it in id order, so a claim reads the oldest
+    ones at a cost flat in the backlog's size; due retries (a few) are read apart.
+    One query over both sorted the whole backlog for every claim.
+    """
+    e = schema.evaluations
+    conditions = [
+        e.c.status == _PENDING,
+        e.c.superseded == sa.false(),
+        sa.or_(e.c.lease_owner.is_(None), e.c.lease_expires_ms < now),
+        *(
+            sa.not_(sa.and_(e.c.experiment_id == exp, e.c.scorer_name == name))
+            for exp, name in saturated
+        ),
+    ]
+    columns = (*_CLAIM_COLUMNS, e.c.lease_owner)
+    fresh = sa.select(*columns).where(*conditions, e.c.not_before_ms == 0)
+    due = sa.select(*columns).where(*conditions, e.c.not_before_ms > 0, e.c.not_before_ms <= now)
+    return fresh.order_by(e.c.id).limit(limit), due.order_by(e.c.id).limit(limit)
+
+
+def _oldest(conn: Connection, queries: Sequence[sa.Select[Any]], limit: int) -> list[Any]:
+    rows = [row for query in queries for row in conn.execute(query)]
+    return sorted(rows, key=lambda row: row.id)[:limit]
+
+
 class EvaluationQueue:
     """Claim and complete evaluations under leases held by ``owner``.
 
@@ -174,26 +205,18 @@ class EvaluationQueue:
             return []
         e = schema.evaluations
         now = _clock.now_ms()
-        conditions = [
-            e.c.status == _PENDING,
-            e.c.superseded == sa.false(),
-            e.c.not_before_ms <= now,
-            sa.or_(e.c.lease_owner.is_(None), e.c.lease_expires_ms < now),
-        ]
-        conditions.extend(
-            sa.not_(sa.and_(e.c.experiment_id == exp, e.c.scorer_name == name))
-            for exp, name in saturated
-        )
-        query = (
-            sa.select(*_CLAIM_COLUMNS, e.c.lease_owner)
-            .where(*conditions)
-            .order_by(e.c.id)
-            .limit(limit)
-        )
         requests = read_requests(self._db, limit)
+        queries = _claimable(now, limit, saturated)
+        if requests is None:
+            # Look with a read first: an idle worker woken by another process's commit
+            # must not take the write lock (the application's commits wait for it) for
+            # nothing.
+            with self._db.read() as conn:
+                if not _oldest(conn, queries, limit):
+                    return []
         with self._db.write() as conn:
-            query = dialect.of(conn).claim_rows(query)
-            rows = self._take_over(conn, conn.execute(query).all(), now)
+            queries = tuple(dialect.of(conn).claim_rows(query) for query in queries)
+            rows = self._take_over(conn, _oldest(conn, queries, limit), now)
             if rows:
                 conn.execute(
                     sa.update(e)
