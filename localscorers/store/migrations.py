@@ -99,11 +99,24 @@ def m0004_client_request_id_and_session_feedback(conn: Connection) -> None:
     )
 
 
+def m0005_covering_trace_time_index(conn: Connection) -> None:
+    """Rebuild ``ix_traces_experiment_time`` with status, name and duration in it.
+
+    A search newest first walks this index; with the compared attributes in it, a
+    filter on them reads no table row: a page of a rare status or name at 100k traces
+    went from 80-170 ms to 13-25 ms (``benchmarks/filters.py``).
+    """
+    index = next(i for i in schema.traces.indexes if i.name == "ix_traces_experiment_time")
+    index.drop(conn, checkfirst=True)
+    index.create(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     m0001_initial,
     m0002_evaluation_requests,
     m0003_pending_spans,
     m0004_client_request_id_and_session_feedback,
+    m0005_covering_trace_time_index,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -126,7 +126,17 @@ class TraceRow(_Base, table=True):
 
     __tablename__ = "traces"
     __table_args__ = (
-        sa.Index("ix_traces_experiment_time", "experiment_id", "request_time_ms", "trace_id"),
+        # The trace attributes filters compare ride along (m0005): a filter on status,
+        # name or duration scans this index alone, never the rows (issue 16).
+        sa.Index(
+            "ix_traces_experiment_time",
+            "experiment_id",
+            "request_time_ms",
+            "trace_id",
+            "status",
+            "name",
+            "execution_duration_ms",
+        ),
         sa.Index("ix_traces_client_request_id", "client_request_id"),
     )
 
