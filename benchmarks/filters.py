@@ -40,6 +40,8 @@ FILTERS = [
     "trace.name = 'agent'",
     f"trace.timestamp_ms >= {T0 + 1_000_000} AND trace.timestamp_ms < {T0 + 2_000_000}",
     "trace.execution_time_ms > 900",
+    "trace.execution_time_ms > 1098",
+    "trace.name = 'no such name'",
     "trace.client_request_id = 'req-4242'",
     # tags and metadata, common and rare
     "tags.env = 'prod'",
