@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import secrets
 import threading
 import time
@@ -31,7 +30,6 @@ __all__ = [
     "checked_text",
     "duration_ms",
     "epoch_ms",
-    "max_feedback_bytes",
     "snapshot",
     "span_list",
     "string_entries",
@@ -111,7 +109,6 @@ def string_entries(values: Mapping[str, Any] | None, *, argument: str) -> dict[s
 #: Span times are stored as signed 64-bit nanoseconds: the last one is in April 2262.
 MAX_EPOCH_NS = 2**63 - 1
 MAX_EPOCH_MS = MAX_EPOCH_NS // 1_000_000
-_DEFAULT_MAX_FEEDBACK_BYTES = 1_000_000
 
 
 def checked_text(
@@ -241,26 +238,6 @@ def span_list(value: object) -> list[Span]:
         _span_time(span.end_time_ns, where=f"spans[{index}].end_time_ns")
         spans.append(span)
     return spans
-
-
-def max_feedback_bytes() -> int:
-    """The size cap of a stored feedback value (``LOCALSCORERS_MAX_FEEDBACK_BYTES``).
-
-    Raises:
-        ConfigurationError: the variable is not a positive integer.
-    """
-    raw = os.environ.get("LOCALSCORERS_MAX_FEEDBACK_BYTES")
-    if raw is None or not raw.strip():
-        return _DEFAULT_MAX_FEEDBACK_BYTES
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ConfigurationError(
-            f"LOCALSCORERS_MAX_FEEDBACK_BYTES must be a positive number of bytes, got {raw!r}."
-        )
-    return value
 
 
 class ActiveTrace:

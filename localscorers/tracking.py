@@ -19,7 +19,6 @@ from localscorers._spans import (
     checked_text,
     duration_ms,
     epoch_ms,
-    max_feedback_bytes,
     string_entries,
 )
 from localscorers._spans import span_list as span_list_of
@@ -485,7 +484,7 @@ def _assessment_fields(
         raise ConfigurationError(f"metadata must be a dict or None, got {safe_repr(metadata)}.")
     if rationale is not None and not isinstance(rationale, str):
         raise ConfigurationError(f"rationale must be a string or None, got {safe_repr(rationale)}.")
-    limit = max_feedback_bytes()
+    limit = codec.max_feedback_bytes()
     return {
         "value": codec.capped(codec.jsonable(value), limit=limit),
         "metadata": None if metadata is None else codec.jsonable(dict(metadata)),

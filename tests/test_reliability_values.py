@@ -193,7 +193,8 @@ def test_feedback_over_the_size_cap_is_stored_truncated_with_a_marker(
     trace_id = localscorers.log_trace(inputs="q", outputs="a")
     stored = localscorers.log_feedback(trace_id=trace_id, name="long", value="x" * 5000)
     assert isinstance(stored.value, str)
-    assert stored.value.startswith("x" * 1000 + "...")
+    assert stored.value.startswith("x" * 900)
+    assert len(stored.value.encode()) <= 1000
     assert stored.value.endswith("[truncated by localscorers: 5000 bytes, limit 1000]")
     small = localscorers.log_feedback(trace_id=trace_id, name="short", value="y" * 10)
     assert small.value == "y" * 10
@@ -223,3 +224,34 @@ def test_numpy_scalars_are_accepted_as_their_python_values(tracking: Path) -> No
     feedback = localscorers.log_feedback(trace_id=trace_id, name="ok", value=np.bool_(True))
     assert feedback.value is True
     assert localscorers.flush(timeout=np.float64(5.0))
+
+
+def test_scorer_feedback_over_the_cap_and_numpy_results(
+    tracking: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOCALSCORERS_MAX_FEEDBACK_BYTES", "2000")
+
+    @localscorers.scorer
+    def verbose(outputs: Any) -> str:
+        return "w" * 50_000
+
+    @localscorers.scorer
+    def numpy_verdict(outputs: Any) -> Any:
+        return np.bool_(True)
+
+    @localscorers.scorer
+    def wordy(outputs: Any) -> localscorers.Feedback:
+        return localscorers.Feedback(value={"text": "v" * 9000}, rationale="r" * 9000)
+
+    for scorer in (verbose, numpy_verdict, wordy):
+        scorer.register().start()
+    trace_id = localscorers.log_trace(inputs="q", outputs="a")
+    assert localscorers.flush(timeout=30)
+    found = {a.name: a for a in localscorers.get_trace(trace_id).info.assessments}
+    assert found["numpy_verdict"].value is True
+    assert found["numpy_verdict"].error is None
+    for name in ("verbose", "wordy"):
+        assert found[name].error is None
+        assert isinstance(found[name].value, str)
+        assert found[name].value.endswith("limit 2000]")
+    assert (found["wordy"].rationale or "").endswith("limit 2000]")

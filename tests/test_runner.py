@@ -748,15 +748,16 @@ def test_a_timed_out_call_still_holds_its_thread(open_db: OpenDb) -> None:
     assert fast.value is True
 
 
-def test_feedback_that_cannot_be_stored_fails_alone(db: Path) -> None:
+def test_feedback_json_cannot_hold_is_stored_with_its_repr(db: Path) -> None:
+    # Issue 12: a value the store cannot encode as is keeps its repr (here, of the key).
     helpers.unstorable.register().start()
     helpers.always_true.register().start()
     traces = [localscorers.log_trace(inputs=i, outputs=i) for i in range(3)]
     flush()
     for trace_id in traces:
-        bad = one_feedback(trace_id, "unstorable")
-        assert bad.error is not None
-        assert bad.error.error_code == "INVALID_SCORER_RESULT"
+        odd = one_feedback(trace_id, "unstorable")
+        assert odd.error is None
+        assert odd.value == {"(1, 2)": "tuple key"}
         assert one_feedback(trace_id, "always_true").value is True
 
 

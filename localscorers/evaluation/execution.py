@@ -153,8 +153,9 @@ def to_feedback(result: object, *, name: str) -> list[Feedback]:
     """Normalize what a scorer returned into feedback named after the registered scorer.
 
     A single value or ``Feedback`` is named ``name``; feedback in a list keeps its own
-    name (or gets ``name`` when it has none).
+    name (or gets ``name`` when it has none). A numpy scalar counts as its Python value.
     """
+    result = codec.plain_scalar(result)
     if isinstance(result, Feedback):
         return [_complete(result, name=name, keep_name=False)]
     if isinstance(result, list) and result and all(isinstance(r, Feedback) for r in result):

@@ -22,11 +22,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import reprlib
 from datetime import date, datetime
 from typing import Any
 
 from pydantic import BaseModel
+
+from localscorers.exceptions import ConfigurationError
 
 __all__ = [
     "MAX_DEPTH",
@@ -40,6 +43,7 @@ __all__ = [
     "jsonable",
     "loads",
     "marker",
+    "max_feedback_bytes",
     "plain_scalar",
     "safe_repr",
     "safe_text",
@@ -170,11 +174,35 @@ def safe_text(text: str) -> str:
 TRUNCATED = "truncated by localscorers"
 
 
+_DEFAULT_MAX_FEEDBACK_BYTES = 1_000_000
+
+
+def max_feedback_bytes() -> int:
+    """The size cap of a stored feedback value (``LOCALSCORERS_MAX_FEEDBACK_BYTES``, 1 MB).
+
+    Raises:
+        ConfigurationError: the variable is not a positive integer.
+    """
+    raw = os.environ.get("LOCALSCORERS_MAX_FEEDBACK_BYTES")
+    if raw is None or not raw.strip():
+        return _DEFAULT_MAX_FEEDBACK_BYTES
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigurationError(
+            f"LOCALSCORERS_MAX_FEEDBACK_BYTES must be a positive number of bytes, got {raw!r}."
+        )
+    return value
+
+
 def capped(value: object, *, limit: int) -> object:
     """Return a JSON-able value, or its text cut to ``limit`` UTF-8 bytes with a marker.
 
     A string is cut as it is; another value is cut as its JSON text. The marker,
-    ``"... [truncated by localscorers: N bytes, limit L]"``, ends the stored string.
+    ``"... [truncated by localscorers: N bytes, limit L]"``, ends the stored string,
+    which stays within the limit (unless the limit is shorter than the marker).
     """
     if value is None or isinstance(value, bool | int | float):
         return value
@@ -184,8 +212,10 @@ def capped(value: object, *, limit: int) -> object:
     raw = text.encode("utf-8", "surrogatepass")
     if len(raw) <= limit:
         return value
-    head = raw[:limit].decode("utf-8", "ignore")
-    return f"{head}... [{TRUNCATED}: {len(raw)} bytes, limit {limit}]"
+    # The result, marker included, fits the limit: capping it again changes nothing.
+    tail = f"... [{TRUNCATED}: {len(raw)} bytes, limit {limit}]"
+    head = raw[: max(0, limit - len(tail))].decode("utf-8", "ignore")
+    return head + tail
 
 
 def _clean(value: object, depth: int, path: set[int]) -> object:  # noqa: PLR0911 - by kind

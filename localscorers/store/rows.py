@@ -148,6 +148,8 @@ def value_forms(value: object) -> tuple[str | None, float | None]:
     if isinstance(value, bool):
         return ("true" if value else "false"), (1.0 if value else 0.0)
     if isinstance(value, int | float):
+        if isinstance(value, int) and not -(2**63) <= value < 2**63:
+            return codec.safe_repr(value), None  # past what SQLite and str() handle
         return str(value), float(value)
     if isinstance(value, str):
         return value, None
@@ -164,8 +166,17 @@ def assessment_row(
     scorer_name: str | None = None,
     scorer_version: int | None = None,
 ) -> dict[str, Any]:
-    """Return the ``assessments`` row for a feedback or expectation."""
-    value_str, value_num = value_forms(assessment.value)
+    """Return the ``assessments`` row for a feedback or expectation.
+
+    A value or rationale over ``LOCALSCORERS_MAX_FEEDBACK_BYTES`` is stored cut, with a
+    marker (``codec.capped``): a scorer's 50 MB answer must not be stored, twice.
+    """
+    limit = codec.max_feedback_bytes()
+    value = codec.capped(assessment.value, limit=limit)
+    rationale = assessment.rationale
+    if rationale is not None:
+        rationale = str(codec.capped(codec.safe_text(rationale), limit=limit))
+    value_str, value_num = value_forms(value)
     source = assessment.source or AssessmentSource()
     error = assessment.error if isinstance(assessment, Feedback) else None
     created = assessment.create_time
@@ -175,10 +186,10 @@ def assessment_row(
         "evaluation_id": evaluation_id,
         "kind": "FEEDBACK" if isinstance(assessment, Feedback) else "EXPECTATION",
         "name": assessment.name,
-        "value": assessment.value,
+        "value": value,
         "value_str": value_str,
         "value_num": value_num,
-        "rationale": assessment.rationale,
+        "rationale": rationale,
         "error": error.model_dump() if error is not None else None,
         "meta": assessment.metadata,
         "source_type": source.source_type.value,
@@ -239,8 +250,12 @@ def plain_row(
     row["evaluation_id"] = evaluation_id
     if isinstance(value, bool):
         row["value"] = _JSON_CONSTANTS[value]
+    elif type(value) is str and len(value) > 64:  # the cap's env read costs more than these
+        value = codec.capped(value, limit=codec.max_feedback_bytes())
+        row["value"] = codec.dumps(value)
     else:
-        row["value"] = str(value) if type(value) is int else codec.dumps(value)
+        small_int = type(value) is int and -(2**63) <= value < 2**63
+        row["value"] = str(value) if small_int else codec.dumps(value)
     row["value_str"], row["value_num"] = value_forms(value)
     return row
 
