@@ -5,8 +5,6 @@ for it ports by changing the import.
 """
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING
 
 # Exceptions are cheap (they import nothing) and users catch them: loaded eagerly.
@@ -46,8 +44,7 @@ from localscorers.exceptions import (
 # its module, to the TYPE_CHECKING imports (for type checkers) and to __all__.
 if TYPE_CHECKING:
     from localscorers import genai
-    from localscorers.evaluate import EvaluationResult, evaluate
-    from localscorers.explain import ExplainEntry, ExplainOutcome, Explanation, explain
+    from localscorers.explanation import ExplainEntry, ExplainOutcome, Explanation, explain
     from localscorers.ingest.mlflow_json import import_traces
     from localscorers.jobs import (
         BackfillScorerConfig,
@@ -87,6 +84,7 @@ if TYPE_CHECKING:
         TraceInfo,
         TraceStatus,
     )
+    from localscorers.offline_evaluation import EvaluationResult, evaluate
     from localscorers.report import ReportBucket, ScorerReport, TimeBucket, scorer_report
     from localscorers.scorers import (
         FunctionScorer,
@@ -218,8 +216,8 @@ __all__ = [
 
 
 _LAZY_EXPORTS: dict[str, tuple[str, ...]] = {
-    "localscorers.evaluate": ("EvaluationResult", "evaluate"),
-    "localscorers.explain": (
+    "localscorers.offline_evaluation": ("EvaluationResult", "evaluate"),
+    "localscorers.explanation": (
         "ExplainEntry",
         "ExplainOutcome",
         "Explanation",
@@ -302,19 +300,6 @@ _LAZY_EXPORTS: dict[str, tuple[str, ...]] = {
 # Subpackages exported by name (``localscorers.genai``), also imported on first use.
 _LAZY_SUBMODULES = frozenset({"genai"})
 _LAZY = {name: module for module, names in _LAZY_EXPORTS.items() for name in names}
-
-
-class _Package(types.ModuleType):
-    def __setattr__(self, name: str, value: object) -> None:
-        # Importing the submodule localscorers.explain binds the package attribute
-        # "explain" to that module, hiding the function explain() exported under the same
-        # name. Keep the function, as the eager imports used to.
-        if isinstance(value, types.ModuleType) and _LAZY.get(name) == value.__name__:
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> object:

@@ -393,13 +393,13 @@ def test_max_concurrency_is_respected(tracking: Path) -> None:
     assert 1 <= most <= 2
 
 
-def test_the_module_is_callable_as_the_function(tracking: Path) -> None:
-    import localscorers.evaluate as module
+def test_importing_the_module_keeps_the_function(tracking: Path) -> None:
+    import localscorers.offline_evaluation
 
-    result = module(data=DATA[:1], scorers=[length])  # type: ignore[operator]
+    result = localscorers.evaluate(data=DATA[:1], scorers=[length])
 
     assert result.metrics["length/mean"] == 1.0
-    assert localscorers.evaluate(data=DATA[:1], scorers=[length]).trace_ids
+    assert localscorers.offline_evaluation.evaluate is localscorers.evaluate
 
 
 @pytest.mark.parametrize(

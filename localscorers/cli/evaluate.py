@@ -12,8 +12,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from localscorers.cli.common import console, prepare, print_json
-from localscorers.evaluate import EvaluationResult, evaluate
 from localscorers.exceptions import ConfigurationError
+from localscorers.offline_evaluation import EvaluationResult, evaluate
 
 __all__ = ["read_rows", "register", "summary_table"]
 

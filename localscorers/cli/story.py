@@ -31,7 +31,7 @@ from localscorers.cli.common import Column, rows_table
 from localscorers.cli.report import render_report
 from localscorers.cli.traces import explanation_table
 from localscorers.exceptions import BackfillTimeoutError, ConfigurationError
-from localscorers.explain import ExplainOutcome, explain
+from localscorers.explanation import ExplainOutcome, explain
 from localscorers.jobs import (
     BackfillScorerConfig,
     backfill_scorers,

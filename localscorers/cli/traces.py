@@ -20,14 +20,14 @@ from localscorers.cli.common import (
     print_json,
     rows_table,
 )
-from localscorers.explain import ExplainOutcome, explain
+from localscorers.explanation import ExplainOutcome, explain
 from localscorers.models import Feedback
 from localscorers.store import codec
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
-    from localscorers.explain import Explanation
+    from localscorers.explanation import Explanation
     from localscorers.models import Span, Trace
 
 __all__ = ["explanation_table", "register", "traces_table"]

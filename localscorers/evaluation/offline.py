@@ -1,4 +1,4 @@
-"""Offline evaluation (``localscorers.evaluate``): rows to traces, scorer calls, feedback.
+"""Offline evaluation (``localscorers.evaluate()``): rows to traces, scorer calls, feedback.
 
 Every row of an evaluation is a trace in the store carrying the metadata
 ``localscorers.evaluation_id`` and ``localscorers.evaluation_row`` (its index in the

@@ -5,7 +5,6 @@
 to the same objects as the top-level names: this package only re-exports.
 """
 
-from localscorers.evaluate import EvaluationResult, evaluate
 from localscorers.genai import judges, scorers
 from localscorers.genai.judges import make_judge
 from localscorers.genai.scorers import (
@@ -17,6 +16,7 @@ from localscorers.genai.scorers import (
     list_scorers,
     scorer,
 )
+from localscorers.offline_evaluation import EvaluationResult, evaluate
 
 __all__ = [
     "EvaluationResult",

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from localscorers import _context
 from localscorers.exceptions import FilterSyntaxError, NotFoundError
-from localscorers.explain import explain
+from localscorers.explanation import explain
 from localscorers.jobs import list_backfill_jobs
 from localscorers.models import Expectation, Feedback, JobStatus, validate_filter_string
 from localscorers.report import scorer_report

@@ -93,7 +93,7 @@ def _finished_since(since_ms: int | None) -> sa.ColumnElement[bool]:
     return e.c.finished_ms >= since_ms
 
 
-# Offline evaluations (``localscorers.evaluate``) write ledger rows with this origin prefix.
+# Offline evaluations (``localscorers.evaluate()``) write ledger rows with this origin prefix.
 _EVALUATE_PREFIX = "evaluate:"
 
 

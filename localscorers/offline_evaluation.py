@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import math
 import re
-import sys
-import types
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -438,19 +436,3 @@ def _row_traces(
     if _add_expectations(rows, traces):
         traces = _find(rows, experiment_id=experiment_id, evaluation_id=evaluation_id)
     return traces
-
-
-class _EvaluateModule(types.ModuleType):
-    """This module, callable as ``evaluate`` itself.
-
-    Importing ``localscorers.evaluate`` (the module) makes the package attribute
-    ``localscorers.evaluate`` the module, hiding the function of the same name: calling
-    the module calls the function, so ``localscorers.evaluate(data=..., scorers=...)``
-    works whichever of the two the attribute holds.
-    """
-
-    def __call__(self, **kwargs: Any) -> EvaluationResult:  # noqa: ANN401 - evaluate's arguments
-        return evaluate(**kwargs)
-
-
-sys.modules[__name__].__class__ = _EvaluateModule
