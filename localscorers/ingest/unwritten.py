@@ -116,6 +116,7 @@ def save_unwritten(
             error,
             path,
             str(path),
+            exc_info=error,
         )
         return path
     logger.error(
@@ -123,6 +124,7 @@ def save_unwritten(
         trace_id,
         type(error).__name__,
         error,
+        exc_info=error,
     )
     return None
 
