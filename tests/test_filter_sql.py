@@ -38,6 +38,7 @@ from localscorers.filters.parser import (
 from localscorers.store import schema, search_sql
 from localscorers.store.database import Database
 from localscorers.store.filter_sql import compile_filter, compile_order_by, matches_for_trace
+from tests.conftest import BACKENDS, fresh_postgres_schema, postgres_base_uri
 
 T0 = 1_700_000_000_000
 GPT = {"model": "gpt-4o"}
@@ -147,17 +148,21 @@ def log_corpus_trace(trace: dict[str, Any], *, experiment_id: str | None = None)
     return trace_id
 
 
-@pytest.fixture(scope="module")
-def corpus_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("corpus") / "corpus.db"
-    localscorers.set_tracking_uri(path)
+@pytest.fixture(scope="module", params=BACKENDS)
+def corpus_path(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The corpus, once per backend: a SQLite file, then a PostgreSQL schema."""
+    if request.param == "sqlite":
+        uri = f"sqlite:///{tmp_path_factory.mktemp('corpus') / 'corpus.db'}"
+    else:
+        uri = fresh_postgres_schema(postgres_base_uri())
+    localscorers.set_tracking_uri(uri)
     for trace in CORPUS:
         log_corpus_trace(trace)
-    return path
+    return uri
 
 
 @pytest.fixture
-def corpus(corpus_path: Path) -> Path:
+def corpus(corpus_path: str) -> str:
     localscorers.set_tracking_uri(corpus_path)
     return corpus_path
 

@@ -26,6 +26,12 @@ from localscorers.store.paging import PagedList
 from tests import scorer_helpers
 
 
+@pytest.fixture
+def tracking(contract_tracking: str) -> str:
+    """This module's store tests run on each backend (SQLite, then PostgreSQL)."""
+    return contract_tracking
+
+
 def _span(span_id: str, name: str, **fields: object) -> dict[str, object]:
     return {"span_id": span_id, "name": name, "start_time_ns": 1, **fields}
 

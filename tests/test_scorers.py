@@ -22,6 +22,12 @@ from localscorers import (
 from tests import scorer_helpers
 
 
+@pytest.fixture
+def tracking(contract_tracking: str) -> str:
+    """This module's store tests run on each backend (SQLite, then PostgreSQL)."""
+    return contract_tracking
+
+
 @scorer
 def exact_match(outputs, expectations):
     return outputs == expectations.get("answer")

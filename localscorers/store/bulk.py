@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CompiledStatement", "compiled_insert", "compiled_select", "json_columns"]
 
-_cache: dict[tuple[str, int], CompiledStatement] = {}
+_cache: dict[tuple[str, str, str], CompiledStatement] = {}
 
 
 class CompiledStatement:
@@ -112,7 +112,9 @@ def _wrapped(conn: Connection, sql: str, exc: Exception) -> sa.exc.StatementErro
 
 def _cached(key: str, conn: Connection, build: Any) -> CompiledStatement:  # noqa: ANN401
     dialect = conn.dialect
-    cache_key = (key, id(dialect))
+    # By dialect and driver, not id(dialect): a disposed SQLite engine's id can come
+    # back as a PostgreSQL one's, which would then run SQL compiled for SQLite.
+    cache_key = (key, dialect.name, dialect.driver)
     found = _cache.get(cache_key)
     if found is None:
         found = _cache[cache_key] = CompiledStatement(build(), dialect)
