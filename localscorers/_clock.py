@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import UTC, datetime
 
 from localscorers.exceptions import ConfigurationError
+from localscorers.store.codec import safe_repr
 
 __all__ = ["datetime_from_ms", "ms_from_datetime", "now_ms", "to_epoch_ms"]
+
+
+_MAX_MS = (2**63 - 1) // 1_000_000
 
 
 def now_ms() -> int:
@@ -40,7 +45,13 @@ def to_epoch_ms(value: datetime | int | float | None, *, argument: str) -> int |
         return ms_from_datetime(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigurationError(
-            f"{argument} must be a datetime or epoch milliseconds, got {value!r} "
+            f"{argument} must be a datetime or epoch milliseconds, got {safe_repr(value)} "
             f"({type(value).__name__})."
+        )
+    # NaN, infinities and times past 2262 (signed 64-bit nanoseconds) cannot be stored.
+    if not (isinstance(value, int) or math.isfinite(value)) or not -_MAX_MS <= value <= _MAX_MS:
+        raise ConfigurationError(
+            f"{argument} must be epoch milliseconds within +-{_MAX_MS} (before 2262-04-11), "
+            f"got {safe_repr(value)}."
         )
     return int(value)

@@ -255,3 +255,14 @@ def test_scorer_feedback_over_the_cap_and_numpy_results(
         assert isinstance(found[name].value, str)
         assert found[name].value.endswith("limit 2000]")
     assert (found["wordy"].rationale or "").endswith("limit 2000]")
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, 2**63])
+def test_backfill_time_arguments_that_cannot_be_times(tracking: Path, bad: float) -> None:
+    @localscorers.scorer
+    def ok(outputs: Any) -> bool:
+        return True
+
+    ok.register().start()
+    with pytest.raises(ConfigurationError, match="start_time must be epoch milliseconds"):
+        localscorers.backfill_scorers(scorers=["ok"], start_time=bad)
