@@ -279,3 +279,21 @@ def test_import_traces_fuzz(
     text = raw if raw is not None else to_json(document)
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
     call(localscorers.import_traces, path=path)
+
+
+@FUZZ
+@given(path=values, experiment_id=maybe(None), online_scoring=maybe(True))
+def test_import_traces_arguments_fuzz(
+    tracking: Path,
+    path: Any,
+    experiment_id: Any,
+    online_scoring: Any,
+) -> None:
+    if isinstance(path, str):
+        path = tracking.parent / "no-such-dir" / "x.json"  # never read the working directory
+    call(
+        localscorers.import_traces,
+        path=path,
+        experiment_id=experiment_id,
+        online_scoring=online_scoring,
+    )

@@ -143,12 +143,23 @@ def import_traces(
     score them later with a backfill.
 
     Raises:
-        ConfigurationError: the path does not exist or holds no trace files.
+        ConfigurationError: the path does not exist, holds no trace files, or an
+            argument has the wrong type.
         TraceImportError: a file is not valid MLflow trace JSON (a ``ConfigurationError``);
             the message and its ``file``, ``line`` (for JSON lines, else the trace's
             position) and ``field`` attributes say where, and what is wrong.
         NotFoundError: ``experiment_id`` does not exist.
     """
+    if not isinstance(path, str | os.PathLike) or not isinstance(online_scoring, bool):
+        raise ConfigurationError(
+            "import_traces() takes a path (str or pathlib.Path) and online_scoring=True or "
+            f"False, got path={codec.safe_repr(path)}, "
+            f"online_scoring={codec.safe_repr(online_scoring)}."
+        )
+    if experiment_id is not None and not isinstance(experiment_id, str | int):
+        raise ConfigurationError(
+            f"experiment_id must be an experiment's id, got {codec.safe_repr(experiment_id)}."
+        )
     files = _trace_files(Path(path))
     target = _context.resolve_experiment_id(experiment_id)
     by_file: list[list[TraceRecord]] = []
