@@ -36,6 +36,7 @@ from localscorers._spans import (
 from localscorers.exceptions import ConfigurationError
 from localscorers.ingest.unwritten import save_unwritten
 from localscorers.models import Span, TraceStatus
+from localscorers.store.codec import safe_repr
 from localscorers.store.rows import new_trace_id
 from localscorers.tracking import build_record
 
@@ -181,10 +182,11 @@ def _activate(span: LiveSpan) -> Iterator[LiveSpan]:
 
 def _check_options(name: object, span_type: object, *, name_optional: bool = False) -> None:
     if not (name is None and name_optional) and (not isinstance(name, str) or not name.strip()):
-        raise ConfigurationError(f"A span name must be a non-blank string, got {name!r}.")
+        raise ConfigurationError(f"A span name must be a non-blank string, got {safe_repr(name)}.")
     if span_type is not None and (not isinstance(span_type, str) or not span_type):
         raise ConfigurationError(
-            f"span_type must be a non-empty string such as 'LLM' or 'RETRIEVER', got {span_type!r}."
+            "span_type must be a non-empty string such as 'LLM' or 'RETRIEVER', got "
+            f"{safe_repr(span_type)}."
         )
 
 
@@ -376,7 +378,7 @@ def trace(
 
     def decorate(target: Callable[P, R]) -> Callable[P, R]:
         if not callable(target):
-            raise ConfigurationError(f"@trace decorates functions, got {target!r}.")
+            raise ConfigurationError(f"@trace decorates functions, got {safe_repr(target)}.")
         span_name = name or getattr(target, "__name__", None) or type(target).__name__
         signature = _signature(target)
 
