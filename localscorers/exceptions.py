@@ -315,3 +315,63 @@ class JudgeModelWarning(UserWarning):
     Emitted by ``start()`` of an LLM judge built without ``model=`` while
     ``LOCALSCORERS_JUDGE_MODEL`` is not set. The message says how to configure one.
     """
+
+
+class ModelNotConfiguredError(ConfigurationError):
+    """No judge model was given and ``LOCALSCORERS_JUDGE_MODEL`` is not set."""
+
+    error_code = "JUDGE_MODEL_NOT_CONFIGURED"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "No judge model is configured. Pass model= to the judge (for example "
+            "model='openai:/llama3'), or set LOCALSCORERS_JUDGE_MODEL, e.g. "
+            "LOCALSCORERS_JUDGE_MODEL=openai:/llama3 with "
+            "OPENAI_BASE_URL=http://localhost:8080/v1 for a local llama.cpp or vLLM "
+            "server, or LOCALSCORERS_JUDGE_MODEL=ollama:/llama3 for Ollama."
+        )
+
+
+class ProviderUnavailableError(ConfigurationError):
+    """The judge's model names a provider this installation cannot reach.
+
+    Raised when a judge runs, never when it is built, so a judge naming such a model
+    can still be registered (from code written for MLflow, say); its evaluations
+    record this as an error feedback.
+
+    Attributes:
+        error_code: the code recorded on the error feedback.
+    """
+
+    def __init__(self, message: str, *, error_code: str = "JUDGE_PROVIDER_UNAVAILABLE") -> None:
+        self.error_code = error_code
+        super().__init__(message)
+
+
+class ModelRequestError(LocalScorersError):
+    """The judge model's server refused the request (an HTTP 4xx other than 429).
+
+    Retrying would get the same answer, so the evaluator records it at once.
+
+    Attributes:
+        status_code: the HTTP status, or None when the answer was not the expected JSON.
+        error_code: the code recorded on the error feedback.
+    """
+
+    def __init__(
+        self, message: str, *, status_code: int | None, error_code: str = "JUDGE_REQUEST_REJECTED"
+    ) -> None:
+        self.status_code = status_code
+        self.error_code = error_code
+        super().__init__(message)
+
+
+class UnparseableAnswerError(LocalScorersError, ValueError):
+    """The judge model's answer holds no usable ``{"result": ..., "rationale": ...}``."""
+
+
+class LeaseLostError(StoreError):
+    """Another holder took a backfill job over (our lease had expired): drop what we hold.
+
+    Internal: the job runner catches it and lets the new holder go on.
+    """

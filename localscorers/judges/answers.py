@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from localscorers.exceptions import UnparseableAnswerError
+
 __all__ = [
     "VALUE_TYPES",
     "YES_NO_SCHEMA",
@@ -66,10 +68,6 @@ def answer_schema(result: Mapping[str, Any]) -> dict[str, Any]:
         "required": ["rationale", "result"],
         "additionalProperties": False,
     }
-
-
-class UnparseableAnswerError(ValueError):
-    """The judge model's answer holds no usable ``{"result": ..., "rationale": ...}``."""
 
 
 @dataclass(frozen=True)

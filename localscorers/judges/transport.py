@@ -23,7 +23,13 @@ from typing import Any
 
 import httpx
 
-from localscorers.exceptions import ConfigurationError, LocalScorersError, TransientError
+from localscorers.exceptions import (
+    ConfigurationError,
+    ModelNotConfiguredError,
+    ModelRequestError,
+    ProviderUnavailableError,
+    TransientError,
+)
 
 __all__ = [
     "ERROR_TEXT_LIMIT",
@@ -48,55 +54,6 @@ _DEFAULT_TIMEOUT = 60.0
 _DEFAULT_CONCURRENCY = 4
 _DEFAULT_MAX_TOKENS = 512
 ERROR_TEXT_LIMIT = 500
-
-
-class ModelNotConfiguredError(ConfigurationError):
-    """No judge model was given and ``LOCALSCORERS_JUDGE_MODEL`` is not set."""
-
-    error_code = "JUDGE_MODEL_NOT_CONFIGURED"
-
-    def __init__(self) -> None:
-        super().__init__(
-            "No judge model is configured. Pass model= to the judge (for example "
-            "model='openai:/llama3'), or set LOCALSCORERS_JUDGE_MODEL, e.g. "
-            "LOCALSCORERS_JUDGE_MODEL=openai:/llama3 with "
-            "OPENAI_BASE_URL=http://localhost:8080/v1 for a local llama.cpp or vLLM "
-            "server, or LOCALSCORERS_JUDGE_MODEL=ollama:/llama3 for Ollama."
-        )
-
-
-class ProviderUnavailableError(ConfigurationError):
-    """The judge's model names a provider this installation cannot reach.
-
-    Raised when a judge runs, never when it is built, so a judge naming such a model
-    can still be registered (from code written for MLflow, say); its evaluations
-    record this as an error feedback.
-
-    Attributes:
-        error_code: the code recorded on the error feedback.
-    """
-
-    def __init__(self, message: str, *, error_code: str = "JUDGE_PROVIDER_UNAVAILABLE") -> None:
-        self.error_code = error_code
-        super().__init__(message)
-
-
-class ModelRequestError(LocalScorersError):
-    """The judge model's server refused the request (an HTTP 4xx other than 429).
-
-    Retrying would get the same answer, so the evaluator records it at once.
-
-    Attributes:
-        status_code: the HTTP status, or None when the answer was not the expected JSON.
-        error_code: the code recorded on the error feedback.
-    """
-
-    def __init__(
-        self, message: str, *, status_code: int | None, error_code: str = "JUDGE_REQUEST_REJECTED"
-    ) -> None:
-        self.status_code = status_code
-        self.error_code = error_code
-        super().__init__(message)
 
 
 @dataclass(frozen=True)

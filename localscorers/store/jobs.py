@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from localscorers import _clock
-from localscorers.exceptions import ConfigurationError, JobNotFoundError
+from localscorers.exceptions import ConfigurationError, JobNotFoundError, LeaseLostError
 from localscorers.models import BackfillJob, JobStatus
 from localscorers.store import dialect, schema
 from localscorers.store.backfill_pages import Plan, ScorerSpec
@@ -49,10 +49,6 @@ __all__ = [
 COUNT_KEYS = ("total", "processed", "succeeded", "failed", "skipped")
 FINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 _UNFINISHED = (JobStatus.PENDING.value, JobStatus.RUNNING.value)
-
-
-class LeaseLostError(Exception):
-    """Another holder took the job over (our lease had expired): drop what we hold."""
 
 
 def _datetime(ms: int | None) -> datetime | None:
