@@ -10,7 +10,6 @@ import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
@@ -20,9 +19,10 @@ from localscorers import ConfigurationError, Span, Trace, TraceStatus, _context
 
 
 @pytest.fixture(autouse=True)
-def tracking_db(tmp_path: Path) -> Path:
-    localscorers.set_tracking_uri(tmp_path / "t.db")
-    return tmp_path / "t.db"
+def tracking_db(store_uri: str) -> str:
+    """Every test here runs on each backend (SQLite, then PostgreSQL)."""
+    localscorers.set_tracking_uri(store_uri)
+    return store_uri
 
 
 def only_trace() -> Trace:
@@ -328,10 +328,20 @@ def test_a_failed_write_is_logged_and_the_result_still_returned(
     # A real failure of the database (not a patched method): a trigger aborts every insert.
     db = _context.current().db
     with db.write() as conn:
-        conn.exec_driver_sql(
-            "CREATE TRIGGER refuse BEFORE INSERT ON traces "
-            "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
-        )
+        if db.is_postgres:
+            conn.exec_driver_sql(
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql "
+                "AS $$ BEGIN RAISE EXCEPTION 'disk full' USING ERRCODE = 'check_violation'; END $$"
+            )
+            conn.exec_driver_sql(
+                "CREATE TRIGGER refuse BEFORE INSERT ON traces "
+                "FOR EACH ROW EXECUTE FUNCTION refuse()"
+            )
+        else:
+            conn.exec_driver_sql(
+                "CREATE TRIGGER refuse BEFORE INSERT ON traces "
+                "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+            )
 
     @localscorers.trace
     def compute(x: int) -> int:
@@ -351,7 +361,7 @@ def test_a_failed_write_is_logged_and_the_result_still_returned(
     assert all(isinstance(e, localscorers.ConflictError) for e in errors)
     assert all("disk full" in str(e) for e in errors)
     with db.write() as conn:
-        conn.exec_driver_sql("DROP TRIGGER refuse")
+        conn.exec_driver_sql("DROP TRIGGER refuse" + (" ON traces" if db.is_postgres else ""))
     assert localscorers.search_traces() == []
 
 
