@@ -16,7 +16,7 @@ from rich.table import Table
 from localscorers.cli.common import Column, console, err_console, prepare, print_json, rows_table
 from localscorers.cli.scorers import status_style
 from localscorers.exceptions import ConfigurationError
-from localscorers.report import TimeBucket, save_report_chart, scorer_report
+from localscorers.report import ReportBucket, TimeBucket, save_report_chart, scorer_report
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -101,31 +101,38 @@ def _summary_table(
     return rows_table(title, columns, rows, width=width)
 
 
-def _bucket_table(reports: Sequence[ScorerReport]) -> Table | None:
+def _bucket_cell(bucket: ReportBucket | None) -> str:
+    if bucket is None:
+        return "[dim]-[/]"
+    style = "red" if bucket.errors else "green"
+    return f"[{style}]{bucket.errors}[/]/{bucket.evaluations}"
+
+
+def _bucket_table(reports: Sequence[ScorerReport], *, width: int) -> RenderableType | None:
     with_data = [r for r in reports if r.buckets]
     if not with_data:
         return None
-    width = with_data[0].bucket
+    size = with_data[0].bucket
     starts = sorted({b.start for r in with_data for b in r.buckets})[-_MAX_BUCKET_ROWS:]
-    fmt = "%Y-%m-%d %H:00" if width is TimeBucket.HOUR else "%Y-%m-%d"
-    table = Table(
-        title=f"Errors / evaluations per {width.value.lower()} (UTC, latest {len(starts)})",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-    )
-    table.add_column(width.value.lower(), no_wrap=True)
+    fmt = "%Y-%m-%d %H:00" if size is TimeBucket.HOUR else "%Y-%m-%d"
+    title = f"Errors / evaluations per {size.value.lower()} (UTC, latest {len(starts)})"
+    cells = {(r.scorer_name, b.start): b for r in with_data for b in r.buckets}
+    # One column per scorer needs room for each; otherwise one block per scorer.
+    needed = 18 + sum(min(max(len(r.scorer_name), 6), 10) + 2 for r in with_data)
+    if needed > width:
+        columns = [Column("scorer", key=True)] + [Column(s.strftime(fmt)) for s in starts]
+        rows = [
+            [escape(r.scorer_name)] + [_bucket_cell(cells.get((r.scorer_name, s))) for s in starts]
+            for r in with_data
+        ]
+        return rows_table(title, columns, rows, width=0)
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column(size.value.lower(), no_wrap=True)
     for report in with_data:
         table.add_column(escape(report.scorer_name), justify="right", overflow="fold")
-    cells = {(r.scorer_name, b.start): b for r in with_data for b in r.buckets}
     for start in starts:
         row = [start.strftime(fmt)]
-        for report in with_data:
-            bucket = cells.get((report.scorer_name, start))
-            if bucket is None:
-                row.append("[dim]-[/]")
-            else:
-                style = "red" if bucket.errors else "green"
-                row.append(f"[{style}]{bucket.errors}[/]/{bucket.evaluations}")
+        row.extend(_bucket_cell(cells.get((report.scorer_name, start))) for report in with_data)
         table.add_row(*row)
     return table
 
@@ -143,7 +150,7 @@ def render_report(
         return
     title = f"Scorers of experiment {experiment!r}{window}"
     out.print(_summary_table(reports, title=title, width=out.width))
-    buckets = _bucket_table(reports)
+    buckets = _bucket_table(reports, width=out.width)
     if buckets is not None:
         out.print(buckets)
 
