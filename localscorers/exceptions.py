@@ -259,7 +259,7 @@ class ScorerLoadError(ConfigurationError):
 
 
 class ScorerExecutionError(LocalScorersError):
-    """A scorer raised while being run with ``raise_on_error=True``.
+    """A scorer failed in ``evaluate(..., raise_on_error=True)``.
 
     Attributes:
         scorer: the scorer's name.

@@ -19,7 +19,7 @@ from localscorers import _context
 from localscorers.evaluation import offline, summary
 from localscorers.evaluation.execution import EvaluationContext
 from localscorers.evaluation.scheduler import Settings
-from localscorers.exceptions import ConfigurationError, StoreError
+from localscorers.exceptions import ConfigurationError, ScorerExecutionError, StoreError
 from localscorers.models import AssessmentSource, Expectation, Feedback, Trace
 from localscorers.scorers import FunctionScorer, Scorer, get_scorer
 from localscorers.store.offline import done_pairs
@@ -311,6 +311,7 @@ def evaluate(
     predict_fn: Callable[..., Any] | None = None,
     experiment_id: str | None = None,
     evaluation_id: str | None = None,
+    raise_on_error: bool = False,
 ) -> EvaluationResult:
     """Run scorers over a dataset as production would, and attach their feedback.
 
@@ -334,6 +335,9 @@ def evaluate(
         experiment_id: where to log the traces (default: the active experiment).
         evaluation_id: resume this evaluation: rows already logged and (trace, scorer)
             pairs already scored under this id are skipped. Default: a new id.
+        raise_on_error: raise ``ScorerExecutionError`` for the first scorer that
+            failed (after every call ran and all feedback was written), instead of
+            only counting it in ``<scorer>/error_count``: for unit tests of scorers.
 
     Returns:
         An ``EvaluationResult`` with the metrics, the trace ids and ``result_df``.
@@ -342,6 +346,7 @@ def evaluate(
         ConfigurationError: the data, a scorer, or the evaluation id is invalid.
         NotFoundError: the experiment, or a scorer given by name, does not exist.
         StoreError: a row's trace could not be written (run again with the same id).
+        ScorerExecutionError: with ``raise_on_error=True``, a scorer failed on a row.
     """
     settings = Settings.from_env()
     identifier = _evaluation_id(evaluation_id)
@@ -373,13 +378,27 @@ def evaluate(
         context = EvaluationContext(db=runtime.db, origin=origin)
         offline.run_units(units, settings=settings, context=context, done=done)
     traces = _find(rows, experiment_id=experiment, evaluation_id=identifier)
+    feedback = summary.feedback_by_scorer(traces, origin)
+    if raise_on_error:
+        _raise_first_error(feedback)
     return EvaluationResult(
         evaluation_id=identifier,
         experiment_id=experiment,
-        metrics=summary.metrics(summary.feedback_by_scorer(traces, origin), aggregations),
+        metrics=summary.metrics(feedback, aggregations),
         trace_ids=[t.info.trace_id for t in traces],
         result_df=summary.result_frame(traces, origin),
     )
+
+
+def _raise_first_error(feedback: dict[str, list[Feedback]]) -> None:
+    for scorer_name in sorted(feedback):
+        for item in feedback[scorer_name]:
+            if item.error is not None:
+                raise ScorerExecutionError(
+                    scorer=scorer_name,
+                    trace_id=item.trace_id or "?",
+                    detail=f"{item.error.error_code}: {item.error.error_message}",
+                )
 
 
 def _find(rows: Sequence[_Row], *, experiment_id: str, evaluation_id: str) -> list[Trace]:

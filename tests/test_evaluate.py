@@ -528,3 +528,20 @@ def test_one_evaluation_id_in_two_experiments_is_two_evaluations(tracking: Path)
 
     assert set(in_a.trace_ids).isdisjoint(in_b.trace_ids)
     assert localscorers.get_trace(in_b.trace_ids[0]).info.experiment_id == second
+
+
+def test_raise_on_error_names_the_scorer_and_the_trace(tracking: Path) -> None:
+    @localscorers.scorer
+    def broken(outputs: Any) -> bool:
+        raise RuntimeError(f"cannot judge {outputs!r}")
+
+    with pytest.raises(localscorers.ScorerExecutionError) as caught:
+        localscorers.evaluate(data=DATA[:1], scorers=[broken], raise_on_error=True)
+
+    assert caught.value.scorer == "broken"
+    assert caught.value.trace_id.startswith("tr-")
+    assert "RuntimeError" in str(caught.value)
+    assert "cannot judge" in str(caught.value)
+    # Without it, the failure is counted, not raised; the feedback was written either way.
+    result = localscorers.evaluate(data=DATA[:1], scorers=[broken])
+    assert result.metrics["broken/error_count"] == 1.0
