@@ -34,9 +34,10 @@ from localscorers.evaluation.scheduler import (
     new_pool,
     settle_transient,
 )
+from localscorers.evaluation.sessions import SessionScoring
 from localscorers.exceptions import ScorerNotFoundError, TransientError
 from localscorers.store.changes import ChangeWatch
-from localscorers.store.ledger import Claim, EvaluationQueue, Outcome, new_owner_id
+from localscorers.store.ledger import Claim, EvaluationQueue, Outcome, Watermark, new_owner_id
 
 if TYPE_CHECKING:
     from localscorers.models import Trace
@@ -103,6 +104,8 @@ class Runner:
         self._traces: dict[str, Trace] = {}
         self._light: dict[str, Trace] = {}  # light_trace stand-ins, for scorers not reading it
         self._scorers: dict[tuple[str, str, int], LoadedScorer] = {}
+        # Session scorers: enqueued by an idle scan, run on whole sessions (sessions.py).
+        self._sessions = SessionScoring(db, store, registry)
         self._scorer_counter: int | None = None
         self._last_renew = time.monotonic()
         self._last_write = time.monotonic()
@@ -129,7 +132,13 @@ class Runner:
             self._wake.set()
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every evaluation pending now is done; return False on timeout."""
+        """Wait until every evaluation pending now is done.
+
+        Returns:
+            False when ``timeout`` ran out, or when all that is left waits for scorer
+            calls hung past their timeouts (``blocked`` says which; they are logged).
+        """
+        self._sessions.scan()  # sessions idle now are pending now
         watermark = self.queue.watermark()
         deadline = None if timeout is None else time.monotonic() + timeout
         self._wake.set()
@@ -137,6 +146,8 @@ class Runner:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return False
+            if self._only_blocked_left(watermark):
+                return False  # it waits on calls that may never return (logged with why)
             with self._progress:
                 # Woken by our own completions; the cap covers work done by other processes.
                 self._progress.wait(timeout=0.05 if remaining is None else min(0.05, remaining))
@@ -207,6 +218,7 @@ class Runner:
         self._collect()
         self._note_blocked()
         self._renew_if_due()
+        self._sessions.scan_if_due()
         capacity = self._scheduler.capacity()
         if capacity > 0 and not self._suspects:
             # Claims waiting for a scorer at its concurrency limit are not work we can
@@ -238,6 +250,15 @@ class Runner:
                 logger.warning("localscorers: %s", reason)
         self.blocked = blocked
 
+    def _only_blocked_left(self, watermark: Watermark) -> bool:
+        blocked = self.blocked
+        if not blocked:
+            return False
+        if None in blocked:
+            return True
+        keys = [cast("tuple[str, str]", key) for key in blocked]
+        return not self.queue.has_pending(since=watermark, excluding=keys)
+
     def drained(self) -> bool:
         """Tell whether nothing is pending but the work of scorers blocked by hung calls.
 
@@ -266,6 +287,7 @@ class Runner:
         counter = self._registry.change_counter()
         if counter != self._scorer_counter:
             self._scorers.clear()
+            self._sessions.forget_scorers()
             self._scorer_counter = counter
 
     def _saturated(self, *, with_backlog: bool) -> set[tuple[str, str]]:
@@ -312,6 +334,7 @@ class Runner:
         waiting = {claim.trace_id for claim in self._backlog}
         self._traces = {k: v for k, v in self._traces.items() if k in waiting}
         self._light = {k: v for k, v in self._light.items() if k in waiting}
+        self._sessions.keep(waiting)
 
     def _claim_chunk(self) -> int:
         # The chunk size of the fastest scorer seen, at least 4 (the old fixed claim size).
@@ -319,7 +342,10 @@ class Runner:
         return max(4, self._scheduler.fastest_chunk() or 4)
 
     def _traces_for(self, claim: Claim) -> dict[str, Trace]:
-        loaded = self._scorers.get((claim.experiment_id, claim.scorer_name, claim.scorer_version))
+        key = (claim.experiment_id, claim.scorer_name, claim.scorer_version)
+        if key in self._sessions.keys:
+            return self._sessions.items  # the session up to the claimed trace
+        loaded = self._scorers.get(key)
         return self._traces if loaded is None or "trace" in loaded.parameters else self._light
 
     def _load_traces(self, claims: list[Claim]) -> None:
@@ -333,6 +359,7 @@ class Runner:
         whole = [i for i in dict.fromkeys(whole) if i not in self._traces]
         light = [c.trace_id for c in claims if self._traces_for(c) is self._light]
         light = [i for i in dict.fromkeys(light) if i not in self._light]
+        self._sessions.load([c for c in claims if self._traces_for(c) is self._sessions.items])
         if whole or light:
             with self._db.read() as conn:
                 self._traces.update(
@@ -369,6 +396,8 @@ class Runner:
             )
             return None
         loaded = load_scorer(state, db_path=self._db.path)
+        if state.takes_session:
+            loaded = self._sessions.wrap(key, loaded)
         self._scorers[key] = loaded
         return loaded
 
@@ -385,7 +414,7 @@ class Runner:
         if isinstance(result, tuple):
             return Outcome(claim, plain=result)
         if not isinstance(result, TransientError):
-            return Outcome(claim, feedback=result)
+            return Outcome(claim, feedback=self._sessions.stamp(claim, result))
         # The claim counted this attempt already.
         settled = settle_transient(
             result, name=claim.scorer_name, attempts=claim.attempts, settings=self.settings
