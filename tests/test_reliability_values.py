@@ -266,3 +266,30 @@ def test_backfill_time_arguments_that_cannot_be_times(tracking: Path, bad: float
     ok.register().start()
     with pytest.raises(ConfigurationError, match="start_time must be epoch milliseconds"):
         localscorers.backfill_scorers(scorers=["ok"], start_time=bad)
+
+
+def test_backfill_with_an_attribute_filter_over_nan_attributes_succeeds(tracking: Path) -> None:
+    # Issue 12: one row with a bare NaN made every backfill with this filter FAIL.
+    spans = [
+        {
+            "span_id": "b" * 16,
+            "name": "llm",
+            "start_time_ns": 1_700_000_000_000_000_000,
+            "attributes": {"score": math.nan, "model": "gpt"},
+        }
+    ]
+    trace_id = localscorers.log_trace(inputs="q", outputs="a", spans=spans)
+
+    @localscorers.scorer
+    def later(outputs: Any) -> bool:
+        return True
+
+    later.register().start(
+        sampling_config=ScorerSamplingConfig(filter_string="span.attributes.model = 'gpt'")
+    )
+    job = localscorers.wait_for_backfill_job(
+        localscorers.backfill_scorers(scorers=["later"]), timeout=60
+    )
+    assert job.status == "SUCCEEDED", job.error
+    assert job.succeeded == 1
+    assert [a.name for a in localscorers.get_trace(trace_id).info.assessments] == ["later"]
