@@ -22,7 +22,7 @@ from localscorers._spans import (
     string_entries,
 )
 from localscorers._spans import span_list as span_list_of
-from localscorers.exceptions import ConfigurationError, NotFoundError
+from localscorers.exceptions import ConfigurationError, DatabaseMovedError, NotFoundError
 from localscorers.models import (
     AssessmentSource,
     Expectation,
@@ -570,6 +570,7 @@ def flush(timeout: float | None = None) -> bool:
 
     Raises:
         ConfigurationError: ``timeout`` is not None or a non-negative number of seconds.
+        DatabaseMovedError: the database file was deleted or replaced since it was opened.
     """
     timeout = codec.plain_scalar(timeout)  # type: ignore[assignment]
     if timeout is not None and (
@@ -585,6 +586,11 @@ def flush(timeout: float | None = None) -> bool:
     if timeout is not None and math.isinf(timeout):
         timeout = None
     runtime = _context.current()
+    if runtime.db.moved():
+        # The pending work lives in a file no path leads to: it can never be finished.
+        raise DatabaseMovedError(
+            path=str(runtime.db.path), detail="its pending evaluations cannot be finished"
+        )
     if _context.monitor_enabled():
         return runtime.runner().flush(timeout)
     queue = EvaluationQueue(runtime.db, owner="flush", lease_ms=0)

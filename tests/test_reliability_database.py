@@ -40,6 +40,8 @@ def test_deleted_database_file_raises_instead_of_losing_traces(tracking: Path) -
         localscorers.log_trace(inputs="q", outputs="a")
     assert str(tracking) in str(info.value)
     assert "set_tracking_uri" in str(info.value)
+    with pytest.raises(DatabaseMovedError):
+        localscorers.flush(timeout=5)  # was True, with everything lost
     localscorers.set_tracking_uri(tracking)  # the fix the message gives: a fresh file
     trace_id = localscorers.log_trace(inputs="q", outputs="again")
     assert [t.info.trace_id for t in localscorers.search_traces()] == [trace_id]
