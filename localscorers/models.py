@@ -19,6 +19,7 @@ from localscorers.filters import parser
 from localscorers.store.codec import safe_repr
 
 __all__ = [
+    "DEFAULT_SESSION_IDLE_SECONDS",
     "Assessment",
     "AssessmentError",
     "AssessmentSource",
@@ -38,10 +39,14 @@ __all__ = [
     "TraceInfo",
     "TraceStatus",
     "validate_filter_string",
+    "validate_idle_seconds",
     "validate_sample_rate",
 ]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
+# A session is scored online after this long without a new trace (DESIGN.md section 15).
+DEFAULT_SESSION_IDLE_SECONDS = 300.0
+_MAX_IDLE_SECONDS = 1e9  # about 31 years: milliseconds of it stay a 64-bit integer
 
 
 class TraceStatus(StrEnum):
@@ -245,25 +250,54 @@ class ScorerSamplingConfig(BaseModel):
     """How much of the traffic a scorer sees: a rate and an optional trace filter.
 
     Validated on construction: ``sample_rate`` must be a number in ``[0, 1]``
-    (NaN is refused) and ``filter_string`` must parse.
+    (NaN is refused) and ``filter_string`` must parse. ``session_idle_seconds`` is
+    for session-level scorers (a ``session`` parameter): a session is scored online
+    once no trace of it has arrived for that long, and again after it grows.
 
     Raises:
         FilterSyntaxError: the filter string does not parse.
-        ConfigurationError: the rate is out of range or not a number.
+        ConfigurationError: the rate is out of range or not a number, or
+            ``session_idle_seconds`` is not a positive number.
     """
 
     model_config = _FROZEN
 
     sample_rate: float = 1.0
     filter_string: str | None = None
+    session_idle_seconds: float = DEFAULT_SESSION_IDLE_SECONDS
 
-    def __init__(self, sample_rate: float = 1.0, filter_string: str | None = None) -> None:
+    def __init__(
+        self,
+        sample_rate: float = 1.0,
+        filter_string: str | None = None,
+        session_idle_seconds: float = DEFAULT_SESSION_IDLE_SECONDS,
+    ) -> None:
         # Checked here rather than in pydantic validators: those would wrap our errors
         # in pydantic's ValidationError, and callers catch FilterSyntaxError.
         super().__init__(
             sample_rate=validate_sample_rate(sample_rate),
             filter_string=validate_filter_string(filter_string),
+            session_idle_seconds=validate_idle_seconds(session_idle_seconds),
         )
+
+
+def validate_idle_seconds(value: object) -> float:
+    """Return ``session_idle_seconds`` as a float, or raise if it is not a positive number.
+
+    Raises:
+        ConfigurationError: the value is not a number above 0 (and at most 1e9).
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationError(
+            f"session_idle_seconds must be a number of seconds above 0, got {safe_repr(value)}."
+        )
+    seconds = float(value) if isinstance(value, float) or abs(value) <= 10**12 else math.inf
+    if math.isnan(seconds) or not 0 < seconds <= _MAX_IDLE_SECONDS:
+        raise ConfigurationError(
+            f"session_idle_seconds must be seconds above 0 and at most {_MAX_IDLE_SECONDS:g}, got "
+            f"{safe_repr(value)}. Use e.g. 300 to score a session after 5 minutes of silence."
+        )
+    return seconds
 
 
 def validate_sample_rate(value: object) -> float:

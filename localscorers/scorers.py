@@ -20,7 +20,12 @@ from localscorers.evaluation import serialization
 from localscorers.evaluation.aggregations import Aggregation
 from localscorers.evaluation.execution import to_feedback
 from localscorers.exceptions import ConfigurationError, ScorerLoadError
-from localscorers.models import Feedback, ScorerSamplingConfig, ScorerStatus
+from localscorers.models import (
+    DEFAULT_SESSION_IDLE_SECONDS,
+    Feedback,
+    ScorerSamplingConfig,
+    ScorerStatus,
+)
 from localscorers.store.registry import ScorerState, validate_name
 
 if TYPE_CHECKING:
@@ -199,7 +204,11 @@ class Scorer(BaseModel):
         runtime = _context.current()
         experiment = _context.resolve_experiment_id(experiment_id)
         state = runtime.registry.register(
-            experiment, target, definition=self.definition(), description=self.description
+            experiment,
+            target,
+            definition=self.definition(),
+            description=self.description,
+            takes_session=_takes_session(self),
         )
         return self._with_state(state)
 
@@ -283,6 +292,9 @@ class Scorer(BaseModel):
             action=action,
             sample_rate=config.sample_rate if config else 0.0,
             filter_string=config.filter_string if config else None,
+            session_idle_seconds=(
+                config.session_idle_seconds if config else DEFAULT_SESSION_IDLE_SECONDS
+            ),
         )
         if target != self.name:
             return scorer_from_state(state, db_path=runtime.db.path)
@@ -299,6 +311,16 @@ class Scorer(BaseModel):
                 "experiment_id": state.experiment_id,
             }
         )
+
+
+def _takes_session(item: Scorer) -> bool:
+    """Tell whether a scorer is session-level (takes ``session``): stored at registration."""
+    if isinstance(item, FunctionScorer):
+        try:
+            return "session" in _parameters(item.function())
+        except (ScorerLoadError, TypeError, ValueError):  # cannot load: it records the error
+            return False
+    return "session" in item._declared_parameters()
 
 
 def _with_aggregations(definition: dict[str, Any], scorer: Scorer) -> dict[str, Any]:

@@ -269,6 +269,7 @@ class Runner:
         if None in blocked:
             return True
         keys = [cast("tuple[str, str]", key) for key in blocked]
+        self._sessions.scan_if_due()  # sessions that went quiet are pending too
         return not self.queue.has_pending(excluding=keys)
 
     def _finish(self) -> None:

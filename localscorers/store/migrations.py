@@ -111,12 +111,30 @@ def m0005_covering_trace_time_index(conn: Connection) -> None:
     index.create(conn)
 
 
+def m0006_session_scoring(conn: Connection) -> None:
+    """Add ``scorers.session_idle_seconds`` and ``scorer_versions.takes_session``.
+
+    Online session scoring reads both without loading a scorer. ``m0001_initial``
+    creates its tables from the live definitions, so each column is added only where
+    it is missing, with the DDL (type, default) of its live definition.
+    """
+    for table, column in (
+        (schema.scorers, "session_idle_seconds"),
+        (schema.scorer_versions, "takes_session"),
+    ):
+        present = {c["name"] for c in sa.inspect(conn).get_columns(table.name)}
+        if column not in present:
+            spec = sa.schema.CreateColumn(table.c[column]).compile(dialect=conn.dialect)
+            conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {spec}"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     m0001_initial,
     m0002_evaluation_requests,
     m0003_pending_spans,
     m0004_client_request_id_and_session_feedback,
     m0005_covering_trace_time_index,
+    m0006_session_scoring,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -27,8 +27,9 @@ from localscorers.exceptions import (
     ScorerNotFoundError,
 )
 from localscorers.filters import parser
-from localscorers.models import ScorerStatus
+from localscorers.models import DEFAULT_SESSION_IDLE_SECONDS, ScorerStatus
 from localscorers.store import bulk, codec, schema
+from localscorers.store.sessions import takes_session_column
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -74,6 +75,8 @@ class ScorerState:
     filter_string: str | None
     definition: dict[str, Any]
     description: str | None
+    session_idle_seconds: float = DEFAULT_SESSION_IDLE_SECONDS
+    takes_session: bool = False  # the version's scorer takes ``session``
 
     def scorer_fields(self) -> dict[str, Any]:
         """Return the ``Scorer`` fields this state sets (name, description, lifecycle)."""
@@ -90,7 +93,7 @@ class ScorerState:
 
 @dataclass(frozen=True)
 class ActiveScorer:
-    """What the enqueue path needs of an ACTIVE scorer."""
+    """What the enqueue path needs of an ACTIVE trace-level scorer."""
 
     name: str
     version: int
@@ -164,7 +167,7 @@ class ScorerRegistry:
         """Return every registered scorer of the experiment, latest versions, by name."""
         s, v = schema.scorers, schema.scorer_versions
         query = (
-            sa.select(s, v.c.definition, v.c.description)
+            sa.select(s, v.c.definition, v.c.description, v.c.takes_session)
             .join(
                 v,
                 sa.and_(
@@ -232,9 +235,15 @@ class ScorerRegistry:
         if cached is not None:
             return cached
         s = schema.scorers
+        # Session-level scorers are never enqueued by a commit: the session scan
+        # (``sessions.enqueue_idle``) enqueues a session once it has gone quiet.
         rows = conn.execute(
             sa.select(s.c.name, s.c.version, s.c.sample_rate, s.c.filter_string)
-            .where(s.c.experiment_id == experiment_id, s.c.status == ScorerStatus.ACTIVE.value)
+            .where(
+                s.c.experiment_id == experiment_id,
+                s.c.status == ScorerStatus.ACTIVE.value,
+                takes_session_column() == sa.false(),
+            )
             .order_by(s.c.name)
         ).all()
         active = [
@@ -261,8 +270,11 @@ class ScorerRegistry:
         *,
         definition: dict[str, Any],
         description: str | None,
+        takes_session: bool = False,
     ) -> ScorerState:
         """Register a definition under a name: new name, same version, or version N+1.
+
+        ``takes_session`` records that the scorer takes ``session`` (a session-level scorer).
 
         Raises:
             ScorerLimitError: the experiment already has the maximum number of names.
@@ -321,6 +333,7 @@ class ScorerRegistry:
                     definition=definition,
                     definition_hash=digest,
                     created_ms=now,
+                    takes_session=takes_session,
                 )
             )
             self._changed(conn, experiment_id, name, now)
@@ -334,6 +347,7 @@ class ScorerRegistry:
         action: str,
         sample_rate: float = 0.0,
         filter_string: str | None = None,
+        session_idle_seconds: float = DEFAULT_SESSION_IDLE_SECONDS,
     ) -> ScorerState:
         """Apply ``start`` / ``update`` / ``stop`` to a registered name.
 
@@ -366,6 +380,7 @@ class ScorerRegistry:
                     status=target.value,
                     sample_rate=sample_rate if target is ScorerStatus.ACTIVE else 0.0,
                     filter_string=filter_string if target is ScorerStatus.ACTIVE else None,
+                    session_idle_seconds=session_idle_seconds,
                     updated_ms=now,
                 )
             )
@@ -440,7 +455,7 @@ class ScorerRegistry:
             )
         wanted = state.version if version is None else version
         row = conn.execute(
-            sa.select(v.c.definition, v.c.description).where(
+            sa.select(v.c.definition, v.c.description, v.c.takes_session).where(
                 v.c.experiment_id == experiment_id, v.c.name == name, v.c.version == wanted
             )
         ).first()
@@ -449,8 +464,8 @@ class ScorerRegistry:
                 f"Scorer {name!r} in experiment {experiment_id!r} has no version {version}; "
                 f"the latest is {state.version}."
             )
-        mapping = {**state._mapping, "definition": row.definition, "description": row.description}
-        return _state_from_row(mapping, wanted)
+        # The version's definition, description and takes_session over the name's state.
+        return _state_from_row({**state._mapping, **row._mapping}, wanted)
 
     def _changed(self, conn: Connection, experiment_id: str, name: str, now: int) -> None:
         state = self._get(conn, experiment_id, name)
@@ -489,4 +504,6 @@ def _state_from_row(row: Any, version: int) -> ScorerState:  # noqa: ANN401 - a 
         filter_string=row["filter_string"],
         definition=row["definition"],
         description=row["description"],
+        session_idle_seconds=float(row["session_idle_seconds"]),
+        takes_session=bool(row["takes_session"]),
     )

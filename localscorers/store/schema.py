@@ -87,6 +87,11 @@ class ScorerStateRow(_Base, table=True):
     filter_string: str | None = None
     created_ms: int
     updated_ms: int
+    # Session-level scorers: a session is due once silent this long (m0006).
+    session_idle_seconds: float = Field(
+        default=300.0,
+        sa_column=sa.Column(sa.Float, nullable=False, server_default=sa.text("300")),
+    )
 
 
 class ScorerVersionRow(_Base, table=True):
@@ -103,6 +108,11 @@ class ScorerVersionRow(_Base, table=True):
     definition: dict[str, Any] = _json_column(nullable=False)
     definition_hash: str
     created_ms: int
+    # Whether the scorer takes ``session`` (m0006): online scoring knows without loading it.
+    takes_session: bool = Field(
+        default=False,
+        sa_column=sa.Column(sa.Boolean, nullable=False, server_default=sa.false()),
+    )
 
 
 class ScorerEventRow(_Base, table=True):

@@ -1,0 +1,174 @@
+"""Online session scoring: finding idle sessions, and running session scorers on claims.
+
+A session scorer (one taking ``session``) is never enqueued when a trace commits. The
+online runner calls ``SessionScoring.scan_if_due`` on its steps (and ``scan`` before a
+flush): every ACTIVE session scorer is enqueued on each session silent for its
+``session_idle_seconds``, sampled by session id, as a PENDING ledger row on the
+session's last trace (``store.sessions.enqueue_idle``). The row is claimed and
+completed like any other, so exactly-once per (session, scorer version, revision)
+holds through the same leases. A claimed row runs the scorer on the session's traces up
+to the claimed trace, in time order; its feedback carries ``mlflow.trace.session``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+from localscorers import _clock
+from localscorers.evaluation.execution import ALL_PARAMETERS, LoadedScorer
+from localscorers.store.sessions import (
+    SESSION_KEY,
+    SessionScorer,
+    enqueue_idle,
+    session_scorers,
+    session_traces,
+)
+
+if TYPE_CHECKING:
+    from localscorers.models import Feedback, Trace
+    from localscorers.store.database import Database
+    from localscorers.store.ledger import Claim
+    from localscorers.store.registry import ScorerRegistry
+    from localscorers.store.traces import TraceStore
+
+__all__ = ["SessionItem", "SessionScoring", "session_call"]
+
+_SCAN_SECONDS = 0.25  # how often a runner looks for sessions that went quiet
+# A later scan looks back this far before the previous one's cutoff: a trace stamped
+# just before a scan may commit just after it (or come from a clock slightly behind).
+_LOOKBACK_MS = 60_000
+
+ScorerKey = tuple[str, str, int]  # (experiment id, scorer name, version)
+
+
+@dataclass(frozen=True)
+class SessionItem:
+    """What the scheduler hands a session scorer: the last trace, with the whole session.
+
+    It stands in for the claimed (last) trace; ``session`` holds the session's traces
+    up to it, in time order.
+    """
+
+    info: Any
+    data: Any
+    expectations: dict[str, Any]
+    session: tuple[Trace, ...]
+    session_id: str | None
+
+
+def session_call(call: Callable[..., Any]) -> Callable[..., Any]:
+    """Adapt a session scorer to the scheduler, which calls scorers on one trace."""
+
+    def on_session(*, trace: SessionItem, **_: Any) -> Any:  # noqa: ANN401 - the scorer's value
+        return call(session=list(trace.session))
+
+    return on_session
+
+
+class SessionScoring:
+    """A runner's session scoring: the idle scan, the session loads, the feedback stamp.
+
+    Args:
+        db: the database.
+        store: loads the sessions' traces.
+        registry: its change counter says when to re-read the session scorers.
+    """
+
+    def __init__(self, db: Database, store: TraceStore, registry: ScorerRegistry) -> None:
+        self._db = db
+        self._store = store
+        self._registry = registry
+        self._lock = threading.Lock()
+        self._counter: int | None = None
+        self._scorers: list[SessionScorer] = []
+        self._floors: dict[ScorerKey, int] = {}
+        self._next_scan = 0.0
+        self.keys: set[ScorerKey] = set()  # the session scorer versions claims were seen for
+        self.items: dict[str, Trace] = {}  # SessionItems by claimed trace id
+        self._session_ids: dict[int, str] = {}  # by claim id, until its outcome
+
+    # -- finding idle sessions -------------------------------------------------------
+
+    def scan_if_due(self) -> int:
+        """Run ``scan`` when the last one is ``_SCAN_SECONDS`` old; return rows enqueued."""
+        if time.monotonic() < self._next_scan:
+            return 0
+        return self.scan()
+
+    def scan(self) -> int:
+        """Enqueue every ACTIVE session scorer on its idle, sampled, unscored sessions."""
+        with self._lock:
+            self._next_scan = time.monotonic() + _SCAN_SECONDS
+            counter = self._registry.change_counter()
+            if counter != self._counter:
+                self._scorers = session_scorers(self._db)
+                self._counter = counter
+            enqueued = 0
+            for scorer in self._scorers:
+                key = (scorer.experiment_id, scorer.name, scorer.version)
+                now = _clock.now_ms()
+                floor = self._floors.get(key, 0)
+                enqueued += enqueue_idle(self._db, scorer, now_ms=now, floor_ms=floor)
+                self._floors[key] = max(floor, now - scorer.idle_ms - _LOOKBACK_MS)
+            return enqueued
+
+    # -- running claims --------------------------------------------------------------
+
+    def wrap(self, key: ScorerKey, loaded: LoadedScorer) -> LoadedScorer:
+        """Return a session scorer version (``key``) made runnable on ``SessionItem`` s."""
+        self.keys.add(key)
+        if loaded.call is None:
+            return loaded  # it failed to load: evaluate() records the error
+        return LoadedScorer(
+            loaded.name,
+            loaded.version,
+            session_call(loaded.call),
+            None,
+            loaded.timeout_seconds,
+            loaded.max_concurrency,
+            ALL_PARAMETERS,
+        )
+
+    def load(self, claims: Sequence[Claim]) -> None:
+        """Load the sessions of the claims (each up to its claimed trace) as ``SessionItem`` s.
+
+        A claim whose trace was deleted gets no item (the runner retires it).
+        """
+        wanted = [i for i in dict.fromkeys(c.trace_id for c in claims) if i not in self.items]
+        if wanted:
+            with self._db.read() as conn:
+                sessions = {trace_id: session_traces(conn, trace_id) for trace_id in wanted}
+                ids = [i for _sid, upto, _state in sessions.values() for i in upto]
+                loaded = {t.info.trace_id: t for t in self._store.load_traces(conn, ids)}
+            for trace_id, (session_id, upto, _state) in sessions.items():
+                last = loaded.get(trace_id)
+                if last is not None:
+                    turns = tuple(loaded[i] for i in upto if i in loaded)
+                    item = SessionItem(last.info, last.data, last.expectations, turns, session_id)
+                    self.items[trace_id] = cast("Trace", item)
+        for claim in claims:
+            found = cast("SessionItem | None", self.items.get(claim.trace_id))
+            if found is not None and found.session_id is not None:
+                self._session_ids[claim.id] = found.session_id
+
+    def forget_scorers(self) -> None:
+        """Forget which versions are session scorers (a version number can be reused)."""
+        self.keys.clear()
+
+    def keep(self, trace_ids: Collection[str]) -> None:
+        """Forget the loaded sessions but those of ``trace_ids`` (claims still waiting)."""
+        self.items = {k: v for k, v in self.items.items() if k in trace_ids}
+
+    def stamp(self, claim: Claim, feedback: Sequence[Feedback]) -> list[Feedback]:
+        """Name the session in the feedback's metadata, so filters match the whole session."""
+        session_id = self._session_ids.pop(claim.id, None)
+        if session_id is None:
+            return list(feedback)
+        extra = {SESSION_KEY: session_id}
+        return [
+            f.model_copy(update={"metadata": {**(f.metadata or {}), **extra}}) for f in feedback
+        ]

@@ -1,0 +1,361 @@
+"""Online session scoring: idle detection, revisions, sampling, exactly-once across SIGKILL.
+
+A session scorer (one taking ``session``) is never enqueued when a trace commits: the
+runner's idle scan enqueues a session once no trace of it has been committed for
+``session_idle_seconds``, on its last trace (the revision). Most tests inject the clock
+(``localscorers._clock.now_ms``), which stamps commits and drives the scan, so idleness
+is decided without sleeping.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import localscorers
+from localscorers import (
+    ConfigurationError,
+    Feedback,
+    ScorerSamplingConfig,
+    Trace,
+    _clock,
+    sampling,
+    scorer,
+)
+from tests import scorer_helpers_online as helpers
+
+SESSION = "mlflow.trace.session"
+DEADLINE = 60.0
+
+
+@scorer
+def turns(session: list[Trace]) -> str:
+    """Return the session's questions in order: shows which revision was scored."""
+    return ",".join(str(t.data.request["q"]) for t in session)
+
+
+@scorer
+def slow_turns(session: list[Trace]) -> Feedback:
+    """Take a while, and say which process scored the session (for the SIGKILL test)."""
+    time.sleep(0.3)
+    return Feedback(value=len(session), metadata={"pid": str(os.getpid())})
+
+
+@scorer
+def per_trace(outputs: Any) -> bool:
+    """A trace-level scorer next to the session scorers."""
+    return outputs is not None
+
+
+class FakeClock:
+    """Epoch milliseconds that move only when the test says so."""
+
+    def __init__(self) -> None:
+        self.ms = 1_800_000_000_000
+
+    def now_ms(self) -> int:
+        return self.ms
+
+    def advance(self, seconds: float) -> None:
+        self.ms += round(seconds * 1000)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(_clock, "now_ms", fake.now_ms)
+    return fake
+
+
+def say(session: str | None, question: str, clock: FakeClock | None = None) -> str:
+    """Log one turn (request time = the clock, so turns keep their order); return its id."""
+    return localscorers.log_trace(
+        inputs={"q": question},
+        outputs=f"answer to {question}",
+        metadata={SESSION: session} if session else {},
+        request_time=None if clock is None else clock.ms,
+    )
+
+
+def session_feedback(name: str = "turns") -> dict[str, list[Feedback]]:
+    """Return the online feedback of ``name``, by trace id."""
+    found: dict[str, list[Feedback]] = {}
+    for trace in localscorers.search_traces():
+        for a in trace.info.assessments:
+            if isinstance(a, Feedback) and a.name == name:
+                found.setdefault(trace.info.trace_id, []).append(a)
+    return found
+
+
+def start(scorer_: Any, *, idle: float = 10.0, rate: float = 1.0, **config: Any) -> None:
+    scorer_.register().start(
+        sampling_config=ScorerSamplingConfig(sample_rate=rate, session_idle_seconds=idle, **config)
+    )
+
+
+# -- configuration ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [0, -1, float("nan"), float("inf"), 1e10, "5", True, None])
+def test_session_idle_seconds_must_be_positive_seconds(value: object) -> None:
+    with pytest.raises(ConfigurationError, match="session_idle_seconds must be") as info:
+        ScorerSamplingConfig(session_idle_seconds=value)  # type: ignore[arg-type]
+    assert repr(value) in str(info.value) or str(value) in str(info.value)
+
+
+def test_session_idle_seconds_defaults_to_five_minutes() -> None:
+    assert ScorerSamplingConfig().session_idle_seconds == 300.0
+    assert ScorerSamplingConfig(session_idle_seconds=2).session_idle_seconds == 2.0
+
+
+# -- idle detection and revisions ------------------------------------------------------------
+
+
+def test_a_session_is_scored_once_after_going_quiet(tracking: Path, clock: FakeClock) -> None:
+    start(turns, idle=10)
+    first = say("s1", "hi", clock)
+    clock.advance(4)
+    last = say("s1", "and then?", clock)
+    clock.advance(9)  # 9 s since the last turn: not idle yet
+    assert localscorers.flush(timeout=DEADLINE)
+    assert session_feedback() == {}
+
+    clock.advance(1)
+    assert localscorers.flush(timeout=DEADLINE)
+    feedback = session_feedback()
+    assert list(feedback) == [last]
+    (only,) = feedback[last]
+    assert only.value == "hi,and then?"
+    assert only.metadata == {SESSION: "s1"}
+    assert only.error is None
+
+    clock.advance(60)
+    assert localscorers.flush(timeout=DEADLINE)
+    assert sum(map(len, session_feedback().values())) == 1  # not again for the same revision
+    # Session feedback covers the whole session in filters, as in MLflow.
+    found = localscorers.search_traces(filter_string="feedback.turns = 'hi,and then?'")
+    assert {t.info.trace_id for t in found} == {first, last}
+
+
+def test_a_new_turn_makes_the_session_due_again(tracking: Path, clock: FakeClock) -> None:
+    start(turns, idle=5)
+    say("s1", "a", clock)
+    clock.advance(6)
+    assert localscorers.flush(timeout=DEADLINE)
+    later = say("s1", "b", clock)
+    clock.advance(6)
+    assert localscorers.flush(timeout=DEADLINE)
+
+    values = {t: [f.value for f in fs] for t, fs in session_feedback().items()}
+    assert sorted(values.values()) == [["a"], ["a,b"]]
+    assert values[later] == ["a,b"]
+
+
+def test_no_trace_level_calls_and_no_type_errors(tracking: Path, clock: FakeClock) -> None:
+    """Started online, a session scorer used to get TypeError feedback on every trace."""
+    start(turns, idle=5)
+    per_trace.register().start()
+    ids = [say("s1", "a", clock), say(None, "alone", clock), say("s1", "b", clock)]
+    clock.advance(5)
+    assert localscorers.flush(timeout=DEADLINE)
+
+    feedback = session_feedback()
+    assert {t: [f.value for f in fs] for t, fs in feedback.items()} == {ids[2]: ["a,b"]}
+    assert all(f.error is None for fs in feedback.values() for f in fs)
+    assert set(session_feedback("per_trace")) == set(ids)  # trace scorers as before
+
+
+def test_sessions_are_sampled_by_session_id(tracking: Path, clock: FakeClock) -> None:
+    start(turns, idle=1, rate=0.5)
+    last = {f"s{i}": say(f"s{i}", f"q{i}", clock) for i in range(40)}
+    clock.advance(1)
+    assert localscorers.flush(timeout=DEADLINE)
+
+    sampled = {
+        session
+        for session in last
+        if sampling.is_sampled(session, "turns", 0.5)  # the session id is hashed
+    }
+    assert 0 < len(sampled) < 40
+    assert set(session_feedback()) == {last[s] for s in sampled}
+
+
+def test_only_sessions_active_since_start_are_scored(tracking: Path, clock: FakeClock) -> None:
+    say("old", "before start", clock)
+    clock.advance(100)
+    start(turns, idle=5)
+    new = say("new", "after start", clock)
+    clock.advance(5)
+    assert localscorers.flush(timeout=DEADLINE)
+    assert list(session_feedback()) == [new]
+
+
+def test_evaluate_rows_are_not_scored_online(tracking: Path, clock: FakeClock) -> None:
+    start(turns, idle=1)
+    rows = [{"inputs": {"q": "x"}, "outputs": "y", "metadata": {SESSION: "offline"}}]
+    localscorers.evaluate(data=rows, scorers=[per_trace])
+    clock.advance(5)
+    assert localscorers.flush(timeout=DEADLINE)
+    assert session_feedback() == {}
+
+
+def test_a_filter_applies_to_the_sessions_last_trace(tracking: Path, clock: FakeClock) -> None:
+    start(turns, idle=1, filter_string="metadata.channel = 'web'")
+    localscorers.log_trace(
+        inputs={"q": "a"}, outputs="x", metadata={SESSION: "w", "channel": "web"}
+    )
+    localscorers.log_trace(
+        inputs={"q": "b"}, outputs="x", metadata={SESSION: "m", "channel": "app"}
+    )
+    clock.advance(1)
+    assert localscorers.flush(timeout=DEADLINE)
+    assert [f.value for fs in session_feedback().values() for f in fs] == ["a"]
+
+
+# -- the property ----------------------------------------------------------------------------
+
+# A step: a turn in one of three sessions after a pause, or a flush (runner catches up).
+STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("turn"), st.sampled_from(["s0", "s1", "s2"]), st.integers(0, 25)),
+        st.tuples(st.just("flush"), st.just(""), st.integers(0, 25)),
+    ),
+    min_size=1,
+    max_size=14,
+)
+IDLE_SECONDS = 10
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(steps=STEPS)
+def test_property_once_per_revision_never_while_receiving(
+    steps: list[tuple[str, str, int]],
+    tmp_path_factory: pytest.TempPathFactory,
+    clock: FakeClock,
+) -> None:
+    """Each revision (session, last trace) is scored at most once, only once idle, and
+    every session idle at a flush has its current revision scored by then.
+
+    The in-process runner scans on its own too, at whatever fake time it sees: a revision
+    may be scored as soon as it is idle at some instant, never before.
+    """
+    localscorers.set_tracking_uri(tmp_path_factory.mktemp("db") / "db.sqlite")
+    start(turns, idle=IDLE_SECONDS)
+    sessions: dict[str, list[tuple[str, int, str]]] = {}  # (trace id, ingested ms, question)
+    may_be_scored: set[str] = set()  # revisions idle at some instant the clock showed
+
+    def note_idle() -> None:
+        for turns_ in sessions.values():
+            trace_id, ingested, _ = turns_[-1]
+            if clock.ms - ingested >= IDLE_SECONDS * 1000:
+                may_be_scored.add(trace_id)
+
+    for index, (kind, session, pause) in enumerate(steps):
+        clock.advance(pause)
+        note_idle()
+        if kind == "turn":
+            question = f"{session}-{index}"
+            trace_id = say(session, question, clock)
+            sessions.setdefault(session, []).append((trace_id, clock.ms, question))
+            continue
+        assert localscorers.flush(timeout=DEADLINE)
+        feedback = session_feedback()
+        assert set(feedback) <= may_be_scored  # never while still receiving traces
+        for turns_ in sessions.values():
+            if clock.ms - turns_[-1][1] >= IDLE_SECONDS * 1000:
+                assert turns_[-1][0] in feedback  # idle now: scored by the flush
+        for turns_ in sessions.values():
+            for position, (trace_id, _, _) in enumerate(turns_):
+                if trace_id in feedback:
+                    # Once per revision, with the session up to that trace, in order.
+                    assert [f.value for f in feedback[trace_id]] == [
+                        ",".join(q for _, _, q in turns_[: position + 1])
+                    ]
+
+
+# -- exactly once across a SIGKILL of the worker ---------------------------------------------
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+
+
+def wait_until(condition: Callable[[], bool], *, timeout: float = DEADLINE) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout} s")
+        time.sleep(0.05)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+def test_exactly_once_per_revision_across_a_killed_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, processes: list[subprocess.Popen[str]]
+) -> None:
+    monkeypatch.setenv("LOCALSCORERS_MONITOR", "off")  # only the workers evaluate
+    db = tmp_path / "kill.db"
+    localscorers.set_tracking_uri(db)
+    start(slow_turns, idle=0.05)
+    for n in range(12):
+        say(f"s{n}", "hello")
+        say(f"s{n}", "again")
+    lease = {"LOCALSCORERS_LEASE_SECONDS": "1.5", "LOCALSCORERS_MAX_WORKERS": "2"}
+
+    first = subprocess.Popen(
+        helpers.worker_command(db, drain=False),
+        env=helpers.subprocess_env(**lease),
+        cwd=helpers.REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    processes.append(first)
+    wait_until(lambda: bool(session_feedback("slow_turns")) or first.poll() is not None)
+    assert first.poll() is None, first.communicate()[1]
+    os.kill(first.pid, signal.SIGKILL)  # with session calls running and claims leased
+    first.wait(timeout=DEADLINE)
+    done_by_first = session_feedback("slow_turns")
+    assert 0 < len(done_by_first) < 12
+
+    grown = [say("s0", "more"), say("s1", "more")]  # two sessions get a new revision
+    time.sleep(0.1)  # past their idle window (0.05 s) before the drain's scan
+    result = subprocess.run(
+        helpers.worker_command(db),
+        env=helpers.subprocess_env(**lease),
+        cwd=helpers.REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+    feedback = session_feedback("slow_turns")
+    counts = Counter({trace_id: len(fs) for trace_id, fs in feedback.items()})
+    assert set(counts.values()) == {1}  # exactly once per revision
+    assert len(feedback) == 12 + 2
+    assert all(feedback[t][0].value == 3 for t in grown)
+    assert sorted(f[0].value for t, f in feedback.items() if t not in grown) == [2] * 12
+    for trace_id, fs in done_by_first.items():
+        assert feedback[trace_id][0].metadata["pid"] == fs[0].metadata["pid"] == str(first.pid)
