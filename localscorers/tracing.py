@@ -31,6 +31,7 @@ from localscorers._spans import (
     ActiveTrace,
     LiveSpan,
     attribute_map,
+    checked_text,
     string_entries,
 )
 from localscorers.exceptions import ConfigurationError
@@ -181,8 +182,9 @@ def _activate(span: LiveSpan) -> Iterator[LiveSpan]:
 
 
 def _check_options(name: object, span_type: object, *, name_optional: bool = False) -> None:
-    if not (name is None and name_optional) and (not isinstance(name, str) or not name.strip()):
-        raise ConfigurationError(f"A span name must be a non-blank string, got {safe_repr(name)}.")
+    if not (name is None and name_optional):
+        # A name the store refuses (NUL) would send every trace to the unwritten file.
+        checked_text(name, argument="A span name")
     if span_type is not None and (not isinstance(span_type, str) or not span_type):
         raise ConfigurationError(
             "span_type must be a non-empty string such as 'LLM' or 'RETRIEVER', got "

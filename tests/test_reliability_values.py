@@ -293,3 +293,10 @@ def test_backfill_with_an_attribute_filter_over_nan_attributes_succeeds(tracking
     assert job.status == "SUCCEEDED", job.error
     assert job.succeeded == 1
     assert [a.name for a in localscorers.get_trace(trace_id).info.assessments] == ["later"]
+
+
+def test_span_names_with_nul_are_refused_when_the_span_is_declared() -> None:
+    with pytest.raises(ConfigurationError, match="NUL"):
+        localscorers.trace(name="a\x00b")
+    with pytest.raises(ConfigurationError, match="NUL"), localscorers.start_span("x\x00"):
+        pass
