@@ -134,6 +134,81 @@ def run_one_table_floor(path: Path, start: int, count: int) -> float:
     return count / elapsed
 
 
+def minimal_call(i: int) -> dict[str, object]:
+    """The smallest useful log_trace: a named call's inputs and outputs, nothing else."""
+    return {
+        "inputs": {"question": f"What is the status of order {i}?"},
+        "outputs": f"Order {i} shipped on day {i % 30}; it should arrive within a week.",
+        "name": "answer",
+        "execution_duration_ms": 120,
+    }
+
+
+def run_minimal_log_trace(path: Path, start: int, count: int) -> float:
+    """``log_trace`` of :func:`minimal_call`, one call per trace; return traces/s."""
+    localscorers.set_tracking_uri(path)
+    started = time.perf_counter()
+    for i in range(start, start + count):
+        localscorers.log_trace(**minimal_call(i))  # type: ignore[arg-type]
+    return count / (time.perf_counter() - started)
+
+
+def run_minimal_floor(path: Path, start: int, count: int) -> float:
+    """The MINIMAL floor (issue 16): the same call written as one row, one transaction each.
+
+    A raw ``sqlite3`` loop: ``BEGIN IMMEDIATE``, one INSERT of the trace's id and its
+    JSON (name, time, duration, inputs, outputs) into a table keyed by the id, COMMIT;
+    WAL, ``synchronous=NORMAL``. It keeps nothing a filter could use, no span, no
+    online-scoring check: the least any durable one-transaction-per-trace store does.
+    """
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("CREATE TABLE IF NOT EXISTS t (trace_id TEXT PRIMARY KEY, body TEXT)")
+    started = time.perf_counter()
+    for i in range(start, start + count):
+        body = minimal_call(i)
+        body["request_time_ms"] = time.time_ns() // 1_000_000
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO t VALUES (?, ?)", (f"tr-{new_id_hex()}", json.dumps(body)))
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return count / elapsed
+
+
+def measure_minimal(directory: Path, *, traces: int, repeat: int) -> list[dict[str, object]]:
+    """``log_trace(inputs, outputs, name)`` against the minimal one-row floor, interleaved."""
+    os.environ["LOCALSCORERS_MONITOR"] = "off"
+    library_db, floor_db = directory / "minimal-library.db", directory / "minimal-floor.db"
+    warmup = max(200, traces // 10)
+    run_minimal_log_trace(library_db, 0, warmup)
+    run_minimal_floor(floor_db, 0, warmup)
+    library, floor = [], []
+    for round_ in range(repeat):
+        offset = warmup + round_ * traces
+        floor.append(run_minimal_floor(floor_db, offset, traces))
+        library.append(run_minimal_log_trace(library_db, offset, traces))
+    _context.reset()
+    # Per round: both ran back to back, so a busy moment of the machine hits both.
+    ratios = sorted(f / lib for f, lib in zip(floor, library, strict=True))
+    ratio = statistics.median(ratios)
+    lib, raw = statistics.median(library), statistics.median(floor)
+    print(f"minimal log_trace: {lib:8.0f} traces/s  (rounds: {rounds(library)})")
+    print(f"minimal floor:     {raw:8.0f} traces/s  (rounds: {rounds(floor)})")
+    print(
+        f"log_trace cost vs minimal floor: {ratio:.2f}x median, {ratios[0]:.2f}x min (target <= 2x)"
+    )
+    return [
+        row("minimal log_trace throughput (traces/s)", lib, floor=None, higher_is_better=True,
+            target="informational"),
+        row("minimal floor: one row per trace (traces/s)", raw, floor=None,
+            higher_is_better=True, target="informational"),
+        row("log_trace cost vs minimal floor (x)", ratio, floor=2.0, higher_is_better=False,
+            target="<= 2x the minimal floor"),
+    ]  # fmt: skip
+
+
 def rounds(values: list[float]) -> str:
     return ", ".join(f"{x:.0f}" for x in values)
 
@@ -280,13 +355,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     parser.add_argument("--repeat", type=int, default=3, help="rounds of each")
     parser.add_argument("--search-traces", type=int, default=100_000)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    args = parser.parse_args([] if argv is None else argv)
+    args = parser.parse_args(argv)
     if args.quick:
         args.traces, args.repeat, args.search_traces = 1000, 1, 10_000
     saved = os.environ.get("LOCALSCORERS_MONITOR")
     try:
         with tempfile.TemporaryDirectory(prefix="localscorers-ingest-") as tmp:
-            rows = measure_ingest(Path(tmp), traces=args.traces, repeat=args.repeat)
+            rows = measure_minimal(Path(tmp), traces=args.traces, repeat=args.repeat)
+            rows += measure_ingest(Path(tmp), traces=args.traces, repeat=args.repeat)
             rows += measure_search(Path(tmp), traces=args.search_traces)
     finally:
         if saved is None:

@@ -6,6 +6,7 @@ own figures there, and hands its rows back as JSON. See README.md for the row co
 Usage::
 
     python benchmarks/run.py [NAME ...] [--json FILE] [--strict] [--script-args=ARGS]
+    python benchmarks/run.py --scale 1m [--cache DIR]
 """
 
 from __future__ import annotations
@@ -32,6 +33,13 @@ HERE = Path(__file__).resolve().parent
 NOT_BENCHMARKS = {"run.py", "compare_mlflow.py", "conftest.py"}
 # The core benchmarks run first, in this order; any other script follows by name.
 PREFERRED_ORDER = ("ingest", "online", "backfill")
+# ``--scale`` sizes: traces in the cached database.
+SCALES = {"100k": 100_000, "1m": 1_000_000}
+# The figures summed up after the table: (label, figure, bound).
+MINIMAL_FLOOR_FIGURES = (
+    ("ingest", "log_trace cost vs minimal floor (x)", 2.0),
+    ("backfill", "backfill cost vs minimal floor (x)", 3.0),
+)
 KEYS = ("benchmark", "figure", "value", "floor", "ratio", "target", "ok")
 
 console = Console()
@@ -166,6 +174,18 @@ def render(rows: list[dict[str, Any]], failures: dict[str, str]) -> Table:
     return table
 
 
+def minimal_floor_summary(rows: list[dict[str, Any]]) -> str:
+    """One line with the ratios issue 16 bounds: ingest and backfill vs their minimal floors."""
+    parts = []
+    for label, figure, bound in MINIMAL_FLOOR_FIGURES:
+        found = [r for r in rows if r["figure"] == figure and isinstance(r["value"], int | float)]
+        if found:
+            value = found[0]["value"]
+            style = "green" if value <= bound else "bold red"
+            parts.append(f"{label} [{style}]{value:.2f}x[/] (target <= {bound:g}x)")
+    return "Against the minimal raw floors: " + "; ".join(parts) if parts else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks and print the table; return the process exit code."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
@@ -179,13 +199,29 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="arguments passed to every script, e.g. --script-args=--quick",
     )
+    parser.add_argument(
+        "--scale",
+        choices=sorted(SCALES),
+        help="instead: build (once, cached, resumable) a database of that many traces and "
+        "print search and backfill figures at that size (see _scale.py)",
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path(tempfile.gettempdir()),
+        help="where --scale keeps its database (default: the system temp directory)",
+    )
     parser.add_argument("--child", nargs=2, metavar=("SCRIPT", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     script_args = shlex.split(args.script_args)
     if args.child:
         return run_child(Path(args.child[0]), Path(args.child[1]), script_args)
 
-    scripts = discover(args.names)
+    if args.scale:
+        scripts = [HERE / "_scale.py"]
+        script_args = ["--traces", str(SCALES[args.scale]), "--cache", str(args.cache)]
+    else:
+        scripts = discover(args.names)
     if not scripts:
         console.print("No benchmark scripts found in benchmarks/ (see README.md).")
         return 0
@@ -202,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     console.print(render(rows, failures))
     if args.json is not None:
         args.json.write_text(json.dumps({"rows": rows, "failures": failures}, indent=2))
+    summary = minimal_floor_summary(rows)
+    if summary:
+        console.print(summary)
     missed = [r for r in rows if not r["ok"]]
     if missed:
         console.print(f"[bold red]{len(missed)} figure(s) missed their floor.[/]")

@@ -70,13 +70,20 @@ def _regexp(pattern: str | None, value: object) -> bool | None:
     return compiled.search(str(value)) is not None
 
 
-def install_sqlite_hooks(engine: Engine, *, busy_timeout: float, wal: bool) -> None:
+def install_sqlite_hooks(
+    engine: Engine, *, busy_timeout: float, wal: bool, writer: bool = False
+) -> None:
     """Set the connection recipe of STYLE.md rule 13 on a pysqlite engine.
 
     Every connection gets WAL (file databases), ``synchronous=NORMAL``,
     ``foreign_keys=ON``, a busy timeout and a REGEXP function; transactions are
     begun by us, ``BEGIN IMMEDIATE`` for writers so two writers queue on the busy
     timeout instead of failing on a lock upgrade.
+
+    With ``writer`` (the engine of a thread's own write connection, which runs only
+    ``BEGIN IMMEDIATE`` transactions) the busy timeout is 0 once and for all: the
+    transaction's only wait, taking the write lock, is :func:`_begin_immediate`'s
+    loop, so the two ``PRAGMA busy_timeout`` around every other writer's BEGIN go.
     """
 
     @event.listens_for(engine, "connect")
@@ -92,6 +99,8 @@ def install_sqlite_hooks(engine: Engine, *, busy_timeout: float, wal: bool) -> N
         # MLflow's LIKE is case-sensitive (ILIKE is the insensitive one); SQLite's is not
         # by default. Without this, "name LIKE 'chat%'" would also match "Chat".
         cursor.execute("PRAGMA case_sensitive_like = ON")
+        if writer:
+            cursor.execute("PRAGMA busy_timeout = 0")
         cursor.close()
         dbapi_conn.create_function("REGEXP", 2, _regexp, deterministic=True)
 
@@ -99,12 +108,12 @@ def install_sqlite_hooks(engine: Engine, *, busy_timeout: float, wal: bool) -> N
     def _on_begin(conn: Connection) -> None:
         mode = conn.get_execution_options().get(BEGIN_OPTION, "DEFERRED")
         if mode == "IMMEDIATE" and wal:
-            _begin_immediate(conn, busy_timeout=busy_timeout)
+            _begin_immediate(conn, busy_timeout=busy_timeout, toggle=not writer)
         else:
             conn.exec_driver_sql(f"BEGIN {mode}")
 
 
-def _begin_immediate(conn: Connection, *, busy_timeout: float) -> None:
+def _begin_immediate(conn: Connection, *, busy_timeout: float, toggle: bool = True) -> None:
     """Take the write lock, retrying every fraction of a millisecond until the timeout.
 
     SQLite's own busy handler sleeps 1, 2, 5, 10, 15, 20, 25... ms between tries, so
@@ -112,26 +121,37 @@ def _begin_immediate(conn: Connection, *, busy_timeout: float) -> None:
     a worker writing feedback, each holding the lock well under a millisecond) the
     waiter keeps oversleeping while the other takes the lock again. In WAL mode taking
     the write lock is the only wait a writer has, so we do it here with short, jittered
-    sleeps; the connection's busy timeout still covers everything else.
+    sleeps; the connection's busy timeout still covers everything else (``toggle``: set
+    it to 0 for the BEGIN and back after; a writer connection keeps 0 throughout).
     """
     raw = conn.connection.dbapi_connection
     assert raw is not None  # noqa: S101 - a checked-out connection has its DBAPI connection
-    deadline = time.monotonic() + busy_timeout
-    delay = 0.0001
-    raw.execute("PRAGMA busy_timeout = 0")
+    if toggle:
+        raw.execute("PRAGMA busy_timeout = 0")
     try:
-        while True:
-            try:
-                raw.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                if not is_locked_error(exc) or time.monotonic() >= deadline:
-                    raise sa.exc.OperationalError("BEGIN IMMEDIATE", None, exc) from exc
-                time.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter only
-                delay = min(delay * 1.5, 0.002)
-            else:
-                return
+        try:
+            raw.execute("BEGIN IMMEDIATE")  # the lock is free nearly always: no clock read
+        except sqlite3.OperationalError as exc:
+            if not is_locked_error(exc):
+                raise sa.exc.OperationalError("BEGIN IMMEDIATE", None, exc) from exc
+            _retry_begin(raw, deadline=time.monotonic() + busy_timeout)
     finally:
-        raw.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        if toggle:
+            raw.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+
+
+def _retry_begin(raw: Any, *, deadline: float) -> None:  # noqa: ANN401 - a DBAPI connection
+    delay = 0.0001
+    while True:
+        time.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter only
+        delay = min(delay * 1.5, 0.002)
+        try:
+            raw.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if not is_locked_error(exc) or time.monotonic() >= deadline:
+                raise sa.exc.OperationalError("BEGIN IMMEDIATE", None, exc) from exc
+        else:
+            return
 
 
 _ERROR_KINDS = {

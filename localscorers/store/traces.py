@@ -8,6 +8,7 @@ lose neither the trace nor its pending scoring.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
     from localscorers.store.database import Database
-    from localscorers.store.registry import ScorerRegistry
+    from localscorers.store.registry import ActiveScorer, ScorerRegistry
 
 __all__ = ["TraceStore"]
 
@@ -62,6 +63,8 @@ class TraceStore:
         self._db = db
         self._registry = registry
         self.on_enqueued = on_enqueued
+        # Per thread: (write connection, its data_version, active scorers by experiment).
+        self._seen = threading.local()
 
     # -- experiments ---------------------------------------------------------------
 
@@ -134,7 +137,7 @@ class TraceStore:
         # Rows are built and JSON-encoded before the write lock: every other writer (a
         # worker writing feedback, other processes logging) waits while we hold it.
         trace_rows = None if skip_existing else rows.TraceRows.of(records)
-        with self._db.write() as conn:
+        with self._db.write(dedicated=True) as conn:
             # Taken under the write lock, so commit order and ingested_ms agree with the
             # lifecycle history explain() replays (a trace that waited for the lock must
             # not look older than a start() that committed before it).
@@ -167,6 +170,30 @@ class TraceStore:
             )
         return [r for r in records if r.trace_id not in existing]
 
+    def _active_for(self, conn: Connection, experiment_id: str) -> list[ActiveScorer]:
+        """The experiment's active scorers, unread while no other connection committed.
+
+        On this thread's own write connection ``PRAGMA data_version`` (no table read)
+        changes whenever any other connection commits; that connection itself never
+        changes scorers. So while it stands still, the scorers read at the same value
+        still hold, and the registry's change-counter read is skipped.
+        """
+        if not self._db.is_dedicated(conn):
+            return self._registry.active_for(conn, experiment_id)
+        raw = conn.connection.dbapi_connection
+        assert raw is not None  # noqa: S101 - an open transaction has its DBAPI connection
+        version = raw.execute("PRAGMA data_version").fetchone()[0]
+        seen: tuple[Any, int, dict[str, list[ActiveScorer]]] | None = getattr(
+            self._seen, "active", None
+        )
+        if seen is None or seen[0] is not raw or seen[1] != version:
+            seen = (raw, version, {})
+            self._seen.active = seen
+        active = seen[2].get(experiment_id)
+        if active is None:
+            active = seen[2][experiment_id] = self._registry.active_for(conn, experiment_id)
+        return active
+
     def _enqueue(self, conn: Connection, records: Sequence[rows.TraceRecord], now: int) -> int:
         # One evaluation_requests row per trace: cheap enough for the hot path. A claim
         # turns it into one evaluations row per scorer (see evaluations.py).
@@ -175,7 +202,7 @@ class TraceStore:
         for r in records:
             by_experiment.setdefault(r.experiment_id, []).append(r)
         for experiment_id, group in by_experiment.items():
-            active = self._registry.active_for(conn, experiment_id)
+            active = self._active_for(conn, experiment_id)
             if not active:
                 continue
             filtered = [a for a in active if a.filter_expr is not None]
