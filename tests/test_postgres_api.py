@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -220,3 +221,20 @@ def test_the_environment_variable_selects_postgresql(store_uri: str) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     )
     assert out.stdout.split() == ["postgresql", "1"]
+
+
+def _answer_length(outputs: object) -> int:
+    return len(str(outputs))
+
+
+def test_concurrent_registrations_get_distinct_versions(contract_tracking: str) -> None:
+    # On PostgreSQL writers run side by side: registration reads then writes, so it is
+    # serialized there (SQLite's single writer does it for free).
+    def register(i: int) -> int | None:
+        made = localscorers.scorer(name="length", description=f"variant {i}")(_answer_length)
+        return made.register().version
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        versions = list(pool.map(register, range(8)))
+    assert sorted(v for v in versions if v is not None) == list(range(1, 9))
+    assert localscorers.get_scorer(name="length").version == 8

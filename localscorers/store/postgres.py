@@ -41,6 +41,7 @@ __all__ = [
     "json_as_text",
     "lock_migrations",
     "lock_rows",
+    "serialize",
     "set_user_version",
 ]
 
@@ -177,6 +178,15 @@ def lock_rows(query: sa.Select[Any]) -> sa.Select[Any]:
 def lock_migrations(conn: Connection) -> None:
     """Serialize migrations of one database across processes and hosts (transaction-scoped)."""
     conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+
+
+def serialize(conn: Connection, name: str) -> None:
+    """Run the rest of this transaction alone among those serialized on ``name``.
+
+    For rare writes that read-then-write (scorer registration and lifecycle), where
+    SQLite's single writer gave this for free.
+    """
+    conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": name})
 
 
 def set_user_version(conn: Connection, version: int) -> None:

@@ -28,7 +28,7 @@ from localscorers.exceptions import (
 )
 from localscorers.filters import parser
 from localscorers.models import DEFAULT_SESSION_IDLE_SECONDS, ScorerStatus
-from localscorers.store import bulk, codec, schema
+from localscorers.store import bulk, codec, dialect, schema
 from localscorers.store.sessions import takes_session_column
 
 if TYPE_CHECKING:
@@ -283,6 +283,7 @@ class ScorerRegistry:
         digest = definition_hash(definition, description)
         s, v = schema.scorers, schema.scorer_versions
         with self._db.write() as conn:
+            dialect.of(conn).serialize(conn, "localscorers.registry")  # PostgreSQL: one at a time
             now = _clock.now_ms()  # under the write lock: see TraceStore.write_traces
             current = self._find(conn, experiment_id, name)
             if current is None:
@@ -357,6 +358,7 @@ class ScorerRegistry:
         target = ScorerStatus.STOPPED if action == "stop" else ScorerStatus.ACTIVE
         s = schema.scorers
         with self._db.write() as conn:
+            dialect.of(conn).serialize(conn, "localscorers.registry")  # PostgreSQL: one at a time
             now = _clock.now_ms()  # under the write lock: see TraceStore.write_traces
             current = self._find(conn, experiment_id, name)
             if current is None:
@@ -407,6 +409,7 @@ class ScorerRegistry:
             )
         s, v = schema.scorers, schema.scorer_versions
         with self._db.write() as conn:
+            dialect.of(conn).serialize(conn, "localscorers.registry")  # PostgreSQL: one at a time
             now = _clock.now_ms()
             current = self._get(conn, experiment_id, name, version=version)
             versions = sa.and_(v.c.experiment_id == experiment_id, v.c.name == name)

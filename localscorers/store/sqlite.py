@@ -32,6 +32,7 @@ __all__ = [
     "is_locked_error",
     "lock_migrations",
     "lock_rows",
+    "serialize",
     "set_user_version",
 ]
 
@@ -220,6 +221,11 @@ def claim_rows(query: sa.Select[Any]) -> sa.Select[Any]:
 def lock_rows(query: sa.Select[Any]) -> sa.Select[Any]:
     """Return the query as is: a SQLite writer holds the whole database already."""
     return query
+
+
+def serialize(conn: Connection, name: str) -> None:
+    """Nothing to do: a SQLite write transaction is alone already."""
+    del conn, name
 
 
 def lock_migrations(conn: Connection) -> None:
