@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from localscorers import _context, sampling
+from localscorers import _clock, _context, sampling
 from localscorers.exceptions import TraceNotFoundError
 from localscorers.models import EvaluationStatus, ScorerStatus
 from localscorers.store.explain_facts import (
@@ -20,6 +20,7 @@ from localscorers.store.explain_facts import (
     ExplainStore,
     TraceFacts,
 )
+from localscorers.store.sessions import SessionFacts, SessionState, session_facts
 
 __all__ = ["ExplainEntry", "ExplainOutcome", "Explanation", "explain"]
 
@@ -33,10 +34,14 @@ class ExplainOutcome(StrEnum):
     PENDING = "PENDING"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
+    # A session scorer waits for the session to go quiet (``session_idle_seconds``).
+    SESSION_NOT_IDLE = "SESSION_NOT_IDLE"
 
     @property
     def words(self) -> str:
-        """The outcome as people say it: ``"filtered out"``, ``"sampled out"``, ..."""
+        """The outcome as people say it: ``"filtered out"``, ``"session not idle yet"``, ..."""
+        if self is ExplainOutcome.SESSION_NOT_IDLE:
+            return "session not idle yet"
         return self.value.lower().replace("_", " ")
 
 
@@ -85,9 +90,96 @@ def explain(trace_id: str) -> Explanation:
             f"No trace has id {trace_id!r}. Check the id, or the tracking URI "
             "(get_tracking_uri()) if the trace was logged to another database."
         )
-    names = [state.name for state in runtime.registry.list(header.experiment_id)]
+    states = runtime.registry.list(header.experiment_id)
+    names = [state.name for state in states]
     facts = store.facts(header, names)
-    return Explanation(trace_id, [_entry(facts, name) for name in names])
+    entries = []
+    for state in states:
+        entry = _entry(facts, state.name)
+        if state.takes_session and entry.outcome is not ExplainOutcome.PENDING:
+            entry = _session_entry(store, facts, state.name) or entry
+        entries.append(entry)
+    return Explanation(trace_id, entries)
+
+
+def _session_entry(store: ExplainStore, facts: TraceFacts, name: str) -> ExplainEntry | None:
+    """Explain a session-level scorer: it scores sessions, on their last trace, once idle.
+
+    None when the trace has its own evaluation (it was the last trace of a revision).
+    """
+    if name in facts.evaluations:
+        return None
+    header = facts.header
+    found = session_facts(_context.current().db, header.trace_id, header.experiment_id, name)
+    if found.session_id is None or found.state is None:
+        return ExplainEntry(
+            name,
+            ExplainOutcome.NOT_ACTIVE,
+            "a session-level scorer, and this trace belongs to no session (no metadata "
+            "mlflow.trace.session)",
+        )
+    last = found.state.last_trace_id
+    if last != header.trace_id:
+        last_header = store.header(last)
+        assert last_header is not None  # noqa: S101 - read as the session's last trace
+        last_facts = store.facts(last_header, [name])
+        on_last = _session_entry(store, last_facts, name) or _entry(last_facts, name)
+        return ExplainEntry(
+            name,
+            on_last.outcome,
+            f"session {found.session_id!r} is scored on its last trace {last}: {on_last.detail}",
+        )
+    return _idle_entry(name, found, found.state, found.session_id)
+
+
+def _idle_entry(
+    name: str, found: SessionFacts, state: SessionState, session_id: str
+) -> ExplainEntry:
+    """Explain the session's last trace, which has no evaluation of the scorer yet."""
+    scorer = found.scorer
+    if scorer is None:
+        return ExplainEntry(
+            name,
+            ExplainOutcome.NOT_ACTIVE,
+            "not active now; a session-level scorer scores sessions online only while active "
+            "(run a backfill to score past sessions)",
+        )
+    quiet = (_clock.now_ms() - state.last_ingested_ms) / 1000
+    idle = scorer.idle_ms / 1000
+    if quiet < idle:
+        return ExplainEntry(
+            name,
+            ExplainOutcome.SESSION_NOT_IDLE,
+            f"session not idle yet: session {session_id!r} last received a trace {quiet:.1f} s "
+            f"ago; it is scored after session_idle_seconds={idle:g} s of silence",
+        )
+    if not sampling.is_sampled(session_id, name, scorer.sample_rate):
+        fraction = sampling.sample_fraction(session_id, name)
+        return ExplainEntry(
+            name,
+            ExplainOutcome.SAMPLED_OUT,
+            f"session {session_id!r}: sample position {fraction:.4f} >= sample_rate "
+            f"{scorer.sample_rate:g} (sampling v1, by session id)",
+        )
+    if found.filter_matched is False:
+        return ExplainEntry(
+            name,
+            ExplainOutcome.FILTERED_OUT,
+            f"the session's last trace does not match filter: {scorer.filter_string}",
+        )
+    if state.last_ingested_ms < scorer.active_since_ms:
+        return ExplainEntry(
+            name,
+            ExplainOutcome.NOT_ACTIVE,
+            "the session went quiet before this scorer version was started; run a backfill "
+            "to score it",
+        )
+    return ExplainEntry(
+        name,
+        ExplainOutcome.PENDING,
+        f"session {session_id!r} is idle; the next session scan of a running monitor or "
+        "worker enqueues it",
+    )
 
 
 def _entry(facts: TraceFacts, name: str) -> ExplainEntry:

@@ -223,6 +223,57 @@ def test_a_filter_applies_to_the_sessions_last_trace(tracking: Path, clock: Fake
     assert [f.value for fs in session_feedback().values() for f in fs] == ["a"]
 
 
+# -- explain ---------------------------------------------------------------------------------
+
+
+def entry_of(trace_id: str, name: str = "turns") -> localscorers.ExplainEntry:
+    (found,) = [e for e in localscorers.explain(trace_id) if e.scorer_name == name]
+    return found
+
+
+def test_explain_says_session_not_idle_yet(tracking: Path, clock: FakeClock) -> None:
+    start(turns, idle=30)
+    first = say("s1", "a", clock)
+    clock.advance(2)
+    last = say("s1", "b", clock)
+    clock.advance(5)
+
+    entry = entry_of(last)
+    assert entry.outcome is localscorers.ExplainOutcome.SESSION_NOT_IDLE
+    assert entry.outcome.words == "session not idle yet"
+    assert "5.0 s ago" in entry.detail
+    assert "session_idle_seconds=30" in entry.detail
+    assert "session not idle yet" in str(localscorers.explain(last))
+    # A trace that is not the session's last points to the last one.
+    earlier = entry_of(first)
+    assert earlier.outcome is localscorers.ExplainOutcome.SESSION_NOT_IDLE
+    assert f"scored on its last trace {last}" in earlier.detail
+
+    clock.advance(30)
+    assert localscorers.flush(timeout=DEADLINE)
+    assert entry_of(last).outcome is localscorers.ExplainOutcome.SUCCEEDED
+    assert entry_of(last).detail.startswith("turns='a,b'")
+    earlier = entry_of(first)
+    assert earlier.outcome is localscorers.ExplainOutcome.SUCCEEDED
+    assert f"scored on its last trace {last}: turns='a,b'" in earlier.detail
+
+
+def test_explain_session_sampled_out_and_no_session(tracking: Path, clock: FakeClock) -> None:
+    start(turns, idle=1, rate=0.5)
+    out = next(f"s{i}" for i in range(100) if not sampling.is_sampled(f"s{i}", "turns", 0.5))
+    trace_id = say(out, "a", clock)
+    alone = say(None, "no session", clock)
+    clock.advance(1)
+    assert localscorers.flush(timeout=DEADLINE)
+
+    entry = entry_of(trace_id)
+    assert entry.outcome is localscorers.ExplainOutcome.SAMPLED_OUT
+    assert "by session id" in entry.detail
+    entry = entry_of(alone)
+    assert entry.outcome is localscorers.ExplainOutcome.NOT_ACTIVE
+    assert "belongs to no session" in entry.detail
+
+
 # -- the property ----------------------------------------------------------------------------
 
 # A step: a turn in one of three sessions after a pause, or a flush (runner catches up).

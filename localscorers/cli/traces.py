@@ -49,6 +49,7 @@ _OUTCOME_STYLES = {
     ExplainOutcome.FILTERED_OUT: "yellow",
     ExplainOutcome.SAMPLED_OUT: "magenta",
     ExplainOutcome.NOT_ACTIVE: "dim",
+    ExplainOutcome.SESSION_NOT_IDLE: "cyan",
 }
 _TRACE_STATUS_STYLES = {"OK": "green", "ERROR": "bold red", "IN_PROGRESS": "cyan"}
 

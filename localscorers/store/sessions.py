@@ -35,10 +35,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SESSION_KEY",
+    "SessionFacts",
     "SessionScorer",
     "SessionState",
     "enqueue_idle",
     "idle_candidates",
+    "session_facts",
     "session_of",
     "session_scorers",
     "session_traces",
@@ -299,3 +301,28 @@ def session_traces(
     upto = ordered[: ordered.index(trace_id) + 1] if trace_id in ordered else [trace_id]
     state = _sessions(conn, experiment_id, [session_id]).get(session_id)
     return session_id, upto, state
+
+
+@dataclass(frozen=True)
+class SessionFacts:
+    """What ``explain`` needs to say why a session scorer has not scored a trace.
+
+    ``scorer`` is the ACTIVE session scorer of that name (None when it is not active).
+    """
+
+    session_id: str | None
+    state: SessionState | None
+    scorer: SessionScorer | None
+    filter_matched: bool | None = None  # the last trace against the scorer's filter
+
+
+def session_facts(db: Database, trace_id: str, experiment_id: str, name: str) -> SessionFacts:
+    """Read the trace's session (its last trace, newest commit) and the scorer's config."""
+    active = [s for s in session_scorers(db) if s.experiment_id == experiment_id and s.name == name]
+    scorer = active[0] if active else None
+    with db.read() as conn:
+        session_id, _upto, state = session_traces(conn, trace_id)
+        matched = None
+        if scorer is not None and scorer.filter_string and state is not None:
+            matched = bool(_matching(conn, scorer, [state]))
+    return SessionFacts(session_id, state, scorer, matched)
