@@ -137,3 +137,15 @@ def test_a_private_database_passes(tmp_path: Path) -> None:
     sqlite3.connect(db_path).close()
     db_path.chmod(0o644)
     check_source_trust(db_path)
+
+
+@needs_root
+def test_hot_journal_planted_by_another_user_is_refused(tmp_path: Path) -> None:
+    db_path = tmp_path / "mine.db"
+    sqlite3.connect(db_path).close()
+    db_path.chmod(0o600)
+    journal = sidecar(db_path, "-journal")
+    journal.write_bytes(b"")
+    os.chown(journal, OTHER_UID, OTHER_UID)
+    with pytest.raises(ScorerLoadError, match=r"-journal is owned by user id"):
+        check_source_trust(db_path)

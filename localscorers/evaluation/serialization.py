@@ -190,8 +190,8 @@ def check_source_trust(db_path: Path | None) -> None:
 
     Stored source runs as the current user, so every file that can change what SQLite
     reads must be trusted: the database file, its ``-wal`` file (SQLite reads pages
-    from it first: a planted or writable WAL rewrites any row) and ``-shm`` file, and
-    the directory holding them (whoever can write it can replace the files). Each must
+    from it first: a planted or writable WAL rewrites any row), ``-shm`` and ``-journal``
+    files, and the directory holding them (whoever can write it can replace the files). Each must
     be owned by the current user or root and not writable by group or others; a sticky
     directory (such as /tmp) is accepted when the files pass.
 
@@ -202,7 +202,8 @@ def check_source_trust(db_path: Path | None) -> None:
     if db_path is None or os.name != "posix":
         return
     candidates = [(db_path, False)] + [
-        (db_path.with_name(db_path.name + suffix), False) for suffix in ("-wal", "-shm")
+        (db_path.with_name(db_path.name + suffix), False)
+        for suffix in ("-wal", "-shm", "-journal")  # a hot rollback journal is replayed too
     ]
     candidates.append((db_path.resolve().parent, True))
     problems = [
