@@ -15,11 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 
 import localscorers
 from localscorers import ScorerSamplingConfig
 from localscorers.exceptions import ConfigurationError, SchemaVersionError
-from localscorers.store import migrations
+from localscorers.store import dialect, migrations, postgres
 from localscorers.store.database import Database, normalize_uri
 from tests.conftest import REPO_ROOT, postgres_base_uri
 
@@ -154,8 +155,7 @@ def test_online_scoring_backfill_explain_and_report(contract_tracking: str) -> N
 def test_a_newer_schema_is_refused(store_uri: str) -> None:
     db = Database(store_uri)
     with db.write() as conn:
-        db_module = __import__("localscorers.store.dialect", fromlist=["of"]).of(conn)
-        db_module.set_user_version(conn, migrations.SCHEMA_VERSION + 1)
+        dialect.of(conn).set_user_version(conn, migrations.SCHEMA_VERSION + 1)
     db.close()
     with pytest.raises(SchemaVersionError, match="newer localscorers") as caught:
         Database(store_uri)
@@ -167,8 +167,7 @@ def test_migrations_run_once_and_record_the_version(store_uri: str) -> None:
     first.close()
     again = Database(store_uri)  # already current: nothing to do, nothing fails
     with again.read() as conn:
-        module = __import__("localscorers.store.dialect", fromlist=["of"]).of(conn)
-        assert module.get_user_version(conn) == migrations.SCHEMA_VERSION
+        assert dialect.of(conn).get_user_version(conn) == migrations.SCHEMA_VERSION
     again.close()
 
 
@@ -238,3 +237,20 @@ def test_concurrent_registrations_get_distinct_versions(contract_tracking: str) 
         versions = list(pool.map(register, range(8)))
     assert sorted(v for v in versions if v is not None) == list(range(1, 9))
     assert localscorers.get_scorer(name="length").version == 8
+
+
+def test_an_older_schema_is_migrated_on_open(store_uri: str) -> None:
+    engine = (
+        postgres.create_engine(store_uri)
+        if store_uri.startswith("postgresql")
+        else sa.create_engine(store_uri)
+    )
+    assert migrations.migrate(engine, path="test", migrations=migrations.MIGRATIONS[:2]) == 2
+    engine.dispose()
+    localscorers.set_tracking_uri(store_uri)
+    trace_id = localscorers.log_trace(inputs=1, outputs=2, metadata={"mlflow.trace.session": "s"})
+    assert localscorers.get_trace(trace_id).info.metadata == {"mlflow.trace.session": "s"}
+    db = Database(store_uri)
+    with db.read() as conn:
+        assert dialect.of(conn).get_user_version(conn) == migrations.SCHEMA_VERSION
+    db.close()
