@@ -128,6 +128,24 @@ def m0006_session_scoring(conn: Connection) -> None:
             conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {spec}"))
 
 
+def m0007_partial_null_indexes(conn: Connection) -> None:
+    """Rebuild three indexes of mostly-NULL columns without their NULL entries.
+
+    ``ix_traces_client_request_id``, ``ix_spans_type`` and ``ix_assessments_session``
+    held one entry per trace, root span and feedback row, nearly all NULL, which no
+    filter reads (``x = ?`` implies ``x IS NOT NULL``): each was one more B-tree page
+    in every trace commit or backfill batch (issue 16).
+    """
+    for table, name in (
+        (schema.traces, "ix_traces_client_request_id"),
+        (schema.spans, "ix_spans_type"),
+        (schema.assessments, "ix_assessments_session"),
+    ):
+        index = next(i for i in table.indexes if i.name == name)
+        index.drop(conn, checkfirst=True)
+        index.create(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     m0001_initial,
     m0002_evaluation_requests,
@@ -135,6 +153,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     m0004_client_request_id_and_session_feedback,
     m0005_covering_trace_time_index,
     m0006_session_scoring,
+    m0007_partial_null_indexes,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -51,6 +51,16 @@ def _json_column(*, nullable: bool = True) -> Any:  # noqa: ANN401 - SQLModel's 
     return Field(default=None, sa_column=sa.Column(sa.JSON, nullable=nullable))
 
 
+def _not_null_index(name: str, column: str) -> sa.Index:
+    """An index of a mostly-NULL column without the NULLs: ``column = ?`` still uses it.
+
+    Both SQLite and PostgreSQL use a ``WHERE column IS NOT NULL`` index for any
+    comparison of the column (``=``, ``IN``, a join), which implies NOT NULL.
+    """
+    where = sa.text(f"{column} IS NOT NULL")
+    return sa.Index(name, column, sqlite_where=where, postgresql_where=where)
+
+
 class ExperimentRow(_Base, table=True):
     """An experiment: a namespace for traces and scorers."""
 
@@ -147,7 +157,9 @@ class TraceRow(_Base, table=True):
             "name",
             "execution_duration_ms",
         ),
-        sa.Index("ix_traces_client_request_id", "client_request_id"),
+        # Partial (m0007): most traces have no client_request_id, and an entry per NULL
+        # was one more page written by every trace's commit (issue 16).
+        _not_null_index("ix_traces_client_request_id", "client_request_id"),
     )
 
     trace_id: str = Field(primary_key=True)
@@ -199,7 +211,8 @@ class SpanRow(_Base, table=True):
     __tablename__ = "spans"
     __table_args__ = (
         sa.Index("ix_spans_name", "name"),
-        sa.Index("ix_spans_type", "span_type"),
+        # Partial (m0007): a root span, as log_trace writes it, has no type.
+        _not_null_index("ix_spans_type", "span_type"),
     )
 
     trace_id: str = Field(
@@ -233,7 +246,8 @@ class AssessmentRow(_Base, table=True):
     __table_args__ = (
         sa.Index("ix_assessments_trace", "trace_id"),
         sa.Index("ix_assessments_name_value", "name", "value_str"),
-        sa.Index("ix_assessments_session", "session_id"),
+        # Partial (m0007): only session-level feedback has a session.
+        _not_null_index("ix_assessments_session", "session_id"),
     )
 
     assessment_id: str = Field(primary_key=True)
