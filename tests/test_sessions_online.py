@@ -274,6 +274,64 @@ def test_explain_session_sampled_out_and_no_session(tracking: Path, clock: FakeC
     assert "belongs to no session" in entry.detail
 
 
+# -- backfill --------------------------------------------------------------------------------
+
+
+def test_backfill_scores_each_session_whose_last_trace_is_in_range(tracking: Path) -> None:
+    base = 1_700_000_000_000
+    ids: dict[str, list[str]] = {}
+    # s_in: last turn inside the range (first turn before it); s_out: last turn after it.
+    for session, minutes in (("s_in", [0, 20]), ("s_out", [15, 40]), ("s_old", [1])):
+        for minute in minutes:
+            trace_id = localscorers.log_trace(
+                inputs={"q": f"{session}@{minute}"},
+                outputs="a",
+                metadata={SESSION: session},
+                request_time=base + minute * 60_000,
+            )
+            ids.setdefault(session, []).append(trace_id)
+    alone = localscorers.log_trace(inputs={"q": "x"}, outputs="a", request_time=base + 600_000)
+    turns.register()
+
+    job_id = localscorers.backfill_scorers(
+        scorers=[localscorers.BackfillScorerConfig(scorer=turns, sample_rate=1.0)],
+        start_time=base + 10 * 60_000,
+        end_time=base + 30 * 60_000,
+    )
+    job = localscorers.wait_for_backfill_job(job_id, timeout=DEADLINE)
+
+    assert job.status == localscorers.JobStatus.SUCCEEDED
+    feedback = session_feedback()
+    assert {t: [f.value for f in fs] for t, fs in feedback.items()} == {
+        ids["s_in"][-1]: ["s_in@0,s_in@20"]  # the whole session, turns outside the range too
+    }
+    assert feedback[ids["s_in"][-1]][0].metadata == {SESSION: "s_in"}
+    assert alone not in feedback
+    assert job.succeeded == 1
+
+    again = localscorers.wait_for_backfill_job(
+        localscorers.backfill_scorers(
+            scorers=[localscorers.BackfillScorerConfig(scorer=turns, sample_rate=1.0)]
+        ),
+        timeout=DEADLINE,
+    )
+    assert (again.succeeded, again.skipped) == (2, 1)  # s_out and s_old now; s_in done
+    assert sum(map(len, session_feedback().values())) == 3
+
+
+def test_online_and_backfill_share_the_revision(tracking: Path, clock: FakeClock) -> None:
+    start(turns, idle=1)
+    say("s1", "a", clock)
+    last = say("s1", "b", clock)
+    clock.advance(1)
+    assert localscorers.flush(timeout=DEADLINE)
+    job = localscorers.wait_for_backfill_job(
+        localscorers.backfill_scorers(scorers=["turns"]), timeout=DEADLINE
+    )
+    assert (job.succeeded, job.skipped) == (0, 1)
+    assert list(session_feedback()) == [last]
+
+
 # -- the property ----------------------------------------------------------------------------
 
 # A step: a turn in one of three sessions after a pause, or a flush (runner catches up).

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from localscorers.evaluation.execution import EvaluationContext, light_trace, load_scorer
 from localscorers.evaluation.scheduler import Pacing, Result, Scheduler, settle_transient
+from localscorers.evaluation.sessions import SessionItem, load_items, runnable, stamp
 from localscorers.exceptions import TransientError
 from localscorers.models import EvaluationStatus, Feedback, JobStatus, Trace
 from localscorers.store.jobs import ClaimedJob, JobLease, Progress
@@ -118,6 +119,7 @@ class Execution:
         self.exhausted = False
         self.last_commit = self.last_renew = self.last_check = time.monotonic()
         self.loaded: list[LoadedScorer] = []
+        self.session_specs: set[int] = set()  # indexes of session-level scorers
         # Scorers whose remaining work waits only for their own hung calls, and why.
         self.blocked: dict[Hashable, str] = {}
 
@@ -127,7 +129,11 @@ class Execution:
         for spec in self.specs:
             # A version deleted since the job was created fails the job (not each trace).
             state = self.host.registry.get(self.plan.experiment_id, spec.name, version=spec.version)
-            self.loaded.append(load_scorer(state, db_path=self.db.path))
+            loaded = load_scorer(state, db_path=self.db.path)
+            # A session scorer runs on its sessions' last traces, with the whole session.
+            self.loaded.append(runnable(loaded) if state.takes_session else loaded)
+            if state.takes_session:
+                self.session_specs.add(len(self.loaded) - 1)
 
     def run(self) -> None:
         """Run the job until it succeeds, is cancelled, or the runner closes."""
@@ -217,11 +223,14 @@ class Execution:
                     conn, self.read_cursor, self.page_size, payload=True, existing=True
                 )
                 traces = self._traces(conn, rows)
+                wanted = [r.trace_id for r in rows if self.session_specs.intersection(r.run)]
+                sessions = load_items(conn, self.host.store, wanted) if wanted else {}
             for row in rows:
                 slot = _Slot(row.trace_id, row.time_ms, len(row.run), row.skipped, row.replaces)
                 self.slots.append(slot)
                 for index in row.run:
-                    self.queues[index].append(_Work(slot, traces[row.trace_id]))
+                    by_id = sessions if index in self.session_specs else traces
+                    self.queues[index].append(_Work(slot, by_id[row.trace_id]))
             if rows:
                 self.read_cursor = (rows[-1].time_ms, rows[-1].trace_id)
             self.exhausted = len(rows) < self.page_size
@@ -317,6 +326,9 @@ class Execution:
                 heapq.heappush(self.retries, (due, next(self.sequence), scorer, work))
                 return
             outcome = settled
+        session_id = getattr(work.trace, "session_id", None)
+        if isinstance(outcome, list) and isinstance(work.trace, SessionItem) and session_id:
+            outcome = stamp(outcome, session_id)
         work.slot.results.append((scorer, outcome, work.attempts))
         work.slot.remaining -= 1
 

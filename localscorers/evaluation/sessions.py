@@ -29,13 +29,15 @@ from localscorers.store.sessions import (
 )
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
     from localscorers.models import Feedback, Trace
     from localscorers.store.database import Database
     from localscorers.store.ledger import Claim
     from localscorers.store.registry import ScorerRegistry
     from localscorers.store.traces import TraceStore
 
-__all__ = ["SessionItem", "SessionScoring", "session_call"]
+__all__ = ["SessionItem", "SessionScoring", "load_items", "runnable", "session_call", "stamp"]
 
 _SCAN_SECONDS = 0.25  # how often a runner looks for sessions that went quiet
 # A later scan looks back this far before the previous one's cutoff: a trace stamped
@@ -121,17 +123,7 @@ class SessionScoring:
     def wrap(self, key: ScorerKey, loaded: LoadedScorer) -> LoadedScorer:
         """Return a session scorer version (``key``) made runnable on ``SessionItem`` s."""
         self.keys.add(key)
-        if loaded.call is None:
-            return loaded  # it failed to load: evaluate() records the error
-        return LoadedScorer(
-            loaded.name,
-            loaded.version,
-            session_call(loaded.call),
-            None,
-            loaded.timeout_seconds,
-            loaded.max_concurrency,
-            ALL_PARAMETERS,
-        )
+        return runnable(loaded)
 
     def load(self, claims: Sequence[Claim]) -> None:
         """Load the sessions of the claims (each up to its claimed trace) as ``SessionItem`` s.
@@ -141,15 +133,7 @@ class SessionScoring:
         wanted = [i for i in dict.fromkeys(c.trace_id for c in claims) if i not in self.items]
         if wanted:
             with self._db.read() as conn:
-                sessions = {trace_id: session_traces(conn, trace_id) for trace_id in wanted}
-                ids = [i for _sid, upto, _state in sessions.values() for i in upto]
-                loaded = {t.info.trace_id: t for t in self._store.load_traces(conn, ids)}
-            for trace_id, (session_id, upto, _state) in sessions.items():
-                last = loaded.get(trace_id)
-                if last is not None:
-                    turns = tuple(loaded[i] for i in upto if i in loaded)
-                    item = SessionItem(last.info, last.data, last.expectations, turns, session_id)
-                    self.items[trace_id] = cast("Trace", item)
+                self.items.update(load_items(conn, self._store, wanted))
         for claim in claims:
             found = cast("SessionItem | None", self.items.get(claim.trace_id))
             if found is not None and found.session_id is not None:
@@ -168,7 +152,43 @@ class SessionScoring:
         session_id = self._session_ids.pop(claim.id, None)
         if session_id is None:
             return list(feedback)
-        extra = {SESSION_KEY: session_id}
-        return [
-            f.model_copy(update={"metadata": {**(f.metadata or {}), **extra}}) for f in feedback
-        ]
+        return stamp(feedback, session_id)
+
+
+def stamp(feedback: Sequence[Feedback], session_id: str) -> list[Feedback]:
+    """Return the feedback with ``mlflow.trace.session`` in its metadata."""
+    extra = {SESSION_KEY: session_id}
+    return [f.model_copy(update={"metadata": {**(f.metadata or {}), **extra}}) for f in feedback]
+
+
+def load_items(conn: Connection, store: TraceStore, trace_ids: Sequence[str]) -> dict[str, Trace]:
+    """Return a ``SessionItem`` per trace: the trace with its session up to it, in time order.
+
+    A deleted trace gets none; a trace outside any session is a session of its own.
+    """
+    sessions = {trace_id: session_traces(conn, trace_id) for trace_id in trace_ids}
+    ids = list(dict.fromkeys(i for _sid, upto, _state in sessions.values() for i in upto))
+    loaded = {t.info.trace_id: t for t in store.load_traces(conn, ids)}
+    items: dict[str, Trace] = {}
+    for trace_id, (session_id, upto, _state) in sessions.items():
+        last = loaded.get(trace_id)
+        if last is not None:
+            turns = tuple(loaded[i] for i in upto if i in loaded)
+            item = SessionItem(last.info, last.data, last.expectations, turns, session_id)
+            items[trace_id] = cast("Trace", item)
+    return items
+
+
+def runnable(loaded: LoadedScorer) -> LoadedScorer:
+    """Return a session scorer version made runnable on ``SessionItem`` s."""
+    if loaded.call is None:
+        return loaded  # it failed to load: evaluate() records the error
+    return LoadedScorer(
+        loaded.name,
+        loaded.version,
+        session_call(loaded.call),
+        None,
+        loaded.timeout_seconds,
+        loaded.max_concurrency,
+        ALL_PARAMETERS,
+    )

@@ -6,6 +6,10 @@ evaluation, so one statement decides which pairs run, which are skipped and whic
 rescore replaces. Sampling uses the online formula, so a backfill at a scorer's own
 rate picks exactly the traces online scoring would have.
 (Results are written by ``results.insert_finished``.)
+
+A session-level scorer (``takes_session``) runs once per session, on the session's last
+trace (the revision online scoring would score), when that trace falls in the range;
+its sample is drawn by session id, as online.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from localscorers import sampling
 from localscorers.filters import parser
 from localscorers.models import EvaluationStatus, TraceStatus
 from localscorers.store import filter_sql, schema
+from localscorers.store.sessions import SESSION_KEY
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -52,6 +57,7 @@ class PageRow:
     run: list[int] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)
     replaces: dict[int, int] = field(default_factory=dict)
+    session_id: str | None = None  # read only when the job has session scorers
 
 
 class Plan:
@@ -76,6 +82,22 @@ class Plan:
             for s in self.specs
         ]
         self._flags = sum(f is not None for f in self._filters)
+        self.sessions: frozenset[int] | None = None  # session scorers' indexes, once read
+
+    def read_sessions(self, conn: Connection) -> frozenset[int]:
+        """Read (once) which of the job's scorer versions are session-level."""
+        if self.sessions is None:
+            v = schema.scorer_versions
+            rows = conn.execute(
+                sa.select(v.c.name, v.c.version).where(
+                    v.c.experiment_id == self.experiment_id, v.c.takes_session == sa.true()
+                )
+            ).all()
+            flagged = {(row.name, row.version) for row in rows}
+            self.sessions = frozenset(
+                i for i, s in enumerate(self.specs) if (s.name, s.version) in flagged
+            )
+        return self.sessions
 
     @classmethod
     def from_row(cls, row: Any) -> Plan:  # noqa: ANN401 - a Row of backfill_jobs
@@ -120,6 +142,8 @@ class Plan:
                 .scalar_subquery()
                 for spec in self.specs
             ]
+        if self.sessions:
+            columns += _session_columns(t)
         query = sa.select(*columns).where(
             t.c.experiment_id == self.experiment_id,
             # Online scoring never enqueues unfinished traces; neither does a backfill.
@@ -142,6 +166,7 @@ class Plan:
     ) -> list[PageRow]:
         """Read up to ``limit`` traces after the cursor and decide each scorer's fate."""
         t = schema.traces
+        self.read_sessions(conn)
         query = self._query(payload=payload, existing=existing)
         if after is not None:
             key = sa.tuple_(t.c.request_time_ms, t.c.trace_id)
@@ -158,16 +183,24 @@ class Plan:
         self, row: Sequence[Any], *, payload: bool, first_flag: int, first_found: int | None
     ) -> PageRow:
         decided = PageRow(row[0], row[1], *(row[2:4] if payload else ()))
+        last_of_session = False
+        if self.sessions:
+            decided.session_id, last_of_session = row[-2], bool(row[-1])
         flag = first_flag
         for index, spec in enumerate(self.specs):
             matched = None
             if self._filters[index] is not None:
                 matched = bool(row[flag])
                 flag += 1
+            sampled_id = row[0]
+            if index in (self.sessions or ()):
+                if decided.session_id is None or not last_of_session:
+                    continue  # a session is scored once, on its last trace
+                sampled_id = decided.session_id
             # The query keeps unfinished traces out, and a job runs its scorers whatever
             # their status now: their rates were frozen into it.
             decision = sampling.decide(
-                row[0],
+                sampled_id,
                 spec.name,
                 active=True,
                 filter_matched=matched,
@@ -200,7 +233,9 @@ class Plan:
 
         ``on_page`` runs after each page (a job renews its lease there).
         """
-        if not check_existing and all(s.sample_rate >= 1.0 for s in self.specs):
+        with db.read() as conn:
+            sessions = self.read_sessions(conn)
+        if not check_existing and not sessions and all(s.sample_rate >= 1.0 for s in self.specs):
             # Nothing to hash: one aggregate query instead of a pass over every trace.
             columns = [
                 sa.func.count()
@@ -224,3 +259,28 @@ class Plan:
             if on_page is not None:
                 on_page()
             after = (rows[-1].time_ms, rows[-1].trace_id)
+
+
+def _session_columns(t: sa.Table) -> list[Any]:
+    """The trace's session id, and whether it is the session's last trace (time order)."""
+    m, m2 = schema.trace_metadata, schema.trace_metadata.alias("later_session")
+    t2 = t.alias("later")
+    session = (
+        sa.select(m.c.value)
+        .where(m.c.trace_id == t.c.trace_id, m.c.key == SESSION_KEY)
+        .correlate(t)
+        .scalar_subquery()
+    )
+    later = (
+        sa.exists()
+        .where(
+            m2.c.key == SESSION_KEY,
+            m2.c.value == session,
+            t2.c.trace_id == m2.c.trace_id,
+            t2.c.experiment_id == t.c.experiment_id,
+            sa.tuple_(t2.c.request_time_ms, t2.c.trace_id)
+            > sa.tuple_(t.c.request_time_ms, t.c.trace_id),
+        )
+        .correlate(t)
+    )
+    return [session, sa.case((later, 0), else_=1)]
