@@ -296,6 +296,10 @@ class Scorer(BaseModel):
                 config.session_idle_seconds if config else DEFAULT_SESSION_IDLE_SECONDS
             ),
         )
+        if state.takes_session and config is not None and _context.monitor_enabled():
+            # No commit enqueues a session scorer (the monitor's idle scan does), so the
+            # in-process monitor is started here rather than by the next commit.
+            runtime.runner()
         if target != self.name:
             return scorer_from_state(state, db_path=runtime.db.path)
         return self._with_state(state)

@@ -223,6 +223,15 @@ def test_a_filter_applies_to_the_sessions_last_trace(tracking: Path, clock: Fake
     assert [f.value for fs in session_feedback().values() for f in fs] == ["a"]
 
 
+def test_the_monitor_scores_quiet_sessions_without_a_flush(tracking: Path) -> None:
+    """Commits enqueue nothing for a session scorer: starting it starts the monitor."""
+    start(turns, idle=0.05)
+    say("s1", "a")
+    last = say("s1", "b")
+    wait_until(lambda: last in session_feedback())
+    assert [f.value for f in session_feedback()[last]] == ["a,b"]
+
+
 # -- explain ---------------------------------------------------------------------------------
 
 
