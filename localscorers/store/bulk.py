@@ -69,7 +69,11 @@ class CompiledStatement:
         params: Any = self._bind_many(rows)
         cursor = _cursor(conn)
         try:
-            cursor.executemany(self.sql, params)
+            if len(params) == 1 and conn.dialect.name == "postgresql":
+                # One row: psycopg's executemany would open a pipeline (two extra syncs).
+                cursor.execute(self.sql, params[0])
+            else:
+                cursor.executemany(self.sql, params)
         except _driver_error(conn) as exc:
             raise _wrapped(conn, self.sql, exc) from exc
         finally:
