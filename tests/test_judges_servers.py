@@ -29,7 +29,7 @@ from localscorers import (
 from localscorers.cli import app
 from localscorers.cli.common import run
 from localscorers.judges import openai as openai_provider
-from localscorers.judges.providers import ModelRequestError, resolve_model
+from localscorers.judges.providers import ChatRequest, ModelRequestError, resolve_model
 from tests.test_judges import (
     ANSWER,
     QUESTION,
@@ -251,7 +251,9 @@ def test_anthropic_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     with serve(overloaded) as server:
         model = resolve_model("anthropic:/claude", base_url=server.url)
         with pytest.raises(TransientError, match="Overloaded") as transient:
-            model.complete([{"role": "user", "content": "x"}], temperature=0, max_tokens=10)
+            model.complete(
+                ChatRequest([{"role": "user", "content": "x"}], temperature=0, max_tokens=10)
+            )
     assert transient.value.error_code == "JUDGE_SERVER_ERROR"
 
 

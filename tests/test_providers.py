@@ -14,6 +14,7 @@ from localscorers.judges import transport
 from localscorers.judges.providers import (
     CallableModel,
     ChatModel,
+    ChatRequest,
     ChatResult,
     ModelNotConfiguredError,
     ModelRequestError,
@@ -42,7 +43,7 @@ MESSAGES = [{"role": "system", "content": "judge"}, {"role": "user", "content": 
 
 
 def ask(model: ChatModel) -> ChatResult:
-    return model.complete(MESSAGES, temperature=0.0, max_tokens=None)
+    return model.complete(ChatRequest(MESSAGES, temperature=0.0, max_tokens=None))
 
 
 # -- resolving model URIs ---------------------------------------------------------------------
@@ -149,7 +150,7 @@ def test_model_reference() -> None:
 def test_request_body_usage_and_api_key(llm: FakeLLM, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     result = resolve_model("openai:/m", base_url=llm.base_url).complete(
-        MESSAGES, temperature=0.0, max_tokens=64
+        ChatRequest(MESSAGES, temperature=0.0, max_tokens=64)
     )
     assert result.text == '{"rationale": "Looks right.", "result": "yes"}'
     assert result.usage == {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}

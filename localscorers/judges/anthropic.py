@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from localscorers.judges import transport
-from localscorers.judges.transport import ChatResult, ModelRequestError
+from localscorers.judges.transport import ChatRequest, ChatResult, ModelRequestError
 
 __all__ = ["ANTHROPIC_VERSION", "DEFAULT_ANTHROPIC_BASE_URL", "AnthropicModel"]
 
@@ -83,14 +83,7 @@ class AnthropicModel:
             payload["system"] = system
         return payload
 
-    def complete(
-        self,
-        messages: list[dict[str, str]],
-        *,
-        temperature: float,
-        max_tokens: int | None,
-        schema: dict[str, Any] | None = None,
-    ) -> ChatResult:
+    def complete(self, request: ChatRequest) -> ChatResult:
         """Send one Messages request; the answer is the forced tool call's input, as JSON.
 
         Raises:
@@ -98,22 +91,22 @@ class AnthropicModel:
                 connection failure.
             ModelRequestError: another HTTP 4xx, or an answer that is not a message.
         """
-        payload = self._payload(messages, temperature, max_tokens)
+        payload = self._payload(request.messages, request.temperature, request.max_tokens)
         headers = {"anthropic-version": ANTHROPIC_VERSION}
         if self.api_key:
             headers["x-api-key"] = self.api_key
         with _lock:
-            tools = schema is not None and self.base_url not in _no_tools
+            tools = request.schema is not None and self.base_url not in _no_tools
         latency_ms = 0.0
         with transport.limited(self.base_url, self.model):
             while True:
                 body = dict(payload)
-                if tools and schema is not None:
+                if tools and request.schema is not None:
                     body["tools"] = [
                         {
                             "name": _TOOL,
                             "description": "Record the verdict and its rationale.",
-                            "input_schema": schema,
+                            "input_schema": request.schema,
                         }
                     ]
                     body["tool_choice"] = {"type": "tool", "name": _TOOL}
@@ -131,7 +124,7 @@ class AnthropicModel:
                     break
                 tools = False
         text, answer = self._check(response)
-        if schema is not None and not tools:
+        if request.schema is not None and not tools:
             with _lock:
                 _no_tools.add(self.base_url)
         usage = answer.get("usage")

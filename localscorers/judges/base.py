@@ -35,7 +35,11 @@ from localscorers.judges.providers import (
     model_reference,
     resolve_model,
 )
-from localscorers.judges.transport import ModelNotConfiguredError, ProviderUnavailableError
+from localscorers.judges.transport import (
+    ChatRequest,
+    ModelNotConfiguredError,
+    ProviderUnavailableError,
+)
 from localscorers.models import (
     AssessmentError,
     AssessmentSource,
@@ -274,7 +278,9 @@ class Judge(Scorer, Generic[_Result]):
             latency_ms = (time.monotonic() - started) * 1000
             info: dict[str, Any] = {"latency_ms": round(latency_ms), "cache_hit": True}
             return cached.response, info, key
-        answer = chat.complete(messages, temperature=_TEMPERATURE, max_tokens=cap, schema=schema)
+        answer = chat.complete(
+            ChatRequest(messages, temperature=_TEMPERATURE, max_tokens=cap, schema=schema)
+        )
         info = {**answer.usage, "latency_ms": round(answer.latency_ms), "cache_hit": False}
         info["output_mode"] = answer.output_mode
         return answer.text, info, key

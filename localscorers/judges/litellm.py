@@ -20,7 +20,12 @@ from typing import Any
 from localscorers.exceptions import TransientError
 from localscorers.judges import transport
 from localscorers.judges.openai import response_format
-from localscorers.judges.transport import ChatResult, ModelRequestError, ProviderUnavailableError
+from localscorers.judges.transport import (
+    ChatRequest,
+    ChatResult,
+    ModelRequestError,
+    ProviderUnavailableError,
+)
 
 __all__ = ["LiteLLMModel", "litellm_installed", "not_installed"]
 
@@ -77,14 +82,7 @@ class LiteLLMModel:
     def __repr__(self) -> str:
         return f"LiteLLMModel({self.model_id!r})"
 
-    def complete(
-        self,
-        messages: list[dict[str, str]],
-        *,
-        temperature: float,
-        max_tokens: int | None,
-        schema: dict[str, Any] | None = None,
-    ) -> ChatResult:
+    def complete(self, request: ChatRequest) -> ChatResult:
         """Call ``litellm.completion`` once (twice if ``response_format`` is refused).
 
         Raises:
@@ -98,15 +96,19 @@ class LiteLLMModel:
             raise not_installed(self.model_id) from exc
         arguments: dict[str, Any] = {
             "model": f"{self.provider}/{self.model}",
-            "messages": messages,
-            "temperature": temperature,
+            "messages": request.messages,
+            "temperature": request.temperature,
             "timeout": transport.timeout_seconds(),
         }
-        if max_tokens is not None:
-            arguments["max_tokens"] = max_tokens
+        if request.max_tokens is not None:
+            arguments["max_tokens"] = request.max_tokens
         if self.base_url:
             arguments["api_base"] = self.base_url
-        forms = [response_format("json_schema", schema), None] if schema is not None else [None]
+        forms = (
+            [response_format("json_schema", request.schema), None]
+            if request.schema is not None
+            else [None]
+        )
         started = time.monotonic()
         with transport.limited(self.endpoint, self.model):
             for index, form in enumerate(forms):
@@ -138,5 +140,5 @@ class LiteLLMModel:
             ),
             latency_ms=latency_ms,
             model_id=self.model_id,
-            output_mode="json_schema" if index == 0 and schema is not None else "none",
+            output_mode="json_schema" if index == 0 and request.schema is not None else "none",
         )

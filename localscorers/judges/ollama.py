@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from localscorers.judges import transport
-from localscorers.judges.transport import ChatResult, ModelRequestError
+from localscorers.judges.transport import ChatRequest, ChatResult, ModelRequestError
 
 __all__ = ["DEFAULT_OLLAMA_HOST", "OllamaModel", "ollama_host"]
 
@@ -74,32 +74,30 @@ class OllamaModel:
     def __repr__(self) -> str:
         return f"OllamaModel({self.model_id!r}, host={self.host!r})"
 
-    def complete(
-        self,
-        messages: list[dict[str, str]],
-        *,
-        temperature: float,
-        max_tokens: int | None,
-        schema: dict[str, Any] | None = None,
-    ) -> ChatResult:
+    def complete(self, request: ChatRequest) -> ChatResult:
         """Ask ``/api/chat`` once (not streamed) and return the message.
 
         Raises:
             TransientError: HTTP 429 or 5xx, a timeout, or a connection failure.
             ModelRequestError: another HTTP 4xx (an unknown model is 404), or a bad answer.
         """
-        options: dict[str, Any] = {"temperature": temperature}
-        if max_tokens is not None:
-            options["num_predict"] = max_tokens
-        payload = {"model": self.model, "messages": messages, "stream": False, "options": options}
+        options: dict[str, Any] = {"temperature": request.temperature}
+        if request.max_tokens is not None:
+            options["num_predict"] = request.max_tokens
+        payload = {
+            "model": self.model,
+            "messages": request.messages,
+            "stream": False,
+            "options": options,
+        }
         with _lock:
-            mode = _formats.get(self.host, _FORMATS[0]) if schema is not None else "none"
+            mode = _formats.get(self.host, _FORMATS[0]) if request.schema is not None else "none"
         latency_ms = 0.0
         with transport.limited(self.host, self.model):
             while True:
                 body = dict(payload)
                 if mode != "none":
-                    body["format"] = schema if mode == "schema" else "json"
+                    body["format"] = request.schema if mode == "schema" else "json"
                 started = time.monotonic()
                 response = transport.post_json(
                     f"{self.host}/api/chat",
@@ -114,7 +112,7 @@ class OllamaModel:
                     break
                 mode = _FORMATS[_FORMATS.index(mode) + 1]
         text, answer = self._check(response)
-        if schema is not None:
+        if request.schema is not None:
             with _lock:
                 _formats[self.host] = mode
         return ChatResult(

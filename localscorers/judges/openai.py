@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from localscorers.judges import transport
-from localscorers.judges.transport import ChatResult, ModelRequestError
+from localscorers.judges.transport import ChatRequest, ChatResult, ModelRequestError
 
 __all__ = [
     "MODES",
@@ -116,21 +116,12 @@ class OpenAICompatibleModel:
     def __repr__(self) -> str:
         return f"OpenAICompatibleModel({self.model_id!r}, base_url={self.base_url!r})"
 
-    def complete(
-        self,
-        messages: list[dict[str, str]],
-        *,
-        temperature: float,
-        max_tokens: int | None,
-        schema: dict[str, Any] | None = None,
-    ) -> ChatResult:
+    def complete(self, request: ChatRequest) -> ChatResult:
         """Send one chat-completions request and return the first choice's text.
 
         Args:
-            messages: the chat.
-            temperature: the sampling temperature.
-            max_tokens: the cap on the answer; None sends none.
-            schema: the JSON schema of the answer, asked for as structured output.
+            request: the chat, the sampling temperature, the cap on the answer (None
+                sends none) and the JSON schema of the answer, asked for as structured output.
 
         Raises:
             TransientError: HTTP 429 or 5xx, a timeout, or a connection failure.
@@ -139,18 +130,18 @@ class OpenAICompatibleModel:
         """
         payload: dict[str, Any] = {
             "model": self.model,
-            "messages": messages,
-            "temperature": temperature,
+            "messages": request.messages,
+            "temperature": request.temperature,
         }
-        if max_tokens is not None:
-            payload["max_tokens"] = max_tokens
+        if request.max_tokens is not None:
+            payload["max_tokens"] = request.max_tokens
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        mode = endpoint_mode(self.base_url) if schema is not None else "none"
+        mode = endpoint_mode(self.base_url) if request.schema is not None else "none"
         latency_ms = 0.0
         with transport.limited(self.base_url, self.model):
             while True:
                 body = dict(payload)
-                form = response_format(mode, schema) if schema is not None else None
+                form = response_format(mode, request.schema) if request.schema is not None else None
                 if form is not None:
                     body["response_format"] = form
                 started = time.monotonic()
@@ -161,7 +152,7 @@ class OpenAICompatibleModel:
                 # Rejected: maybe the response_format; try the next weaker form.
                 mode = MODES[MODES.index(mode) + 1]
         text, answer = self._check(response)
-        if schema is not None and mode != endpoint_mode(self.base_url):
+        if request.schema is not None and mode != endpoint_mode(self.base_url):
             remember_endpoint_mode(self.base_url, mode)
         usage = answer.get("usage")
         usage = usage if isinstance(usage, dict) else {}

@@ -29,7 +29,7 @@ import os
 import re
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 from localscorers.evaluation import serialization
 from localscorers.exceptions import ConfigurationError
@@ -39,6 +39,7 @@ from localscorers.judges.anthropic import DEFAULT_ANTHROPIC_BASE_URL, AnthropicM
 from localscorers.judges.ollama import DEFAULT_OLLAMA_HOST, OllamaModel, ollama_host
 from localscorers.judges.openai import OpenAICompatibleModel
 from localscorers.judges.transport import (
+    ChatRequest,
     ChatResult,
     ModelNotConfiguredError,
     ModelRequestError,
@@ -52,6 +53,7 @@ __all__ = [
     "DEFAULT_OPENAI_BASE_URL",
     "CallableModel",
     "ChatModel",
+    "ChatRequest",
     "ChatResult",
     "ModelNotConfiguredError",
     "ModelRequestError",
@@ -85,14 +87,7 @@ class ChatModel(Protocol):
     model_id: str
     endpoint: str
 
-    def complete(
-        self,
-        messages: list[dict[str, str]],
-        *,
-        temperature: float,
-        max_tokens: int | None,
-        schema: dict[str, Any] | None = None,
-    ) -> ChatResult:
+    def complete(self, request: ChatRequest) -> ChatResult:
         """Answer a chat, constrained to ``schema`` (a JSON schema) where the server can.
 
         Raises:
@@ -117,22 +112,15 @@ class CallableModel:
         self.model_id = model_id or describe_model(func)
         self.endpoint = ""
 
-    def complete(
-        self,
-        messages: list[dict[str, str]],
-        *,
-        temperature: float,
-        max_tokens: int | None,
-        schema: dict[str, Any] | None = None,
-    ) -> ChatResult:
+    def complete(self, request: ChatRequest) -> ChatResult:
         """Call the function; the sampling parameters and the schema are not passed on.
 
         Raises:
             ModelRequestError: the function returned something other than a string.
         """
-        del temperature, max_tokens, schema  # a plain function has no sampling parameters
+        # A plain function has no sampling parameters: only the messages are passed on.
         started = time.monotonic()
-        text = self.func(messages)
+        text = self.func(request.messages)
         latency_ms = (time.monotonic() - started) * 1000
         if not isinstance(text, str):
             raise ModelRequestError(

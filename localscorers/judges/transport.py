@@ -33,6 +33,7 @@ from localscorers.exceptions import (
 
 __all__ = [
     "ERROR_TEXT_LIMIT",
+    "ChatRequest",
     "ChatResult",
     "Limits",
     "ModelNotConfiguredError",
@@ -54,6 +55,24 @@ _DEFAULT_TIMEOUT = 60.0
 _DEFAULT_CONCURRENCY = 4
 _DEFAULT_MAX_TOKENS = 512
 ERROR_TEXT_LIMIT = 500
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One question to a judge model.
+
+    Attributes:
+        messages: the chat, as ``{"role": ..., "content": ...}`` dicts.
+        temperature: the sampling temperature.
+        max_tokens: the cap on the answer; None sends none.
+        schema: the JSON schema of the answer, asked for as structured output where
+            the server can; None asks for free text.
+    """
+
+    messages: list[dict[str, str]]
+    temperature: float = 0.0
+    max_tokens: int | None = None
+    schema: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
