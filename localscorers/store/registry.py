@@ -224,9 +224,8 @@ class ScorerRegistry:
         Costs one primary-key read of the change counter per call; the scorers
         themselves are re-read only after some process changed a lifecycle.
         """
-        counter = bulk.compiled_select(conn, "scorer_counter", _counter_query).fetchall(conn, {})[
-            0
-        ][0]
+        counter_query = bulk.compiled_select(conn, "scorer_counter", _counter_query)
+        counter = counter_query.fetchall(conn, {})[0][0]
         with self._cache_lock:
             if counter != self._cache_counter:
                 self._cache = {}
@@ -235,15 +234,11 @@ class ScorerRegistry:
         if cached is not None:
             return cached
         s = schema.scorers
-        # Session-level scorers are never enqueued by a commit: the session scan
-        # (``sessions.enqueue_idle``) enqueues a session once it has gone quiet.
+        # Session scorers never: the idle scan enqueues them (``sessions.enqueue_idle``).
+        wanted = (s.c.status == ScorerStatus.ACTIVE.value) & (takes_session_column() == sa.false())
         rows = conn.execute(
             sa.select(s.c.name, s.c.version, s.c.sample_rate, s.c.filter_string)
-            .where(
-                s.c.experiment_id == experiment_id,
-                s.c.status == ScorerStatus.ACTIVE.value,
-                takes_session_column() == sa.false(),
-            )
+            .where(s.c.experiment_id == experiment_id, wanted)
             .order_by(s.c.name)
         ).all()
         active = [
@@ -273,8 +268,6 @@ class ScorerRegistry:
         takes_session: bool = False,
     ) -> ScorerState:
         """Register a definition under a name: new name, same version, or version N+1.
-
-        ``takes_session`` records that the scorer takes ``session`` (a session-level scorer).
 
         Raises:
             ScorerLimitError: the experiment already has the maximum number of names.
@@ -467,7 +460,6 @@ class ScorerRegistry:
                 f"Scorer {name!r} in experiment {experiment_id!r} has no version {version}; "
                 f"the latest is {state.version}."
             )
-        # The version's definition, description and takes_session over the name's state.
         return _state_from_row({**state._mapping, **row._mapping}, wanted)
 
     def _changed(self, conn: Connection, experiment_id: str, name: str, now: int) -> None:
