@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import localscorers
 from localscorers import Feedback, TransientError, scorer
@@ -25,26 +26,26 @@ def reset() -> None:
 
 
 @scorer
-def length(outputs):
+def length(outputs: Any) -> int:
     """The length of the output text."""
     return len(str(outputs))
 
 
 @scorer
-def words(inputs, outputs):
+def words(inputs: Any, outputs: Any) -> int:
     """Words in the question and the answer."""
     return len(str(inputs).split()) + len(str(outputs).split())
 
 
 @scorer
-def slow_length(outputs):
+def slow_length(outputs: Any) -> int:
     """``length``, taking a little while (a process can be killed mid-job)."""
     time.sleep(0.01)
     return len(str(outputs))
 
 
 @scorer
-def flaky(inputs):
+def flaky(inputs: Any) -> int:
     """Fail transiently twice per input, then answer."""
     key = repr(inputs)
     with _lock:
@@ -56,13 +57,13 @@ def flaky(inputs):
 
 
 @scorer
-def broken(outputs):
+def broken(outputs: Any) -> bool:
     """Always raises."""
     raise ValueError(f"cannot score {outputs!r}")
 
 
 @scorer
-def sleepy(inputs):
+def sleepy(inputs: Any) -> bool:
     """Hang on the input marked 'hang'; answer at once otherwise."""
     if inputs.get("hang"):
         time.sleep(1.0)
@@ -70,7 +71,7 @@ def sleepy(inputs):
 
 
 @scorer
-def with_trace(trace, expectations):
+def with_trace(trace: Any, expectations: dict[str, Any]) -> Feedback:
     """Uses the whole trace: its tags and expectations."""
     return Feedback(
         value=trace.info.tags.get("kind", "none"),
@@ -79,13 +80,13 @@ def with_trace(trace, expectations):
 
 
 @scorer
-def expected(outputs, expectations):
+def expected(outputs: Any, expectations: dict[str, Any]) -> bool:
     """Whether the output equals the expected answer."""
-    return outputs == expectations.get("answer")
+    return bool(outputs == expectations.get("answer"))
 
 
 @scorer
-def several(outputs):
+def several(outputs: Any) -> list[Feedback]:
     """Two feedbacks per trace."""
     return [Feedback(name="size", value=len(str(outputs))), Feedback(name="seen", value=True)]
 

@@ -59,18 +59,25 @@ def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     _context.reset()
 
 
-def log(count: int, *, step: int = 1000, **fields: object) -> list[str]:
+def log(count: int, *, step: int = 1000, tags: dict[str, str] | None = None) -> list[str]:
     """Log ``count`` traces one ``step`` ms apart from T0; return their ids in time order."""
     return [
         localscorers.log_trace(
-            inputs={"i": i}, outputs="x" * (i % 7), request_time=T0 + i * step, **fields
+            inputs={"i": i}, outputs="x" * (i % 7), request_time=T0 + i * step, tags=tags
         )
         for i in range(count)
     ]
 
 
-def run(*scorers: BackfillScorerConfig | str, **kwargs: object) -> BackfillJob:
-    job_id = localscorers.backfill_scorers(scorers=list(scorers), **kwargs)
+def run(
+    *scorers: BackfillScorerConfig | str,
+    start_time: datetime | int | None = None,
+    end_time: datetime | int | None = None,
+    rescore: bool = False,
+) -> BackfillJob:
+    job_id = localscorers.backfill_scorers(
+        scorers=list(scorers), start_time=start_time, end_time=end_time, rescore=rescore
+    )
     return localscorers.wait_for_backfill_job(job_id, timeout=WAIT)
 
 
@@ -200,7 +207,10 @@ def test_dry_run_counts_what_the_job_then_does(db: Path) -> None:
         sampling_config=ScorerSamplingConfig(sample_rate=0.5, filter_string="tags.kind = 'a'")
     )
     run(BackfillScorerConfig("length", sample_rate=0.3), end_time=T0 + 20_000)  # some done
-    scorers = ["words", BackfillScorerConfig("length", sample_rate=0.6)]
+    scorers: list[BackfillScorerConfig | str] = [
+        "words",
+        BackfillScorerConfig("length", sample_rate=0.6),
+    ]
     jobs_before = len(localscorers.list_backfill_jobs())
     rows_before = len(feedback_rows(db))
 
@@ -397,6 +407,7 @@ def test_a_holder_that_lost_its_lease_cannot_write(db: Path) -> None:
         runtime.db, runtime.store, runtime.registry, settings=_settings(lease_seconds=0.1)
     )
     claimed = stalled._claim()  # claims, then "stalls" past its lease
+    assert claimed is not None
     assert claimed.job_id == job_id
     job = localscorers.wait_for_backfill_job(job_id, timeout=WAIT)  # another runner takes over
     assert job.succeeded == 5
@@ -464,7 +475,11 @@ def registered(db: Path) -> None:
     [
         (lambda: localscorers.backfill_scorers(scorers=[]), ConfigurationError, ["empty"]),
         (lambda: localscorers.backfill_scorers(scorers="length"), ConfigurationError, ["list"]),
-        (lambda: localscorers.backfill_scorers(scorers=[42]), ConfigurationError, ["scorers[0]"]),
+        (
+            lambda: localscorers.backfill_scorers(scorers=[42]),  # type: ignore[list-item]
+            ConfigurationError,
+            ["scorers[0]"],
+        ),
         (
             lambda: localscorers.backfill_scorers(scorers=["nope"]),
             ScorerNotFoundError,
@@ -493,12 +508,18 @@ def registered(db: Path) -> None:
             ["start_time", "end_time"],
         ),
         (
-            lambda: localscorers.backfill_scorers(scorers=["words"], start_time="yesterday"),
+            lambda: localscorers.backfill_scorers(
+                scorers=["words"],
+                start_time="yesterday",  # type: ignore[call-overload]
+            ),
             ConfigurationError,
             ["start_time", "'yesterday'"],
         ),
         (
-            lambda: localscorers.backfill_scorers(scorers=["words"], rescore="yes"),
+            lambda: localscorers.backfill_scorers(
+                scorers=["words"],
+                rescore="yes",  # type: ignore[call-overload]
+            ),
             ConfigurationError,
             ["rescore"],
         ),
