@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import localscorers
-from localscorers import Feedback, _context
+from localscorers import BackfillScorerConfig, Feedback, _context
 from localscorers.evaluation.pool import DaemonThreadPool
 from localscorers.store import ledger
 from localscorers.store.changes import ChangeWatch
@@ -148,6 +148,32 @@ def test_worker_drain_exits_when_only_a_hanging_scorers_work_is_left(
     hang = [found[(t, "hang")] for t in traces if (t, "hang") in found]
     assert ("FAILED", 1) in hang  # the first call timed out
     assert {status for status, _ in hang} <= {"FAILED", "PENDING"}
+
+
+def test_a_backfill_left_waiting_for_a_hanging_scorer_says_why(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOCALSCORERS_MAX_WORKERS", "1")
+    helpers.Hang(name="hang", timeout_seconds=0.2, cap_seconds=60).register()
+    helpers.always_true.register()
+    for i in range(5):
+        localscorers.log_trace(inputs=i, outputs=i)
+    job_id = localscorers.backfill_scorers(
+        scorers=[
+            BackfillScorerConfig("hang", sample_rate=1.0),
+            BackfillScorerConfig("always_true", sample_rate=1.0),
+        ]
+    )
+    runner = _context.current().job_runner()
+    wait_until(lambda: bool(runner.blocked()))
+    assert "'hang'" in next(iter(runner.blocked().values()))
+    assert localscorers.get_backfill_job(job_id).status == "RUNNING"
+
+    helpers.release.set()  # the hung call returns: the scorer has its slot back
+    job = localscorers.wait_for_backfill_job(job_id, timeout=WAIT)
+    assert (job.status, job.processed) == ("SUCCEEDED", 10)
+    assert job.failed >= 1  # the call that timed out
+    assert not runner.blocked()
 
 
 # -- a scorer that kills its process ------------------------------------------------------------
