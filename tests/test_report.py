@@ -45,11 +45,11 @@ OUTPUTS = ["hi", "hello world", "boom", "a longer answer here"]
 
 
 @pytest.fixture
-def report_db(tmp_path: Path) -> Path:
-    path = tmp_path / "report.db"
-    localscorers.set_tracking_uri(path)
+def report_db(store_uri: str) -> str:
+    """A fresh database of each backend (SQLite, then PostgreSQL) with experiment "report"."""
+    localscorers.set_tracking_uri(store_uri)
     localscorers.set_experiment("report")
-    return path
+    return store_uri
 
 
 def _log(outputs: list[str], experiment_id: str | None = None) -> list[str]:

@@ -22,6 +22,13 @@ from localscorers import (
 )
 from localscorers.judges.session import render_conversation
 
+
+@pytest.fixture
+def tracking(contract_tracking: str) -> str:
+    """This module's tests run on each backend (SQLite, then PostgreSQL)."""
+    return contract_tracking
+
+
 SESSION = "mlflow.trace.session"
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
