@@ -39,7 +39,11 @@ if TYPE_CHECKING:
 
 __all__ = ["SessionItem", "SessionScoring", "load_items", "runnable", "session_call", "stamp"]
 
-_SCAN_SECONDS = 0.25  # how often a runner looks for sessions that went quiet
+# How often a runner looks for sessions that went quiet: a tenth of the shortest idle
+# window, within these bounds (a scan reads every session of the experiment), and every
+# _UNUSED_SCAN_SECONDS for a scorer started by another process when none is active.
+_SCAN_SECONDS = (0.25, 5.0)
+_UNUSED_SCAN_SECONDS = 1.0
 # A later scan looks back this far before the previous one's cutoff: a trace stamped
 # just before a scan may commit just after it (or come from a clock slightly behind).
 _LOOKBACK_MS = 60_000
@@ -96,7 +100,7 @@ class SessionScoring:
     # -- finding idle sessions -------------------------------------------------------
 
     def scan_if_due(self) -> int:
-        """Run ``scan`` when the last one is ``_SCAN_SECONDS`` old; return rows enqueued."""
+        """Run ``scan`` when the last one is old enough; return how many rows it enqueued."""
         if time.monotonic() < self._next_scan:
             return 0
         return self.scan()
@@ -104,11 +108,14 @@ class SessionScoring:
     def scan(self) -> int:
         """Enqueue every ACTIVE session scorer on its idle, sampled, unscored sessions."""
         with self._lock:
-            self._next_scan = time.monotonic() + _SCAN_SECONDS
             counter = self._registry.change_counter()
             if counter != self._counter:
                 self._scorers = session_scorers(self._db)
                 self._counter = counter
+            low, high = _SCAN_SECONDS
+            shortest = min((s.idle_ms / 10_000 for s in self._scorers), default=None)
+            pause = _UNUSED_SCAN_SECONDS if shortest is None else min(max(shortest, low), high)
+            self._next_scan = time.monotonic() + pause
             enqueued = 0
             for scorer in self._scorers:
                 key = (scorer.experiment_id, scorer.name, scorer.version)
