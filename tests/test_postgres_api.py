@@ -254,3 +254,19 @@ def test_an_older_schema_is_migrated_on_open(store_uri: str) -> None:
     with db.read() as conn:
         assert dialect.of(conn).get_user_version(conn) == migrations.SCHEMA_VERSION
     db.close()
+
+
+def test_a_lock_held_too_long_is_database_busy_error(store_uri: str) -> None:
+    if not store_uri.startswith("postgresql"):
+        pytest.skip("the PostgreSQL half of this test only (SQLite: tests/test_db.py)")
+    import psycopg
+
+    localscorers.set_tracking_uri(store_uri)
+    localscorers.log_trace(inputs=1, outputs=1)  # creates the tables
+    impatient = store_uri + "%20-clock_timeout%3D200"  # appended to options=-csearch_path=...
+    localscorers.set_tracking_uri(impatient)
+    with psycopg.connect(impatient) as holder:
+        holder.execute("LOCK TABLE traces IN ACCESS EXCLUSIVE MODE")
+        with pytest.raises(localscorers.DatabaseBusyError, match="locked by another writer"):
+            localscorers.log_trace(inputs=2, outputs=2)
+    assert localscorers.log_trace(inputs=3, outputs=3).startswith("tr-")
