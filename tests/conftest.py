@@ -74,6 +74,13 @@ POSTGRES_ENV = "LOCALSCORERS_TEST_POSTGRES_URI"
 BACKENDS = ("sqlite", "postgres")
 
 
+def pytest_report_header() -> str:
+    """Say at the top of every run whether the PostgreSQL half of the contract runs."""
+    if os.environ.get(POSTGRES_ENV):
+        return f"PostgreSQL store tests: on ({POSTGRES_ENV} is set)"
+    return f"PostgreSQL store tests: SKIPPED ({POSTGRES_ENV} is not set; .ci/run sets it)"
+
+
 def postgres_base_uri() -> str:
     """Return the test server's URI, or skip the test with the reason."""
     uri = os.environ.get(POSTGRES_ENV)
