@@ -92,6 +92,8 @@ class SessionScoring:
         self._counter: int | None = None
         self._scorers: list[SessionScorer] = []
         self._floors: dict[ScorerKey, int] = {}
+        # Per scorer: session id -> newest commit when last decided (enqueue_idle).
+        self._decided: dict[ScorerKey, dict[str, int]] = {}
         self._next_scan = 0.0
         self.keys: set[ScorerKey] = set()  # the session scorer versions claims were seen for
         self.items: dict[str, Trace] = {}  # SessionItems by claimed trace id
@@ -121,8 +123,12 @@ class SessionScoring:
                 key = (scorer.experiment_id, scorer.name, scorer.version)
                 now = _clock.now_ms()
                 floor = self._floors.get(key, 0)
-                enqueued += enqueue_idle(self._db, scorer, now_ms=now, floor_ms=floor)
-                self._floors[key] = max(floor, now - scorer.idle_ms - _LOOKBACK_MS)
+                decided = self._decided.setdefault(key, {})
+                enqueued += enqueue_idle(
+                    self._db, scorer, now_ms=now, floor_ms=floor, decided=decided
+                )
+                floor = self._floors[key] = max(floor, now - scorer.idle_ms - _LOOKBACK_MS)
+                self._decided[key] = {k: ms for k, ms in decided.items() if ms >= floor}
             return enqueued
 
     # -- running claims --------------------------------------------------------------

@@ -166,22 +166,46 @@ def _sessions(
 
 def idle_candidates(
     conn: Connection, scorer: SessionScorer, *, now_ms: int, floor_ms: int
-) -> list[str]:
-    """Return the ids of sessions silent since ``now_ms - idle``, active since ``floor_ms``.
+) -> dict[str, int]:
+    """Return the sessions silent since ``now_ms - idle``, active since ``floor_ms``.
+
+    Each with its newest commit time (traces scored online only).
 
     Sessions whose newest commit is before ``floor_ms`` were decided by an earlier scan
-    (or predate the scorer); the caller keeps that floor moving up.
+    (or predate the scorer); the caller keeps that floor moving up. The sessions with a
+    commit since the floor are found first, so a scan reads the recent traces and their
+    sessions, not every session of the experiment.
     """
     t, m = schema.traces, schema.trace_metadata
-    newest = sa.func.max(t.c.ingested_ms)
-    query = (
+    floor = max(floor_ms, scorer.active_since_ms)
+    recent = (
         sa.select(m.c.value)
         .join(t, t.c.trace_id == m.c.trace_id)
-        .where(m.c.key == SESSION_KEY, t.c.experiment_id == scorer.experiment_id, _scored_online(t))
-        .group_by(m.c.value)
-        .having(newest <= now_ms - scorer.idle_ms, newest >= max(floor_ms, scorer.active_since_ms))
+        .where(
+            m.c.key == SESSION_KEY,
+            t.c.experiment_id == scorer.experiment_id,
+            t.c.ingested_ms >= floor,
+        )
+        .distinct()
     )
-    return [str(v) for v in conn.execute(query).scalars() if v]
+    ids = [str(v) for v in conn.execute(recent).scalars() if v]
+    newest = sa.func.max(t.c.ingested_ms)
+    found: dict[str, int] = {}
+    for chunk in in_chunks(ids):
+        query = (
+            sa.select(m.c.value, newest)
+            .join(t, t.c.trace_id == m.c.trace_id)
+            .where(
+                m.c.key == SESSION_KEY,
+                m.c.value.in_(chunk),
+                t.c.experiment_id == scorer.experiment_id,
+                _scored_online(t),
+            )
+            .group_by(m.c.value)
+            .having(newest <= now_ms - scorer.idle_ms)
+        )
+        found.update((str(v), int(ms)) for v, ms in conn.execute(query))
+    return found
 
 
 def _without_current(conn: Connection, scorer: SessionScorer, trace_ids: Iterable[str]) -> set[str]:
@@ -203,27 +227,44 @@ def _without_current(conn: Connection, scorer: SessionScorer, trace_ids: Iterabl
     return {i for i in ids if i not in have}
 
 
-def enqueue_idle(db: Database, scorer: SessionScorer, *, now_ms: int, floor_ms: int = 0) -> int:
+def enqueue_idle(
+    db: Database,
+    scorer: SessionScorer,
+    *,
+    now_ms: int,
+    floor_ms: int = 0,
+    decided: dict[str, int] | None = None,
+) -> int:
     """Enqueue the scorer on every idle, sampled session whose last trace it has not scored.
 
     Candidates are found with a read; the write transaction checks again that each
     session is still idle (no trace committed since the read) before inserting its row,
     so a session still receiving traces within the idle window is never enqueued.
-    Returns how many PENDING rows were inserted.
+    ``decided`` (session id -> newest commit when decided: enqueued, scored already,
+    sampled or filtered out) lets later scans skip sessions that have not changed since;
+    it is updated. Returns how many PENDING rows were inserted.
     """
+    memo: dict[str, int] = {} if decided is None else decided
     with db.read() as conn:
-        candidates = [
-            session_id
-            for session_id in idle_candidates(conn, scorer, now_ms=now_ms, floor_ms=floor_ms)
-            if sampling.is_sampled(session_id, scorer.name, scorer.sample_rate)
-        ]
+        found = idle_candidates(conn, scorer, now_ms=now_ms, floor_ms=floor_ms)
+        found = {sid: ms for sid, ms in found.items() if memo.get(sid) != ms}
+        candidates = []
+        for session_id, newest in found.items():
+            if sampling.is_sampled(session_id, scorer.name, scorer.sample_rate):
+                candidates.append(session_id)
+            else:
+                memo[session_id] = newest
         if not candidates:
             return 0
         states = _sessions(conn, scorer.experiment_id, candidates)
         due = [s for s in states.values() if s.last_status != TraceStatus.IN_PROGRESS.value]
-        due = _matching(conn, scorer, due)
-        fresh = _without_current(conn, scorer, (s.last_trace_id for s in due))
-        due = [s for s in due if s.last_trace_id in fresh]
+        matching = _matching(conn, scorer, due)
+        fresh = _without_current(conn, scorer, (s.last_trace_id for s in matching))
+        matched = {s.session_id for s in matching}
+        for state in due:
+            if state.session_id not in matched or state.last_trace_id not in fresh:
+                memo[state.session_id] = found[state.session_id]
+        due = [s for s in matching if s.last_trace_id in fresh]
     if not due:
         return 0
     with db.write() as conn:
@@ -236,6 +277,9 @@ def enqueue_idle(db: Database, scorer: SessionScorer, *, now_ms: int, floor_ms: 
         ]
         if rows:
             ledger_insert(conn).executemany(conn, rows)
+    for state in due:
+        if now_states.get(state.session_id) == state:
+            memo[state.session_id] = found[state.session_id]
     return len(rows)
 
 
