@@ -114,6 +114,7 @@ class SessionScoring:
             if counter != self._counter:
                 self._scorers = session_scorers(self._db)
                 self._counter = counter
+                self._decided.clear()  # a new rate or filter decides differently
             low, high = _SCAN_SECONDS
             shortest = min((s.idle_ms / 10_000 for s in self._scorers), default=None)
             pause = _UNUSED_SCAN_SECONDS if shortest is None else min(max(shortest, low), high)
