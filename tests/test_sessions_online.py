@@ -232,6 +232,20 @@ def test_the_monitor_scores_quiet_sessions_without_a_flush(tracking: Path) -> No
     assert [f.value for f in session_feedback()[last]] == ["a,b"]
 
 
+def test_update_applies_to_sessions_decided_before(tracking: Path, clock: FakeClock) -> None:
+    start(turns, idle=1, filter_string="metadata.channel = 'web'")
+    trace_id = localscorers.log_trace(
+        inputs={"q": "a"}, outputs="x", metadata={SESSION: "s1", "channel": "app"}
+    )
+    clock.advance(1)
+    assert localscorers.flush(timeout=DEADLINE)
+    assert session_feedback() == {}
+
+    turns.update(sampling_config=ScorerSamplingConfig(session_idle_seconds=1))
+    assert localscorers.flush(timeout=DEADLINE)
+    assert list(session_feedback()) == [trace_id]
+
+
 # -- explain ---------------------------------------------------------------------------------
 
 
