@@ -342,8 +342,13 @@ class Database:
             return
         # The in-memory database is one shared connection: readers must queue too.
         guard = self._lock if self.is_memory else nullcontext()
-        with guard, self._translate_errors("read"), self.engine.connect() as conn, conn.begin():
-            yield conn
+        with guard, self._translate_errors("read"), self.engine.connect() as conn:
+            if self.is_postgres:
+                # One snapshot for every query of the read, as a SQLite read transaction
+                # gives (READ COMMITTED takes one per statement); reads never conflict.
+                conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
 
     def in_transaction(self) -> bool:
         """Tell whether this thread holds an open write transaction."""
