@@ -264,21 +264,66 @@ def _span_predicate(comparison: Comparison, *, indexed: bool) -> sa.ColumnElemen
     return _predicate(column, op, value)
 
 
-def span_traces(group: SpanGroup) -> sa.Select[Any]:
-    """The ids of traces with a span satisfying the whole group, from the span indexes."""
+def _root_predicate(comparison: Comparison) -> sa.ColumnElement[bool] | None:
+    """One comparison on a root span kept in its trace row (``traces.root_span_id``).
+
+    Such a root has the trace's name, status, inputs and outputs, and no type or
+    attributes. None: the comparison can never hold on it.
+    """
+    field, op, value = comparison.field, comparison.op, comparison.value
+    if field.entity is Entity.SPAN_ATTRIBUTE or field.key == "type":
+        # A NULL column: only IS NULL holds (as on a spans row without a type).
+        return sa.true() if op is Op.IS_NULL else None
+    if field.key == "content":
+        texts = [
+            _traces.c.name,
+            sa.cast(_traces.c.inputs, sa.Text),
+            sa.cast(_traces.c.outputs, sa.Text),
+            sa.literal("{}"),  # its attributes, as a spans row stores none
+        ]
+        return sa.or_(*(_predicate(text, op, value) for text in texts))
+    if field.key == "status" and op in _UPPERCASED_OPS:
+        value = _upper(value)
+    column = _traces.c.status if field.key == "status" else _traces.c.name
+    return _predicate(column, op, value)
+
+
+def _root_condition(group: SpanGroup) -> sa.ColumnElement[bool] | None:
+    """The group on the trace's root kept in its row, or None when it cannot hold there."""
+    predicates = [_root_predicate(c) for c in group.comparisons]
+    if any(p is None for p in predicates):
+        return None
+    return sa.and_(_traces.c.root_span_id.is_not(None), *(p for p in predicates if p is not None))
+
+
+def span_traces(group: SpanGroup) -> sa.Select[Any] | sa.CompoundSelect[Any]:
+    """The ids of traces with a span satisfying the whole group, from the span indexes.
+
+    With the traces whose root, kept in the trace row, satisfies it (from
+    ``ix_traces_root_name`` for a name).
+    """
     predicates = (_span_predicate(c, indexed=True) for c in group.comparisons)
-    return sa.select(_spans.c.trace_id).where(*predicates)
+    stored = sa.select(_spans.c.trace_id).where(*predicates)
+    root = _root_condition(group)
+    if root is None:
+        return stored
+    return sa.union_all(stored, sa.select(_traces.c.trace_id).where(root))
 
 
 def _span_condition(group: SpanGroup) -> sa.ColumnElement[bool]:
     """True when one span of the trace satisfies every comparison of the group."""
     predicates = (_span_predicate(c, indexed=False) for c in group.comparisons)
-    return (
+    stored = (
         sa.select(sa.literal(1))
         .where(_spans.c.trace_id == _traces.c.trace_id, *predicates)
         .correlate(_traces)
         .exists()
     )
+    root = _root_condition(group)
+    if root is None:
+        return stored
+    # COALESCE: a NULL input or output makes a content comparison NULL, never a match.
+    return sa.or_(stored, sa.func.coalesce(root, sa.false()))
 
 
 def _is_number(value: Value) -> bool:

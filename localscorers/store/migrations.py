@@ -146,6 +146,20 @@ def m0007_partial_null_indexes(conn: Connection) -> None:
         index.create(conn)
 
 
+def m0008_virtual_root_spans(conn: Connection) -> None:
+    """Add ``traces.root_span_id`` and ``ix_traces_root_name``.
+
+    A trace whose only span is the root ``log_trace`` synthesizes keeps that span's id
+    here instead of a ``spans`` row (its other fields are the trace's own); span
+    filters read such roots from the trace row. Existing spans rows stay as they are.
+    """
+    present = {c["name"] for c in sa.inspect(conn).get_columns("traces")}
+    if "root_span_id" not in present:
+        conn.execute(sa.text('ALTER TABLE traces ADD COLUMN "root_span_id" VARCHAR'))
+    index = next(i for i in schema.traces.indexes if i.name == "ix_traces_root_name")
+    index.create(conn, checkfirst=True)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     m0001_initial,
     m0002_evaluation_requests,
@@ -154,6 +168,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     m0005_covering_trace_time_index,
     m0006_session_scoring,
     m0007_partial_null_indexes,
+    m0008_virtual_root_spans,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

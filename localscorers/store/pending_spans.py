@@ -222,11 +222,16 @@ def _append_late(conn: Connection, spans: Sequence[PendingSpan]) -> int:
     """Add spans to traces already written, skipping span ids those traces already hold."""
     if not spans:
         return 0
-    s = schema.spans
+    s, t = schema.spans, schema.traces
     have: set[tuple[str, str]] = set()
     for chunk in rows.in_chunks(sorted({p.trace_id for p in spans})):
         query = sa.select(s.c.trace_id, s.c.span_id).where(s.c.trace_id.in_(chunk))
         have.update((r[0], r[1]) for r in conn.execute(query))
+        # A root kept in its trace row (traces.root_span_id) is held too.
+        roots = sa.select(t.c.trace_id, t.c.root_span_id).where(
+            t.c.trace_id.in_(chunk), t.c.root_span_id.is_not(None)
+        )
+        have.update((r[0], r[1]) for r in conn.execute(roots))
     new = {
         (p.trace_id, p.span.span_id): rows.span_row(p.trace_id, p.span)
         for p in spans

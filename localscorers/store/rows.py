@@ -48,8 +48,10 @@ __all__ = [
     "new_trace_id",
     "plain_base",
     "plain_row",
+    "root_span",
     "span_model",
     "span_row",
+    "synthesized_root",
     "value_forms",
 ]
 
@@ -289,13 +291,18 @@ class TraceRows:
                     "outputs": r.outputs,
                     "ingested_ms": None,
                     "client_request_id": r.client_request_id,
+                    "root_span_id": None,
                 }
             )
+            root = synthesized_root(r)
+            if root is not None:
+                traces[-1]["root_span_id"] = root.span_id
+            else:
+                spans.extend(span_row(r.trace_id, s) for s in r.spans)
             tags.extend({"trace_id": r.trace_id, "key": k, "value": v} for k, v in r.tags.items())
             metadata.extend(
                 {"trace_id": r.trace_id, "key": k, "value": v} for k, v in r.metadata.items()
             )
-            spans.extend(span_row(r.trace_id, s) for s in r.spans)
         return cls(
             encode_json(schema.traces, traces),
             tags,
@@ -317,6 +324,51 @@ class TraceRows:
         insert_encoded(conn, schema.trace_metadata, self.metadata)
         insert_encoded(conn, schema.spans, self.spans)
         insert_rows(conn, schema.assessments, assessments)
+
+
+def synthesized_root(record: TraceRecord) -> Span | None:
+    """Return the record's only span when the trace row alone can say all it holds.
+
+    That is the root ``log_trace`` makes when given no spans: no parent, type,
+    message, attributes or events; the trace's name, status and times; the very
+    inputs and outputs of the trace. Such a span is stored as ``traces.root_span_id``
+    and read back with :func:`root_span` (half the pages of a trace commit; issue 16).
+    """
+    if len(record.spans) != 1 or record.name is None:
+        return None
+    span = record.spans[0]
+    start_ns = record.request_time_ms * 1_000_000
+    duration = record.execution_duration_ms
+    end_ns = None if duration is None else start_ns + duration * 1_000_000
+    same = (
+        span.parent_id is None
+        and span.span_type is None
+        and span.status_message is None
+        and not span.attributes
+        and not span.events
+        and span.name == record.name
+        and span.status == record.status
+        and span.start_time_ns == start_ns
+        and span.end_time_ns == end_ns
+        and span.inputs is record.inputs  # the same objects: equal values may encode apart
+        and span.outputs is record.outputs
+    )
+    return span if same else None
+
+
+def root_span(row: RowMapping) -> Span:
+    """Return the root span a ``traces`` row with ``root_span_id`` stands for."""
+    start_ns = row["request_time_ms"] * 1_000_000
+    duration = row["execution_duration_ms"]
+    return Span(
+        span_id=row["root_span_id"],
+        name=row["name"],
+        status=row["status"],
+        start_time_ns=start_ns,
+        end_time_ns=None if duration is None else start_ns + duration * 1_000_000,
+        inputs=row["inputs"],
+        outputs=row["outputs"],
+    )
 
 
 def grouped(

@@ -160,6 +160,13 @@ class TraceRow(_Base, table=True):
         # Partial (m0007): most traces have no client_request_id, and an entry per NULL
         # was one more page written by every trace's commit (issue 16).
         _not_null_index("ix_traces_client_request_id", "client_request_id"),
+        # span.name filters find the roots that have no spans row here (m0008).
+        sa.Index(
+            "ix_traces_root_name",
+            "name",
+            sqlite_where=sa.text("root_span_id IS NOT NULL"),
+            postgresql_where=sa.text("root_span_id IS NOT NULL"),
+        ),
     )
 
     trace_id: str = Field(primary_key=True)
@@ -173,6 +180,10 @@ class TraceRow(_Base, table=True):
     ingested_ms: int
     # MLflow's TraceInfo.client_request_id: the application's own id for the request.
     client_request_id: str | None = None
+    # Set when the trace's only span is the root log_trace synthesizes from the trace
+    # itself (same name, status, times, inputs and outputs): that span is not stored as
+    # a spans row but read back from this one (issue 16: it was half of a commit's pages).
+    root_span_id: str | None = None
 
 
 class TraceTagRow(_Base, table=True):

@@ -59,7 +59,7 @@ class SearchPlan:
     candidates: sa.Select[Any] | sa.CompoundSelect[Any] | None
 
 
-def _probe(part: object) -> sa.Select[Any] | None:
+def _probe(part: object) -> sa.Select[Any] | sa.CompoundSelect[Any] | None:
     """What to count for a required part, reading one index range only; None: not indexed."""
     if not isinstance(part, Comparison | SpanGroup):
         return None
@@ -77,7 +77,7 @@ def _probe(part: object) -> sa.Select[Any] | None:
     return None
 
 
-def _span_probe(group: SpanGroup) -> sa.Select[Any] | None:
+def _span_probe(group: SpanGroup) -> sa.Select[Any] | sa.CompoundSelect[Any] | None:
     for comparison in group.comparisons:
         indexed = comparison.field.entity is Entity.SPAN and comparison.op in (Op.EQ, Op.IN)
         if indexed and comparison.field.key in _INDEXED_SPAN_KEYS:
@@ -106,7 +106,9 @@ def _drive(part: Comparison | SpanGroup) -> sa.Select[Any] | sa.CompoundSelect[A
     return filter_sql.assessment_traces(part)
 
 
-def _count(conn: Connection, probe: sa.Select[Any], experiment_ids: Sequence[str]) -> int:
+def _count(
+    conn: Connection, probe: sa.Select[Any] | sa.CompoundSelect[Any], experiment_ids: Sequence[str]
+) -> int:
     """Count the probe's rows in the searched experiments, up to ``_FEW + 1``.
 
     First over the whole index range (no table reads): a value that rare everywhere is
@@ -115,7 +117,8 @@ def _count(conn: Connection, probe: sa.Select[Any], experiment_ids: Sequence[str
     value common in another experiment may be rare in this one.
     """
     # Selecting a constant, the count reads the index alone, never the table's rows.
-    overall = _limited_count(conn, probe.with_only_columns(sa.literal(1)))
+    constant = probe.with_only_columns(sa.literal(1)) if isinstance(probe, sa.Select) else probe
+    overall = _limited_count(conn, constant)
     if overall <= _FEW or not _others_have_traces(conn, experiment_ids):
         return overall
     ids = probe.subquery()
@@ -127,7 +130,7 @@ def _count(conn: Connection, probe: sa.Select[Any], experiment_ids: Sequence[str
     return _limited_count(conn, here)
 
 
-def _limited_count(conn: Connection, query: sa.Select[Any]) -> int:
+def _limited_count(conn: Connection, query: sa.Select[Any] | sa.CompoundSelect[Any]) -> int:
     rows = query.limit(_FEW + 1).subquery()
     return int(conn.execute(sa.select(sa.func.count()).select_from(rows)).scalar_one())
 

@@ -451,8 +451,9 @@ class TraceStore:
                 assessments=assessments.get(trace_id, []),
                 client_request_id=found["client_request_id"],
             )
-            data = TraceData(
-                spans=spans.get(trace_id, []), request=found["inputs"], response=found["outputs"]
-            )
+            trace_spans = spans.get(trace_id, [])
+            if found["root_span_id"] is not None:
+                trace_spans.insert(0, rows.root_span(found))  # stored in the trace row
+            data = TraceData(spans=trace_spans, request=found["inputs"], response=found["outputs"])
             traces.append(Trace(info=info, data=data))
         return traces
