@@ -45,7 +45,9 @@ __all__ = [
 
 # ``session``: the time-ordered traces of one conversation (session-level scorers).
 SCORER_PARAMETERS = ("inputs", "outputs", "expectations", "trace", "session")
-_STATE_FIELDS = frozenset({"version", "status", "sample_rate", "filter_string", "experiment_id"})
+_STATE_FIELDS = frozenset(
+    {"version", "status", "sample_rate", "filter_string", "experiment_id", "session_idle_seconds"}
+)
 
 
 class Scorer(BaseModel):
@@ -61,6 +63,8 @@ class Scorer(BaseModel):
         status: the lifecycle state (``ScorerStatus``).
         sample_rate: the active rate; 0.0 whenever the scorer is not active.
         filter_string: the active trace filter, if any.
+        session_idle_seconds: for a session scorer, the silence after which a session is
+            scored online (``ScorerSamplingConfig.session_idle_seconds``).
         timeout_seconds: per-call timeout in production (None: ``LOCALSCORERS_SCORER_TIMEOUT``).
         max_concurrency: at most this many calls of this scorer at once (None: no limit).
         aggregations: how ``evaluate`` and the report summarize its values (MLflow's
@@ -80,6 +84,7 @@ class Scorer(BaseModel):
     sample_rate: float = 0.0
     filter_string: str | None = None
     experiment_id: str | None = None
+    session_idle_seconds: float = DEFAULT_SESSION_IDLE_SECONDS
     timeout_seconds: float | None = Field(default=None, gt=0)
     max_concurrency: int | None = Field(default=None, ge=1)
     aggregations: list[Aggregation] | None = None
@@ -98,7 +103,11 @@ class Scorer(BaseModel):
         """The sampling config in force (rate 0 when stopped); None when unregistered."""
         if self._server_name is None:
             return None
-        return ScorerSamplingConfig(sample_rate=self.sample_rate, filter_string=self.filter_string)
+        return ScorerSamplingConfig(
+            sample_rate=self.sample_rate,
+            filter_string=self.filter_string,
+            session_idle_seconds=self.session_idle_seconds,
+        )
 
     def run(
         self,
@@ -313,6 +322,7 @@ class Scorer(BaseModel):
                 "sample_rate": state.sample_rate,
                 "filter_string": state.filter_string,
                 "experiment_id": state.experiment_id,
+                "session_idle_seconds": state.session_idle_seconds,
             }
         )
 

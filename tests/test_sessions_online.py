@@ -119,6 +119,17 @@ def test_session_idle_seconds_defaults_to_five_minutes() -> None:
     assert ScorerSamplingConfig(session_idle_seconds=2).session_idle_seconds == 2.0
 
 
+def test_session_idle_seconds_is_stored_with_the_config(tracking: Path) -> None:
+    started = turns.register().start(
+        sampling_config=ScorerSamplingConfig(sample_rate=0.5, session_idle_seconds=2)
+    )
+    assert started.session_idle_seconds == 2.0
+    restored = localscorers.get_scorer(name="turns")
+    assert restored._sampling_config == ScorerSamplingConfig(
+        sample_rate=0.5, session_idle_seconds=2
+    )
+
+
 # -- idle detection and revisions ------------------------------------------------------------
 
 

@@ -88,6 +88,7 @@ class ScorerState:
             "sample_rate": self.sample_rate,
             "filter_string": self.filter_string,
             "experiment_id": self.experiment_id,
+            "session_idle_seconds": self.session_idle_seconds,
         }
 
 
