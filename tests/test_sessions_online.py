@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -30,6 +31,7 @@ from localscorers import (
     ScorerSamplingConfig,
     Trace,
     _clock,
+    _context,
     sampling,
     scorer,
 )
@@ -128,6 +130,31 @@ def test_session_idle_seconds_is_stored_with_the_config(tracking: Path) -> None:
     assert restored._sampling_config == ScorerSamplingConfig(
         sample_rate=0.5, session_idle_seconds=2
     )
+
+
+def test_a_version_5_database_gains_the_session_columns(tracking: Path) -> None:
+    per_trace.register().start(sampling_config=ScorerSamplingConfig(sample_rate=0.5))
+    localscorers.flush()
+    _context.reset()
+    with sqlite3.connect(tracking) as conn:
+        conn.execute("ALTER TABLE scorers DROP COLUMN session_idle_seconds")
+        conn.execute("ALTER TABLE scorer_versions DROP COLUMN takes_session")
+        conn.execute("PRAGMA user_version = 5")
+    conn.close()
+
+    localscorers.set_tracking_uri(tracking)
+    restored = localscorers.get_scorer(name="per_trace")
+    assert restored._sampling_config == ScorerSamplingConfig(sample_rate=0.5)
+    assert restored.session_idle_seconds == 300.0
+    trace_id = localscorers.log_trace(inputs="q", outputs="a")
+    assert localscorers.flush(timeout=DEADLINE)
+    assert [e.outcome for e in localscorers.explain(trace_id)] in (
+        [localscorers.ExplainOutcome.SUCCEEDED],
+        [localscorers.ExplainOutcome.SAMPLED_OUT],
+    )
+    with sqlite3.connect(tracking) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] >= 6
+    conn.close()
 
 
 # -- idle detection and revisions ------------------------------------------------------------
