@@ -50,6 +50,8 @@ FROZEN = [
 
 trace_ids = st.text(min_size=1, max_size=80)
 scorer_names = st.text(min_size=1, max_size=60)
+# Names a scorer can be registered under: not blank, no NUL (the registry refuses both).
+registrable_names = scorer_names.filter(lambda name: bool(name.strip()) and "\x00" not in name)
 rates = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
 
 
@@ -171,10 +173,10 @@ def pending_for(trace_ids: list[str], scorer_name: str) -> set[str]:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(
-    target=scorer_names.filter(str.strip),
+    target=registrable_names,
     rate=st.floats(min_value=0.05, max_value=0.95),
     others=st.lists(
-        st.tuples(scorer_names.filter(str.strip), st.floats(min_value=0.01, max_value=1.0)),
+        st.tuples(registrable_names, st.floats(min_value=0.01, max_value=1.0)),
         max_size=6,
         unique_by=lambda pair: pair[0],
     ),
