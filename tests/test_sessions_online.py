@@ -393,6 +393,34 @@ def test_online_and_backfill_share_the_revision(tracking: Path, clock: FakeClock
     assert list(session_feedback()) == [last]
 
 
+# -- both backends ---------------------------------------------------------------------------
+
+
+def test_sessions_online_explain_and_backfill_on_each_backend(
+    contract_tracking: str, clock: FakeClock
+) -> None:
+    start(turns, idle=5)
+    first = say("s1", "a", clock)
+    last = say("s1", "b", clock)
+    other = say("s2", "c", clock)
+    clock.advance(1)
+    assert entry_of(first).outcome is localscorers.ExplainOutcome.SESSION_NOT_IDLE
+    clock.advance(4)
+    assert localscorers.flush(timeout=DEADLINE)
+    values = {t: [f.value for f in fs] for t, fs in session_feedback().items()}
+    assert values == {last: ["a,b"], other: ["c"]}
+    assert f"scored on its last trace {last}" in entry_of(first).detail
+    found = localscorers.search_traces(filter_string="feedback.turns = 'a,b'")
+    assert {t.info.trace_id for t in found} == {first, last}
+
+    newer = say("s1", "d", clock)  # a new revision, left to a backfill
+    job = localscorers.wait_for_backfill_job(
+        localscorers.backfill_scorers(scorers=["turns"]), timeout=DEADLINE
+    )
+    assert (job.succeeded, job.skipped) == (1, 1)
+    assert [f.value for f in session_feedback()[newer]] == ["a,b,d"]
+
+
 # -- the property ----------------------------------------------------------------------------
 
 # A step: a turn in one of three sessions after a pause, or a flush (runner catches up).
