@@ -256,7 +256,7 @@ def test_register_builtin_judges(cli):
         *shlex.split(
             "scorers register-builtin make_judge --name helpful "
             "--instructions 'Is {{ outputs }} helpful?' "
-            "--model python:/localscorers.cli.story:demo_judge_model --json"
+            "--model python:/localscorers.cli.demo_app:demo_judge_model --json"
         )
     )
     assert custom.code == 0, custom

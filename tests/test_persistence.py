@@ -173,3 +173,30 @@ def test_missing_module_is_a_clear_load_error(tracking: Path) -> None:
         ScorerLoadError, match=r"Cannot load scorer reference 'no_such_mod:f'.*importable"
     ):
         ghost(outputs="x")
+
+
+def test_a_reference_stored_by_the_previous_layout_still_loads(tracking: Path) -> None:
+    # Databases written before the package was split into rooms name the demo's scorers
+    # and its judge model "localscorers.demo:..."; they must keep loading.
+    import sqlite3
+
+    from localscorers.cli.demo_app import is_concise
+    from localscorers.evaluation.serialization import resolve_reference
+
+    is_concise.register(name="concise")
+    localscorers.set_tracking_uri(tracking.parent / "other.db")  # close the first database
+    with sqlite3.connect(tracking) as conn:
+        conn.execute(
+            "UPDATE scorer_versions SET definition = replace(definition, "
+            "'localscorers.cli.demo_app', 'localscorers.demo')"
+        )
+        (definition,) = conn.execute("SELECT definition FROM scorer_versions").fetchone()
+    assert "localscorers.demo:is_concise" in definition
+    localscorers.set_tracking_uri(tracking)
+
+    restored = localscorers.get_scorer(name="concise")
+
+    assert restored(outputs="short") is True
+    from localscorers.cli.demo_app import demo_judge_model
+
+    assert resolve_reference("localscorers.demo:demo_judge_model") is demo_judge_model

@@ -37,6 +37,9 @@ __all__ = [
 
 SERIALIZATION_VERSION = 1
 _CONSTANT_TYPES = (bool, int, float, str, type(None))
+# Our own modules that stored references may name but that moved (databases keep the
+# name a scorer was registered under). localscorers.judges still re-exports the judges.
+_MOVED_MODULES = {"localscorers.demo": "localscorers.cli.demo_app"}
 
 
 def resolve_reference(reference: str) -> object:
@@ -46,6 +49,7 @@ def resolve_reference(reference: str) -> object:
         ScorerLoadError: the module or attribute cannot be found.
     """
     module_name, _, qualname = reference.partition(":")
+    module_name = _MOVED_MODULES.get(module_name, module_name)
     try:
         target: object = importlib.import_module(module_name)
         for part in qualname.split("."):
