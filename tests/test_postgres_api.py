@@ -270,3 +270,19 @@ def test_a_lock_held_too_long_is_database_busy_error(store_uri: str) -> None:
         with pytest.raises(localscorers.DatabaseBusyError, match="locked by another writer"):
             localscorers.log_trace(inputs=2, outputs=2)
     assert localscorers.log_trace(inputs=3, outputs=3).startswith("tr-")
+
+
+def test_two_concurrent_runs_of_one_evaluation_keep_one_trace_per_row(
+    contract_tracking: str,
+) -> None:
+    data = [{"inputs": {"n": n}, "outputs": n} for n in range(20)]
+
+    def run(_: int) -> object:
+        return localscorers.evaluate(data=data, scorers=[short], evaluation_id="twice")
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(run, range(2)))
+    rows = localscorers.search_traces(
+        filter_string="metadata.`localscorers.evaluation_id` = 'twice'"
+    )
+    assert len(rows) == 20

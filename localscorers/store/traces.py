@@ -32,7 +32,7 @@ from localscorers.models import (
     TraceInfo,
     TraceStatus,
 )
-from localscorers.store import filter_sql, rows, schema, search_sql
+from localscorers.store import dialect, filter_sql, rows, schema, search_sql
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -143,6 +143,9 @@ class TraceStore:
             # not look older than a start() that committed before it).
             now = _clock.now_ms()
             if trace_rows is None:
+                # PostgreSQL: two writers skipping existing ids (reruns of one evaluation)
+                # must not both find an id missing and both insert it.
+                dialect.of(conn).serialize(conn, "localscorers.traces.skip_existing")
                 records = self._without_existing(conn, records)
                 trace_rows = rows.TraceRows.of(records)
             try:
