@@ -23,7 +23,7 @@ from sqlalchemy.dialects import sqlite
 import localscorers
 from localscorers import _context
 from localscorers.exceptions import ConfigurationError, FilterSyntaxError, TraceNotFoundError
-from localscorers.filters.parser import (
+from localscorers.filters import (
     And,
     Comparison,
     Entity,

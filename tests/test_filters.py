@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from localscorers import ScorerSamplingConfig
 from localscorers.exceptions import ConfigurationError, FilterSyntaxError
-from localscorers.filters.parser import (
+from localscorers.filters import (
     MAX_COMPARISONS,
     MAX_NESTING,
     And,

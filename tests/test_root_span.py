@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import localscorers
-from localscorers.filters.parser import parse
+from localscorers.filters import parse
 from localscorers.store.database import Database
 from localscorers.store.filter_sql import matches_for_trace
 

@@ -15,9 +15,13 @@ from localscorers.filters.ast import (
     Scalar,
     Value,
 )
-from localscorers.filters.parser import parse, parse_field, render
+from localscorers.filters.parser import MAX_COMPARISONS, MAX_NESTING, MAX_VALUES, parse, parse_field
+from localscorers.filters.render import render
 
 __all__ = [
+    "MAX_COMPARISONS",
+    "MAX_NESTING",
+    "MAX_VALUES",
     "And",
     "Comparison",
     "Entity",

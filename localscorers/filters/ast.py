@@ -8,7 +8,19 @@ from typing import TypeAlias
 
 from localscorers.exceptions import ConfigurationError
 
-__all__ = ["And", "Comparison", "Entity", "Expr", "Field", "Not", "Op", "Or", "Scalar", "Value"]
+__all__ = [
+    "NULL_OPS",
+    "And",
+    "Comparison",
+    "Entity",
+    "Expr",
+    "Field",
+    "Not",
+    "Op",
+    "Or",
+    "Scalar",
+    "Value",
+]
 
 
 class Entity(StrEnum):
@@ -39,6 +51,10 @@ class Op(StrEnum):
     NOT_IN = "NOT IN"
     IS_NULL = "IS NULL"
     IS_NOT_NULL = "IS NOT NULL"
+
+
+# The operators that take no value.
+NULL_OPS = (Op.IS_NULL, Op.IS_NOT_NULL)
 
 
 Scalar: TypeAlias = str | int | float

@@ -1,4 +1,4 @@
-r"""Filter strings: a tokenizer and recursive-descent parser into a small frozen AST.
+r"""Filter strings: a recursive-descent parser into a small frozen AST.
 
 One grammar serves ``ScorerSamplingConfig.filter_string``, ``search_traces`` and
 backfill (DESIGN.md section 4). It accepts what MLflow's trace search accepts
@@ -23,14 +23,14 @@ backticks: ``metadata.`mlflow.trace.session` = 's1'``.
 The parser normalizes aliases (``timestamp`` -> ``trace.timestamp_ms``, ``run_id`` ->
 the ``mlflow.sourceRun`` metadata entry, ``trace.text`` -> ``span.content``), so
 :func:`render` of a parsed filter may differ from its text but always parses back
-to the same AST. This module is pure Python: SQL lives in ``_filter_sql``.
+to the same AST. The tokenizer is ``tokens.py``, the way back to text ``render.py``;
+this package is pure Python: SQL lives in ``store/filter_sql.py``.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 from enum import Enum
 from typing import Final
 
@@ -38,6 +38,7 @@ import re2
 
 from localscorers.exceptions import ConfigurationError, FilterSyntaxError
 from localscorers.filters.ast import (
+    NULL_OPS,
     And,
     Comparison,
     Entity,
@@ -49,28 +50,22 @@ from localscorers.filters.ast import (
     Scalar,
     Value,
 )
+from localscorers.filters.render import render_field
+from localscorers.filters.tokens import (
+    NUMBER_RE,
+    Token,
+    tokenize,
+)
 
-__all__ = [
-    "And",
-    "Comparison",
-    "Entity",
-    "Expr",
-    "Field",
-    "Not",
-    "Op",
-    "Or",
-    "Scalar",
-    "Value",
-    "parse",
-    "parse_field",
-    "render",
-]
+__all__ = ["MAX_COMPARISONS", "MAX_NESTING", "MAX_VALUES", "parse", "parse_field"]
 
 # Limits keep the generated SQL inside SQLite's expression-depth and bound-parameter
 # limits (SQLITE_MAX_EXPR_DEPTH = 1000) and the parser off Python's recursion limit.
 MAX_NESTING: Final = 64
 MAX_COMPARISONS: Final = 200
 MAX_VALUES: Final = 1000
+_RE2_OPTIONS: Final = re2.Options()
+_RE2_OPTIONS.log_errors = False
 _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
 
@@ -127,125 +122,12 @@ _ALL_OPS: Final = (
 _ORDERING_OPS: Final = frozenset({Op.LT, Op.LE, Op.GT, Op.GE})
 _PATTERN_OPS: Final = frozenset({Op.LIKE, Op.ILIKE, Op.RLIKE})
 _LIST_OPS: Final = frozenset({Op.IN, Op.NOT_IN})
-_NULL_OPS: Final = (Op.IS_NULL, Op.IS_NOT_NULL)
 _ALLOWED_OPS: Final[dict[_Kind, tuple[Op, ...]]] = {
-    _Kind.NUMBER: (Op.EQ, Op.NE, Op.LT, Op.LE, Op.GT, Op.GE, Op.IN, Op.NOT_IN, *_NULL_OPS),
-    _Kind.STRING: (Op.EQ, Op.NE, Op.LIKE, Op.ILIKE, Op.RLIKE, Op.IN, Op.NOT_IN, *_NULL_OPS),
+    _Kind.NUMBER: (Op.EQ, Op.NE, Op.LT, Op.LE, Op.GT, Op.GE, Op.IN, Op.NOT_IN, *NULL_OPS),
+    _Kind.STRING: (Op.EQ, Op.NE, Op.LIKE, Op.ILIKE, Op.RLIKE, Op.IN, Op.NOT_IN, *NULL_OPS),
     _Kind.CONTENT: (Op.LIKE, Op.ILIKE, Op.RLIKE),
     _Kind.ASSESSMENT: tuple(Op),
 }
-_KEYWORDS: Final = frozenset({"AND", "OR", "NOT", "IN", "IS", "NULL", "LIKE", "ILIKE", "RLIKE"})
-_OPERATORS: Final = ("!=", "<=", ">=", "=", "<", ">")  # longest first
-_RE2_OPTIONS: Final = re2.Options()
-_RE2_OPTIONS.log_errors = False
-_NUMBER_RE: Final = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
-_WORD_RE: Final = re.compile(r"[A-Za-z0-9_]+")
-_PLAIN_KEY_RE: Final = re.compile(r"[A-Za-z0-9_]+")
-
-
-@dataclass(frozen=True, slots=True)
-class _Token:
-    kind: str  # ident keyword string number op lparen rparen comma invalid end
-    text: str
-    pos: int
-    parts: tuple[str, ...] = ()
-    quoted: bool = False
-    string: str = ""
-    number: int | float = 0
-
-
-def _read_quoted(text: str, start: int, quote: str) -> tuple[str, int]:
-    """Read a quoted run starting at ``start``; a doubled quote stands for one quote."""
-    chars: list[str] = []
-    i = start + 1
-    while i < len(text):
-        char = text[i]
-        if char == quote:
-            if text.startswith(quote, i + 1):
-                chars.append(quote)
-                i += 2
-                continue
-            return "".join(chars), i + 1
-        chars.append(char)
-        i += 1
-    raise FilterSyntaxError(
-        text,
-        start,
-        text[start:],
-        f"a closing {quote} (to put {quote} inside, write it twice: {quote}{quote})",
-    )
-
-
-def _read_ident(text: str, start: int) -> tuple[_Token, int]:
-    """Read a dotted name such as ``tags.`my.key``` into its parts."""
-    parts: list[str] = []
-    first_quoted = text[start] == "`"
-    i = start
-    while True:
-        if text.startswith("`", i):
-            part, i = _read_quoted(text, i, "`")
-        elif parts and text.startswith('"', i):
-            part, i = _read_quoted(text, i, '"')
-        else:
-            match = _WORD_RE.match(text, i)
-            if match is None:
-                raise FilterSyntaxError(
-                    text, i, text[i : i + 1], "a key after '.' (a plain word, or `quoted`)"
-                )
-            part, i = match.group(), match.end()
-        parts.append(part)
-        if not text.startswith(".", i):
-            break
-        i += 1
-    raw = text[start:i]
-    if len(parts) == 1 and not first_quoted and parts[0].upper() in _KEYWORDS:
-        return _Token("keyword", raw, start, parts=(parts[0].upper(),)), i
-    return _Token("ident", raw, start, parts=tuple(parts), quoted=first_quoted), i
-
-
-def _read_number(text: str, start: int) -> tuple[_Token, int]:
-    match = _NUMBER_RE.match(text, start)
-    end = match.end() if match else start
-    if match is None or (end < len(text) and (text[end].isalnum() or text[end] in "._")):
-        # "-x", "1abc" or "1.2.3": report the whole run as one bad token.
-        run_end = start + 1
-        while run_end < len(text) and (_WORD_RE.match(text[run_end]) or text[run_end] == "."):
-            run_end += 1
-        return _Token("invalid", text[start:run_end], start), run_end
-    raw = match.group()
-    number: int | float = float(raw) if any(c in raw for c in ".eE") else int(raw)
-    return _Token("number", raw, start, number=number), end
-
-
-def _tokenize(text: str) -> list[_Token]:
-    """Split filter text into tokens; unknown characters become ``invalid`` tokens."""
-    tokens: list[_Token] = []
-    i = 0
-    while True:
-        while i < len(text) and text[i].isspace():
-            i += 1
-        if i >= len(text):
-            tokens.append(_Token("end", "", len(text)))
-            return tokens
-        char = text[i]
-        if char in "'\"":
-            value, end = _read_quoted(text, i, char)
-            tokens.append(_Token("string", text[i:end], i, string=value))
-            i = end
-            continue
-        if char == "`" or (char.isascii() and (char.isalpha() or char == "_")):
-            token, i = _read_ident(text, i)
-        elif char.isascii() and (char.isdigit() or char in "-."):
-            token, i = _read_number(text, i)
-        elif char in "(),":
-            kind = {"(": "lparen", ")": "rparen", ",": "comma"}[char]
-            token, i = _Token(kind, char, i), i + 1
-        else:
-            op = next((o for o in _OPERATORS if text.startswith(o, i)), None)
-            width = len(op) if op else 1
-            token = _Token("op" if op else "invalid", text[i : i + width], i)
-            i += width
-        tokens.append(token)
 
 
 def _field_kind(field: Field) -> _Kind:
@@ -258,7 +140,7 @@ def _field_kind(field: Field) -> _Kind:
     return _Kind.STRING
 
 
-def _resolve_field(text: str, token: _Token) -> Field:
+def _resolve_field(text: str, token: Token) -> Field:
     """Map a dotted name to a normalized :class:`Field`, or raise naming what is valid."""
     parts = token.parts
     if len(parts) == 1:
@@ -298,31 +180,31 @@ class _Parser:
 
     def __init__(self, text: str) -> None:
         self.text = text
-        self.tokens = _tokenize(text)
+        self.tokens = tokenize(text)
         self.index = 0
         self.depth = 0
         self.comparisons = 0
         self.values = 0
 
-    def peek(self) -> _Token:
+    def peek(self) -> Token:
         return self.tokens[self.index]
 
-    def advance(self) -> _Token:
+    def advance(self) -> Token:
         token = self.tokens[self.index]
         if token.kind != "end":
             self.index += 1
         return token
 
-    def error(self, token: _Token, expected: str, *, text: str | None = None) -> FilterSyntaxError:
+    def error(self, token: Token, expected: str, *, text: str | None = None) -> FilterSyntaxError:
         return FilterSyntaxError(
             self.text, token.pos, token.text if text is None else text, expected
         )
 
     @staticmethod
-    def is_keyword(token: _Token, word: str) -> bool:
+    def is_keyword(token: Token, word: str) -> bool:
         return token.kind == "keyword" and token.parts[0] == word
 
-    def nest(self, token: _Token) -> None:
+    def nest(self, token: Token) -> None:
         self.depth += 1
         if self.depth > MAX_NESTING:
             raise self.error(token, f"at most {MAX_NESTING} nested parentheses or NOTs")
@@ -380,11 +262,11 @@ class _Parser:
             last = self.tokens[self.index - 1]
             ops = ", ".join(o.value for o in allowed)
             op_text = self.text[first.pos : last.pos + len(last.text)]
-            raise self.error(first, f"one of {ops} for {_render_field(field)}", text=op_text)
+            raise self.error(first, f"one of {ops} for {render_field(field)}", text=op_text)
         value: Value = None
         if op in _LIST_OPS:
             value = self.value_list(field, op)
-        elif op not in _NULL_OPS:
+        elif op not in NULL_OPS:
             value = self.literal(self.advance(), field, op)
         self.comparisons += 1
         if self.comparisons > MAX_COMPARISONS:
@@ -433,12 +315,12 @@ class _Parser:
                 raise self.error(token, "values of one type in a list: all strings or all numbers")
         return tuple(values)
 
-    def literal(self, token: _Token, field: Field, op: Op) -> Scalar:
+    def literal(self, token: Token, field: Field, op: Op) -> Scalar:
         self.values += 1
         if self.values > MAX_VALUES:
             raise self.error(token, f"at most {MAX_VALUES} values in one filter")
         kind = _field_kind(field)
-        described = _render_field(field)
+        described = render_field(field)
         if token.kind == "string":
             return self.string_literal(token, field, op)
         if token.kind == "number":
@@ -457,17 +339,17 @@ class _Parser:
             expected = f"a quoted string for {described}"
         raise self.error(token, expected)
 
-    def string_literal(self, token: _Token, field: Field, op: Op) -> Scalar:
+    def string_literal(self, token: Token, field: Field, op: Op) -> Scalar:
         kind = _field_kind(field)
         if kind is _Kind.NUMBER:
             # MLflow accepts a quoted number for a numeric attribute; so do we.
             text = token.string.strip()
-            if _NUMBER_RE.fullmatch(text) is None:
-                raise self.error(token, f"a number for {_render_field(field)}")
+            if NUMBER_RE.fullmatch(text) is None:
+                raise self.error(token, f"a number for {render_field(field)}")
             number: int | float = float(text) if any(c in text for c in ".eE") else int(text)
             return self.checked_number(token, number)
         if kind is _Kind.ASSESSMENT and op in _ORDERING_OPS:
-            raise self.error(token, f"a number for {op.value} on {_render_field(field)}")
+            raise self.error(token, f"a number for {op.value} on {render_field(field)}")
         if op is Op.RLIKE:
             try:
                 re.compile(token.string)
@@ -487,7 +369,7 @@ class _Parser:
                 ) from exc
         return token.string
 
-    def checked_number(self, token: _Token, number: int | float) -> int | float:
+    def checked_number(self, token: Token, number: int | float) -> int | float:
         if isinstance(number, float) and not math.isfinite(number):
             raise self.error(token, "a finite number")
         if isinstance(number, int) and not _INT64_MIN <= number <= _INT64_MAX:
@@ -546,70 +428,10 @@ def parse_field(text: str) -> Field:
     if not isinstance(text, str):
         raise ConfigurationError(f"A field name must be a str, got {text!r:.80}.")
     _check_unicode(text)
-    tokens = _tokenize(text)
+    tokens = tokenize(text)
     name, following = tokens[0], tokens[min(1, len(tokens) - 1)]
     if name.kind != "ident":
         raise FilterSyntaxError(text, name.pos, name.text, _VALID_FIELDS)
     if following.kind != "end":
         raise FilterSyntaxError(text, following.pos, following.text, "the end of the field name")
     return _resolve_field(text, name)
-
-
-def _quote_key(key: str) -> str:
-    return key if _PLAIN_KEY_RE.fullmatch(key) else "`" + key.replace("`", "``") + "`"
-
-
-def _render_field(field: Field) -> str:
-    if field.entity in (Entity.TRACE, Entity.SPAN):
-        return f"{field.entity.value}.{field.key}"
-    return f"{field.entity.value}.{_quote_key(field.key)}"
-
-
-def _render_scalar(value: Scalar) -> str:
-    if isinstance(value, str):
-        return "'" + value.replace("'", "''") + "'"
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigurationError(f"Filter values are str, int or float, got {value!r}.")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigurationError(f"Filter numbers must be finite, got {value!r}.")
-    return repr(value)
-
-
-def _render_operand(expr: Expr, parent: type[And] | type[Or]) -> str:
-    # Same-type children keep their own node only if parenthesized; OR under AND needs
-    # parentheses by precedence. AND under OR and NOT / comparisons never do.
-    if isinstance(expr, parent) or (parent is And and isinstance(expr, Or)):
-        return f"({render(expr)})"
-    return render(expr)
-
-
-def render(expr: Expr) -> str:
-    """Turn an AST back into filter text that :func:`parse` turns into the same AST.
-
-    Args:
-        expr: an expression, usually from :func:`parse`.
-
-    Returns:
-        Canonical filter text: ``trace.``-prefixed fields, single-quoted strings,
-        upper-case keywords, and only the parentheses the tree needs.
-
-    Raises:
-        ConfigurationError: a value is not a str, int or finite float.
-    """
-    if isinstance(expr, Comparison):
-        field = _render_field(expr.field)
-        if expr.op in _NULL_OPS:
-            return f"{field} {expr.op.value}"
-        if isinstance(expr.value, tuple):
-            values = ", ".join(_render_scalar(v) for v in expr.value)
-            return f"{field} {expr.op.value} ({values})"
-        if expr.value is None:
-            raise ConfigurationError(f"{expr.op.value} needs a value in {expr!r}.")
-        return f"{field} {expr.op.value} {_render_scalar(expr.value)}"
-    if isinstance(expr, Not):
-        inner = expr.operand
-        text = render(inner)
-        return f"NOT {text}" if isinstance(inner, Comparison | Not) else f"NOT ({text})"
-    if isinstance(expr, And):
-        return " AND ".join(_render_operand(e, And) for e in expr.operands)
-    return " OR ".join(_render_operand(e, Or) for e in expr.operands)

@@ -43,7 +43,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.visitors import InternalTraversal
 
 from localscorers.exceptions import ConfigurationError, FilterSyntaxError, TraceNotFoundError
-from localscorers.filters.parser import (
+from localscorers.filters import (
     And,
     Comparison,
     Entity,

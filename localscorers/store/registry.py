@@ -26,7 +26,7 @@ from localscorers.exceptions import (
     ScorerLimitError,
     ScorerNotFoundError,
 )
-from localscorers.filters import parser
+from localscorers.filters import Expr, parser
 from localscorers.models import DEFAULT_SESSION_IDLE_SECONDS, ScorerStatus
 from localscorers.store import bulk, codec, dialect, schema
 from localscorers.store.sessions import takes_session_column
@@ -100,7 +100,7 @@ class ActiveScorer:
     version: int
     sample_rate: float
     filter_string: str | None
-    filter_expr: parser.Expr | None = field(compare=False)
+    filter_expr: Expr | None = field(compare=False)
 
 
 def validate_name(name: object) -> str:

@@ -28,7 +28,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from localscorers.filters.parser import Comparison, Entity, Expr, Field, Op
+from localscorers.filters import Comparison, Entity, Expr, Field, Op
 from localscorers.store import filter_sql, schema
 from localscorers.store.filter_sql import SpanGroup
 
