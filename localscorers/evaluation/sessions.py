@@ -12,6 +12,7 @@ to the claimed trace, in time order; its feedback carries ``mlflow.trace.session
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -47,6 +48,8 @@ _UNUSED_SCAN_SECONDS = 1.0
 # A later scan looks back this far before the previous one's cutoff: a trace stamped
 # just before a scan may commit just after it (or come from a clock slightly behind).
 _LOOKBACK_MS = 60_000
+
+logger = logging.getLogger(__name__)
 
 ScorerKey = tuple[str, str, int]  # (experiment id, scorer name, version)
 
@@ -105,7 +108,14 @@ class SessionScoring:
         """Run ``scan`` when the last one is old enough; return how many rows it enqueued."""
         if time.monotonic() < self._next_scan:
             return 0
-        return self.scan()
+        try:
+            return self.scan()
+        except Exception:
+            # The runner's step goes on to its claims: a failing scan must not stop
+            # trace-level scoring. It is tried again after the longest pause.
+            logger.exception("localscorers: the session scan failed; retrying later")
+            self._next_scan = time.monotonic() + _SCAN_SECONDS[1]
+            return 0
 
     def scan(self) -> int:
         """Enqueue every ACTIVE session scorer on its idle, sampled, unscored sessions."""
