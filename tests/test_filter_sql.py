@@ -37,7 +37,8 @@ from localscorers.filters import (
 )
 from localscorers.store import schema, search_sql
 from localscorers.store.database import Database
-from localscorers.store.filter_sql import compile_filter, compile_order_by, matches_for_trace
+from localscorers.store.filter_sql import compile_filter, matches_for_trace
+from localscorers.store.order_sql import compile_order_by
 from tests.conftest import BACKENDS, fresh_postgres_schema, postgres_base_uri
 
 T0 = 1_700_000_000_000

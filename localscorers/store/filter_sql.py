@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import operator
-import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, assert_never
@@ -42,19 +41,17 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.visitors import InternalTraversal
 
-from localscorers.exceptions import ConfigurationError, FilterSyntaxError, TraceNotFoundError
+from localscorers.exceptions import TraceNotFoundError
 from localscorers.filters import (
     And,
     Comparison,
     Entity,
     Expr,
-    Field,
     Not,
     Op,
     Or,
     Scalar,
     Value,
-    parse_field,
 )
 from localscorers.store import schema
 
@@ -64,7 +61,6 @@ __all__ = [
     "SpanGroup",
     "assessment_traces",
     "compile_filter",
-    "compile_order_by",
     "conjuncts",
     "key_value_traces",
     "matches_for_trace",
@@ -83,15 +79,6 @@ SPAN_ENTITIES: Final = frozenset({Entity.SPAN, Entity.SPAN_ATTRIBUTE})
 _UPPERCASED_OPS: Final = frozenset({Op.EQ, Op.NE, Op.IN, Op.NOT_IN, Op.LIKE})
 _ASSESSMENT_KINDS: Final = {Entity.FEEDBACK: "FEEDBACK", Entity.EXPECTATION: "EXPECTATION"}
 _KEY_VALUE_TABLES: Final = {Entity.TAG: schema.trace_tags, Entity.METADATA: schema.trace_metadata}
-_ORDER_RE: Final = re.compile(
-    r"\s*(?P<field>.*?)(?:\s+(?P<direction>asc|desc))?\s*", re.IGNORECASE | re.DOTALL
-)
-_EXPERIMENT_ID_RE: Final = re.compile(r"(?:(?:trace|attributes?)\.)?experiment_id", re.I)
-_ORDER_FIELDS: Final = (
-    "timestamp_ms, execution_time_ms, end_time_ms, status, name, trace_id, experiment_id, "
-    "run_id, client_request_id, tags.<key> or metadata.<key>, optionally followed by ASC "
-    "or DESC"
-)
 
 
 class _Unindexed(sa.ColumnElement[Any]):
@@ -159,7 +146,8 @@ def _definite(
     return sa.and_(column.is_not(None), condition)
 
 
-def _trace_column(key: str) -> sa.ColumnElement[Any]:
+def trace_column(key: str) -> sa.ColumnElement[Any]:
+    """Return the ``traces`` column (or expression) a ``trace.<key>`` field reads."""
     if key == "end_time_ms":
         return _traces.c.request_time_ms + _traces.c.execution_duration_ms
     columns: dict[str, sa.ColumnElement[Any]] = {
@@ -175,7 +163,7 @@ def _trace_column(key: str) -> sa.ColumnElement[Any]:
 
 
 def _trace_condition(key: str, op: Op, value: Value) -> sa.ColumnElement[bool]:
-    column = _trace_column(key)
+    column = trace_column(key)
     if op in (Op.IS_NULL, Op.IS_NOT_NULL):
         return _predicate(column, op, None)
     if key == "status" and op in _UPPERCASED_OPS:
@@ -521,81 +509,3 @@ def matches_for_trace(conn: Connection, trace_id: str, exprs: Sequence[Expr]) ->
             "Check the id, or log the trace before testing filters."
         )
     return [bool(value) for value in row]
-
-
-def _order_error(clause: str, position: int, token: str, expected: str) -> ConfigurationError:
-    shown = repr(token) if token else "end of input"
-    return ConfigurationError(
-        f"Invalid order_by clause at position {position}: found {shown}, expected {expected}.\n"
-        f"  {clause}\n  {' ' * position}^\n"
-        "Use a trace attribute with an optional ASC or DESC, e.g. 'timestamp_ms DESC'."
-    )
-
-
-def _order_column(clause: str) -> tuple[Field, bool, sa.ColumnElement[Any]]:
-    match = _ORDER_RE.fullmatch(clause)
-    assert match is not None  # noqa: S101 - the pattern matches every string
-    text, start = match.group("field"), match.start("field")
-    ascending = (match.group("direction") or "asc").lower() == "asc"
-    if _EXPERIMENT_ID_RE.fullmatch(text):
-        field = Field(Entity.TRACE, "experiment_id")
-    else:
-        try:
-            field = parse_field(text)
-        except FilterSyntaxError as exc:
-            raise _order_error(clause, start + exc.position, exc.token, _ORDER_FIELDS) from exc
-    if field.entity is Entity.TRACE:
-        return field, ascending, _trace_column(field.key)
-    if field.entity in (Entity.TAG, Entity.METADATA):
-        table = schema.trace_tags if field.entity is Entity.TAG else schema.trace_metadata
-        value = (
-            sa.select(table.c.value)
-            .where(table.c.trace_id == _traces.c.trace_id, table.c.key == field.key)
-            .correlate(_traces)
-            .scalar_subquery()
-        )
-        return field, ascending, value
-    raise _order_error(clause, start, text, _ORDER_FIELDS)
-
-
-def compile_order_by(order_by: Sequence[str] | None) -> list[sa.ColumnElement[Any]]:
-    """Compile MLflow-style ``order_by`` entries into ORDER BY clauses over ``traces``.
-
-    Each entry is a field (``timestamp_ms``, ``trace.execution_time_ms``, ``name``,
-    ``status``, ``trace_id``, ``experiment_id``, ``run_id``, ``tags.<key>``,
-    ``metadata.<key>`` and their MLflow aliases) with an optional ``ASC`` (default) or
-    ``DESC``. Missing values sort last either way, as in MLflow. ``request_time_ms
-    DESC`` and then ``trace_id`` are appended as tie-breakers unless already present,
-    so the order is total and stable across calls.
-
-    Args:
-        order_by: the entries, or None for the default (newest first).
-
-    Returns:
-        Clauses for ``Select.order_by(*clauses)``.
-
-    Raises:
-        ConfigurationError: ``order_by`` is not a list of strings, or an entry does not
-            parse or names a field that cannot be ordered by (the message points at it).
-    """
-    if order_by is None:
-        order_by = []
-    if isinstance(order_by, str) or not isinstance(order_by, Sequence):
-        raise ConfigurationError(
-            f"order_by must be a list of strings such as ['timestamp_ms DESC'], got {order_by!r}."
-        )
-    clauses: list[sa.ColumnElement[Any]] = []
-    fields: set[Field] = set()
-    for clause in order_by:
-        if not isinstance(clause, str):
-            raise ConfigurationError(
-                f"Each order_by entry must be a str such as 'timestamp_ms DESC', got {clause!r}."
-            )
-        field, ascending, column = _order_column(clause)
-        fields.add(field)
-        clauses.append(sa.nulls_last(column.asc() if ascending else column.desc()))
-    if Field(Entity.TRACE, "timestamp_ms") not in fields:
-        clauses.append(_traces.c.request_time_ms.desc())
-    if Field(Entity.TRACE, "trace_id") not in fields:
-        clauses.append(_traces.c.trace_id.asc())
-    return clauses

@@ -187,7 +187,7 @@ def search_query(
         conn: where to count the filter's values (see :func:`plan_search`).
         experiment_ids: the experiments searched.
         expr: the parsed filter, or None for every trace.
-        order: ORDER BY clauses from ``filter_sql.compile_order_by``.
+        order: ORDER BY clauses from ``order_sql.compile_order_by``.
         limit: at most this many ids (None: all).
         offset: skip this many first (a page token's position).
 

@@ -32,7 +32,7 @@ from localscorers.models import (
     TraceInfo,
     TraceStatus,
 )
-from localscorers.store import dialect, filter_sql, rows, schema, search_sql
+from localscorers.store import dialect, filter_sql, order_sql, rows, schema, search_sql
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -365,7 +365,7 @@ class TraceStore:
                 f"max_results must be a positive integer or None (all), got {max_results!r}."
             )
         expr = parser.parse(filter_string) if filter_string and filter_string.strip() else None
-        order = filter_sql.compile_order_by(order_by)
+        order = order_sql.compile_order_by(order_by)
         with self._db.read() as conn:
             # One row past the page tells whether another page follows.
             query = search_sql.search_query(
