@@ -308,13 +308,38 @@ class Database:
         ):
             self._local.write_conn = conn
             try:
-                with conn.begin():
+                with self._begun(conn, dedicated=dedicated):
                     self._check_identity()
                     yield conn
             finally:
                 self._local.write_conn = None
         if self._full_since is not None:
             self._full_cleared()
+
+    @contextmanager
+    def _begun(self, conn: Connection, *, dedicated: bool) -> Iterator[None]:
+        """The transaction: SQLAlchemy's, or on a thread's own connection the driver's.
+
+        There BEGIN and COMMIT go straight to the driver connection: SQLAlchemy's
+        transaction bookkeeping and events were a tenth of a trace commit. A statement
+        SQLAlchemy runs meanwhile joins it (the writer's begin hook sees it open).
+        """
+        if conn is not getattr(self._local, "writer", None):
+            with conn.begin():
+                yield
+            return
+        raw = conn.connection.dbapi_connection
+        sqlite.begin_raw(raw, busy_timeout=self.busy_timeout)
+        try:
+            yield
+            sqlite.commit_raw(raw)
+        except BaseException:
+            raw.rollback()
+            if conn.in_transaction():
+                conn.rollback()
+            raise
+        if conn.in_transaction():
+            conn.commit()  # SQLAlchemy's own record of a statement it ran: nothing left to do
 
     @contextmanager
     def _write_connection(self, *, dedicated: bool) -> Iterator[Connection]:

@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BEGIN_OPTION",
+    "begin_raw",
     "claim_rows",
+    "commit_raw",
     "compile_regex",
     "error_kind",
     "get_user_version",
@@ -107,6 +109,8 @@ def install_sqlite_hooks(
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
+        if writer and conn.connection.dbapi_connection.in_transaction:  # type: ignore[union-attr]
+            return  # begun on the driver connection by begin_raw: SQLAlchemy joins it
         mode = conn.get_execution_options().get(BEGIN_OPTION, "DEFERRED")
         if mode == "IMMEDIATE" and wal:
             _begin_immediate(conn, busy_timeout=busy_timeout, toggle=not writer)
@@ -130,15 +134,37 @@ def _begin_immediate(conn: Connection, *, busy_timeout: float, toggle: bool = Tr
     if toggle:
         raw.execute("PRAGMA busy_timeout = 0")
     try:
-        try:
-            raw.execute("BEGIN IMMEDIATE")  # the lock is free nearly always: no clock read
-        except sqlite3.OperationalError as exc:
-            if not is_locked_error(exc):
-                raise sa.exc.OperationalError("BEGIN IMMEDIATE", None, exc) from exc
-            _retry_begin(raw, deadline=time.monotonic() + busy_timeout)
+        begin_raw(raw, busy_timeout=busy_timeout)
     finally:
         if toggle:
             raw.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+
+
+def begin_raw(raw: Any, *, busy_timeout: float) -> None:  # noqa: ANN401 - a DBAPI connection
+    """``BEGIN IMMEDIATE`` on a driver connection whose busy timeout is 0, retrying briefly.
+
+    Raises:
+        sqlalchemy.exc.OperationalError: the lock stayed taken past ``busy_timeout``
+            seconds, or the database refused (as SQLAlchemy would raise it).
+    """
+    try:
+        raw.execute("BEGIN IMMEDIATE")  # the lock is free nearly always: no clock read
+    except sqlite3.OperationalError as exc:
+        if not is_locked_error(exc):
+            raise sa.exc.OperationalError("BEGIN IMMEDIATE", None, exc) from exc
+        _retry_begin(raw, deadline=time.monotonic() + busy_timeout)
+
+
+def commit_raw(raw: Any) -> None:  # noqa: ANN401 - a DBAPI connection
+    """COMMIT on a driver connection; a driver error comes out as SQLAlchemy's would.
+
+    Raises:
+        sqlalchemy.exc.DBAPIError: the commit failed (disk full, I/O error...).
+    """
+    try:
+        raw.commit()
+    except sqlite3.Error as exc:
+        raise sa.exc.DBAPIError.instance("COMMIT", None, exc, sqlite3.Error) from exc
 
 
 def _retry_begin(raw: Any, *, deadline: float) -> None:  # noqa: ANN401 - a DBAPI connection
