@@ -18,7 +18,8 @@ from collections.abc import Hashable
 from typing import TYPE_CHECKING
 
 from localscorers.evaluation.backfill import Execution
-from localscorers.evaluation.scheduler import new_pool
+from localscorers.evaluation.scheduler import new_pool, wait_for_change
+from localscorers.store.changes import ChangeWatch
 from localscorers.store.jobs import (
     ClaimedJob,
     JobLease,
@@ -73,6 +74,7 @@ class JobRunner:
         self._thread: threading.Thread | None = None
         self._finished = threading.Condition()
         self._current: Execution | None = None
+        self._watch = ChangeWatch(db)
 
     def start(self) -> None:
         """Start the job thread (idempotent)."""
@@ -124,8 +126,9 @@ class JobRunner:
             if job is not None:
                 self._run(job)
                 continue
-            self.wake.wait(self.settings.poll_seconds)
+            wait_for_change(self._watch, self.wake, self.stopping, self.settings.poll_seconds)
             self.wake.clear()
+        self._watch.close()
 
     def _claim(self) -> ClaimedJob | None:
         return claim_job(self.db, self.owner, int(self.settings.lease_seconds * 1000))

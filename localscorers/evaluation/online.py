@@ -33,6 +33,7 @@ from localscorers.evaluation.scheduler import (
     Settings,
     new_pool,
     settle_transient,
+    wait_for_change,
 )
 from localscorers.evaluation.sessions import SessionScoring
 from localscorers.exceptions import ScorerNotFoundError, TransientError
@@ -51,7 +52,6 @@ logger = logging.getLogger(__name__)
 
 _WRITE_INTERVAL = 0.02  # seconds a finished call's result may wait to be written with others
 _CLAIM_INTERVAL = 0.02  # seconds between claims while the queue keeps running dry
-_WATCH_SECONDS = 0.01  # how often an idle runner looks for commits of other processes
 # Pool tasks of about 5 ms: short, so a claim's calls spread over the threads at once.
 _PACING = Pacing(task_seconds=0.005, max_chunk=32, first_chunk=1, prefetch=True)
 
@@ -192,23 +192,14 @@ class Runner:
         self._watch.close()
 
     def _idle(self) -> None:
-        """Wait for work: a notify, a commit by another process, or the poll interval.
-
-        A commit is seen within ``_WATCH_SECONDS`` through ``ChangeWatch`` (one pragma,
-        no transaction), so a worker scores a trace tens of milliseconds after its
-        commit instead of up to ``poll_seconds`` later.
-        """
-        if not self._watch.supported:
-            self._wake.wait(timeout=self.settings.poll_seconds)
-            return
-        self._watch.changed()  # what this step wrote itself is not news
-        deadline = time.monotonic() + self.settings.poll_seconds
-        while not self._wake.is_set() and not self._stopping.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._wake.wait(timeout=min(_WATCH_SECONDS, remaining)):
-                return
-            if self._watch.changed():
-                return
+        """Wait for work: a notify, a commit by another process, or the poll interval."""
+        wait_for_change(
+            self._watch,
+            self._wake,
+            self._stopping,
+            self.settings.poll_seconds,
+            not_before=self._next_claim,
+        )
 
     def _running(self) -> bool:
         return self._scheduler is not None and bool(self._scheduler.running)

@@ -39,6 +39,7 @@ from localscorers.store.results import Plain
 
 if TYPE_CHECKING:
     from localscorers.models import Trace
+    from localscorers.store.changes import ChangeWatch
 
 __all__ = [
     "Done",
@@ -49,11 +50,13 @@ __all__ = [
     "backoff_seconds",
     "new_pool",
     "settle_transient",
+    "wait_for_change",
 ]
 
 # What one call gives: feedback, a plain value, or a transient error to retry.
 Result = list[Feedback] | TransientError | Plain
 _ABANDONED_PER_WORKER = 4
+_WATCH_SECONDS = 0.01  # how often an idle runner looks for commits of other processes
 
 
 def _env_number(name: str, default: float, *, minimum: float) -> float:
@@ -124,6 +127,34 @@ def new_pool(settings: Settings, *, thread_name_prefix: str) -> DaemonThreadPool
         thread_name_prefix=thread_name_prefix,
         max_abandoned=_ABANDONED_PER_WORKER * settings.max_workers,
     )
+
+
+def wait_for_change(
+    watch: ChangeWatch,
+    wake: threading.Event,
+    stopping: threading.Event,
+    poll_seconds: float,
+    *,
+    not_before: float = 0.0,
+) -> None:
+    """Wait for ``wake``, a commit by another connection, or ``poll_seconds`` (runners idle so).
+
+    A commit is seen within ``_WATCH_SECONDS`` through ``ChangeWatch`` (one pragma, no
+    transaction), so a worker takes up work tens of milliseconds after another process
+    commits it instead of up to ``poll_seconds`` later. A commit is acted on no sooner
+    than ``not_before`` (monotonic), so that one claim serves a burst of commits.
+    """
+    if not watch.supported:
+        wake.wait(timeout=poll_seconds)
+        return
+    watch.changed()  # what the runner wrote itself just before is not news
+    deadline = time.monotonic() + poll_seconds
+    while not wake.is_set() and not stopping.is_set():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or wake.wait(timeout=min(_WATCH_SECONDS, remaining)):
+            return
+        if time.monotonic() >= not_before and watch.changed():
+            return
 
 
 def backoff_seconds(settings: Settings, failures: int, retry_after: float | None) -> float:
