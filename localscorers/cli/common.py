@@ -454,7 +454,9 @@ def run(app: typer.Typer, argv: list[str] | None = None) -> int:
     args = hoist_global_options(sys.argv[1:] if argv is None else argv)
     OPTIONS.db = OPTIONS.experiment = None
     try:
-        app(args=args, prog_name="localscorers", standalone_mode=False)
+        # Outside standalone mode click returns the code of a typer.Exit(code) raised by
+        # a command instead of exiting with it.
+        returned = app(args=args, prog_name="localscorers", standalone_mode=False)
     except LocalScorersError as exc:
         _print_error(one_line(exc))
         return 1
@@ -473,7 +475,7 @@ def run(app: typer.Typer, argv: list[str] | None = None) -> int:
         if handled is not None:
             return handled
         raise
-    return 0
+    return returned if isinstance(returned, int) else 0
 
 
 def _click_exit_code(exc: Exception) -> int | None:

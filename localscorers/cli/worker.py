@@ -188,6 +188,4 @@ def register(app: typer.Typer) -> None:
                 f"worker: work left pending: {reason}", highlight=False, soft_wrap=True
             )
         if final.blocked:
-            # Not typer.Exit: common.run runs the app with standalone_mode=False, where
-            # click returns an Exit's code instead of raising it.
-            raise SystemExit(1)
+            raise typer.Exit(1)
