@@ -9,6 +9,7 @@ Across processes the busy timeout does the queueing; if it runs out the caller g
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -55,6 +56,8 @@ _FULL_BACKOFF_MAX = 60.0
 _BACKGROUND_PREFIX = "localscorers"
 
 MEMORY_URI = "sqlite:///:memory:"
+# Threads with their own write connection at once (``Database.write(dedicated=True)``).
+_MAX_WRITERS = 16
 _DEFAULT_BUSY_TIMEOUT = 60.0
 
 
@@ -146,7 +149,7 @@ class Database:
         self.engine = self._create_engine()
         # Each thread's own write connection (file databases; see ``write(dedicated=)``).
         self._writer_engine: sa.Engine | None = None
-        self._writers: list[Connection] = []
+        self._writers: dict[int, Connection] = {}
         try:
             with self._translate_errors("open"):
                 migrations.migrate(self.engine, path=self._display())
@@ -192,16 +195,20 @@ class Database:
         sqlite.install_sqlite_hooks(engine, busy_timeout=self.busy_timeout, wal=not self.is_memory)
         return engine
 
-    def _writer(self) -> Connection:
+    def _writer(self) -> Connection | None:
         """This thread's own write connection, opened on first use and kept open.
 
         No pool checkout and reset per transaction, and a busy timeout of 0 set once
         (``sqlite.install_sqlite_hooks(writer=True)``): the hot path's transactions
-        (one per trace) skip three statements and the pool's bookkeeping.
+        (one per trace) skip three statements and the pool's bookkeeping. It is closed
+        when its thread ends; None once ``_MAX_WRITERS`` threads hold one (the caller
+        takes a pooled connection: a thread per request must not mean a file each).
         """
         conn: Connection | None = getattr(self._local, "writer", None)
         if conn is not None and not conn.closed:
             return conn
+        if len(self._writers) >= _MAX_WRITERS:
+            return None
         with self._lock:
             if self._writer_engine is None:
                 self._writer_engine = sa.create_engine(
@@ -215,13 +222,15 @@ class Database:
                 )
             conn = self._writer_engine.connect()
             conn.execution_options(**{sqlite.BEGIN_OPTION: "IMMEDIATE"})
-            self._writers.append(conn)
+            self._writers[id(conn)] = conn
         self._local.writer = conn
+        self._local.writer_owner = _ThreadWriter(conn, self._writers)
         return conn
 
     def _close_writers(self) -> None:
         with self._lock:
-            writers, self._writers = self._writers, []
+            writers = list(self._writers.values())
+            self._writers.clear()  # in place: the threads' holders must not close them again
             for conn in writers:
                 conn.close()
             if self._writer_engine is not None:
@@ -272,7 +281,7 @@ class Database:
             self.engine.dispose(close=False)
             if self._writer_engine is not None:
                 self._writer_engine.dispose(close=False)
-            self._writer_engine, self._writers = None, []  # the parent's: never closed here
+            self._writer_engine, self._writers = None, {}  # the parent's: never closed here
             self._lock = threading.RLock()
             self._local = threading.local()
             self._pid = os.getpid()
@@ -343,8 +352,11 @@ class Database:
 
     @contextmanager
     def _write_connection(self, *, dedicated: bool) -> Iterator[Connection]:
-        if dedicated and self.path is not None and not self.is_postgres:
-            yield self._writer()
+        writer = (
+            self._writer() if dedicated and self.path is not None and not self.is_postgres else None
+        )
+        if writer is not None:
+            yield writer
             return
         with self.engine.connect() as conn:
             conn.execution_options(**{sqlite.BEGIN_OPTION: "IMMEDIATE"})
@@ -469,6 +481,20 @@ class Database:
 
     def __repr__(self) -> str:
         return f"Database({self.uri!r})"
+
+
+class _ThreadWriter:
+    """Held in a thread's locals: closes its write connection when the thread ends."""
+
+    def __init__(self, conn: Connection, writers: dict[int, Connection]) -> None:
+        self.conn = conn
+        self.writers = writers
+
+    def __del__(self) -> None:
+        # The thread's locals die with it, wherever the last reference goes.
+        if self.writers.pop(id(self.conn), None) is not None:
+            with contextlib.suppress(Exception):
+                self.conn.close()
 
 
 def _cannot_open(path: Path, detail: str) -> DatabaseError:
