@@ -57,26 +57,26 @@ def _one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> 
         ("/sys/x.db", "/sys"),
     ],
 )
-def test_unwritable_database_path(tmp_path: Path, db: str, needle: str):
+def test_unwritable_database_path(tmp_path: Path, db: str, needle: str) -> None:
     result = _cli(tmp_path, "--db", db, "scorers", "register-builtin", "Safety", "-n", "safe")
     _one_line_error(result, needle, "--db")
 
 
-def test_unwritable_database_path_for_the_worker_and_demo(tmp_path: Path):
+def test_unwritable_database_path_for_the_worker_and_demo(tmp_path: Path) -> None:
     _one_line_error(_cli(tmp_path, "--db", "/proc/nope/x.db", "worker", "--drain"), "/proc/nope")
     _one_line_error(_cli(tmp_path, "--db", "/sys/x.db", "demo", "-n", "20"), "/sys")
 
 
-def test_empty_sqlite_uri(tmp_path: Path):
+def test_empty_sqlite_uri(tmp_path: Path) -> None:
     _one_line_error(_cli(tmp_path, "--db", "sqlite:///", "scorers", "list"), "sqlite:///", "--db")
     _one_line_error(_cli(tmp_path, "--db", "sqlite:///", "demo"), "names no file")
 
 
-def test_database_path_is_a_directory(tmp_path: Path):
+def test_database_path_is_a_directory(tmp_path: Path) -> None:
     _one_line_error(_cli(tmp_path, "--db", str(tmp_path), "traces", "search"), "is a directory")
 
 
-def test_default_path_under_a_read_only_home(tmp_path: Path):
+def test_default_path_under_a_read_only_home(tmp_path: Path) -> None:
     # /sys refuses new directories even to root: a HOME there is read-only for everyone.
     result = _cli(tmp_path, "scorers", "register-builtin", "Safety", "-n", "s", HOME="/sys/nohome")
     _one_line_error(result, "/sys/nohome/.local/share/localscorers", "--db")
@@ -84,7 +84,7 @@ def test_default_path_under_a_read_only_home(tmp_path: Path):
     _one_line_error(result, "the default database", "localscorers demo")
 
 
-def test_read_only_directory(tmp_path: Path):
+def test_read_only_directory(tmp_path: Path) -> None:
     if os.geteuid() == 0:
         pytest.skip("root writes to read-only directories; /sys covers the read-only case")
     folder = tmp_path / "ro"
@@ -111,14 +111,14 @@ def test_read_only_directory(tmp_path: Path):
         ["experiments", "list"],
     ],
 )
-def test_read_commands_never_create_a_database(tmp_path: Path, command: list[str]):
+def test_read_commands_never_create_a_database(tmp_path: Path, command: list[str]) -> None:
     db = tmp_path / "typo" / "dir" / "x.db"
     result = _cli(tmp_path, "--db", str(db), *command)
     _one_line_error(result, f"No database at {db}", "demo")
     assert not (tmp_path / "typo").exists()
 
 
-def test_unknown_experiment_is_named(tmp_path: Path):
+def test_unknown_experiment_is_named(tmp_path: Path) -> None:
     db = tmp_path / "x.db"
     assert _cli(tmp_path, "--db", str(db), "demo", "-n", "20").returncode == 0
     for command in (["scorers", "list"], ["traces", "search"], ["jobs", "list"], ["report"]):
@@ -133,7 +133,7 @@ def test_unknown_experiment_is_named(tmp_path: Path):
     assert "'localscorers-demo' has 4: use -e localscorers-demo" in " ".join(hint.stdout.split())
 
 
-def test_errors_name_commands_and_experiment_names(tmp_path: Path):
+def test_errors_name_commands_and_experiment_names(tmp_path: Path) -> None:
     db = tmp_path / "x.db"
     assert _cli(tmp_path, "--db", str(db), "demo", "-n", "20").returncode == 0
     line = _one_line_error(
@@ -153,7 +153,7 @@ def test_errors_name_commands_and_experiment_names(tmp_path: Path):
     assert "()" not in line
 
 
-def test_filter_error_keeps_its_position_on_one_line(tmp_path: Path):
+def test_filter_error_keeps_its_position_on_one_line(tmp_path: Path) -> None:
     db = tmp_path / "x.db"
     assert _cli(tmp_path, "--db", str(db), "demo", "-n", "20").returncode == 0
     result = _cli(
@@ -170,14 +170,14 @@ def test_filter_error_keeps_its_position_on_one_line(tmp_path: Path):
     _one_line_error(result, "position 18", "tags.env = 'prod' >>>AN")
 
 
-def test_png_in_a_missing_directory(tmp_path: Path):
+def test_png_in_a_missing_directory(tmp_path: Path) -> None:
     db = tmp_path / "x.db"
     assert _cli(tmp_path, "--db", str(db), "demo", "-n", "20").returncode == 0
     result = _cli(tmp_path, "--db", str(db), "report", "--png", "/no-such-dir/c.png")
     _one_line_error(result, "/no-such-dir", "mkdir -p")
 
 
-def test_version_and_help_without_bool(tmp_path: Path):
+def test_version_and_help_without_bool(tmp_path: Path) -> None:
     version = _cli(tmp_path, "--version")
     assert version.returncode == 0
     assert version.stdout.startswith("localscorers ")
@@ -188,7 +188,7 @@ def test_version_and_help_without_bool(tmp_path: Path):
     assert "--quiet" in _cli(tmp_path, "worker", "--help").stdout
 
 
-def test_exit_with_pending_work_says_so(tmp_path: Path):
+def test_exit_with_pending_work_says_so(tmp_path: Path) -> None:
     db = tmp_path / "x.db"
     script = tmp_path / "app.py"
     script.write_text(
@@ -229,7 +229,7 @@ def test_exit_with_pending_work_says_so(tmp_path: Path):
     assert drained.stderr == ""
 
 
-def test_exit_with_a_pending_backfill_job_says_so(tmp_path: Path):
+def test_exit_with_a_pending_backfill_job_says_so(tmp_path: Path) -> None:
     db = tmp_path / "x.db"
     script = tmp_path / "job.py"
     script.write_text(
@@ -268,7 +268,7 @@ def test_exit_with_a_pending_backfill_job_says_so(tmp_path: Path):
     assert "localscorers worker --drain" in result.stderr
 
 
-def test_flushed_script_exits_quietly(tmp_path: Path):
+def test_flushed_script_exits_quietly(tmp_path: Path) -> None:
     script = tmp_path / "quiet.py"
     script.write_text(
         textwrap.dedent(

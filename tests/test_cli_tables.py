@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,12 +21,12 @@ LONG_TAG = "a-rather-long-tag-value-that-will-never-fit-in-one-narrow-column-of-
 
 
 @localscorers.scorer
-def is_concise(outputs):
+def is_concise(outputs: Any) -> bool:
     return len(outputs) < 40
 
 
 @localscorers.scorer
-def verdict_text(outputs):
+def verdict_text(outputs: Any) -> str:
     return "the answer repeats the question instead of answering it, word for word"
 
 
@@ -69,7 +70,7 @@ def _contains_in_order(text: str, value: str) -> bool:
 
 
 @pytest.mark.parametrize("columns", [60, 80, 120])
-def test_traces_table_keeps_ids_and_every_character(table_db: Path, columns: int):
+def test_traces_table_keeps_ids_and_every_character(table_db: Path, columns: int) -> None:
     traces = localscorers.search_traces()
     out = _run(table_db, columns, "traces", "search")
     assert "…" not in out
@@ -85,7 +86,7 @@ def test_traces_table_keeps_ids_and_every_character(table_db: Path, columns: int
 
 
 @pytest.mark.parametrize("columns", [60, 80, 120])
-def test_jobs_and_scorers_tables_keep_ids(table_db: Path, columns: int):
+def test_jobs_and_scorers_tables_keep_ids(table_db: Path, columns: int) -> None:
     [job] = localscorers.list_backfill_jobs()
     jobs_out = _run(table_db, columns, "jobs", "list")
     assert any(job.job_id in line for line in jobs_out.splitlines())
@@ -97,14 +98,14 @@ def test_jobs_and_scorers_tables_keep_ids(table_db: Path, columns: int):
     assert "…" not in scorers_out
 
 
-def test_json_is_not_affected_by_the_width(table_db: Path):
+def test_json_is_not_affected_by_the_width(table_db: Path) -> None:
     narrow = json.loads(_run(table_db, 60, "traces", "search", "--json"))
     wide = json.loads(_run(table_db, 200, "traces", "search", "--json"))
     assert narrow == wide
     assert narrow[0]["info"]["tags"]["note"] == LONG_TAG
 
 
-def test_import_loads_nothing_heavy():
+def test_import_loads_nothing_heavy() -> None:
     code = (
         "import sys, localscorers; "
         "print(sorted(m for m in ('sqlalchemy', 'sqlmodel', 'pydantic', 'typer', 'rich') "

@@ -69,7 +69,7 @@ def _worker(tmp_path: Path, db: Path, *args: str) -> subprocess.CompletedProcess
     )
 
 
-def test_worker_prints_status_lines_and_a_summary(tmp_path: Path):
+def test_worker_prints_status_lines_and_a_summary(tmp_path: Path) -> None:
     db = tmp_path / "w.db"
     _setup(tmp_path, db, traces=60)
     result = _worker(tmp_path, db, "--max-workers", "2", "--status-every", "0.2")
@@ -80,7 +80,7 @@ def test_worker_prints_status_lines_and_a_summary(tmp_path: Path):
     assert status[-1].startswith("worker: 60 done (6 failed), 0 pending"), status[-1]
 
 
-def test_worker_quiet_prints_nothing(tmp_path: Path):
+def test_worker_quiet_prints_nothing(tmp_path: Path) -> None:
     db = tmp_path / "w.db"
     _setup(tmp_path, db, traces=10)
     result = _worker(tmp_path, db, "--quiet", "--status-every", "0.1")

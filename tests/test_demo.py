@@ -34,7 +34,7 @@ def _flat(text: str) -> str:
     return " ".join(text.split())
 
 
-def test_demo_command_runs_and_reruns(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+def test_demo_command_runs_and_reruns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = tmp_path / "story.db"
 
     assert run(app, ["--db", str(db), "demo", "--traces", "60"]) == 0
@@ -64,7 +64,9 @@ def test_demo_command_runs_and_reruns(tmp_path: Path, capsys: pytest.CaptureFixt
             assert "not registered" not in entry.detail
 
 
-def test_demo_refuses_an_experiment_with_content(tmp_path: Path, capsys):
+def test_demo_refuses_an_experiment_with_content(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     db = tmp_path / "story.db"
     assert run(app, ["--db", str(db), "demo", "-n", "20", "--demo-experiment", "mine"]) == 0
     capsys.readouterr()
@@ -72,7 +74,7 @@ def test_demo_refuses_an_experiment_with_content(tmp_path: Path, capsys):
     assert "already holds traces or scorers" in capsys.readouterr().err
 
 
-def test_run_demo_result_and_state(tmp_path: Path):
+def test_run_demo_result_and_state(tmp_path: Path) -> None:
     localscorers.set_tracking_uri(tmp_path / "story.db")
     out = StringIO()
 
@@ -106,13 +108,13 @@ def test_run_demo_result_and_state(tmp_path: Path):
         assert "localscorers" in definition["reference"]
 
 
-def test_demo_needs_enough_traces(tmp_path: Path):
+def test_demo_needs_enough_traces(tmp_path: Path) -> None:
     localscorers.set_tracking_uri(tmp_path / "story.db")
     with pytest.raises(localscorers.ConfigurationError, match="at least 20"):
         story.run_demo(console=Console(file=StringIO()), traces=5)
 
 
-def test_demo_as_a_process_under_30_seconds(tmp_path: Path):
+def test_demo_as_a_process_under_30_seconds(tmp_path: Path) -> None:
     db = tmp_path / "process-story.db"
     started = time.monotonic()
     completed = subprocess.run(
@@ -134,7 +136,7 @@ def test_demo_as_a_process_under_30_seconds(tmp_path: Path):
 
 
 @pytest.mark.parametrize("width", [60, 80, 120])
-def test_demo_at_any_width_cuts_nothing(tmp_path: Path, width: int):
+def test_demo_at_any_width_cuts_nothing(tmp_path: Path, width: int) -> None:
     localscorers.set_tracking_uri(tmp_path / "story.db")
     out = StringIO()
     result = story.run_demo(console=Console(file=out, width=width), traces=20)
@@ -143,7 +145,9 @@ def test_demo_at_any_width_cuts_nothing(tmp_path: Path, width: int):
     lines = text.splitlines()
     for name in ("answer_length", "cites_source", "helpfulness", "is_concise"):
         assert any(name in line for line in lines), name
-    assert any(result.explained_trace_id in line for line in lines)
+    explained = result.explained_trace_id
+    assert explained is not None
+    assert any(explained in line for line in lines)
     # The closing commands are printed unwrapped on purpose, to be copied whole.
     assert all(
         len(line.rstrip()) <= width for line in lines if not line.startswith("  localscorers")

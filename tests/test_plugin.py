@@ -68,7 +68,7 @@ def test_assert_feedback_fails_with_a_clear_message(localscorers_db, assert_feed
 """
 
 
-def test_plugin_through_its_entry_point(tmp_path: Path):
+def test_plugin_through_its_entry_point(tmp_path: Path) -> None:
     project = tmp_path / "project"
     project.mkdir()
     (project / "test_sample.py").write_text(SAMPLE_TESTS)
@@ -89,7 +89,7 @@ def test_plugin_through_its_entry_point(tmp_path: Path):
     assert not (tmp_path / "home").exists()
 
 
-def test_make_trace_builds_spans_and_defaults():
+def test_make_trace_builds_spans_and_defaults() -> None:
     trace = make_trace(
         {"question": "q"},
         {"answer": "a"},
@@ -106,7 +106,7 @@ def test_make_trace_builds_spans_and_defaults():
     assert make_trace("in", "out").data.spans[0].outputs == "out"
 
 
-def test_fake_judge_model_answers_in_the_judge_format():
+def test_fake_judge_model_answers_in_the_judge_format() -> None:
     model = FakeJudgeModel()
     assert '"result": "yes"' in model([{"role": "user", "content": "hi"}])
     model.returns(len)
@@ -115,7 +115,7 @@ def test_fake_judge_model_answers_in_the_judge_format():
     assert model.calls == []
 
 
-def test_fake_judge_model_set_by_calling_it():
+def test_fake_judge_model_set_by_calling_it() -> None:
     model = FakeJudgeModel()
     assert model("no", rationale="rude") is model
     assert '"result": "no"' in model([{"role": "user", "content": "x"}])
@@ -124,7 +124,7 @@ def test_fake_judge_model_set_by_calling_it():
     assert '"rationale": "rude"' in model([])
 
 
-def test_builtin_judge_on_a_made_trace_with_the_fake_model():
+def test_builtin_judge_on_a_made_trace_with_the_fake_model() -> None:
     from localscorers import Guidelines
     from localscorers.testing import fake_judge_model
 

@@ -195,9 +195,10 @@ class FakeJudgeModel:
     @overload
     def __call__(
         self,
-        verdict: Any = ...,  # noqa: ANN401 - any verdict
+        value: Any = ...,  # noqa: ANN401 - any verdict
         /,
         *,
+        verdict: Any = ...,  # noqa: ANN401 - any verdict
         rationale: str | None = None,
     ) -> FakeJudgeModel: ...
 
