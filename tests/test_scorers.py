@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -29,12 +29,12 @@ def tracking(contract_tracking: str) -> str:
 
 
 @scorer
-def exact_match(outputs, expectations):
+def exact_match(outputs: str, expectations: dict[str, Any]) -> bool:
     return outputs == expectations.get("answer")
 
 
 @scorer(name="length", description="How long the answer is.")
-def answer_length(outputs):
+def answer_length(outputs: Any) -> int:
     return len(outputs)
 
 
@@ -55,7 +55,7 @@ def test_decorator_with_arguments_sets_name_and_description() -> None:
 
 def test_scorer_may_return_feedback_unchanged_when_called_directly() -> None:
     @scorer
-    def judged(outputs):
+    def judged(outputs: Any) -> Feedback:
         return Feedback(value=True, rationale=f"saw {outputs}")
 
     result = judged(outputs="x")
@@ -67,7 +67,7 @@ def test_scorer_rejects_unknown_parameters() -> None:
     with pytest.raises(ConfigurationError, match=r"parameters \['answer'\].*subset of"):
 
         @scorer
-        def bad(answer):
+        def bad(answer: Any) -> bool:
             return True
 
 
@@ -79,7 +79,7 @@ def test_blank_names_are_errors_not_defaults(name: str) -> None:
         answer_length.register(name=name)
 
 
-def test_names_longer_than_256_characters_are_refused(tracking: Path) -> None:
+def test_names_longer_than_256_characters_are_refused(tracking: str) -> None:
     answer_length.register(name="x" * 256)
     with pytest.raises(ConfigurationError, match="at most 256 characters"):
         answer_length.register(name="x" * 257)
@@ -92,13 +92,13 @@ def test_scorers_are_frozen() -> None:
         answer_length.sample_rate = 0.5  # type: ignore[misc]
 
 
-def test_register_identical_keeps_version_changed_adds_one(tracking: Path) -> None:
+def test_register_identical_keeps_version_changed_adds_one(tracking: str) -> None:
     first = answer_length.register()
     again = answer_length.register()
     assert (first.version, again.version) == (1, 1)
 
     @scorer(name="length")
-    def other_length(outputs):
+    def other_length(outputs: Any) -> int:
         return len(outputs) * 2
 
     changed = other_length.register()
@@ -109,14 +109,14 @@ def test_register_identical_keeps_version_changed_adds_one(tracking: Path) -> No
     assert old(outputs="abc") == 3
 
 
-def test_register_under_another_name(tracking: Path) -> None:
+def test_register_under_another_name(tracking: str) -> None:
     registered = answer_length.register(name="length_v2")
     assert registered.name == "length_v2"
     assert answer_length.name == "length"
     assert [s.name for s in localscorers.list_scorers()] == ["length_v2"]
 
 
-def test_start_update_stop_delete_flow(tracking: Path) -> None:
+def test_start_update_stop_delete_flow(tracking: str) -> None:
     registered = answer_length.register()
     started = registered.start(
         sampling_config=ScorerSamplingConfig(sample_rate=0.5, filter_string="tags.env = 'prod'")
@@ -139,7 +139,7 @@ def test_start_update_stop_delete_flow(tracking: Path) -> None:
     assert answer_length.register().version == 1
 
 
-def test_lifecycle_by_name_acts_on_the_named_scorer(tracking: Path) -> None:
+def test_lifecycle_by_name_acts_on_the_named_scorer(tracking: str) -> None:
     answer_length.register()
     result = exact_match.start(name="length", sampling_config=ScorerSamplingConfig(0.3))
     assert result.name == "length"
@@ -147,7 +147,7 @@ def test_lifecycle_by_name_acts_on_the_named_scorer(tracking: Path) -> None:
     assert localscorers.get_scorer(name="length").status == ScorerStatus.ACTIVE
 
 
-def test_rate_zero_says_to_use_stop(tracking: Path) -> None:
+def test_rate_zero_says_to_use_stop(tracking: str) -> None:
     registered = answer_length.register()
     with pytest.raises(ValueError, match=r"sample_rate above 0.*call stop\(\)"):
         registered.start(sampling_config=ScorerSamplingConfig(sample_rate=0.0))
@@ -165,16 +165,16 @@ def test_sampling_config_validates_rate(bad: object) -> None:
 def test_sampling_config_is_frozen() -> None:
     config = ScorerSamplingConfig(sample_rate=0.5)
     with pytest.raises(ValidationError):
-        config.sample_rate = 1.0  # type: ignore[misc]
+        config.sample_rate = 1.0
 
 
-def test_sampling_config_must_be_a_config(tracking: Path) -> None:
+def test_sampling_config_must_be_a_config(tracking: str) -> None:
     registered = answer_length.register()
     with pytest.raises(ConfigurationError, match="must be a ScorerSamplingConfig"):
         registered.start(sampling_config={"sample_rate": 0.5})  # type: ignore[arg-type]
 
 
-def test_invalid_transitions_name_state_and_fix(tracking: Path) -> None:
+def test_invalid_transitions_name_state_and_fix(tracking: str) -> None:
     with pytest.raises(
         InvalidTransitionError,
         match=r"Cannot start\(\) scorer 'length': it is UNREGISTERED\. Call register\(\) first",
@@ -190,7 +190,7 @@ def test_invalid_transitions_name_state_and_fix(tracking: Path) -> None:
         stopped.update(sampling_config=ScorerSamplingConfig(0.5))
 
 
-def test_unknown_names_raise_lookup_errors(tracking: Path) -> None:
+def test_unknown_names_raise_lookup_errors(tracking: str) -> None:
     with pytest.raises(ScorerNotFoundError, match=r"No scorer named 'nope'.*list_scorers\(\)"):
         localscorers.get_scorer(name="nope")
     with pytest.raises(LookupError):
@@ -200,11 +200,11 @@ def test_unknown_names_raise_lookup_errors(tracking: Path) -> None:
         localscorers.get_scorer(name="length", version=7)
 
 
-def test_delete_one_version_keeps_the_others(tracking: Path) -> None:
+def test_delete_one_version_keeps_the_others(tracking: str) -> None:
     answer_length.register()
 
     @scorer(name="length")
-    def v2(outputs):
+    def v2(outputs: Any) -> int:
         return -1
 
     v2.register()
@@ -214,7 +214,7 @@ def test_delete_one_version_keeps_the_others(tracking: Path) -> None:
     assert localscorers.list_scorers() == []
 
 
-def test_twenty_names_per_experiment(tracking: Path) -> None:
+def test_twenty_names_per_experiment(tracking: str) -> None:
     for index in range(20):
         answer_length.register(name=f"s{index:02d}")
     with pytest.raises(ScorerLimitError, match=r"already has 20 scorers.*delete_scorer") as info:
@@ -226,7 +226,7 @@ def test_twenty_names_per_experiment(tracking: Path) -> None:
     answer_length.register(name="s20")
 
 
-def test_list_scorers_is_sorted_and_per_experiment(tracking: Path) -> None:
+def test_list_scorers_is_sorted_and_per_experiment(tracking: str) -> None:
     answer_length.register(name="b")
     exact_match.register(name="a")
     assert [s.name for s in localscorers.list_scorers()] == ["a", "b"]
@@ -236,7 +236,7 @@ def test_list_scorers_is_sorted_and_per_experiment(tracking: Path) -> None:
     assert other.experiment_id != "0"
 
 
-def test_class_scorers_defined_in_main_cannot_be_registered(tracking: Path) -> None:
+def test_class_scorers_defined_in_main_cannot_be_registered(tracking: str) -> None:
     class Local(localscorers.Scorer):
         def __call__(self, **_: object) -> bool:
             return True
@@ -245,25 +245,25 @@ def test_class_scorers_defined_in_main_cannot_be_registered(tracking: Path) -> N
         Local(name="local").register()
 
 
-def test_closure_over_unstorable_values_is_refused(tracking: Path) -> None:
+def test_closure_over_unstorable_values_is_refused(tracking: str) -> None:
     lookup = {"a": 1}
 
     @scorer
-    def uses_closure(outputs):
+    def uses_closure(outputs: Any) -> bool:
         return outputs in lookup
 
     with pytest.raises(ConfigurationError, match=r"closes over 'lookup' \(dict\)"):
         uses_closure.register()
 
 
-def test_lambdas_cannot_be_stored(tracking: Path) -> None:
+def test_lambdas_cannot_be_stored(tracking: str) -> None:
     anonymous = scorer(name="anon")(lambda outputs: True)
     assert anonymous(outputs="x") is True  # fine for direct use
     with pytest.raises(ConfigurationError, match="a lambda cannot"):
         anonymous.register()
 
 
-def test_execution_options_are_validated_and_stored(tracking: Path) -> None:
+def test_execution_options_are_validated_and_stored(tracking: str) -> None:
     with pytest.raises(ConfigurationError, match="timeout_seconds must be a positive number"):
         scorer(timeout_seconds=0)(lambda outputs: True)
     with pytest.raises(ConfigurationError, match="max_concurrency must be a positive integer"):
@@ -273,6 +273,7 @@ def test_execution_options_are_validated_and_stored(tracking: Path) -> None:
         scorer_helpers.plain_true
     )
     registered = slowish.register()
+    assert registered.version is not None
     restored = localscorers.get_scorer(name="slowish")
     assert (restored.timeout_seconds, restored.max_concurrency) == (2.5, 3)
     assert slowish.register().version == registered.version  # identical: same version
