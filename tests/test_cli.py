@@ -13,6 +13,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import pytest
 
@@ -22,16 +23,16 @@ from localscorers.cli.common import run
 
 
 @localscorers.scorer
-def is_long(outputs):
+def is_long(outputs: Any) -> bool:
     return len(outputs) > 5
 
 
 @localscorers.scorer
-def word_total(outputs):
+def word_total(outputs: Any) -> int:
     return len(outputs.split())
 
 
-def is_long_v2(outputs):
+def is_long_v2(outputs: Any) -> bool:
     return len(outputs) > 10
 
 
@@ -41,8 +42,14 @@ class Result:
     out: str
     err: str
 
-    def json(self):
+    def json(self) -> Any:
         return json.loads(self.out)
+
+
+class Cli(Protocol):
+    """The ``cli`` fixture: runs one command line in-process."""
+
+    def __call__(self, *argv: str) -> Result: ...
 
 
 @pytest.fixture
@@ -70,7 +77,7 @@ def cli_db(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def cli(cli_db: Path, capsys: pytest.CaptureFixture[str]):
+def cli(cli_db: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
     """Run the command line in-process against the fixture database and experiment."""
 
     def invoke(*argv: str) -> Result:
@@ -97,7 +104,7 @@ def _assert_user_error(result: Result, fragment: str) -> None:
 # -- scorers ---------------------------------------------------------------------------------
 
 
-def test_scorers_list_json(cli):
+def test_scorers_list_json(cli: Cli) -> None:
     result = cli("scorers", "list", "--json")
     assert result.code == 0
     listed = {s["name"]: s for s in result.json()}
@@ -110,7 +117,7 @@ def test_scorers_list_json(cli):
     assert listed["word_total"]["version"] == 1
 
 
-def test_scorers_list_table(cli):
+def test_scorers_list_table(cli: Cli) -> None:
     result = cli("scorers", "list")
     assert result.code == 0
     assert "is_long" in result.out
@@ -118,7 +125,7 @@ def test_scorers_list_table(cli):
     assert "REGISTERED" in result.out
 
 
-def test_scorers_list_empty_experiment(cli_db, capsys):
+def test_scorers_list_empty_experiment(cli_db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     localscorers.set_experiment("empty")
     code = run(app, ["--db", str(cli_db), "-e", "empty", "scorers", "list", "--json"])
     assert code == 0
@@ -127,7 +134,9 @@ def test_scorers_list_empty_experiment(cli_db, capsys):
     assert "No scorers are registered in experiment 'empty'" in capsys.readouterr().out
 
 
-def test_read_commands_refuse_an_unknown_experiment(cli_db, capsys):
+def test_read_commands_refuse_an_unknown_experiment(
+    cli_db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     for command in (["scorers", "list"], ["traces", "search"], ["jobs", "list"], ["report"]):
         assert run(app, ["--db", str(cli_db), "-e", "typo", *command]) == 1
         err = capsys.readouterr().err
@@ -136,7 +145,9 @@ def test_read_commands_refuse_an_unknown_experiment(cli_db, capsys):
     assert localscorers.get_experiment_by_name("typo") is None
 
 
-def test_default_experiment_points_at_the_one_with_content(cli_db, capsys):
+def test_default_experiment_points_at_the_one_with_content(
+    cli_db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert run(app, ["--db", str(cli_db), "scorers", "list"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "experiment 'Default' has no scorers; 'cli' has 2: use -e cli" in out
@@ -148,7 +159,7 @@ def test_default_experiment_points_at_the_one_with_content(cli_db, capsys):
     assert "use -e cli" in captured.err
 
 
-def test_experiments_list(cli_db, capsys):
+def test_experiments_list(cli_db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(app, ["--db", str(cli_db), "experiments", "list", "--json"]) == 0
     rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
     assert rows["cli"]["scorers"] == 2
@@ -162,8 +173,8 @@ def test_experiments_list(cli_db, capsys):
         localscorers.search_experiments(max_results=0)
 
 
-def test_scorers_get_latest_and_older_version(cli):
-    localscorers.scorer(is_long_v2, name="is_long").register()
+def test_scorers_get_latest_and_older_version(cli: Cli) -> None:
+    localscorers.scorer(name="is_long")(is_long_v2).register()
     latest = cli("scorers", "get", "is_long", "--json").json()
     first = cli("scorers", "get", "is_long", "--version", "1", "--json").json()
     assert (latest["version"], latest["latest_version"]) == (2, 2)
@@ -175,12 +186,12 @@ def test_scorers_get_latest_and_older_version(cli):
     assert "tests.test_cli:is_long_v2" in shown.out
 
 
-def test_scorers_get_unknown_is_a_user_error(cli):
+def test_scorers_get_unknown_is_a_user_error(cli: Cli) -> None:
     _assert_user_error(cli("scorers", "get", "nope"), "No scorer named 'nope'")
     _assert_user_error(cli("scorers", "get", "is_long", "--version", "9"), "has no version 9")
 
 
-def test_scorers_start_update_stop_round_trip(cli):
+def test_scorers_start_update_stop_round_trip(cli: Cli) -> None:
     started = cli("scorers", "start", "word_total", "--sample-rate", "0.25", "--json")
     assert started.code == 0
     assert started.json()["status"] == "ACTIVE"
@@ -202,7 +213,7 @@ def test_scorers_start_update_stop_round_trip(cli):
     assert localscorers.get_scorer(name="word_total").status == localscorers.ScorerStatus.STOPPED
 
 
-def test_scorers_lifecycle_errors_exit_1(cli):
+def test_scorers_lifecycle_errors_exit_1(cli: Cli) -> None:
     _assert_user_error(cli("scorers", "update", "word_total", "-r", "0.5"), "it is REGISTERED")
     _assert_user_error(cli("scorers", "start", "word_total", "-r", "0"), "scorers stop")
     _assert_user_error(cli("scorers", "start", "ghost"), "Cannot start scorer 'ghost'")
@@ -211,7 +222,7 @@ def test_scorers_lifecycle_errors_exit_1(cli):
     )
 
 
-def test_scorers_usage_errors_exit_2(cli):
+def test_scorers_usage_errors_exit_2(cli: Cli) -> None:
     assert cli("scorers", "start", "word_total", "--sample-rate", "1.5").code == 2
     assert cli("scorers", "update", "word_total").code == 2  # --sample-rate is required
     assert cli("scorers", "get").code == 2
@@ -219,8 +230,8 @@ def test_scorers_usage_errors_exit_2(cli):
     assert cli("scorers", "delete", "is_long", "--version", "0").code == 2
 
 
-def test_scorers_delete_one_version_then_all(cli):
-    localscorers.scorer(is_long_v2, name="is_long").register()
+def test_scorers_delete_one_version_then_all(cli: Cli) -> None:
+    localscorers.scorer(name="is_long")(is_long_v2).register()
     deleted = cli("scorers", "delete", "is_long", "--version", "2", "--json")
     assert deleted.json() == {
         "name": "is_long",
@@ -236,7 +247,7 @@ def test_scorers_delete_one_version_then_all(cli):
     assert [s.name for s in localscorers.list_scorers()] == ["word_total"]
 
 
-def test_register_builtin_judges(cli):
+def test_register_builtin_judges(cli: Cli) -> None:
     safety = cli(*shlex.split("scorers register-builtin Safety --name safe -m openai:/m --json"))
     assert safety.code == 0, safety
     assert safety.json()["reference"] == "localscorers.judges.builtin:Safety"
@@ -277,11 +288,11 @@ def test_register_builtin_judges(cli):
         "Safety",  # --name is required
     ],
 )
-def test_register_builtin_usage_errors_exit_2(cli, command):
+def test_register_builtin_usage_errors_exit_2(cli: Cli, command: str) -> None:
     assert cli("scorers", "register-builtin", *shlex.split(command)).code == 2
 
 
-def test_register_builtin_user_errors_exit_1(cli):
+def test_register_builtin_user_errors_exit_1(cli: Cli) -> None:
     _assert_user_error(
         cli(*shlex.split("scorers register-builtin Safety --name x --model gpt-4")),
         "Unsupported judge model",
@@ -295,7 +306,7 @@ def test_register_builtin_user_errors_exit_1(cli):
 # -- traces and explain ----------------------------------------------------------------------
 
 
-def test_traces_search_json_with_filter_order_and_limit(cli):
+def test_traces_search_json_with_filter_order_and_limit(cli: Cli) -> None:
     everything = cli("traces", "search", "--json").json()
     assert len(everything) == 3
     assert [t["info"]["request_time"] for t in everything] == sorted(
@@ -310,7 +321,7 @@ def test_traces_search_json_with_filter_order_and_limit(cli):
     assert "first 1" in oldest.err  # the limit was hit, said on stderr, JSON stays clean
 
 
-def test_traces_search_table_and_empty(cli):
+def test_traces_search_table_and_empty(cli: Cli) -> None:
     table = cli("traces", "search")
     assert table.code == 0
     assert "3 trace(s)" in table.out
@@ -320,7 +331,7 @@ def test_traces_search_table_and_empty(cli):
     assert "No traces match" in nothing.out
 
 
-def test_traces_search_bad_filter_is_a_user_error(cli):
+def test_traces_search_bad_filter_is_a_user_error(cli: Cli) -> None:
     result = cli("traces", "search", "--filter", "tags.env ==== 'x'")
     assert result.code == 1
     assert result.err.startswith("error: Invalid filter")
@@ -328,7 +339,7 @@ def test_traces_search_bad_filter_is_a_user_error(cli):
     assert cli("traces", "search", "--max-results", "0").code == 2
 
 
-def test_traces_get(cli):
+def test_traces_get(cli: Cli) -> None:
     (trace_id,) = _trace_ids("tags.env = 'prod' AND feedback.is_long = 'true'")
     got = cli("traces", "get", trace_id, "--json").json()
     assert got["info"]["trace_id"] == trace_id
@@ -342,7 +353,7 @@ def test_traces_get(cli):
     _assert_user_error(cli("traces", "get", "tr-missing"), "No trace has id 'tr-missing'")
 
 
-def test_explain_json_and_table(cli):
+def test_explain_json_and_table(cli: Cli) -> None:
     (dev,) = _trace_ids("tags.env = 'dev'")
     explained = cli("explain", dev, "--json").json()
     assert explained["trace_id"] == dev
@@ -356,7 +367,7 @@ def test_explain_json_and_table(cli):
     assert cli("explain").code == 2
 
 
-def test_explain_without_scorers(cli_db, capsys):
+def test_explain_without_scorers(cli_db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     localscorers.set_experiment("bare")
     trace_id = localscorers.log_trace(inputs=1, outputs=2)
     assert run(app, ["--db", str(cli_db), "explain", trace_id]) == 0
@@ -366,7 +377,7 @@ def test_explain_without_scorers(cli_db, capsys):
 # -- report ----------------------------------------------------------------------------------
 
 
-def test_report_json(cli):
+def test_report_json(cli: Cli) -> None:
     reports = {r["scorer_name"]: r for r in cli("report", "--json").json()}
     assert set(reports) == {"is_long", "word_total"}
     assert reports["is_long"]["evaluations"] == 2
@@ -377,7 +388,7 @@ def test_report_json(cli):
     assert reports["word_total"]["status"] == "REGISTERED"
 
 
-def test_report_since_and_bucket(cli):
+def test_report_since_and_bucket(cli: Cli) -> None:
     future = cli("report", "--since", "2999-01-01", "--json").json()
     assert all(r["evaluations"] == 0 for r in future)
     recent = cli("report", "--since", "1h", "--bucket", "day", "--json").json()
@@ -387,7 +398,7 @@ def test_report_since_and_bucket(cli):
     assert cli("report", "--bucket", "fortnight").code == 2
 
 
-def test_report_table(cli):
+def test_report_table(cli: Cli) -> None:
     result = cli("report")
     assert result.code == 0
     assert "is_long" in result.out
@@ -395,12 +406,14 @@ def test_report_table(cli):
     assert "Errors / evaluations per hour" in result.out
 
 
-def test_report_png_without_matplotlib_is_a_user_error(cli, monkeypatch, tmp_path):
+def test_report_png_without_matplotlib_is_a_user_error(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     _assert_user_error(cli("report", "--png", str(tmp_path / "r.png")), "needs matplotlib")
 
 
-def test_unknown_command_is_a_usage_error(cli):
+def test_unknown_command_is_a_usage_error(cli: Cli) -> None:
     assert cli("frobnicate").code == 2
 
 
@@ -422,7 +435,7 @@ def _process(cli_db: Path, *argv: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_process_scorers_list_and_user_error(cli_db):
+def test_process_scorers_list_and_user_error(cli_db: Path) -> None:
     listed = _process(cli_db, "scorers", "list", "--json")
     assert listed.returncode == 0, listed.stderr
     assert {s["name"] for s in json.loads(listed.stdout)} == {"is_long", "word_total"}
@@ -439,7 +452,7 @@ def test_process_scorers_list_and_user_error(cli_db):
     assert "Traceback" not in usage.stderr
 
 
-def test_process_traces_and_explain(cli_db):
+def test_process_traces_and_explain(cli_db: Path) -> None:
     searched = _process(cli_db, "traces", "search", "--filter", "tags.env = 'dev'", "--json")
     assert searched.returncode == 0, searched.stderr
     (trace,) = json.loads(searched.stdout)
@@ -452,14 +465,14 @@ def test_process_traces_and_explain(cli_db):
     assert outcomes["is_long"] == "FILTERED_OUT"
 
 
-def test_process_report(cli_db):
+def test_process_report(cli_db: Path) -> None:
     result = _process(cli_db, "report", "--json")
     assert result.returncode == 0, result.stderr
     reports = {r["scorer_name"]: r for r in json.loads(result.stdout)}
     assert reports["is_long"]["pass_rate"] == 0.5
 
 
-def test_user_errors_print_one_literal_line(cli) -> None:
+def test_user_errors_print_one_literal_line(cli: Cli) -> None:
     # Brackets survive (no rich markup), and a multi-line message (a filter caret) is one line.
     result = cli("scorers", "get", "nope[plot]")
     assert result.code == 1
@@ -484,7 +497,7 @@ def test_user_errors_print_one_literal_line(cli) -> None:
         (["scorers", "get", "nope"], "experiment 'cli'"),
     ],
 )
-def test_user_errors_name_commands_not_python_calls(cli, argv, fix):
+def test_user_errors_name_commands_not_python_calls(cli: Cli, argv: list[str], fix: str) -> None:
     result = cli(*argv)
     assert result.code == 1
     [line] = result.err.strip().splitlines()

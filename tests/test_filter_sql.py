@@ -669,7 +669,7 @@ def test_planned_searches_find_exactly_the_matching_traces(
         def holds(fact: dict[str, Any]) -> bool:
             env, team = fact["tags"]["env"], fact["tags"]["team"]
             user, status = fact["metadata"]["user"], fact["status"]
-            return {
+            verdicts: dict[str, bool] = {
                 PLANNED[0]: env == "prod",
                 PLANNED[1]: env == "dev",
                 PLANNED[2]: False,
@@ -680,7 +680,8 @@ def test_planned_searches_find_exactly_the_matching_traces(
                 PLANNED[7]: env == "prod" and (team == "t2" or user == "u1"),
                 PLANNED[8]: env == "dev" or team == "t0",
                 PLANNED[9]: env == "prod",
-            }[text]
+            }
+            return verdicts[text]
 
         return {trace_id for trace_id, fact in facts.items() if holds(fact)}
 
@@ -724,11 +725,12 @@ def test_a_value_common_elsewhere_but_rare_here_starts_from_its_candidates(
 def test_search_agrees_with_matches_for_trace_and_a_reference(
     random_path: Path, few: int, traces: list[dict[str, Any]], filters: list[Expr]
 ) -> None:
-    saved, search_sql._FEW = search_sql._FEW, few
+    # Not monkeypatch: @given refuses function-scoped fixtures (a hypothesis health check).
+    saved, search_sql._FEW = search_sql._FEW, few  # type: ignore[misc]
     try:
         _search_agrees(random_path, traces, filters)
     finally:
-        search_sql._FEW = saved
+        search_sql._FEW = saved  # type: ignore[misc]
 
 
 def _search_agrees(random_path: Path, traces: list[dict[str, Any]], filters: list[Expr]) -> None:
