@@ -43,7 +43,6 @@ __all__ = [
     "validate_sample_rate",
 ]
 
-_FROZEN = ConfigDict(frozen=True, extra="forbid")
 # A session is scored online after this long without a new trace (DESIGN.md section 15).
 DEFAULT_SESSION_IDLE_SECONDS = 300.0
 _MAX_IDLE_SECONDS = 1e9  # about 31 years: milliseconds of it stay a 64-bit integer
@@ -110,7 +109,7 @@ class AssessmentSourceType(StrEnum):
 class Experiment(BaseModel):
     """A named group of traces and scorers."""
 
-    model_config = _FROZEN
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     experiment_id: str
     name: str
@@ -120,7 +119,7 @@ class Experiment(BaseModel):
 class AssessmentSource(BaseModel):
     """Who or what produced an assessment, as in MLflow."""
 
-    model_config = _FROZEN
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     source_type: AssessmentSourceType = AssessmentSourceType.CODE
     source_id: str = "default"
@@ -129,7 +128,7 @@ class AssessmentSource(BaseModel):
 class AssessmentError(BaseModel):
     """Why a scorer could not produce a value: error code, message and stack trace."""
 
-    model_config = _FROZEN
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     error_code: str
     error_message: str | None = None
@@ -143,7 +142,7 @@ class Assessment(BaseModel):
     back; leave them at their defaults when creating one.
     """
 
-    model_config = _FROZEN
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str | None = None
     value: Any = None
@@ -184,7 +183,7 @@ class Expectation(Assessment):
 class Span(BaseModel):
     """One timed operation inside a trace."""
 
-    model_config = _FROZEN
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     span_id: str
     parent_id: str | None = None
@@ -204,7 +203,7 @@ class Span(BaseModel):
 class TraceInfo(BaseModel):
     """What is known about a trace apart from its spans."""
 
-    model_config = _FROZEN
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     trace_id: str
     experiment_id: str
@@ -221,7 +220,7 @@ class TraceInfo(BaseModel):
 class TraceData(BaseModel):
     """The trace's spans and its deserialized inputs (``request``) and outputs (``response``)."""
 
-    model_config = _FROZEN
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     spans: list[Span] = Field(default_factory=list)
     request: Any = None
@@ -231,7 +230,7 @@ class TraceData(BaseModel):
 class Trace(BaseModel):
     """A recorded call of the user's application."""
 
-    model_config = _FROZEN
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     info: TraceInfo
     data: TraceData
@@ -260,7 +259,7 @@ class ScorerSamplingConfig(BaseModel):
             ``session_idle_seconds`` is not a positive number.
     """
 
-    model_config = _FROZEN
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     sample_rate: float = 1.0
     filter_string: str | None = None
@@ -339,7 +338,7 @@ def validate_filter_string(value: object) -> str | None:
 class BackfillJob(BaseModel):
     """A snapshot of a backfill job's state and progress."""
 
-    model_config = _FROZEN
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     job_id: str
     experiment_id: str

@@ -165,7 +165,7 @@ def test_sampling_config_validates_rate(bad: object) -> None:
 def test_sampling_config_is_frozen() -> None:
     config = ScorerSamplingConfig(sample_rate=0.5)
     with pytest.raises(ValidationError):
-        config.sample_rate = 1.0
+        config.sample_rate = 1.0  # type: ignore[misc]
 
 
 def test_sampling_config_must_be_a_config(tracking: str) -> None:
