@@ -1,6 +1,6 @@
 """The command line: scorers, traces, explain and report, in-process and as real processes.
 
-In-process runs go through ``_cli_common.run``, the function the ``localscorers`` entry
+In-process runs go through ``localscorers.cli.common.run``, the function the ``localscorers`` entry
 point calls, so exit codes are the real ones: 0 ok, 1 a user error, 2 a usage error.
 """
 

@@ -217,7 +217,7 @@ def test_other_scorers_never_change_a_scorers_sample(  # noqa: PLR0917 - hypothe
     assert sampled["alone"] == {t for t in ids if reference_sampled(t, target, rate)}
 
 
-# Filter-dependent: right once filters.py / _filter_sql.py are real. Kept last on purpose.
+# Filter-dependent: right once the parser and store/filter_sql.py are real. Kept last on purpose.
 
 
 def test_exact_sampled_set_at_rate_half_with_a_filter(db: Path) -> None:

@@ -1,7 +1,7 @@
 """The ``localscorers`` command line (typer + rich).
 
 Exit codes: 0 ok, 1 a user error (one line, no traceback), 2 usage. Command groups
-live in their own ``_cli_*`` modules and register themselves on ``app`` here.
+live in their own modules of ``cli/`` and register themselves on ``app`` here.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``localscorers demo``: the guided end-to-end run (see ``localscorers.demo``)."""
+"""``localscorers demo``: the guided end-to-end run (see ``story.py`` and ``demo_app.py``)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Running one claimed backfill job: the window, the thread pool and the prefix commits.
 
-The window holds the next few pages of traces in cursor order (``_backfill_sql.Plan``
+The window holds the next few pages of traces in cursor order (``store.backfill_pages.Plan``
 reads them). Their pairs are queued per scorer and handed to the pool in chunks of
 one scorer over several traces, sized from the scorer's measured speed. The oldest
 traces whose pairs are all done form a prefix, written in ONE transaction with the

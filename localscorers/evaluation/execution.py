@@ -1,7 +1,7 @@
 """Running one scorer on one trace and turning what it returns into feedback.
 
 Shared by online evaluation and backfill jobs, through ``scheduler.py``. It
-loads stored scorers through ``_serialization`` only, never through ``scorers.py``,
+loads stored scorers through ``serialization`` only, never through ``scorers.py``,
 so the evaluator sits below the public API in the import graph.
 """
 

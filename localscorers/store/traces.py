@@ -199,7 +199,7 @@ class TraceStore:
 
     def _enqueue(self, conn: Connection, records: Sequence[rows.TraceRecord], now: int) -> int:
         # One evaluation_requests row per trace: cheap enough for the hot path. A claim
-        # turns it into one evaluations row per scorer (see evaluations.py).
+        # turns it into one evaluations row per scorer (see store/requests.py).
         requests: list[dict[str, Any]] = []
         by_experiment: dict[str, list[rows.TraceRecord]] = {}
         for r in records:
