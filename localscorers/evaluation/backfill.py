@@ -7,6 +7,13 @@ traces whose pairs are all done form a prefix, written in ONE transaction with t
 counts and the cursor (STYLE.md rule 18), at least every half second, guarded by the
 job's lease: a crash loses only uncommitted work, which the next holder redoes.
 
+A holder that finds the job claimed more than once since its cursor last moved (a
+holder died mid-window: a scorer calling ``os._exit``, a native crash) goes carefully
+through the next window: one trace per commit and one pair at a time, each recorded in
+the job's ``probe`` before it runs. A pair that killed ``LOCALSCORERS_MAX_ATTEMPTS``
+holders is written FAILED with ``SCORER_CRASHED`` instead of run again, so the job ends
+and the trace's other scorers are unaffected.
+
 ``backfill.JobRunner`` owns the thread and the pool and hands them to ``Execution``.
 """
 
@@ -15,6 +22,7 @@ from __future__ import annotations
 import gc
 import heapq
 import itertools
+import logging
 import threading
 import time
 from collections import deque
@@ -29,7 +37,7 @@ from localscorers.exceptions import TransientError
 from localscorers.models import EvaluationStatus, Feedback, JobStatus, Trace
 from localscorers.store.jobs import ClaimedJob, JobLease, Progress
 from localscorers.store.ledger import move_requests
-from localscorers.store.results import Finished
+from localscorers.store.results import Finished, crash_feedback
 
 if TYPE_CHECKING:
     from localscorers.evaluation.execution import LoadedScorer
@@ -51,6 +59,8 @@ _CHECK_SECONDS = 0.25  # how often a running job looks for a cancel request
 # one task at a time.
 _PACING = Pacing(task_seconds=0.05, max_chunk=512, first_chunk=4, serialize_cpu_bound=True)
 _FAILED = EvaluationStatus.FAILED.value
+
+logger = logging.getLogger(__name__)
 
 
 class Host(Protocol):
@@ -122,6 +132,17 @@ class Execution:
         self.session_specs: set[int] = set()  # indexes of session-level scorers
         # Scorers whose remaining work waits only for their own hung calls, and why.
         self.blocked: dict[Hashable, str] = {}
+        # Traces still to go carefully (one pair at a time) because a holder died.
+        self.careful = self.window if job.claims > 1 or job.probe is not None else 0
+        self.claimed_probe = job.probe
+        if self.careful:
+            logger.warning(
+                "localscorers backfill: job %s was resumed after its holder died (claim %d); "
+                "running its next %d traces one scorer call at a time",
+                job.job_id,
+                job.claims,
+                self.careful,
+            )
 
     # -- setup and the loop --------------------------------------------------------------
 
@@ -215,13 +236,12 @@ class Execution:
     # -- reading the window ----------------------------------------------------------------
 
     def _fill(self) -> None:
-        while not self.exhausted and len(self.slots) < self.window:
+        while not self.exhausted and len(self.slots) < (1 if self.careful else self.window):
+            size = 1 if self.careful else self.page_size
             # Online work committed before this page is read shows as pending there.
             move_requests(self.db)
             with self.db.read() as conn:
-                rows = self.plan.page(
-                    conn, self.read_cursor, self.page_size, payload=True, existing=True
-                )
+                rows = self.plan.page(conn, self.read_cursor, size, payload=True, existing=True)
                 traces = self._traces(conn, rows)
                 wanted = [r.trace_id for r in rows if self.session_specs.intersection(r.run)]
                 sessions = load_items(conn, self.host.store, wanted) if wanted else {}
@@ -233,7 +253,7 @@ class Execution:
                     self.queues[index].append(_Work(slot, by_id[row.trace_id]))
             if rows:
                 self.read_cursor = (rows[-1].time_ms, rows[-1].trace_id)
-            self.exhausted = len(rows) < self.page_size
+            self.exhausted = len(rows) < size
 
     def _traces(self, conn: Any, rows: list[PageRow]) -> dict[str, Trace]:  # noqa: ANN401
         full = ["trace" in loaded.parameters for loaded in self.loaded]
@@ -265,6 +285,9 @@ class Execution:
     def _submit(self) -> None:
         if self.halt.is_set():
             return
+        if self.careful:
+            self._submit_alone()
+            return
         capacity = self.scheduler.capacity()
         now = time.monotonic()
         while capacity > 0 and self.retries and self.retries[0][0] <= now:
@@ -287,6 +310,45 @@ class Execution:
                     self._start(scorer, [queue.popleft() for _ in range(size)])
                     capacity -= 1
                     progressed = True
+
+    def _submit_alone(self) -> None:
+        """Run one pair at a time, recorded in the job's probe first (a holder died)."""
+        while not self.scheduler.running:
+            picked = self._next_alone()
+            if picked is None:
+                return
+            scorer, work = picked
+            name = self.specs[scorer].name
+            probe = self.claimed_probe
+            tried = 0
+            if probe is not None and (probe["trace_id"], probe["scorer"]) == (
+                work.slot.trace_id,
+                name,
+            ):
+                tried = int(probe["attempts"])
+            if tried >= self.settings.max_attempts:
+                logger.error(
+                    "localscorers backfill: scorer %r killed %d processes on trace %s; "
+                    "recording SCORER_CRASHED",
+                    name,
+                    tried,
+                    work.slot.trace_id,
+                )
+                work.slot.results.append((scorer, [crash_feedback(name, tried)], tried))
+                work.slot.remaining -= 1
+                continue
+            self.lease.probe(work.slot.trace_id, name, tried + 1)
+            self.last_renew = time.monotonic()
+            self._start(scorer, [work])
+
+    def _next_alone(self) -> tuple[int, _Work] | None:
+        if self.retries and self.retries[0][0] <= time.monotonic():
+            _, _, scorer, work = heapq.heappop(self.retries)
+            return scorer, work
+        for scorer, queue in enumerate(self.queues):
+            if queue:
+                return scorer, queue.popleft()
+        return None
 
     def _blocked(self) -> dict[Hashable, str]:
         """Return why the job cannot go on, when all that is left waits for hung calls."""
@@ -346,13 +408,14 @@ class Execution:
         ready = self._ready()
         if not ready:
             return False
-        if ready == len(self.slots) and self.exhausted:
+        if self.careful or (ready == len(self.slots) and self.exhausted):
             return True
         return ready >= self.window // 2 or time.monotonic() - self.last_commit >= _COMMIT_SECONDS
 
     def _commit(self, status: JobStatus | None, *, release: bool = False) -> None:
         """Write the finished prefix of the window with counts and cursor, in one transaction."""
         prefix = [self.slots.popleft() for _ in range(self._ready())]
+        self.careful = max(0, self.careful - len(prefix))
         results: list[Finished] = []
         for slot in prefix:
             for index in slot.skipped:

@@ -251,6 +251,11 @@ class ClaimedJob:
     end_ms: int | None
     rescore: bool
     cursor: tuple[int, str] | None
+    # Claims since the cursor last moved, this one included: more than one means a
+    # holder died (or stalled) before moving it.
+    claims: int = 1
+    # The pair a careful holder was running alone when it died, with its attempts.
+    probe: dict[str, Any] | None = None
 
     @property
     def plan(self) -> Plan:
@@ -261,6 +266,8 @@ class ClaimedJob:
 def claim_job(db: Database, owner: str, lease_ms: int) -> ClaimedJob | None:
     """Lease the oldest unfinished job that nobody holds (or whose holder's lease expired).
 
+    The claim counts itself in the job's ``claims`` in its own transaction, so a holder
+    that dies mid-job (a scorer calling ``os._exit``, a native crash) has used it up.
     A job whose holder died after a cancel request is cancelled here instead.
     """
     j = schema.backfill_jobs
@@ -296,6 +303,7 @@ def claim_job(db: Database, owner: str, lease_ms: int) -> ClaimedJob | None:
                     lease_owner=owner,
                     lease_expires_ms=now + lease_ms,
                     started_ms=sa.func.coalesce(j.c.started_ms, now),
+                    claims=j.c.claims + 1,
                 )
             )
             row = conn.execute(sa.select(j).where(where)).one()
@@ -310,6 +318,8 @@ def claim_job(db: Database, owner: str, lease_ms: int) -> ClaimedJob | None:
                 row.end_ms,
                 bool(row.rescore),
                 cursor,
+                claims=row.claims,
+                probe=dict(row.probe) if row.probe else None,
             )
     return None
 
@@ -341,6 +351,9 @@ class JobLease:
         self.owner = owner
         self.lease_ms = lease_ms
         self.origin = f"backfill:{job.job_id}"
+        # The job row's probe as this holder last saw or wrote it, and whether it wrote it.
+        self._probe = job.probe
+        self._probe_ours = False
 
     def _update(self, conn: Connection, values: dict[str, Any]) -> None:
         j = schema.backfill_jobs
@@ -356,6 +369,16 @@ class JobLease:
         """Set columns of the job row."""
         with self._db.write() as conn:
             self._update(conn, values)
+
+    def probe(self, trace_id: str, scorer_name: str, attempts: int) -> None:
+        """Record, before running it alone, the pair whose call might kill this process.
+
+        ``attempts`` counts this call: a holder that dies in it leaves the count behind
+        for the next one, which fails the pair once the count reaches the limit.
+        """
+        probe = {"trace_id": trace_id, "scorer": scorer_name, "attempts": attempts}
+        self.update({"probe": probe, "lease_expires_ms": _clock.now_ms() + self.lease_ms})
+        self._probe, self._probe_ours = probe, True
 
     def renew(self) -> None:
         """Extend the lease."""
@@ -400,6 +423,11 @@ class JobLease:
             values[key] = sum(s[key] for s in progress.counts)
         if progress.cursor is not None:
             values["cursor_time_ms"], values["cursor_trace_id"] = progress.cursor
+            # Past the pairs that were running: no holder has died at the new cursor.
+            values |= {"claims": 0, "probe": sa.null()}  # SQL NULL, not JSON null
+            self._probe, self._probe_ours = None, False
+        elif progress.release:
+            values |= self._given_back()
         status = progress.status
         if status is JobStatus.SUCCEEDED:
             # The total counted at the start misses traces logged into the range since.
@@ -413,6 +441,15 @@ class JobLease:
         values["lease_expires_ms"] = now + self.lease_ms if held else None
         if not held:
             values["lease_owner"] = None
+        return values
+
+    def _given_back(self) -> dict[str, Any]:
+        """Return this claim's attempts when letting go normally: this holder did not die."""
+        j = schema.backfill_jobs
+        values: dict[str, Any] = {"claims": sa.case((j.c.claims > 0, j.c.claims - 1), else_=0)}
+        if self._probe is not None and self._probe_ours:
+            attempts = int(self._probe["attempts"]) - 1
+            values["probe"] = {**self._probe, "attempts": attempts} if attempts > 0 else sa.null()
         return values
 
     def fail(self, error: str) -> None:

@@ -160,6 +160,23 @@ def m0008_virtual_root_spans(conn: Connection) -> None:
     index.create(conn, checkfirst=True)
 
 
+def m0009_backfill_claims(conn: Connection) -> None:
+    """Add ``backfill_jobs.claims`` and ``backfill_jobs.probe``.
+
+    A claim counts itself in ``claims`` (reset when the cursor moves), so a job whose
+    holders keep dying is resumed carefully, one pair at a time, with the pair under
+    test in ``probe``; a pair that kills ``LOCALSCORERS_MAX_ATTEMPTS`` holders is
+    FAILED with ``SCORER_CRASHED`` and the job goes on (issue 12).
+    """
+    present = {c["name"] for c in sa.inspect(conn).get_columns("backfill_jobs")}
+    for column in ("claims", "probe"):
+        if column not in present:
+            spec = sa.schema.CreateColumn(schema.backfill_jobs.c[column]).compile(
+                dialect=conn.dialect
+            )
+            conn.execute(sa.text(f"ALTER TABLE backfill_jobs ADD COLUMN {spec}"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     m0001_initial,
     m0002_evaluation_requests,
@@ -169,6 +186,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     m0006_session_scoring,
     m0007_partial_null_indexes,
     m0008_virtual_root_spans,
+    m0009_backfill_claims,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

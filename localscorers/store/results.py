@@ -41,6 +41,7 @@ __all__ = [
     "FeedbackRows",
     "Finished",
     "Plain",
+    "crash_feedback",
     "fail_crashed",
     "final_status",
     "insert_finished",
@@ -266,7 +267,8 @@ def insert_finished(
     insert_encoded(conn, schema.assessments, feedback_rows)
 
 
-def _crash_feedback(name: str, attempts: int) -> Feedback:
+def crash_feedback(name: str, attempts: int) -> Feedback:
+    """The feedback of a pair whose calls killed ``attempts`` processes: ``SCORER_CRASHED``."""
     message = (
         f"Scorer {name!r} was claimed {attempts} times and each time its process ended "
         "before the call returned (a crash, os._exit, a native fault or a kill); giving up "
@@ -293,7 +295,7 @@ def fail_crashed(conn: Connection, rows: Sequence[Any], now: int) -> None:
         row
         for r in rows
         for row in builder.build(
-            [_crash_feedback(r.scorer_name, r.attempts)],
+            [crash_feedback(r.scorer_name, r.attempts)],
             trace_id=r.trace_id,
             scorer_name=r.scorer_name,
             scorer_version=r.scorer_version,

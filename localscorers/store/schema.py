@@ -390,6 +390,12 @@ class BackfillJobRow(_Base, table=True):
     lease_owner: str | None = None
     lease_expires_ms: int | None = None
     cancel_requested: bool = False
+    # Claims since the cursor last moved (m0009): more than one means a holder died.
+    claims: int = Field(
+        default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default=sa.text("0"))
+    )
+    # The pair a careful holder runs alone ({"trace_id", "scorer", "attempts"}, m0009).
+    probe: Any = _json_column()
 
 
 class JudgeCacheRow(_Base, table=True):
