@@ -86,7 +86,6 @@ def test_a_backfill_whose_scorer_kills_its_process_ends(db: Path) -> None:
             pytest.fail(f"worker exited {worker.returncode}: {worker.stderr}")
         codes.append(worker.returncode)
     assert 17 in codes
-    assert len(codes) <= bound, codes
 
     localscorers.set_tracking_uri(db)
     job = localscorers.get_backfill_job(job_id)
