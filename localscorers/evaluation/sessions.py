@@ -30,10 +30,8 @@ from localscorers.store.sessions import (
 )
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection
-
     from localscorers.models import Feedback, Trace
-    from localscorers.store.database import Database
+    from localscorers.store.database import Connection, Database
     from localscorers.store.ledger import Claim
     from localscorers.store.registry import ScorerRegistry
     from localscorers.store.traces import TraceStore

@@ -38,7 +38,9 @@ from localscorers.exceptions import (
 )
 from localscorers.store import codec, dialect, migrations, sqlite
 
-__all__ = ["MEMORY_URI", "Database", "default_tracking_uri", "normalize_uri"]
+# ``Connection`` is re-exported so code outside store/ can type the connection a
+# ``Database.read()`` or ``write()`` block hands it without importing SQLAlchemy.
+__all__ = ["MEMORY_URI", "Connection", "Database", "default_tracking_uri", "normalize_uri"]
 
 logger = logging.getLogger(__name__)
 
