@@ -38,6 +38,7 @@ __all__ = [
     "TraceData",
     "TraceInfo",
     "TraceStatus",
+    "check_sampling_config",
     "validate_filter_string",
     "validate_idle_seconds",
     "validate_sample_rate",
@@ -297,6 +298,25 @@ def validate_idle_seconds(value: object) -> float:
             f"{safe_repr(value)}. Use e.g. 300 to score a session after 5 minutes of silence."
         )
     return seconds
+
+
+def check_sampling_config(config: object, *, action: str) -> ScorerSamplingConfig:
+    """Return the config given to ``start`` or ``update``, or raise if it cannot be used.
+
+    Raises:
+        ConfigurationError: it is not a ``ScorerSamplingConfig``, or its rate is 0 (that
+            is ``stop()``).
+    """
+    if not isinstance(config, ScorerSamplingConfig):
+        raise ConfigurationError(
+            f"sampling_config must be a ScorerSamplingConfig, got {type(config).__name__}. "
+            "Pass sampling_config=ScorerSamplingConfig(sample_rate=0.5)."
+        )
+    if config.sample_rate == 0.0:
+        raise ConfigurationError(
+            f"{action}() needs a sample_rate above 0, got 0.0. To stop scoring, call stop()."
+        )
+    return config
 
 
 def validate_sample_rate(value: object) -> float:

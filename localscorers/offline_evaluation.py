@@ -21,7 +21,7 @@ from localscorers.evaluation.execution import EvaluationContext
 from localscorers.evaluation.scheduler import Settings
 from localscorers.exceptions import ConfigurationError, ScorerExecutionError, StoreError
 from localscorers.models import AssessmentSource, Expectation, Feedback, Trace
-from localscorers.scorers import FunctionScorer, Scorer, get_scorer
+from localscorers.scorers import Scorer, get_scorer
 from localscorers.store.offline import done_pairs
 from localscorers.tracking import build_record
 
@@ -149,16 +149,6 @@ def _rows(data: object) -> list[_Row]:
     return [_row(index, item) for index, item in enumerate(data)]
 
 
-def _takes_session(item: Scorer) -> bool:
-    target: Any = type(item).__call__
-    if isinstance(item, FunctionScorer):
-        try:
-            target = item.function()
-        except ConfigurationError:  # a stored function that cannot load: it records the error
-            return False
-    return "session" in offline.signature_parameters(target)
-
-
 def _scorers(
     given: object, *, experiment_id: str, settings: Settings
 ) -> tuple[list[offline.OfflineScorer], dict[str, Any]]:
@@ -189,7 +179,7 @@ def _scorers(
                 name=item.name,
                 version=item.version,
                 call=item,
-                session=_takes_session(item),
+                session=item.is_session_level_scorer,
                 timeout_seconds=item.timeout_seconds or settings.default_timeout_seconds,
                 max_concurrency=item.max_concurrency,
             )

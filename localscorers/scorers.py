@@ -18,13 +18,14 @@ from localscorers import _context
 from localscorers.evaluation import aggregations as _aggregations
 from localscorers.evaluation import serialization
 from localscorers.evaluation.aggregations import Aggregation
-from localscorers.evaluation.execution import to_feedback
+from localscorers.evaluation.execution import run_feedback
 from localscorers.exceptions import ConfigurationError, ScorerLoadError
 from localscorers.models import (
     DEFAULT_SESSION_IDLE_SECONDS,
     Feedback,
     ScorerSamplingConfig,
     ScorerStatus,
+    check_sampling_config,
 )
 from localscorers.store.registry import ScorerState, validate_name
 
@@ -138,24 +139,12 @@ class Scorer(BaseModel):
         }
         wanted = self._declared_parameters()
         result = self(**{key: value for key, value in given.items() if key in wanted})
-        if result is None:
-            return None
-        if isinstance(result, Feedback):
-            # MLflow renames only a Feedback left at its default name; a list keeps names.
-            unnamed = result.name in (None, "feedback")
-            return to_feedback(
-                [result.model_copy(update={"name": None}) if unnamed else result], name=self.name
-            )[0]
-        valid_list = isinstance(result, list) and all(isinstance(r, Feedback) for r in result)
-        if not (valid_list or isinstance(result, bool | int | float | str)):
-            is_list = isinstance(result, list) and result
-            shown = f"list[{type(result[0]).__name__}]" if is_list else type(result).__name__
-            raise ConfigurationError(
-                f"{self.name} must return one of int, float, bool, str, Feedback, or "
-                f"list[Feedback]. Got {shown}"
-            )
-        feedback = to_feedback(result, name=self.name)
-        return feedback if isinstance(result, list) else feedback[0]
+        return run_feedback(result, name=self.name)
+
+    @property
+    def is_session_level_scorer(self) -> bool:
+        """Whether the scorer takes ``session`` (one conversation's traces), as in MLflow."""
+        return "session" in self._declared_parameters()
 
     def _declared_parameters(self) -> frozenset[str]:
         return frozenset(inspect.signature(self.__call__).parameters)
@@ -217,7 +206,7 @@ class Scorer(BaseModel):
             target,
             definition=self.definition(),
             description=self.description,
-            takes_session=_takes_session(self),
+            takes_session=self.is_session_level_scorer,
         )
         return self._with_state(state)
 
@@ -235,7 +224,7 @@ class Scorer(BaseModel):
                 ``ScorerSamplingConfig``.
             InvalidTransitionError: the scorer is not registered.
         """
-        config = _check_config(sampling_config or ScorerSamplingConfig(), action="start")
+        config = check_sampling_config(sampling_config or ScorerSamplingConfig(), action="start")
         return self._transition("start", name, experiment_id, config)
 
     def update(
@@ -251,7 +240,7 @@ class Scorer(BaseModel):
             ConfigurationError: the rate is 0 (use ``stop()``).
             InvalidTransitionError: the scorer is not ACTIVE.
         """
-        config = _check_config(sampling_config, action="update")
+        config = check_sampling_config(sampling_config, action="update")
         return self._transition("update", name, experiment_id, config)
 
     def stop(self, *, name: str | None = None, experiment_id: str | None = None) -> Scorer:
@@ -327,35 +316,12 @@ class Scorer(BaseModel):
         )
 
 
-def _takes_session(item: Scorer) -> bool:
-    """Tell whether a scorer is session-level (takes ``session``): stored at registration."""
-    if isinstance(item, FunctionScorer):
-        try:
-            return "session" in _parameters(item.function())
-        except (ScorerLoadError, TypeError, ValueError):  # cannot load: it records the error
-            return False
-    return "session" in item._declared_parameters()
-
-
 def _with_aggregations(definition: dict[str, Any], scorer: Scorer) -> dict[str, Any]:
     # Only when set: definitions without aggregations hash as before (same versions).
     stored = _aggregations.stored_aggregations(scorer.name, scorer.aggregations)
     if stored is not None:
         definition["aggregations"] = stored
     return definition
-
-
-def _check_config(config: object, *, action: str) -> ScorerSamplingConfig:
-    if not isinstance(config, ScorerSamplingConfig):
-        raise ConfigurationError(
-            f"sampling_config must be a ScorerSamplingConfig, got {type(config).__name__}. "
-            "Pass sampling_config=ScorerSamplingConfig(sample_rate=0.5)."
-        )
-    if config.sample_rate == 0.0:
-        raise ConfigurationError(
-            f"{action}() needs a sample_rate above 0, got 0.0. To stop scoring, call stop()."
-        )
-    return config
 
 
 class FunctionScorer(Scorer):
@@ -411,6 +377,12 @@ class FunctionScorer(Scorer):
             )
         return self._loaded
 
+    def _declared_parameters(self) -> frozenset[str]:
+        try:
+            return frozenset(inspect.signature(self.function()).parameters)
+        except (ScorerLoadError, TypeError, ValueError):  # cannot load: calling it says why
+            return frozenset()
+
     def __call__(
         self,
         *,
@@ -433,12 +405,8 @@ class FunctionScorer(Scorer):
             "trace": trace,
             "session": session,
         }
-        wanted = _parameters(func)
+        wanted = inspect.signature(func).parameters
         return func(**{key: value for key, value in given.items() if key in wanted})
-
-
-def _parameters(func: Callable[..., Any]) -> frozenset[str]:
-    return frozenset(inspect.signature(func).parameters)
 
 
 def _make_function_scorer(

@@ -18,7 +18,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, cast
 
 from localscorers.evaluation import serialization
-from localscorers.exceptions import ScorerLoadError, TransientError
+from localscorers.exceptions import ConfigurationError, ScorerLoadError, TransientError
 from localscorers.models import AssessmentError, AssessmentSource, AssessmentSourceType, Feedback
 from localscorers.store import codec
 from localscorers.store.results import Plain
@@ -40,6 +40,7 @@ __all__ = [
     "evaluation_context",
     "light_trace",
     "load_scorer",
+    "run_feedback",
     "to_feedback",
 ]
 
@@ -169,6 +170,40 @@ def to_feedback(result: object, *, name: str) -> list[Feedback]:
             "scorer must return a bool, number, string, Feedback or list of Feedback.",
         )
     ]
+
+
+def run_feedback(result: object, *, name: str) -> Feedback | list[Feedback] | None:
+    """Turn a scorer's return value into what ``Scorer.run`` returns, as MLflow does.
+
+    A bare value becomes a ``Feedback`` named ``name``; a ``Feedback`` left at MLflow's
+    default name (or none) takes ``name``; a list of ``Feedback`` keeps its names; None
+    stays None.
+
+    Raises:
+        ConfigurationError: the value is none of bool, number, string, ``Feedback`` or
+            list of ``Feedback``.
+    """
+    if result is None:
+        return None
+    if isinstance(result, Feedback):
+        # MLflow renames only a Feedback left at its default name; a list keeps names.
+        unnamed = result.name in (None, "feedback")
+        return to_feedback(
+            [result.model_copy(update={"name": None}) if unnamed else result], name=name
+        )[0]
+    valid_list = isinstance(result, list) and all(isinstance(r, Feedback) for r in result)
+    if not (valid_list or isinstance(result, bool | int | float | str)):
+        shown = (
+            f"list[{type(result[0]).__name__}]"
+            if isinstance(result, list) and result
+            else type(result).__name__
+        )
+        raise ConfigurationError(
+            f"{name} must return one of int, float, bool, str, Feedback, or "
+            f"list[Feedback]. Got {shown}"
+        )
+    feedback = to_feedback(result, name=name)
+    return feedback if isinstance(result, list) else feedback[0]
 
 
 def _invalid(name: str, message: str) -> Feedback:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-import inspect
 import itertools
 import logging
 import threading
@@ -62,7 +61,6 @@ __all__ = [
     "row_trace_id",
     "run_units",
     "sessions_of",
-    "signature_parameters",
     "write_results",
 ]
 
@@ -201,14 +199,6 @@ def predict_rows(
                 advance()
     finally:
         pool.shutdown(wait=False)
-
-
-def signature_parameters(func: Callable[..., Any]) -> frozenset[str]:
-    """Return a callable's parameter names (none when it has no signature)."""
-    try:
-        return frozenset(inspect.signature(func).parameters)
-    except (TypeError, ValueError):
-        return frozenset()
 
 
 def sessions_of(traces: Iterable[Trace]) -> dict[str, list[Trace]]:
