@@ -17,7 +17,6 @@ from typing import Literal, overload
 from pydantic import BaseModel, ConfigDict
 
 from localscorers import _clock, _context
-from localscorers.store.jobs import FINAL_STATUSES, BackfillJobs, ScorerSpec
 from localscorers.exceptions import (
     BackfillTimeoutError,
     ConfigurationError,
@@ -25,6 +24,7 @@ from localscorers.exceptions import (
 )
 from localscorers.models import BackfillJob, ScorerStatus, validate_sample_rate
 from localscorers.scorers import Scorer
+from localscorers.store.jobs import FINAL_STATUSES, BackfillJobs, ScorerSpec
 from localscorers.store.registry import validate_name
 
 __all__ = [
