@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from localscorers.evaluation.backfill import Execution
 from localscorers.evaluation.scheduler import new_pool, wait_for_change
+from localscorers.exceptions import DiskFullError
 from localscorers.store.changes import ChangeWatch
 from localscorers.store.jobs import (
     ClaimedJob,
@@ -120,6 +121,8 @@ class JobRunner:
         while not self.stopping.is_set():
             try:
                 job = self._claim()
+            except DiskFullError:
+                job = None  # logged once by the database, which makes our next write wait
             except Exception:
                 logger.exception("localscorers backfill: claiming a job failed; retrying")
                 job = None

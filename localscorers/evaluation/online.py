@@ -36,7 +36,7 @@ from localscorers.evaluation.scheduler import (
     wait_for_change,
 )
 from localscorers.evaluation.sessions import SessionScoring
-from localscorers.exceptions import ScorerNotFoundError, TransientError
+from localscorers.exceptions import DiskFullError, ScorerNotFoundError, TransientError
 from localscorers.store.changes import ChangeWatch
 from localscorers.store.ledger import Claim, EvaluationQueue, Outcome, Watermark, new_owner_id
 
@@ -174,6 +174,10 @@ class Runner:
         while not self._stopping.is_set():
             try:
                 self._step()
+            except DiskFullError:
+                # The database logged it once and makes our next write wait (backoff);
+                # a traceback per retry would only fill the log of a full disk.
+                self._stopping.wait(self.settings.poll_seconds)
             except Exception:
                 logger.exception("localscorers evaluator step failed; retrying")
                 self._stopping.wait(self.settings.poll_seconds)
