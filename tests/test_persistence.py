@@ -152,6 +152,7 @@ def test_refused_source_becomes_an_error_feedback_online(
     trace_id = localscorers.log_trace(inputs="q", outputs="a1")
     assert localscorers.flush(timeout=30)
     [feedback] = localscorers.get_trace(trace_id).info.assessments
+    assert isinstance(feedback, localscorers.Feedback)
     assert feedback.name == "digits"
     assert feedback.error is not None
     assert feedback.error.error_code == "SCORER_LOAD_ERROR"
