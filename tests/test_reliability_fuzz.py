@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,7 @@ def materialize(value: Any) -> Any:
     return SPECIAL_VALUES[value]()
 
 
-SPECIAL_VALUES = {
+SPECIAL_VALUES: dict[str, Callable[[], Any]] = {
     "special:circular": circular,
     "special:deep": lambda: deep(1500),
     "special:bigint": lambda: 10**5000,
