@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ def deeply_nested(depth: int = 100_000) -> list[Any]:
     return root
 
 
-HOSTILE = {
+HOSTILE: dict[str, Callable[[], Any]] = {
     "circular": circular,
     "tuple keys": lambda: {(1, 2): "x", "ok": 1},
     "lone surrogate": lambda: "a\udc80b",
@@ -141,14 +142,15 @@ def test_traced_function_with_nan_and_hostile_arguments_is_recorded(tracking: Pa
 def test_bad_log_trace_arguments_raise_configuration_error(
     tracking: Path, argument: str, value: object, message: str
 ) -> None:
+    arguments: dict[str, Any] = {argument: value}
     with pytest.raises(ConfigurationError, match=message) as info:
-        localscorers.log_trace(inputs="q", outputs="a", **{argument: value})
+        localscorers.log_trace(inputs="q", outputs="a", **arguments)
     assert argument.split("_", maxsplit=1)[0] in str(info.value) or argument == "spans"
 
 
 def test_bad_search_arguments_raise_configuration_error(tracking: Path) -> None:
     with pytest.raises(ConfigurationError, match="filter_string must be a string"):
-        localscorers.search_traces(filter_string=123)  # type: ignore[arg-type]
+        localscorers.search_traces(filter_string=123)  # type: ignore[call-overload]
     with pytest.raises(ConfigurationError, match=r"experiment_ids must be a list.*\['12'\]"):
         localscorers.search_traces(experiment_ids="12")
     with pytest.raises(ConfigurationError, match="order_by must be a list"):
@@ -214,8 +216,8 @@ def test_numpy_scalars_are_accepted_as_their_python_values(tracking: Path) -> No
     trace_id = localscorers.log_trace(
         inputs={"n": np.int64(3)},
         outputs=np.float32(0.5),
-        request_time=np.int64(1_700_000_000_000),
-        execution_duration_ms=np.float64(12.0),
+        request_time=np.int64(1_700_000_000_000),  # type: ignore[arg-type]
+        execution_duration_ms=np.float64(12.0),  # type: ignore[arg-type]
     )
     stored = localscorers.get_trace(trace_id)
     assert stored.data.request == {"n": 3}
@@ -247,7 +249,11 @@ def test_scorer_feedback_over_the_cap_and_numpy_results(
         scorer.register().start()
     trace_id = localscorers.log_trace(inputs="q", outputs="a")
     assert localscorers.flush(timeout=30)
-    found = {a.name: a for a in localscorers.get_trace(trace_id).info.assessments}
+    found: dict[str, localscorers.Feedback] = {}
+    for assessment in localscorers.get_trace(trace_id).info.assessments:
+        assert isinstance(assessment, localscorers.Feedback)
+        assert assessment.name is not None
+        found[assessment.name] = assessment
     assert found["numpy_verdict"].value is True
     assert found["numpy_verdict"].error is None
     for name in ("verbose", "wordy"):
@@ -265,7 +271,7 @@ def test_backfill_time_arguments_that_cannot_be_times(tracking: Path, bad: float
 
     ok.register().start()
     with pytest.raises(ConfigurationError, match="start_time must be epoch milliseconds"):
-        localscorers.backfill_scorers(scorers=["ok"], start_time=bad)
+        localscorers.backfill_scorers(scorers=["ok"], start_time=bad)  # type: ignore[call-overload]
 
 
 def test_backfill_with_an_attribute_filter_over_nan_attributes_succeeds(tracking: Path) -> None:
