@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +19,8 @@ from localscorers import (
     ExplainOutcome,
     Feedback,
     NotFoundError,
+    Span,
+    Trace,
 )
 from tests import scorer_helpers
 
@@ -31,26 +35,26 @@ BATCH_TWO = "tr-44444444444444444444444444444444"
 
 
 @pytest.fixture(autouse=True)
-def tracking_db(tmp_path):
+def tracking_db(tmp_path: Path) -> Path:
     localscorers.set_tracking_uri(tmp_path / "t.db")
     return tmp_path / "t.db"
 
 
-def utc(text):
+def utc(text: str) -> datetime:
     return datetime.fromisoformat(text).astimezone(UTC)
 
 
-def spans_by_name(trace):
+def spans_by_name(trace: Trace) -> dict[str, Span]:
     return {s.name: s for s in trace.data.spans}
 
 
-def write(path, content):
+def write(path: Path, content: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(content if isinstance(content, str) else json.dumps(content))
     return path
 
 
-def minimal_trace(trace_id="tr-" + "a" * 32, **info):
+def minimal_trace(trace_id: str = "tr-" + "a" * 32, **info: Any) -> dict[str, Any]:
     return {
         "info": {"trace_id": trace_id, "request_time": "2025-01-01T00:00:00Z", **info},
         "data": {
@@ -71,7 +75,7 @@ def minimal_trace(trace_id="tr-" + "a" * 32, **info):
 # -- what survives an import ---------------------------------------------------------
 
 
-def test_a_single_trace_keeps_ids_times_tags_metadata_and_io():
+def test_a_single_trace_keeps_ids_times_tags_metadata_and_io() -> None:
     assert localscorers.import_traces(DATA / "single_trace.json") == [RAG]
 
     trace = localscorers.get_trace(RAG)
@@ -89,7 +93,7 @@ def test_a_single_trace_keeps_ids_times_tags_metadata_and_io():
     assert trace.data.response == "MLflow is an open source platform."
 
 
-def test_a_single_trace_keeps_its_spans_and_decodes_attributes():
+def test_a_single_trace_keeps_its_spans_and_decodes_attributes() -> None:
     localscorers.import_traces(DATA / "single_trace.json")
     spans = spans_by_name(localscorers.get_trace(RAG))
     assert set(spans) == {"rag_pipeline", "retrieve_docs", "ChatOpenAI"}
@@ -129,7 +133,7 @@ def test_a_single_trace_keeps_its_spans_and_decodes_attributes():
     ]
 
 
-def test_a_single_trace_keeps_its_assessments():
+def test_a_single_trace_keeps_its_assessments() -> None:
     localscorers.import_traces(DATA / "single_trace.json")
     trace = localscorers.get_trace(RAG)
     assessments = {a.name: a for a in trace.info.assessments}
@@ -139,6 +143,7 @@ def test_a_single_trace_keeps_its_assessments():
     assert isinstance(relevance, Feedback)
     assert relevance.value == "yes"
     assert relevance.rationale == "The answer addresses the question."
+    assert relevance.source is not None
     assert relevance.source.source_type == AssessmentSourceType.LLM_JUDGE
     assert relevance.source.source_id == "openai:/gpt-4o-mini"
     assert relevance.assessment_id == "a-1f2e3d4c5b6a79880716253443526170"
@@ -153,16 +158,18 @@ def test_a_single_trace_keeps_its_assessments():
     assert failed.error is not None
     assert failed.error.error_code == "RATE_LIMIT_EXCEEDED"
     assert failed.error.error_message == "429 Too Many Requests"
+    assert failed.error.stack_trace is not None
     assert failed.error.stack_trace.startswith("Traceback")
 
     expected = assessments["expected_facts"]
     assert isinstance(expected, Expectation)
     assert expected.value == ["open source", "ML lifecycle"]
+    assert expected.source is not None
     assert expected.source.source_type == AssessmentSourceType.HUMAN
     assert trace.expectations == {"expected_facts": ["open source", "ML lifecycle"]}
 
 
-def test_a_list_file_reads_early_mlflow3_and_mlflow2_shapes():
+def test_a_list_file_reads_early_mlflow3_and_mlflow2_shapes() -> None:
     assert localscorers.import_traces(DATA / "list_of_traces.json") == [ERRORED, LEGACY]
 
     # MLflow 3.0 dumped the span protobuf: base64 ids, 64-bit integers as strings,
@@ -199,7 +206,7 @@ def test_a_list_file_reads_early_mlflow3_and_mlflow2_shapes():
     assert span.end_time_ns == 1742025600730000000
 
 
-def test_a_jsonl_file_reads_one_trace_per_line_and_skips_blank_lines():
+def test_a_jsonl_file_reads_one_trace_per_line_and_skips_blank_lines() -> None:
     assert localscorers.import_traces(DATA / "traces.jsonl") == [CHAT, RUNNING]
     chat = localscorers.get_trace(CHAT)
     assert chat.data.response == "hello"
@@ -214,14 +221,14 @@ def test_a_jsonl_file_reads_one_trace_per_line_and_skips_blank_lines():
     assert span.end_time_ns is None
 
 
-def test_a_directory_is_read_recursively_in_sorted_order():
+def test_a_directory_is_read_recursively_in_sorted_order() -> None:
     assert localscorers.import_traces(DATA / "batch") == [BATCH_TWO, BATCH_ONE]
     everything = localscorers.import_traces(DATA)
     assert everything == [BATCH_TWO, BATCH_ONE, ERRORED, LEGACY, RAG, CHAT, RUNNING]
     assert len(localscorers.search_traces()) == 7
 
 
-def test_reimporting_is_idempotent_and_returns_every_id():
+def test_reimporting_is_idempotent_and_returns_every_id() -> None:
     first = localscorers.import_traces(DATA / "single_trace.json")
     again = localscorers.import_traces(str(DATA / "single_trace.json"))
     assert again == first == [RAG]
@@ -230,14 +237,14 @@ def test_reimporting_is_idempotent_and_returns_every_id():
     assert len(trace.data.spans) == 3
 
 
-def test_a_trace_appearing_twice_in_one_import_is_imported_once(tmp_path):
+def test_a_trace_appearing_twice_in_one_import_is_imported_once(tmp_path: Path) -> None:
     source = json.loads((DATA / "single_trace.json").read_text())
     path = write(tmp_path / "dupes.json", [source, source])
     assert localscorers.import_traces(path) == [RAG]
     assert len(localscorers.search_traces()) == 1
 
 
-def test_traces_go_to_the_given_or_the_active_experiment():
+def test_traces_go_to_the_given_or_the_active_experiment() -> None:
     imports = localscorers.set_experiment("imports")
     localscorers.import_traces(DATA / "traces.jsonl")
     assert {t.info.experiment_id for t in localscorers.search_traces()} == {imports.experiment_id}
@@ -249,7 +256,9 @@ def test_traces_go_to_the_given_or_the_active_experiment():
         localscorers.import_traces(DATA / "batch", experiment_id="417")
 
 
-def test_imported_traces_are_scored_online_unless_asked_not_to(tmp_path, monkeypatch):
+def test_imported_traces_are_scored_online_unless_asked_not_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("LOCALSCORERS_MONITOR", "off")  # evaluations stay visible as pending
     localscorers.set_tracking_uri(tmp_path / "scored.db")
     scorer_helpers.is_short.register().start()
@@ -272,7 +281,7 @@ def test_imported_traces_are_scored_online_unless_asked_not_to(tmp_path, monkeyp
     assert report.pending == 1
 
 
-def test_other_accepted_shapes(tmp_path):
+def test_other_accepted_shapes(tmp_path: Path) -> None:
     as_string = json.dumps(minimal_trace("tr-" + "b" * 32))
     wrapped = {"traces": [minimal_trace("tr-" + "c" * 32), as_string]}
     rest_style = minimal_trace(
@@ -294,30 +303,30 @@ def test_other_accepted_shapes(tmp_path):
 # -- bad input -----------------------------------------------------------------------
 
 
-def test_a_missing_path_is_an_error(tmp_path):
+def test_a_missing_path_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match=r"nowhere\.json does not exist"):
         localscorers.import_traces(tmp_path / "nowhere.json")
 
 
-def test_an_unknown_extension_is_an_error(tmp_path):
+def test_an_unknown_extension_is_an_error(tmp_path: Path) -> None:
     path = write(tmp_path / "traces.txt", "{}")
     with pytest.raises(ConfigurationError, match=r"traces\.txt is not a \.json or \.jsonl file"):
         localscorers.import_traces(path)
 
 
-def test_a_directory_without_trace_files_is_an_error(tmp_path):
+def test_a_directory_without_trace_files_is_an_error(tmp_path: Path) -> None:
     write(tmp_path / "empty" / "notes.txt", "nothing here")
     with pytest.raises(ConfigurationError, match=r"holds no \.json or \.jsonl files"):
         localscorers.import_traces(tmp_path / "empty")
 
 
-def test_invalid_json_names_the_file_and_position(tmp_path):
+def test_invalid_json_names_the_file_and_position(tmp_path: Path) -> None:
     path = write(tmp_path / "broken.json", '{"info": {"trace_id": ')
     with pytest.raises(ConfigurationError, match=r"broken\.json is not valid JSON: .* line 1"):
         localscorers.import_traces(path)
 
 
-def test_a_bad_jsonl_line_names_the_file_and_line(tmp_path):
+def test_a_bad_jsonl_line_names_the_file_and_line(tmp_path: Path) -> None:
     good = json.dumps(minimal_trace())
     path = write(tmp_path / "t.jsonl", f"{good}\n{{not json\n")
     with pytest.raises(ConfigurationError, match=r"t\.jsonl line 2 is not valid JSON"):
@@ -367,7 +376,9 @@ def test_a_bad_jsonl_line_names_the_file_and_line(tmp_path):
         ),
     ],
 )
-def test_a_bad_trace_names_the_file_the_trace_and_the_problem(tmp_path, change, message):
+def test_a_bad_trace_names_the_file_the_trace_and_the_problem(
+    tmp_path: Path, change: Callable[[dict[str, Any]], object], message: str
+) -> None:
     trace = minimal_trace()
     change(trace)
     path = write(tmp_path / "bad.json", [minimal_trace("tr-" + "f" * 32), trace])
@@ -376,7 +387,7 @@ def test_a_bad_trace_names_the_file_the_trace_and_the_problem(tmp_path, change, 
     assert raised.match(message)
 
 
-def test_a_bad_file_in_a_directory_imports_nothing(tmp_path):
+def test_a_bad_file_in_a_directory_imports_nothing(tmp_path: Path) -> None:
     shutil.copytree(DATA / "batch", tmp_path / "dir")
     write(tmp_path / "dir" / "z_broken.jsonl", "{}\n")
     with pytest.raises(ConfigurationError, match=r"z_broken\.jsonl line 1"):
@@ -401,7 +412,7 @@ def test_a_bad_file_in_a_directory_imports_nothing(tmp_path):
         ("trace.name = 'batch_one'", {BATCH_ONE}),
     ],
 )
-def test_search_traces_answers_on_imported_traces(filter_string, expected):
+def test_search_traces_answers_on_imported_traces(filter_string: str, expected: set[str]) -> None:
     localscorers.import_traces(DATA)
     found = {t.info.trace_id for t in localscorers.search_traces(filter_string=filter_string)}
     assert found == expected
