@@ -35,11 +35,11 @@ from localscorers._spans import (
     string_entries,
 )
 from localscorers.exceptions import ConfigurationError
+from localscorers.ingest.records import build_record
 from localscorers.ingest.unwritten import save_unwritten
 from localscorers.models import Span, TraceStatus
 from localscorers.store.codec import safe_repr
 from localscorers.store.rows import new_trace_id
-from localscorers.tracking import build_record
 
 __all__ = [
     "LiveSpan",

@@ -1,28 +1,26 @@
 """The module-level tracking API: databases, experiments, traces and feedback.
 
 These functions act on the current tracking URI and the active experiment, like
-MLflow's. They validate their arguments and delegate to ``TraceStore``.
+MLflow's. They validate their arguments and delegate to ``TraceStore``; a trace's
+arguments are checked into a record by :mod:`localscorers.ingest.records`.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import secrets
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal, overload
 
 from localscorers import _clock, _context
-from localscorers._spans import (
-    checked_text,
-    duration_ms,
-    epoch_ms,
-    string_entries,
-)
-from localscorers._spans import span_list as span_list_of
+from localscorers._spans import checked_text
 from localscorers.exceptions import ConfigurationError, DatabaseMovedError, NotFoundError
+from localscorers.ingest.records import (  # build_record is re-exported: it was defined here
+    build_record as build_record,  # noqa: PLC0414
+)
+from localscorers.ingest.records import checked_experiment_id
 from localscorers.models import (
     AssessmentSource,
     Expectation,
@@ -30,14 +28,12 @@ from localscorers.models import (
     Feedback,
     Span,
     Trace,
-    TraceStatus,
 )
 from localscorers.store import codec, paging
 from localscorers.store.codec import safe_repr
 from localscorers.store.database import normalize_uri
 from localscorers.store.ledger import EvaluationQueue
 from localscorers.store.paging import PagedList
-from localscorers.store.rows import TraceRecord, new_trace_id
 
 __all__ = [
     "flush",
@@ -94,7 +90,7 @@ def set_experiment(name: str | None = None, *, experiment_id: str | None = None)
     )
     store = _context.current().store
     if experiment_id is not None:
-        experiment = store.get_experiment(str(_experiment_id(experiment_id)))
+        experiment = store.get_experiment(str(checked_experiment_id(experiment_id)))
         if experiment is None:
             raise NotFoundError(
                 f"No experiment has id {safe_repr(experiment_id)}. Use set_experiment(name='...') "
@@ -135,106 +131,6 @@ def search_experiments(*, max_results: int | None = None) -> list[Experiment]:
         )
     found = _context.current().store.list_experiments()
     return found if max_results is None else found[:max_results]
-
-
-def _status(value: object) -> TraceStatus:
-    if isinstance(value, str):
-        try:
-            return TraceStatus(value.upper())
-        except ValueError:
-            pass
-    raise ConfigurationError(
-        f"status must be one of {[s.value for s in TraceStatus]}, got {safe_repr(value)}."
-    )
-
-
-def _string_map(value: Mapping[str, Any] | None, *, argument: str) -> dict[str, str]:
-    # Non-string values are stored as JSON text; lone surrogates are escaped.
-    return string_entries(value, argument=argument)
-
-
-def _trace_id(value: object) -> str:
-    if value is None:
-        return new_trace_id()
-    if not isinstance(value, str) or not value.strip() or len(value) > 256:
-        raise ConfigurationError(
-            "trace_id must be a non-blank string of at most 256 characters, got "
-            f"{safe_repr(value)}; "
-            "omit it to get a fresh 'tr-' id."
-        )
-    checked_text(value, argument="trace_id")
-    return value
-
-
-def _experiment_id(value: object) -> str | None:
-    if value is None or (isinstance(value, str) and value):
-        return value
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63:
-        return str(value)
-    raise ConfigurationError(
-        f"experiment_id must be an experiment's id (a string such as '1'), got {safe_repr(value)}."
-    )
-
-
-def build_record(
-    *,
-    inputs: Any,  # noqa: ANN401
-    outputs: Any,  # noqa: ANN401
-    name: str | None = None,
-    status: str = "OK",
-    request_time: datetime | int | float | None = None,
-    execution_duration_ms: int | None = None,
-    tags: Mapping[str, Any] | None = None,
-    metadata: Mapping[str, Any] | None = None,
-    spans: Sequence[Span | Mapping[str, Any]] | None = None,
-    experiment_id: str | None = None,
-    trace_id: str | None = None,
-    assessments: Sequence[Feedback | Expectation] = (),
-    client_request_id: str | None = None,
-) -> TraceRecord:
-    """Validate ``log_trace``'s arguments into a ``TraceRecord`` (tracing and imports use it too).
-
-    Raises:
-        ConfigurationError: an argument is invalid; the message names it.
-        NotFoundError: ``experiment_id`` does not exist.
-    """
-    started_ms = epoch_ms(request_time, argument="request_time")
-    request_ms = _clock.now_ms() if started_ms is None else started_ms
-    trace_status = _status(status)
-    duration = duration_ms(execution_duration_ms, start_ms=request_ms)
-    checked_text(name, argument="name", optional=True)
-    span_list = span_list_of(spans)
-    if not span_list:
-        # Every trace has a root span, so span filters (span.name = ...) see log_trace'd traces.
-        start_ns = request_ms * 1_000_000
-        span_list = [
-            Span(
-                span_id=secrets.token_hex(8),
-                name=name or "root",
-                status=trace_status,
-                start_time_ns=start_ns,
-                end_time_ns=None if duration is None else start_ns + duration * 1_000_000,
-                inputs=inputs,
-                outputs=outputs,
-            )
-        ]
-    return TraceRecord(
-        trace_id=_trace_id(trace_id),
-        experiment_id=_context.resolve_experiment_id(_experiment_id(experiment_id)),
-        status=trace_status,
-        request_time_ms=request_ms,
-        inputs=inputs,
-        outputs=outputs,
-        name=name,
-        execution_duration_ms=duration,
-        tags=_string_map(tags, argument="tags"),
-        metadata=_string_map(metadata, argument="metadata"),
-        spans=span_list,
-        assessments=assessments,
-        client_request_id=checked_text(
-            client_request_id, argument="client_request_id", optional=True
-        ),
-    )
 
 
 def log_trace(
@@ -369,7 +265,7 @@ def search_traces(
     ids = (
         [_context.resolve_experiment_id(None)]
         if experiment_ids is None
-        else [_context.resolve_experiment_id(_experiment_id(e)) for e in experiment_ids]
+        else [_context.resolve_experiment_id(checked_experiment_id(e)) for e in experiment_ids]
     )
     traces, following = _context.current().store.search_page(
         experiment_ids=ids,

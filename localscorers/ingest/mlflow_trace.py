@@ -38,9 +38,9 @@ from localscorers.ingest.mlflow_values import (
     kind_of,
     string_map,
 )
+from localscorers.ingest.records import build_record
 from localscorers.models import Span, TraceStatus
 from localscorers.store.rows import TraceRecord
-from localscorers.tracking import build_record
 
 __all__ = ["DOCUMENT_ERRORS", "record_from_document"]
 
