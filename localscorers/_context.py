@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from localscorers.evaluation import jobs as backfill_module
 from localscorers.evaluation import online as runner_module
-from localscorers.exceptions import NotFoundError
+from localscorers.exceptions import ConfigurationError, NotFoundError
 from localscorers.store.database import Database, default_tracking_uri, normalize_uri
 from localscorers.store.ledger import EvaluationQueue
 from localscorers.store.registry import ScorerRegistry
@@ -230,16 +230,22 @@ def set_active_experiment(experiment_id: str) -> None:
         _active_experiment_id = experiment_id
 
 
-def resolve_experiment_id(experiment_id: str | None) -> str:
+def resolve_experiment_id(experiment_id: object) -> str:
     """Return the given experiment id after checking it exists, or the active one.
 
     Raises:
+        ConfigurationError: the id is neither a string nor an int.
         NotFoundError: no experiment has that id.
     """
     runtime = current()
     if experiment_id is None:
         with _lock:
             return _active_experiment_id
+    if isinstance(experiment_id, bool) or not isinstance(experiment_id, str | int):
+        raise ConfigurationError(
+            f"experiment_id must be an experiment id string such as '0', got "
+            f"{type(experiment_id).__name__}. Pass the id, or None for the active experiment."
+        )
     experiment_id = str(experiment_id)
     if runtime.store.get_experiment(experiment_id) is None:
         raise NotFoundError(

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from localscorers import _clock, _context, sampling
-from localscorers.exceptions import TraceNotFoundError
+from localscorers.exceptions import ConfigurationError, TraceNotFoundError
 from localscorers.models import EvaluationStatus, ScorerStatus
 from localscorers.store.explain_facts import (
     ConfigFact,
@@ -82,6 +82,10 @@ def explain(trace_id: str) -> Explanation:
     Raises:
         TraceNotFoundError: no trace has that id.
     """
+    if not isinstance(trace_id, str):
+        raise ConfigurationError(
+            f"trace_id must be a trace id string such as 'tr-...', got {type(trace_id).__name__}."
+        )
     runtime = _context.current()
     store = ExplainStore(runtime.db)
     header = store.header(trace_id)

@@ -24,6 +24,7 @@ from localscorers.exceptions import (
 )
 from localscorers.models import BackfillJob, ScorerStatus, validate_sample_rate
 from localscorers.scorers import Scorer
+from localscorers.store.codec import safe_repr
 from localscorers.store.jobs import FINAL_STATUSES, BackfillJobs, ScorerSpec
 from localscorers.store.registry import validate_name
 
@@ -62,7 +63,7 @@ class BackfillScorerConfig(BaseModel):
             if not isinstance(scorer, str):
                 raise ConfigurationError(
                     f"BackfillScorerConfig(scorer=...) takes a Scorer or a registered scorer "
-                    f"name, got {scorer!r} ({type(scorer).__name__})."
+                    f"name, got {safe_repr(scorer)} ({type(scorer).__name__})."
                 )
             validate_name(scorer)
         name = scorer.name if isinstance(scorer, Scorer) else scorer
@@ -101,8 +102,8 @@ def _configs(scorers: object) -> list[BackfillScorerConfig]:
             configs.append(BackfillScorerConfig(item))
         else:
             raise ConfigurationError(
-                f"scorers[{position}] is {item!r} ({type(item).__name__}); each entry must "
-                "be a BackfillScorerConfig, a Scorer or a registered scorer name."
+                f"scorers[{position}] is {safe_repr(item)} ({type(item).__name__}); each "
+                "entry must be a BackfillScorerConfig, a Scorer or a registered scorer name."
             )
     return configs
 
@@ -224,7 +225,9 @@ def _service() -> BackfillJobs:
 
 def _job_id(job_id: object) -> str:
     if not isinstance(job_id, str) or not job_id.strip():
-        raise ConfigurationError(f"job_id must be a backfill job id string, got {job_id!r}.")
+        raise ConfigurationError(
+            f"job_id must be a backfill job id string, got {safe_repr(job_id)}."
+        )
     return job_id
 
 

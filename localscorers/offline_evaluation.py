@@ -22,6 +22,7 @@ from localscorers.evaluation.scheduler import Settings
 from localscorers.exceptions import ConfigurationError, ScorerExecutionError, StoreError
 from localscorers.models import AssessmentSource, Expectation, Feedback, Trace
 from localscorers.scorers import Scorer, get_scorer
+from localscorers.store.codec import safe_repr
 from localscorers.store.offline import done_pairs
 from localscorers.tracking import build_record
 
@@ -166,7 +167,7 @@ def _scorers(
         if not isinstance(item, Scorer):
             raise ConfigurationError(
                 f"scorers must hold Scorer objects (from @scorer or a built-in judge) or "
-                f"registered names, got {item!r:.200}."
+                f"registered names, got {safe_repr(item)}."
             )
         if item.name in aggregations:
             raise ConfigurationError(

@@ -110,7 +110,7 @@ def validate_name(name: object) -> str:
         ConfigurationError: the name is not a string, is blank, or is too long.
     """
     if not isinstance(name, str):
-        raise ConfigurationError(f"A scorer name must be a string, got {name!r}.")
+        raise ConfigurationError(f"A scorer name must be a string, got {codec.safe_repr(name)}.")
     if not name.strip():
         raise ConfigurationError(
             f"A scorer name must not be empty or blank, got {name!r}. "
