@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import secrets
 import threading
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -27,9 +28,11 @@ __all__ = [
     "ActiveTrace",
     "LiveSpan",
     "attribute_map",
+    "bound_inputs",
     "checked_text",
     "duration_ms",
     "epoch_ms",
+    "signature_of",
     "snapshot",
     "span_list",
     "string_entries",
@@ -238,6 +241,33 @@ def span_list(value: object) -> list[Span]:
         _span_time(span.end_time_ns, where=f"spans[{index}].end_time_ns")
         spans.append(span)
     return spans
+
+
+def signature_of(func: Callable[..., Any]) -> inspect.Signature | None:
+    """The function's signature, or None when it has none (some builtins and C callables)."""
+    try:
+        return inspect.signature(func)
+    except (TypeError, ValueError):
+        return None
+
+
+def bound_inputs(
+    signature: inspect.Signature | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """The call's arguments by parameter name, defaults applied, without ``self`` / ``cls``."""
+    if signature is None:
+        return {"args": list(args), "kwargs": kwargs}
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError:
+        # The call itself will raise the same TypeError, which the span records.
+        return {"args": list(args), "kwargs": kwargs}
+    bound.apply_defaults()
+    arguments = dict(bound.arguments)
+    first = next(iter(signature.parameters), None)
+    if first in ("self", "cls"):
+        arguments.pop(first, None)
+    return arguments
 
 
 class ActiveTrace:

@@ -31,7 +31,9 @@ from localscorers._spans import (
     ActiveTrace,
     LiveSpan,
     attribute_map,
+    bound_inputs,
     checked_text,
+    signature_of,
     string_entries,
 )
 from localscorers.exceptions import ConfigurationError
@@ -304,32 +306,6 @@ def update_current_trace(
         active.metadata.update(meta_entries)
 
 
-def _signature(func: Callable[..., Any]) -> inspect.Signature | None:
-    try:
-        return inspect.signature(func)
-    except (TypeError, ValueError):  # some builtins and C callables have none
-        return None
-
-
-def _bound_inputs(
-    signature: inspect.Signature | None, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> dict[str, Any]:
-    """The call's arguments by parameter name, defaults applied, without ``self`` / ``cls``."""
-    if signature is None:
-        return {"args": list(args), "kwargs": kwargs}
-    try:
-        bound = signature.bind(*args, **kwargs)
-    except TypeError:
-        # The call itself will raise the same TypeError, which the span records.
-        return {"args": list(args), "kwargs": kwargs}
-    bound.apply_defaults()
-    arguments = dict(bound.arguments)
-    first = next(iter(signature.parameters), None)
-    if first in ("self", "cls"):
-        arguments.pop(first, None)
-    return arguments
-
-
 @overload
 def trace(func: Callable[P, R], /) -> Callable[P, R]: ...
 
@@ -382,13 +358,13 @@ def trace(
         if not callable(target):
             raise ConfigurationError(f"@trace decorates functions, got {safe_repr(target)}.")
         span_name = name or getattr(target, "__name__", None) or type(target).__name__
-        signature = _signature(target)
+        signature = signature_of(target)
 
         def scope(args: tuple[Any, ...], kwargs: dict[str, Any]) -> LiveSpan:
             return _open_span(
                 span_name,
                 span_type=span_type,
-                inputs=_bound_inputs(signature, args, kwargs),
+                inputs=bound_inputs(signature, args, kwargs),
                 attributes=fixed_attributes,
             )
 
