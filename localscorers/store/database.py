@@ -1,4 +1,4 @@
-"""The database handle: engine, connection recipe, transactions, tracking URIs.
+"""The database handle: engine, connection recipe, transactions.
 
 One :class:`Database` per SQLite file (or per in-memory database). Writers take
 ``BEGIN IMMEDIATE`` and, inside one process, a lock: SQLite allows one writer at a
@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-import platformdirs
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
@@ -37,9 +36,11 @@ from localscorers.exceptions import (
     TransactionError,
 )
 from localscorers.store import codec, dialect, migrations, sqlite
+from localscorers.store.uris import MEMORY_URI, default_tracking_uri, normalize_uri
 
 # ``Connection`` is re-exported so code outside store/ can type the connection a
-# ``Database.read()`` or ``write()`` block hands it without importing SQLAlchemy.
+# ``Database.read()`` or ``write()`` block hands it without importing SQLAlchemy; the
+# URI helpers (store.uris) are re-exported for the callers that import them from here.
 __all__ = ["MEMORY_URI", "Connection", "Database", "default_tracking_uri", "normalize_uri"]
 
 logger = logging.getLogger(__name__)
@@ -57,48 +58,9 @@ _FULL_BACKOFF_START = 1.0
 _FULL_BACKOFF_MAX = 60.0
 _BACKGROUND_PREFIX = "localscorers"
 
-MEMORY_URI = "sqlite:///:memory:"
 # Threads with their own write connection at once (``Database.write(dedicated=True)``).
 _MAX_WRITERS = 16
 _DEFAULT_BUSY_TIMEOUT = 60.0
-
-
-def default_tracking_uri() -> str:
-    """Return the URI of the default database under the user's data directory."""
-    path = platformdirs.user_data_path("localscorers") / "localscorers.db"
-    return f"sqlite:///{path}"
-
-
-def normalize_uri(uri: str | os.PathLike[str]) -> str:
-    """Turn a ``sqlite:///`` URI or a filesystem path into a canonical ``sqlite:///`` URI.
-
-    ``postgresql://`` and ``postgresql+psycopg://`` URIs are returned as given.
-
-    Raises:
-        ConfigurationError: the URI is empty or names a database other than SQLite
-            or PostgreSQL.
-    """
-    text = os.fspath(uri).strip()
-    if not text:
-        raise ConfigurationError(
-            "The tracking URI is empty. Pass 'sqlite:///path/to/file.db', a file path, "
-            "or 'sqlite:///:memory:'."
-        )
-    if text in {":memory:", MEMORY_URI}:
-        return MEMORY_URI
-    if dialect.is_postgres_uri(text):
-        return text
-    if text.startswith("sqlite:///"):
-        path = text.removeprefix("sqlite:///")
-    elif "://" in text:
-        raise ConfigurationError(
-            f"Unsupported tracking URI {text!r}: localscorers stores data in SQLite or "
-            "PostgreSQL. Use 'sqlite:///path/to/file.db', a file path, "
-            "'sqlite:///:memory:', or 'postgresql://user:password@host:5432/database'."
-        )
-    else:
-        path = text
-    return f"sqlite:///{Path(path).expanduser().resolve()}"
 
 
 def _busy_timeout_from_env() -> float:
