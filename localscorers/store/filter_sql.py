@@ -20,26 +20,22 @@ as in MLflow), ``IS NULL`` included.
 
 Every span and assessment condition here is a correlated ``EXISTS`` that reads the
 trace's own rows through the index that starts with ``trace_id``: the other columns
-are wrapped in :class:`_Unindexed` so that SQLite cannot prefer the low-selectivity
-``ix_spans_type`` or ``ix_assessments_name_value`` index, which made every trace read
-every matching span of every other trace (issue 16: 9.9 s for a page at 100k traces).
-Searches that need only a few traces start from those indexes instead, once, through
-``search_sql.plan_search``.
+are wrapped in :class:`~localscorers.store.comparison_sql.Unindexed` so that SQLite
+cannot prefer the low-selectivity ``ix_spans_type`` or ``ix_assessments_name_value``
+index, which made every trace read every matching span of every other trace (issue 16:
+9.9 s for a page at 100k traces). Searches that need only a few traces start from those
+indexes instead, once, through ``search_sql.plan_search``.
 """
 
 from __future__ import annotations
 
 import json
-import operator
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, assert_never
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.visitors import InternalTraversal
 
 from localscorers.exceptions import TraceNotFoundError
 from localscorers.filters import (
@@ -54,6 +50,7 @@ from localscorers.filters import (
     Value,
 )
 from localscorers.store import schema
+from localscorers.store.comparison_sql import Unindexed, definite, predicate, uppercased
 
 __all__ = [
     "SESSION_KEY",
@@ -81,71 +78,6 @@ _ASSESSMENT_KINDS: Final = {Entity.FEEDBACK: "FEEDBACK", Entity.EXPECTATION: "EX
 _KEY_VALUE_TABLES: Final = {Entity.TAG: schema.trace_tags, Entity.METADATA: schema.trace_metadata}
 
 
-class _Unindexed(sa.ColumnElement[Any]):
-    """A column the query planner must not use an index for (SQLite: ``+column``).
-
-    SQLite's unary ``+`` is a no-op on any value that disqualifies the column from
-    index use, its documented way to steer the planner. Other databases get the column
-    unchanged: PostgreSQL's planner has statistics and needs no steering.
-    """
-
-    inherit_cache = True
-    _traverse_internals = [("column", InternalTraversal.dp_clauseelement)]  # noqa: RUF012
-
-    def __init__(self, column: sa.ColumnElement[Any]) -> None:
-        self.column = column
-        self.type = column.type
-
-
-@compiles(_Unindexed)
-def _compile_unindexed(element: _Unindexed, compiler: SQLCompiler, **kw: Any) -> str:  # noqa: ANN401
-    return compiler.process(element.column, **kw)
-
-
-@compiles(_Unindexed, "sqlite")
-def _compile_unindexed_sqlite(element: _Unindexed, compiler: SQLCompiler, **kw: Any) -> str:  # noqa: ANN401
-    return f"+{compiler.process(element.column, **kw)}"
-
-
-_Apply = Callable[[sa.ColumnElement[Any], Any], sa.ColumnElement[bool]]
-_OPERATIONS: Final[dict[Op, _Apply]] = {
-    Op.EQ: operator.eq,
-    Op.NE: operator.ne,
-    Op.LT: operator.lt,
-    Op.LE: operator.le,
-    Op.GT: operator.gt,
-    Op.GE: operator.ge,
-    Op.LIKE: lambda column, value: column.like(value),
-    Op.ILIKE: lambda column, value: column.ilike(value),
-    # SQLite: REGEXP is registered on every connection by the sqlite module (re.search).
-    Op.RLIKE: lambda column, value: column.regexp_match(value),
-    Op.IN: lambda column, values: column.in_(list(values)),
-    Op.NOT_IN: lambda column, values: column.not_in(list(values)),
-    Op.IS_NULL: lambda column, _: column.is_(None),
-    Op.IS_NOT_NULL: lambda column, _: column.is_not(None),
-}
-
-
-def _predicate(column: sa.ColumnElement[Any], op: Op, value: Value) -> sa.ColumnElement[bool]:
-    """Apply ``op`` to a column; every value becomes a bound parameter."""
-    return _OPERATIONS[op](column, value)
-
-
-def _upper(value: Value) -> Value:
-    if isinstance(value, str):
-        return value.upper()
-    if isinstance(value, tuple):
-        return tuple(v.upper() if isinstance(v, str) else v for v in value)
-    return value
-
-
-def _definite(
-    column: sa.ColumnElement[Any], condition: sa.ColumnElement[bool]
-) -> sa.ColumnElement[bool]:
-    # "x != 'a'" on a NULL x is NULL in SQL; "x IS NOT NULL AND ..." makes it false.
-    return sa.and_(column.is_not(None), condition)
-
-
 def trace_column(key: str) -> sa.ColumnElement[Any]:
     """Return the ``traces`` column (or expression) a ``trace.<key>`` field reads."""
     if key == "end_time_ms":
@@ -165,17 +97,17 @@ def trace_column(key: str) -> sa.ColumnElement[Any]:
 def _trace_condition(key: str, op: Op, value: Value) -> sa.ColumnElement[bool]:
     column = trace_column(key)
     if op in (Op.IS_NULL, Op.IS_NOT_NULL):
-        return _predicate(column, op, None)
+        return predicate(column, op, None)
     if key == "status" and op in _UPPERCASED_OPS:
-        value = _upper(value)
-    return _definite(column, _predicate(column, op, value))
+        value = uppercased(value)
+    return definite(column, predicate(column, op, value))
 
 
 def key_value_traces(table: sa.Table, key: str, op: Op, value: Value) -> sa.Select[Any]:
     """The ids of traces whose tag / metadata ``key`` satisfies ``op value`` (index-first)."""
     matching = sa.select(table.c.trace_id).where(table.c.key == key)
     if op not in (Op.IS_NULL, Op.IS_NOT_NULL):
-        matching = matching.where(_predicate(table.c.value, op, value))
+        matching = matching.where(predicate(table.c.value, op, value))
     return matching
 
 
@@ -205,7 +137,7 @@ def _key_value_condition(
         return ~entry.exists()
     if op is Op.IS_NOT_NULL:
         return entry.exists()
-    return entry.where(_predicate(table.c.value, op, value)).exists()
+    return entry.where(predicate(table.c.value, op, value)).exists()
 
 
 def _span_attribute(key: str) -> sa.ColumnElement[Any]:
@@ -233,23 +165,23 @@ class SpanGroup:
 
 def _span_column(name: str, *, indexed: bool) -> sa.ColumnElement[Any]:
     column: sa.ColumnElement[Any] = _spans.c[name]
-    return column if indexed else _Unindexed(column)
+    return column if indexed else Unindexed(column)
 
 
 def _span_predicate(comparison: Comparison, *, indexed: bool) -> sa.ColumnElement[bool]:
     """One comparison on one span row (``indexed``: name and type may use their index)."""
     field, op, value = comparison.field, comparison.op, comparison.value
     if field.entity is Entity.SPAN_ATTRIBUTE:
-        return _predicate(_span_attribute(field.key), op, value)
+        return predicate(_span_attribute(field.key), op, value)
     if field.key == "content":
         # MLflow's span content is the whole span: its name and type are text too.
         texts = [_span_column("name", indexed=indexed), _span_column("span_type", indexed=indexed)]
         texts += [sa.cast(_spans.c[n], sa.Text) for n in ("inputs", "outputs", "attributes")]
-        return sa.or_(*(_predicate(text, op, value) for text in texts))
+        return sa.or_(*(predicate(text, op, value) for text in texts))
     column = _span_column({"type": "span_type"}.get(field.key, field.key), indexed=indexed)
     if field.key == "status" and op in _UPPERCASED_OPS:
-        value = _upper(value)
-    return _predicate(column, op, value)
+        value = uppercased(value)
+    return predicate(column, op, value)
 
 
 def _root_predicate(comparison: Comparison) -> sa.ColumnElement[bool] | None:
@@ -269,11 +201,11 @@ def _root_predicate(comparison: Comparison) -> sa.ColumnElement[bool] | None:
             sa.cast(_traces.c.outputs, sa.Text),
             sa.literal("{}"),  # its attributes, as a spans row stores none
         ]
-        return sa.or_(*(_predicate(text, op, value) for text in texts))
+        return sa.or_(*(predicate(text, op, value) for text in texts))
     if field.key == "status" and op in _UPPERCASED_OPS:
-        value = _upper(value)
+        value = uppercased(value)
     column = _traces.c.status if field.key == "status" else _traces.c.name
-    return _predicate(column, op, value)
+    return predicate(column, op, value)
 
 
 def _root_condition(group: SpanGroup) -> sa.ColumnElement[bool] | None:
@@ -326,7 +258,7 @@ def _assessment_predicates(
     field, op, value = comparison.field, comparison.op, comparison.value
     name: sa.ColumnElement[Any] = _assessments.c.name
     if not indexed:
-        name = _Unindexed(name)
+        name = Unindexed(name)
     predicates = [
         name == field.key,
         _assessments.c.kind == _ASSESSMENT_KINDS[field.entity],
@@ -334,7 +266,7 @@ def _assessment_predicates(
     ]
     if op not in (Op.IS_NULL, Op.IS_NOT_NULL):
         column = _assessments.c.value_num if _is_number(value) else _assessments.c.value_str
-        predicates.append(_predicate(column, op, value))
+        predicates.append(predicate(column, op, value))
     return predicates
 
 
