@@ -11,10 +11,7 @@ every process compares against before trusting its cache of active scorers.
 from __future__ import annotations
 
 import builtins
-import hashlib
-import json
 import threading
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import sqlalchemy as sa
@@ -26,9 +23,17 @@ from localscorers.exceptions import (
     ScorerLimitError,
     ScorerNotFoundError,
 )
-from localscorers.filters import Expr, parser
+from localscorers.filters import parser
 from localscorers.models import DEFAULT_SESSION_IDLE_SECONDS, ScorerStatus
-from localscorers.store import bulk, codec, dialect, schema
+from localscorers.store import bulk, dialect, schema
+from localscorers.store.scorer_state import (
+    MAX_NAME_LENGTH,
+    ActiveScorer,
+    ScorerState,
+    definition_hash,
+    state_from_row,
+    validate_name,
+)
 from localscorers.store.sessions import takes_session_column
 
 if TYPE_CHECKING:
@@ -36,6 +41,8 @@ if TYPE_CHECKING:
 
     from localscorers.store.database import Database
 
+# The scorer state's types and rules (store.scorer_state) are re-exported: callers import
+# them from here.
 __all__ = [
     "MAX_NAME_LENGTH",
     "MAX_SCORERS_PER_EXPERIMENT",
@@ -47,7 +54,6 @@ __all__ = [
 ]
 
 MAX_SCORERS_PER_EXPERIMENT = 20
-MAX_NAME_LENGTH = 256
 
 # Which current states each call accepts, and what to tell the user otherwise.
 _ALLOWED: dict[str, frozenset[ScorerStatus]] = {
@@ -60,79 +66,6 @@ _HINTS: dict[tuple[str, ScorerStatus], str] = {
     ("update", ScorerStatus.STOPPED): "Use start(sampling_config=...) to activate it again.",
 }
 _UNREGISTERED_HINT = "Call register() first."
-
-
-@dataclass(frozen=True)
-class ScorerState:
-    """A scorer name's current state together with one version's definition."""
-
-    experiment_id: str
-    name: str
-    version: int
-    latest_version: int
-    status: ScorerStatus
-    sample_rate: float
-    filter_string: str | None
-    definition: dict[str, Any]
-    description: str | None
-    session_idle_seconds: float = DEFAULT_SESSION_IDLE_SECONDS
-    takes_session: bool = False  # the version's scorer takes ``session``
-
-    def scorer_fields(self) -> dict[str, Any]:
-        """Return the ``Scorer`` fields this state sets (name, description, lifecycle)."""
-        return {
-            "name": self.name,
-            "description": self.description,
-            "version": self.version,
-            "status": self.status,
-            "sample_rate": self.sample_rate,
-            "filter_string": self.filter_string,
-            "experiment_id": self.experiment_id,
-            "session_idle_seconds": self.session_idle_seconds,
-        }
-
-
-@dataclass(frozen=True)
-class ActiveScorer:
-    """What the enqueue path needs of an ACTIVE trace-level scorer."""
-
-    name: str
-    version: int
-    sample_rate: float
-    filter_string: str | None
-    filter_expr: Expr | None = field(compare=False)
-
-
-def validate_name(name: object) -> str:
-    """Return the name if it is a valid scorer name.
-
-    Raises:
-        ConfigurationError: the name is not a string, is blank, or is too long.
-    """
-    if not isinstance(name, str):
-        raise ConfigurationError(f"A scorer name must be a string, got {codec.safe_repr(name)}.")
-    if not name.strip():
-        raise ConfigurationError(
-            f"A scorer name must not be empty or blank, got {name!r}. "
-            "Pass a name such as name='relevance'."
-        )
-    if len(name) > MAX_NAME_LENGTH:
-        raise ConfigurationError(
-            f"A scorer name can be at most {MAX_NAME_LENGTH} characters; "
-            f"{name[:40]!r}... has {len(name)}."
-        )
-    problem = codec.text_problem(name)
-    if problem is not None:
-        raise ConfigurationError(f"A scorer name must not contain {problem}, got {name!r}.")
-    return name
-
-
-def definition_hash(definition: dict[str, Any], description: str | None) -> str:
-    """Hash a definition canonically: identical definitions keep their version."""
-    canonical = json.dumps(
-        {"definition": definition, "description": description}, sort_keys=True, default=str
-    )
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class ScorerRegistry:
@@ -181,7 +114,7 @@ class ScorerRegistry:
             .order_by(s.c.name)
         )
         with self._db.read() as conn:
-            return [_state_from_row(row._mapping, row.version) for row in conn.execute(query)]
+            return [state_from_row(row._mapping, row.version) for row in conn.execute(query)]
 
     def versions(self, experiment_id: str, name: str) -> builtins.list[ScorerState]:
         """Return every stored version of the name, oldest first, with its current state.
@@ -461,7 +394,7 @@ class ScorerRegistry:
                 f"Scorer {name!r} in experiment {experiment_id!r} has no version {version}; "
                 f"the latest is {state.version}."
             )
-        return _state_from_row({**state._mapping, **row._mapping}, wanted)
+        return state_from_row({**state._mapping, **row._mapping}, wanted)
 
     def _changed(self, conn: Connection, experiment_id: str, name: str, now: int) -> None:
         state = self._get(conn, experiment_id, name)
@@ -487,19 +420,3 @@ class ScorerRegistry:
 def _counter_query() -> sa.Select[tuple[int]]:
     counters = schema.counters
     return sa.select(counters.c.value).where(counters.c.name == "scorers")
-
-
-def _state_from_row(row: Any, version: int) -> ScorerState:  # noqa: ANN401 - a Row mapping
-    return ScorerState(
-        experiment_id=row["experiment_id"],
-        name=row["name"],
-        version=version,
-        latest_version=row["version"],
-        status=ScorerStatus(row["status"]),
-        sample_rate=row["sample_rate"],
-        filter_string=row["filter_string"],
-        definition=row["definition"],
-        description=row["description"],
-        session_idle_seconds=float(row["session_idle_seconds"]),
-        takes_session=bool(row["takes_session"]),
-    )
