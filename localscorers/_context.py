@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from localscorers.evaluation import jobs as backfill_module
 from localscorers.evaluation import online as runner_module
 from localscorers.exceptions import ConfigurationError, NotFoundError
-from localscorers.store.database import Database, default_tracking_uri, normalize_uri
+from localscorers.store.database import Database
 from localscorers.store.ledger import EvaluationQueue
 from localscorers.store.registry import ScorerRegistry
 from localscorers.store.traces import TraceStore
+from localscorers.store.uris import default_tracking_uri, normalize_uri
 
 __all__ = [
     "DEFAULT_EXPERIMENT_ID",

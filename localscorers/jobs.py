@@ -26,7 +26,7 @@ from localscorers.models import BackfillJob, ScorerStatus, validate_sample_rate
 from localscorers.scorers import Scorer
 from localscorers.store.codec import safe_repr
 from localscorers.store.jobs import FINAL_STATUSES, BackfillJobs, ScorerSpec
-from localscorers.store.registry import validate_name
+from localscorers.store.scorer_state import validate_name
 
 __all__ = [
     "BackfillScorerConfig",

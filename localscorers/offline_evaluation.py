@@ -20,11 +20,11 @@ from localscorers.evaluation import offline, summary
 from localscorers.evaluation.execution import EvaluationContext
 from localscorers.evaluation.scheduler import Settings
 from localscorers.exceptions import ConfigurationError, ScorerExecutionError, StoreError
+from localscorers.ingest.records import build_record
 from localscorers.models import AssessmentSource, Expectation, Feedback, Trace
 from localscorers.scorers import Scorer, get_scorer
 from localscorers.store.codec import safe_repr
 from localscorers.store.offline import done_pairs
-from localscorers.tracking import build_record
 
 __all__ = ["EvaluationResult", "evaluate"]
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from types import ModuleType
 
-    from localscorers.store.registry import ScorerState
+    from localscorers.store.scorer_state import ScorerState
 
 
 __all__ = ["ReportBucket", "ScorerReport", "TimeBucket", "save_report_chart", "scorer_report"]

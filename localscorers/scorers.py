@@ -27,7 +27,7 @@ from localscorers.models import (
     ScorerStatus,
     check_sampling_config,
 )
-from localscorers.store.registry import ScorerState, validate_name
+from localscorers.store.scorer_state import ScorerState, validate_name
 
 if TYPE_CHECKING:
     from localscorers.models import Trace

@@ -17,10 +17,7 @@ from typing import Any, Literal, overload
 from localscorers import _clock, _context
 from localscorers._spans import checked_text
 from localscorers.exceptions import ConfigurationError, DatabaseMovedError, NotFoundError
-from localscorers.ingest.records import (  # build_record is re-exported: it was defined here
-    build_record as build_record,  # noqa: PLC0414
-)
-from localscorers.ingest.records import checked_experiment_id
+from localscorers.ingest.records import build_record, checked_experiment_id
 from localscorers.models import (
     AssessmentSource,
     Expectation,
@@ -31,9 +28,9 @@ from localscorers.models import (
 )
 from localscorers.store import codec, paging
 from localscorers.store.codec import safe_repr
-from localscorers.store.database import normalize_uri
 from localscorers.store.ledger import EvaluationQueue
 from localscorers.store.paging import PagedList
+from localscorers.store.uris import normalize_uri
 
 __all__ = [
     "flush",

@@ -21,7 +21,8 @@ import localscorers
 from localscorers import ScorerSamplingConfig
 from localscorers.exceptions import ConfigurationError, SchemaVersionError
 from localscorers.store import dialect, migrations, postgres
-from localscorers.store.database import Database, normalize_uri
+from localscorers.store.database import Database
+from localscorers.store.uris import normalize_uri
 from tests.conftest import REPO_ROOT, postgres_base_uri
 
 

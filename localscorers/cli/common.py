@@ -35,8 +35,8 @@ from localscorers.exceptions import (
 )
 from localscorers.models import Experiment
 from localscorers.store import codec
-from localscorers.store.database import MEMORY_URI, default_tracking_uri, normalize_uri
 from localscorers.store.dialect import is_postgres_uri
+from localscorers.store.uris import MEMORY_URI, default_tracking_uri, normalize_uri
 
 __all__ = [
     "OPTIONS",

@@ -28,7 +28,7 @@ from localscorers.cli.common import (
 )
 from localscorers.exceptions import ConfigurationError
 from localscorers.models import ScorerSamplingConfig, ScorerStatus
-from localscorers.store.registry import validate_name
+from localscorers.store.scorer_state import validate_name
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from rich.console import RenderableType
 
     from localscorers.scorers import Scorer
-    from localscorers.store.registry import ScorerState
+    from localscorers.store.scorer_state import ScorerState
 
 __all__ = ["BUILTIN_JUDGES", "register", "scorer_state_dict", "status_style"]
 

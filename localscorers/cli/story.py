@@ -47,7 +47,7 @@ from localscorers.jobs import (
 from localscorers.models import Feedback, JobStatus, ScorerSamplingConfig
 from localscorers.report import ScorerReport, scorer_report
 from localscorers.scorers import list_scorers
-from localscorers.store.database import default_tracking_uri, normalize_uri
+from localscorers.store.uris import default_tracking_uri, normalize_uri
 from localscorers.tracking import flush, get_experiment_by_name, search_traces, set_experiment
 
 if TYPE_CHECKING:

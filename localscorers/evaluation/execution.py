@@ -26,7 +26,7 @@ from localscorers.store.results import Plain
 if TYPE_CHECKING:
     from localscorers.models import Trace
     from localscorers.store.database import Database
-    from localscorers.store.registry import ScorerState
+    from localscorers.store.scorer_state import ScorerState
 
 __all__ = [
     "ALL_PARAMETERS",

@@ -22,7 +22,7 @@ import platformdirs
 from localscorers import _context
 from localscorers.models import Span, TraceStatus
 from localscorers.store import codec
-from localscorers.store.database import MEMORY_URI
+from localscorers.store.uris import MEMORY_URI
 
 __all__ = ["UNWRITTEN_FILE", "save_unwritten"]
 

@@ -23,7 +23,7 @@ from localscorers.judges import answers, prompts
 from localscorers.judges.base import Judge, Material
 from localscorers.judges.prompts import Document, retrieved_context
 from localscorers.models import Feedback
-from localscorers.store.registry import validate_name
+from localscorers.store.scorer_state import validate_name
 
 if TYPE_CHECKING:
     from localscorers.models import Span

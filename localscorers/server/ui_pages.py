@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from starlette.responses import Response
 
     from localscorers.models import Experiment, Trace
-    from localscorers.store.registry import ScorerState
+    from localscorers.store.scorer_state import ScorerState
 
 __all__ = ["PAGE_SIZE", "Pages", "TracesCursor"]
 

@@ -36,12 +36,11 @@ from localscorers.exceptions import (
     TransactionError,
 )
 from localscorers.store import codec, dialect, migrations, sqlite
-from localscorers.store.uris import MEMORY_URI, default_tracking_uri, normalize_uri
+from localscorers.store.uris import MEMORY_URI, normalize_uri
 
 # ``Connection`` is re-exported so code outside store/ can type the connection a
-# ``Database.read()`` or ``write()`` block hands it without importing SQLAlchemy; the
-# URI helpers (store.uris) are re-exported for the callers that import them from here.
-__all__ = ["MEMORY_URI", "Connection", "Database", "default_tracking_uri", "normalize_uri"]
+# ``Database.read()`` or ``write()`` block hands it without importing SQLAlchemy.
+__all__ = ["Connection", "Database"]
 
 logger = logging.getLogger(__name__)
 

@@ -27,7 +27,6 @@ from localscorers.filters import parser
 from localscorers.models import DEFAULT_SESSION_IDLE_SECONDS, ScorerStatus
 from localscorers.store import bulk, dialect, schema
 from localscorers.store.scorer_state import (
-    MAX_NAME_LENGTH,
     ActiveScorer,
     ScorerState,
     definition_hash,
@@ -41,17 +40,7 @@ if TYPE_CHECKING:
 
     from localscorers.store.database import Database
 
-# The scorer state's types and rules (store.scorer_state) are re-exported: callers import
-# them from here.
-__all__ = [
-    "MAX_NAME_LENGTH",
-    "MAX_SCORERS_PER_EXPERIMENT",
-    "ActiveScorer",
-    "ScorerRegistry",
-    "ScorerState",
-    "definition_hash",
-    "validate_name",
-]
+__all__ = ["MAX_SCORERS_PER_EXPERIMENT", "ScorerRegistry"]
 
 MAX_SCORERS_PER_EXPERIMENT = 20
 

@@ -38,7 +38,8 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
     from localscorers.store.database import Database
-    from localscorers.store.registry import ActiveScorer, ScorerRegistry
+    from localscorers.store.registry import ScorerRegistry
+    from localscorers.store.scorer_state import ActiveScorer
 
 __all__ = ["TraceStore"]
 
