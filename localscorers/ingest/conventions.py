@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from localscorers.models import Span, TraceStatus
+from localscorers.models import Span, SpanStatus, TraceStatus
 
 __all__ = [
     "MODEL_KEY",
@@ -62,7 +62,12 @@ USER_KEYS = (
 )
 
 # OTLP status codes (opentelemetry.proto.trace.v1.Status.StatusCode).
-_STATUS_ERROR = 2
+# OTLP status codes: UNSET 0 stays UNSET (a real status, as in MLflow), OK 1, ERROR 2.
+_STATUSES: dict[int, TraceStatus | SpanStatus] = {
+    0: SpanStatus.UNSET,
+    1: TraceStatus.OK,
+    2: TraceStatus.ERROR,
+}
 
 # gen_ai.operation.name -> span type, as MLflow's GenAI translation maps them.
 _GENAI_OPERATIONS = {
@@ -143,13 +148,12 @@ def map_span(raw: RawSpan) -> Span:
         attributes[TOKEN_USAGE_KEY] = usage
     if raw.scope:
         attributes.setdefault("otel.scope.name", raw.scope)
-    error = raw.status_code == _STATUS_ERROR
     return Span(
         span_id=raw.span_id,
         parent_id=raw.parent_id,
         name=raw.name,
         span_type=span_type,
-        status=TraceStatus.ERROR if error else TraceStatus.OK,
+        status=_STATUSES.get(raw.status_code, SpanStatus.UNSET),
         status_message=raw.status_message or None,
         start_time_ns=raw.start_time_ns,
         end_time_ns=raw.end_time_ns,

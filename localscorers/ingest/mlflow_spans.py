@@ -21,19 +21,21 @@ from localscorers.ingest.mlflow_values import (
     kind_of,
     nanos,
 )
-from localscorers.models import Span, TraceStatus
+from localscorers.models import Span, SpanStatus, TraceStatus
 
 __all__ = ["check_span_ids", "parse_span", "root_span"]
 
 _HEX_SPAN_ID = re.compile(r"(?:0[xX])?([0-9a-fA-F]{16})")
 # Span status codes: MLflow's own names and the OTLP protobuf names (early 3.x dumps).
-_SPAN_CODES: dict[str, TraceStatus | None] = {
+# UNSET is kept as written (a real status, as in OpenTelemetry); no status at all means
+# OK once the span ended, as MLflow marks a span that ends without an error.
+_SPAN_CODES: dict[str, TraceStatus | SpanStatus | None] = {
     "OK": TraceStatus.OK,
     "STATUS_CODE_OK": TraceStatus.OK,
     "ERROR": TraceStatus.ERROR,
     "STATUS_CODE_ERROR": TraceStatus.ERROR,
-    "UNSET": None,
-    "STATUS_CODE_UNSET": None,
+    "UNSET": SpanStatus.UNSET,
+    "STATUS_CODE_UNSET": SpanStatus.UNSET,
     "": None,
 }
 _SPAN_TYPE_KEY = "mlflow.spanType"
@@ -59,7 +61,7 @@ def _span_id(value: object, what: str) -> str:
 
 def _span_status(
     span: dict[str, Any], *, ended: bool, where: str
-) -> tuple[TraceStatus, str | None]:
+) -> tuple[TraceStatus | SpanStatus, str | None]:
     status = span.get("status")
     if isinstance(status, dict):
         code, message = status.get("code"), status.get("message") or status.get("description")
@@ -71,8 +73,10 @@ def _span_status(
     if key not in _SPAN_CODES:
         raise InvalidTrace(f"{where} has status code {code!r}; expected OK, ERROR or UNSET")
     value = _SPAN_CODES[key]
-    if value is None:  # UNSET: MLflow marks a span OK when it ends without an error
-        value = TraceStatus.OK if ended else TraceStatus.IN_PROGRESS
+    if not ended:
+        value = TraceStatus.IN_PROGRESS if value in (None, SpanStatus.UNSET) else value
+    elif value is None:
+        value = TraceStatus.OK
     return value, message if isinstance(message, str) and message else None
 
 
