@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from localscorers import _clock, _context
+from localscorers.evaluation.aggregations import aggregate
 from localscorers.exceptions import ConfigurationError
 from localscorers.models import ScorerStatus
 from localscorers.store.reports import ReportRows, ReportStore
@@ -87,6 +88,9 @@ class ScorerReport(BaseModel):
         other_values: string or structured feedback values.
         pass_rate: ``passed / bool_values``, or None without boolean feedback.
         mean_value: the mean of the numeric values, or None without any.
+        aggregations: the scorer's own ``@scorer(aggregations=[...])`` over its values
+            (booleans and ``"yes"`` / ``"no"`` as 1 / 0, as MLflow), e.g.
+            ``{"median": 3.0, "p90": 7.2}``; empty when it declares none.
         last_evaluation: when the newest evaluation finished.
         prompt_tokens: tokens sent to an LLM judge's model (its feedback's metadata),
             summed over the evaluations counted here; 0 for code scorers.
@@ -112,6 +116,7 @@ class ScorerReport(BaseModel):
     other_values: int = 0
     pass_rate: float | None = None
     mean_value: float | None = None
+    aggregations: dict[str, float] = Field(default_factory=dict)
     last_evaluation: datetime | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -165,8 +170,9 @@ def scorer_report(
         return chosen[0].milliseconds
 
     origin = None if evaluation_id is None else f"evaluate:{evaluation_id}"
+    aggregated = [name for name, state in states.items() if state.definition.get("aggregations")]
     rows = ReportStore(runtime.db).read(
-        experiment, since_ms=since_ms, width_ms=width_ms, origin=origin
+        experiment, since_ms=since_ms, width_ms=width_ms, origin=origin, aggregated=aggregated
     )
     listed = set(rows.counts) if origin else set(states) | set(rows.counts) | set(rows.requested)
     names = sorted(listed)
@@ -198,6 +204,11 @@ def _scorer_entry(
         other_values=int(value.get("n_other") or 0),
         pass_rate=passed / bool_values if bool_values else None,
         mean_value=float(value["sum_num"]) / numeric_values if numeric_values else None,
+        aggregations=(
+            aggregate(rows.all_values.get(name, []), state.definition["aggregations"])
+            if state is not None and state.definition.get("aggregations")
+            else {}
+        ),
         last_evaluation=_clock.datetime_from_ms(int(last)) if last is not None else None,
         prompt_tokens=rows.tokens.get(name, {}).get("prompt_tokens", 0),
         completion_tokens=rows.tokens.get(name, {}).get("completion_tokens", 0),

@@ -282,3 +282,22 @@ def test_chart_is_written_when_matplotlib_is_installed(tmp_path: Path) -> None:
     assert localscorers.flush(timeout=30)
     written = save_report_chart(scorer_report(), tmp_path / "chart.png")
     assert written.read_bytes().startswith(b"\x89PNG")
+
+
+@localscorers.scorer(aggregations=["median", "max", "p90"])
+def length(outputs: Any) -> int:
+    return len(outputs)
+
+
+@pytest.mark.usefixtures("report_db")
+def test_the_report_uses_a_scorers_own_aggregations() -> None:
+    length.register().start()
+    word_count.register().start()
+    _log(["a", "abc", "abcde", "abcdefghij"])
+    localscorers.flush()
+
+    reports = _by_name(localscorers.scorer_report())
+
+    # MLflow's definitions: the median of 1, 3, 5, 10 is 4; p90 interpolates linearly.
+    assert reports["length"].aggregations == {"median": 4.0, "max": 10.0, "p90": 8.5}
+    assert reports["word_count"].aggregations == {}  # it declares none: the mean is mean_value

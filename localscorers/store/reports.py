@@ -8,7 +8,7 @@ has no evaluation row).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +49,8 @@ class ReportRows:
     width_ms: int
     buckets: dict[str, list[BucketRow]]
     tokens: dict[str, dict[str, int]]
+    # Every feedback value of the scorers named in ``read(aggregated=...)``.
+    all_values: dict[str, list[Any]]
 
 
 class ReportStore:
@@ -64,6 +66,7 @@ class ReportStore:
         since_ms: int | None,
         width_ms: Callable[[dict[str, dict[str, Any]]], int],
         origin: str | None = None,
+        aggregated: Collection[str] = (),
     ) -> ReportRows:
         """Read counts, values and buckets of one experiment's scorers.
 
@@ -74,6 +77,7 @@ class ReportStore:
                 or days from the time the data spans).
             origin: only the evaluations of this origin (``evaluate:<id>``, one offline
                 evaluation); None: production's (online and backfills), not evaluate's.
+            aggregated: scorers whose every value is also read (for their aggregations).
         """
         scope = _Scope(experiment_id, since_ms, origin)
         with self._db.read() as conn:
@@ -83,7 +87,8 @@ class ReportStore:
             width = width_ms(counts)
             buckets = _buckets(conn, scope, width)
             tokens = _tokens(conn, scope)
-        return ReportRows(counts, requested, values, width, buckets, tokens)
+            all_values = {name: _all_values(conn, scope, name) for name in aggregated}
+        return ReportRows(counts, requested, values, width, buckets, tokens, all_values)
 
 
 def _finished_since(since_ms: int | None) -> sa.ColumnElement[bool]:
@@ -169,6 +174,24 @@ def _values(conn: Connection, scope: _Scope) -> dict[str, dict[str, Any]]:
         .group_by(e.c.scorer_name)
     )
     return {row.scorer_name: dict(row._mapping) for row in conn.execute(query)}
+
+
+def _all_values(conn: Connection, scope: _Scope, scorer_name: str) -> list[Any]:
+    """One scorer's feedback values: the numeric form, else the text (``"yes"``)."""
+    e, a = schema.evaluations, schema.assessments
+    query = (
+        sa.select(a.c.value_num, a.c.value_str)
+        .select_from(e.join(a, a.c.evaluation_id == e.c.id))
+        .where(
+            scope.where(),
+            e.c.scorer_name == scorer_name,
+            e.c.status == _SUCCEEDED,
+            _finished_since(scope.since_ms),
+            a.c.kind == "FEEDBACK",
+            a.c.valid.is_(True),
+        )
+    )
+    return [num if num is not None else text for num, text in conn.execute(query)]
 
 
 def _tokens(conn: Connection, scope: _Scope) -> dict[str, dict[str, int]]:
