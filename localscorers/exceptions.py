@@ -317,6 +317,23 @@ class JudgeModelWarning(UserWarning):
     """
 
 
+class MissingColumnsError(ConfigurationError):
+    """A judge was given data without the columns it needs (MLflow's MissingColumnsException).
+
+    Attributes:
+        scorer: the judge's name.
+        missing_columns: the columns it needs and did not get.
+    """
+
+    def __init__(self, scorer: str, missing_columns: set[str]) -> None:
+        self.scorer = scorer
+        self.missing_columns = missing_columns
+        super().__init__(
+            f"Judge {scorer!r} needs the column(s) {sorted(missing_columns)} in its data. "
+            "Add them to every row (or log them on the traces), or leave the judge out."
+        )
+
+
 class ModelNotConfiguredError(ConfigurationError):
     """No judge model was given and ``LOCALSCORERS_JUDGE_MODEL`` is not set."""
 

@@ -10,6 +10,7 @@ from localscorers.judges.builtin import (
     RetrievalRelevance,
     RetrievalSufficiency,
     Safety,
+    get_all_scorers,
 )
 from localscorers.judges.session import ConversationCompleteness, UserFrustration
 from localscorers.models import ScorerSamplingConfig
@@ -38,6 +39,7 @@ __all__ = [
     "UserFrustration",
     "backfill_scorers",
     "delete_scorer",
+    "get_all_scorers",
     "get_scorer",
     "list_scorer_versions",
     "list_scorers",

@@ -11,6 +11,7 @@ from localscorers.judges.builtin import (
     RetrievalRelevance,
     RetrievalSufficiency,
     Safety,
+    get_all_scorers,
     make_judge,
 )
 from localscorers.judges.session import ConversationCompleteness, UserFrustration
@@ -28,5 +29,6 @@ __all__ = [
     "RetrievalSufficiency",
     "Safety",
     "UserFrustration",
+    "get_all_scorers",
     "make_judge",
 ]

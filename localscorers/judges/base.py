@@ -21,12 +21,12 @@ import os
 import time
 import typing
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from localscorers.evaluation.execution import current_evaluation
-from localscorers.exceptions import JudgeModelWarning
+from localscorers.exceptions import JudgeModelWarning, MissingColumnsError
 from localscorers.judges import answers, transport
 from localscorers.judges.answers import UnparseableAnswerError
 from localscorers.judges.providers import (
@@ -95,9 +95,27 @@ class Judge(Scorer, Generic[_Result]):
             and off online.
     """
 
+    # What a row must hold for this judge, as MLflow's built-in scorers declare it.
+    required_columns: ClassVar[frozenset[str]] = frozenset({"inputs", "outputs"})
+
     model: str | Callable[[list[dict[str, str]]], str] | None = None
     base_url: str | None = None
     cache: bool | None = None
+
+    def validate_columns(self, columns: Collection[str]) -> None:
+        """Check that data with these columns has what the judge needs, as MLflow does.
+
+        ``trace`` stands in for ``inputs`` and ``outputs`` (the judge reads them from it).
+
+        Raises:
+            MissingColumnsError: a required column is missing.
+        """
+        given = set(columns)
+        if "trace" in given:
+            given |= {"inputs", "outputs"}
+        missing = set(self.required_columns) - given
+        if missing:
+            raise MissingColumnsError(self.name, missing)
 
     def __init__(self, **data: Any) -> None:  # noqa: ANN401 - pydantic fields
         # Checked here, not in a validator, so callers get ConfigurationError itself.

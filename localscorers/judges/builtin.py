@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from localscorers.exceptions import ConfigurationError
 from localscorers.judges import answers, prompts
@@ -39,6 +39,7 @@ __all__ = [
     "RetrievalRelevance",
     "RetrievalSufficiency",
     "Safety",
+    "get_all_scorers",
     "make_judge",
 ]
 
@@ -91,6 +92,7 @@ class Guidelines(Judge[Feedback]):
 class ExpectationsGuidelines(Judge[Feedback]):
     """Does the response follow the guidelines logged with it as the expectation ``guidelines``?"""
 
+    required_columns: ClassVar[frozenset[str]] = frozenset({"inputs", "outputs", "expectations"})
     name: str = "expectations_guidelines"
     description: str | None = "Does the response follow the guidelines in its expectations?"
 
@@ -124,6 +126,7 @@ class RelevanceToQuery(Judge[Feedback]):
 class Correctness(Judge[Feedback]):
     """Is the response correct, judged against ``expected_facts`` or ``expected_response``?"""
 
+    required_columns: ClassVar[frozenset[str]] = frozenset({"inputs", "outputs", "expectations"})
     name: str = "correctness"
     description: str | None = "Is the response correct against the expected facts or response?"
 
@@ -142,6 +145,9 @@ class Correctness(Judge[Feedback]):
 
 class _RetrievalJudge(Judge[list[Feedback]]):
     """A judge of retrieved documents: always returns a list, as MLflow's do."""
+
+    # The documents come from the trace's RETRIEVER spans.
+    required_columns: ClassVar[frozenset[str]] = frozenset({"inputs", "trace"})
 
     def _failed(self, feedback: Feedback) -> list[Feedback]:
         return [feedback]
@@ -219,6 +225,8 @@ class RetrievalSufficiency(_RetrievalJudge):
     Needs the expectation ``expected_facts`` or ``expected_response``; one feedback per
     retriever span.
     """
+
+    required_columns: ClassVar[frozenset[str]] = frozenset({"inputs", "trace", "expectations"})
 
     name: str = "retrieval_sufficiency"
     description: str | None = "Does the retrieved context hold all the expected information?"
@@ -386,3 +394,20 @@ def make_judge(
         base_url=base_url,
         cache=cache,
     )
+
+
+def get_all_scorers() -> list[Judge[Any]]:
+    """Return one of each built-in judge that needs no argument, as MLflow's function does.
+
+    ``Guidelines`` (it needs its guidelines) and ``make_judge`` judges are left out. The
+    judges have no model: they use ``LOCALSCORERS_JUDGE_MODEL`` when they run.
+    """
+    return [
+        RetrievalRelevance(),
+        RetrievalSufficiency(),
+        RetrievalGroundedness(),
+        RelevanceToQuery(),
+        Safety(),
+        Correctness(),
+        ExpectationsGuidelines(),
+    ]
