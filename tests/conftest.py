@@ -109,6 +109,12 @@ def store_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
+def postgres_uri() -> str:
+    """A fresh PostgreSQL schema's URI, for tests of PostgreSQL-only behaviour."""
+    return fresh_postgres_schema(postgres_base_uri())
+
+
+@pytest.fixture
 def contract_tracking(store_uri: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """Use a fresh database of each backend for the test (child processes too); return its URI."""
     monkeypatch.setenv("LOCALSCORERS_TRACKING_URI", store_uri)

@@ -23,7 +23,7 @@ from localscorers.exceptions import ConfigurationError, SchemaVersionError
 from localscorers.store import dialect, migrations, postgres
 from localscorers.store.database import Database
 from localscorers.store.uris import normalize_uri
-from tests.conftest import REPO_ROOT, postgres_base_uri
+from tests.conftest import REPO_ROOT
 
 
 @localscorers.scorer
@@ -207,10 +207,8 @@ def test_sqlite_use_does_not_import_postgresql_support(tmp_path: object) -> None
     assert out.stdout.strip() == "[]"
 
 
-def test_the_environment_variable_selects_postgresql(store_uri: str) -> None:
-    if not store_uri.startswith("postgresql"):
-        pytest.skip("the PostgreSQL half of this test only")
-    postgres_base_uri()
+def test_the_environment_variable_selects_postgresql(postgres_uri: str) -> None:
+    store_uri = postgres_uri
     code = (
         "import localscorers\n"
         "tid = localscorers.log_trace(inputs=1, outputs=2)\n"
@@ -257,9 +255,9 @@ def test_an_older_schema_is_migrated_on_open(store_uri: str) -> None:
     db.close()
 
 
-def test_a_lock_held_too_long_is_database_busy_error(store_uri: str) -> None:
-    if not store_uri.startswith("postgresql"):
-        pytest.skip("the PostgreSQL half of this test only (SQLite: tests/test_db.py)")
+def test_a_lock_held_too_long_is_database_busy_error(postgres_uri: str) -> None:
+    # SQLite's counterpart is in tests/test_db.py.
+    store_uri = postgres_uri
     import psycopg
 
     localscorers.set_tracking_uri(store_uri)
