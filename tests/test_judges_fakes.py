@@ -182,6 +182,18 @@ def json_object_only(call: Call) -> Answer:
     return Answer(body=chat_completion(content))
 
 
+def json_object_only_500(call: Call) -> Answer:
+    """llama-cpp-python 0.3.36 as it really answers: its validation error is an HTTP 500."""
+    form = call.body.get("response_format")
+    if isinstance(form, dict) and form.get("type") != "json_object":
+        detail = (
+            "1 validation error: {'type': 'literal_error', 'loc': ('body', 'response_format', "
+            "'type'), 'msg': \"Input should be 'text' or 'json_object'\"}"
+        )
+        return Answer(500, {"error": {"message": detail, "type": "internal_server_error"}})
+    return json_object_only(call)
+
+
 def anthropic_messages(  # noqa: PLR0911 - one return per refusal, as the API has
     call: Call, *, key: str = "sk-ant-test", tools: bool = True
 ) -> Answer:

@@ -45,6 +45,7 @@ from tests.test_judges_fakes import (
     Call,
     anthropic_messages,
     json_object_only,
+    json_object_only_500,
     ollama_chat,
     rejects_response_format,
     serve,
@@ -166,6 +167,22 @@ def test_json_object_with_schema_for_llama_cpp_python() -> None:
     ]
     schema = server.calls[1].body["response_format"]["schema"]
     assert schema["properties"]["result"] == {"enum": ["polite", "rude"]}
+
+
+def test_an_http_500_about_response_format_falls_back_as_llama_cpp_python_needs() -> None:
+    # Measured against a real llama-cpp-python 0.3.36 server: it answers a json_schema
+    # response_format with HTTP 500 (its request validation), not 400 or 422.
+    with serve(json_object_only_500) as server:
+        base_url = f"{server.url}/v1"
+        first = Safety(model="openai:/m", base_url=base_url)(outputs="hi")
+        second = Safety(model="openai:/m", base_url=base_url)(outputs="hello")
+    assert (first.value, second.value) == ("yes", "yes")
+    assert [c.body["response_format"]["type"] for c in server.calls] == [
+        "json_schema",
+        "json_object",
+        "json_object",
+    ]
+    assert openai_provider.endpoint_mode(base_url) == "json_object"
 
 
 def test_a_400_that_is_not_about_response_format_is_reported_and_not_remembered() -> None:

@@ -40,6 +40,20 @@ MODES = ("json_schema", "json_object", "none")
 # Statuses meaning "this request body is not accepted" (FastAPI servers answer 422).
 _REJECTED = frozenset({400, 422})
 
+
+def _refused_format(response: httpx.Response) -> bool:
+    """Tell whether the server refused the request's ``response_format``.
+
+    HTTP 400 or 422 from a server that does not know a form. llama-cpp-python 0.3 answers
+    its own request-validation error (``'json_schema'`` is not ``'text'`` or
+    ``'json_object'``) with HTTP 500, so a 5xx that names ``response_format`` counts too;
+    any other 5xx stays a transient error to retry.
+    """
+    if response.status_code in _REJECTED:
+        return True
+    return response.status_code >= 500 and "response_format" in response.text
+
+
 _modes_lock = threading.Lock()
 _modes: dict[str, str] = {}
 
@@ -147,7 +161,7 @@ class OpenAICompatibleModel:
                 started = time.monotonic()
                 response = self._post(body, headers)
                 latency_ms += (time.monotonic() - started) * 1000
-                if response.status_code not in _REJECTED or mode == "none":
+                if mode == "none" or not _refused_format(response):
                     break
                 # Rejected: maybe the response_format; try the next weaker form.
                 mode = MODES[MODES.index(mode) + 1]
