@@ -19,6 +19,7 @@ import localscorers
 from localscorers import Feedback, _context
 from localscorers.store import dialect, migrations
 from localscorers.store.jobs import BackfillJobs, JobLease, Progress, ScorerSpec, claim_job
+from tests import process_helpers
 from tests import scorer_helpers_online as helpers
 
 TRACES = 3
@@ -42,20 +43,12 @@ def create_job(names: list[str]) -> str:
 
 
 def run_worker(path: Path) -> subprocess.CompletedProcess[str]:
-    env = helpers.subprocess_env(
+    return process_helpers.run_worker(
+        path,
         LOCALSCORERS_MONITOR="off",
         LOCALSCORERS_MAX_ATTEMPTS=str(MAX_ATTEMPTS),
         LOCALSCORERS_LEASE_SECONDS="0.3",
         LOCALSCORERS_EXIT_WAIT_SECONDS="0",
-    )
-    return subprocess.run(
-        helpers.worker_command(path),
-        env=env,
-        cwd=helpers.REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
     )
 
 

@@ -13,9 +13,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,7 @@ import pytest
 import localscorers
 from localscorers import ExplainOutcome, Feedback, ScorerSamplingConfig
 from tests import scorer_helpers_online as helpers
+from tests.process_helpers import run_worker, spawn, wait_until
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
 
@@ -38,50 +37,8 @@ def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[str]]]:
-    """Children started by a test; any still running at the end are killed."""
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.communicate()
-
-
-def spawn(
-    started: list[subprocess.Popen[str]], command: list[str], **env: str
-) -> subprocess.Popen[str]:
-    process = subprocess.Popen(
-        command,
-        env=helpers.subprocess_env(**env),
-        cwd=helpers.REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    started.append(process)
-    return process
-
-
-def wait_until(condition: Callable[[], bool], *, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s")
-        time.sleep(0.02)
-
-
 def drain(path: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        helpers.worker_command(path),
-        env=helpers.subprocess_env(**env),
-        cwd=helpers.REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE,
-        check=False,
-    )
+    result = run_worker(path, **env)
     assert result.returncode == 0, result.stderr
     assert "locked" not in result.stderr
     return result

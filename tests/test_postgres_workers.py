@@ -12,9 +12,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,7 @@ import localscorers
 from localscorers import Feedback, JobStatus
 from tests import scorer_helpers_online as helpers
 from tests.conftest import fresh_postgres_schema, postgres_base_uri
+from tests.process_helpers import run_worker, spawn, wait_until
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="SIGKILL is POSIX")
 
@@ -36,40 +35,6 @@ def pg(monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("LOCALSCORERS_MONITOR", "off")
     localscorers.set_tracking_uri(uri)
     return uri
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[str]]]:
-    """Children started by a test; any still running at the end are killed."""
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.communicate()
-
-
-def spawn(
-    started: list[subprocess.Popen[str]], command: list[str], **env: str
-) -> subprocess.Popen[str]:
-    process = subprocess.Popen(
-        command,
-        env=helpers.subprocess_env(**env),
-        cwd=helpers.REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    started.append(process)
-    return process
-
-
-def wait_until(condition: Callable[[], bool], *, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s")
-        time.sleep(0.05)
 
 
 def feedback_by(origin_prefix: str) -> tuple[Counter[tuple[str, str]], dict[str, set[int]]]:
@@ -139,15 +104,7 @@ def test_a_killed_workers_claims_are_taken_over_after_its_lease(
     done_by_first, _ = feedback_by("online")
     assert 0 < len(done_by_first) < len(logged)
 
-    second = subprocess.run(
-        helpers.worker_command(pg),
-        env=helpers.subprocess_env(**lease),
-        cwd=helpers.REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE,
-        check=False,
-    )
+    second = run_worker(pg, **lease)
     assert second.returncode == 0, second.stderr
     counts, pids = feedback_by("online")
     assert set(counts) == {(t, "sleepy") for t in logged}

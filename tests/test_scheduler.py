@@ -21,6 +21,7 @@ from localscorers import BackfillScorerConfig, Feedback, _context
 from localscorers.evaluation.pool import DaemonThreadPool
 from localscorers.store import ledger
 from localscorers.store.changes import ChangeWatch
+from tests import process_helpers
 from tests import scorer_helpers_online as helpers
 
 WAIT = 30.0
@@ -64,15 +65,7 @@ def statuses(path: Path) -> dict[tuple[str, str], tuple[str, int]]:
 
 
 def run_worker(path: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        helpers.worker_command(path),
-        env=helpers.subprocess_env(**{f"LOCALSCORERS_{k}": v for k, v in env.items()}),
-        cwd=helpers.REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
+    return process_helpers.run_worker(path, **{f"LOCALSCORERS_{k}": v for k, v in env.items()})
 
 
 # -- a hanging scorer ---------------------------------------------------------------------------

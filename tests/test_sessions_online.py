@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from localscorers import (
     scorer,
 )
 from tests import scorer_helpers_online as helpers
+from tests.process_helpers import run_worker, wait_until
 
 SESSION = "mlflow.trace.session"
 DEADLINE = 60.0
@@ -489,24 +489,6 @@ def test_property_once_per_revision_never_while_receiving(
 # -- exactly once across a SIGKILL of the worker ---------------------------------------------
 
 
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.communicate()
-
-
-def wait_until(condition: Callable[[], bool], *, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s")
-        time.sleep(0.05)
-
-
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
 def test_exactly_once_per_revision_across_a_killed_worker(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, processes: list[subprocess.Popen[str]]
@@ -538,15 +520,7 @@ def test_exactly_once_per_revision_across_a_killed_worker(
 
     grown = [say("s0", "more"), say("s1", "more")]  # two sessions get a new revision
     time.sleep(0.1)  # past their idle window (0.05 s) before the drain's scan
-    result = subprocess.run(
-        helpers.worker_command(db),
-        env=helpers.subprocess_env(**lease),
-        cwd=helpers.REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE,
-        check=False,
-    )
+    result = run_worker(db, **lease)
     assert result.returncode == 0, result.stderr
 
     feedback = session_feedback("slow_turns")
