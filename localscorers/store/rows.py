@@ -244,7 +244,7 @@ def plain_row(
 
     Built directly and JSON-encoded already (ready for ``insert_encoded``): a pydantic
     Feedback per evaluation was a fifth of a trivial backfill's time.
-    ``tests/test_backfill.py`` checks the two stay identical.
+    ``tests/evaluation/test_backfill.py`` checks the two stay identical.
     """
     row = base.copy()
     row["assessment_id"] = f"a-{new_id_hex()}"

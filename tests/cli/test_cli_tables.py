@@ -94,7 +94,7 @@ def test_jobs_and_scorers_tables_keep_ids(table_db: Path, columns: int) -> None:
     scorers_out = _run(table_db, columns, "scorers", "list")
     for name in ("is_concise", "verdict_text"):
         assert any(name in line for line in scorers_out.splitlines())
-    assert _contains_in_order(scorers_out, "tests.test_cli_tables:verdict_text")
+    assert _contains_in_order(scorers_out, "tests.cli.test_cli_tables:verdict_text")
     assert "…" not in scorers_out
 
 

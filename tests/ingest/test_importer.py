@@ -24,7 +24,7 @@ from localscorers import (
 )
 from tests import scorer_helpers
 
-DATA = Path(__file__).parent / "data" / "mlflow_traces"
+DATA = Path(__file__).parent.parent / "data" / "mlflow_traces"
 RAG = "tr-8b5f3e1c2a9d4f6b8e0c1d2a3b4c5d6e"
 ERRORED = "tr-0c4e7a9b1d3f5a7c9e1b3d5f7a9c1e3b"
 LEGACY = "tr-5d7f9b1c3e5a7c9b1d3f5a7c9e1b3d5f"

@@ -256,7 +256,7 @@ def test_an_older_schema_is_migrated_on_open(store_uri: str) -> None:
 
 
 def test_a_lock_held_too_long_is_database_busy_error(postgres_uri: str) -> None:
-    # SQLite's counterpart is in tests/test_db.py.
+    # SQLite's counterpart is in tests/store/test_db.py.
     store_uri = postgres_uri
     import psycopg
 

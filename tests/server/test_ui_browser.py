@@ -21,7 +21,7 @@ from rich.console import Console
 import localscorers
 from localscorers.cli.story import run_demo
 from localscorers.server.settings import ServerSettings
-from tests.test_ui_http import serve_ui
+from tests.server.test_ui_http import serve_ui
 
 if TYPE_CHECKING:
     # Only for types: at run time Playwright is optional and imported through importorskip.

@@ -547,10 +547,10 @@ def test_importable_callable_model_is_stored_by_reference(tracking: Path) -> Non
     Safety(name="safe", model=always_yes).register()
     restored = localscorers.get_scorer(name="safe")
     assert isinstance(restored, Safety)
-    assert restored.model == "python:/tests.test_judges:always_yes"
+    assert restored.model == "python:/tests.judges.test_judges:always_yes"
     feedback = restored(outputs="hello")
     assert (feedback.value, feedback.rationale) == ("yes", "module-level model")
-    assert source_of(feedback).source_id == "python:/tests.test_judges:always_yes"
+    assert source_of(feedback).source_id == "python:/tests.judges.test_judges:always_yes"
 
 
 # -- make_judge -------------------------------------------------------------------------------

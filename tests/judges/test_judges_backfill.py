@@ -10,8 +10,8 @@ import localscorers
 from localscorers import BackfillScorerConfig
 from localscorers.judges import openai as openai_provider
 from localscorers.judges.builtin import Safety
-from tests.test_judges import ANSWER, QUESTION, clear_judge_env, feedback_of
-from tests.test_judges_fakes import serve, small_base_model
+from tests.judges.test_judges import ANSWER, QUESTION, clear_judge_env, feedback_of
+from tests.judges.test_judges_fakes import serve, small_base_model
 
 
 @pytest.fixture(autouse=True)

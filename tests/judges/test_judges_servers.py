@@ -30,7 +30,7 @@ from localscorers.cli import app
 from localscorers.cli.common import run
 from localscorers.judges import openai as openai_provider
 from localscorers.judges.providers import ChatRequest, ModelRequestError, resolve_model
-from tests.test_judges import (
+from tests.judges.test_judges import (
     ANSWER,
     QUESTION,
     clear_judge_env,
@@ -40,7 +40,7 @@ from tests.test_judges import (
     metadata_of,
     source_of,
 )
-from tests.test_judges_fakes import (
+from tests.judges.test_judges_fakes import (
     Answer,
     Call,
     anthropic_messages,

@@ -112,7 +112,7 @@ def test_scorers_list_json(cli: Cli) -> None:
     assert listed["is_long"]["status"] == "ACTIVE"
     assert listed["is_long"]["filter_string"] == "tags.env = 'prod'"
     assert listed["is_long"]["sample_rate"] == 1.0
-    assert listed["is_long"]["reference"] == "tests.test_cli:is_long"
+    assert listed["is_long"]["reference"] == "tests.cli.test_cli:is_long"
     assert listed["word_total"]["status"] == "REGISTERED"
     assert listed["word_total"]["version"] == 1
 
@@ -179,11 +179,11 @@ def test_scorers_get_latest_and_older_version(cli: Cli) -> None:
     first = cli("scorers", "get", "is_long", "--version", "1", "--json").json()
     assert (latest["version"], latest["latest_version"]) == (2, 2)
     assert (first["version"], first["latest_version"]) == (1, 2)
-    assert first["definition"]["reference"] == "tests.test_cli:is_long"
-    assert latest["definition"]["reference"] == "tests.test_cli:is_long_v2"
+    assert first["definition"]["reference"] == "tests.cli.test_cli:is_long"
+    assert latest["definition"]["reference"] == "tests.cli.test_cli:is_long_v2"
     shown = cli("scorers", "get", "is_long")
     assert shown.code == 0
-    assert "tests.test_cli:is_long_v2" in shown.out
+    assert "tests.cli.test_cli:is_long_v2" in shown.out
 
 
 def test_scorers_get_unknown_is_a_user_error(cli: Cli) -> None:

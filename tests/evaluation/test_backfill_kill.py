@@ -20,7 +20,7 @@ import localscorers
 from localscorers import _context
 from tests import backfill_helpers as helpers
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_700_000_000_000
 INSIDE, OUTSIDE = 300, 20
 

@@ -25,7 +25,7 @@ from localscorers.judges.providers import (
     parse_retry_after,
     resolve_model,
 )
-from tests.test_judges import FakeLLM, Reply, always_yes, clear_judge_env, fake_llm_server
+from tests.judges.test_judges import FakeLLM, Reply, always_yes, clear_judge_env, fake_llm_server
 
 
 @pytest.fixture
@@ -126,12 +126,12 @@ def test_provider_models_resolve_without_contacting_anything(
 
 
 def test_python_reference_and_callables() -> None:
-    model = resolve_model("python:/tests.test_judges:always_yes")
+    model = resolve_model("python:/tests.judges.test_judges:always_yes")
     assert isinstance(model, CallableModel)
-    assert model.model_id == "python:/tests.test_judges:always_yes"
+    assert model.model_id == "python:/tests.judges.test_judges:always_yes"
     assert "yes" in ask(model).text
     with pytest.raises(ScorerLoadError):
-        resolve_model("python:/tests.test_judges:no_such_function")
+        resolve_model("python:/tests.judges.test_judges:no_such_function")
     with pytest.raises(ModelRequestError, match="returned int"):
         ask(resolve_model(lambda messages: 42))  # type: ignore[arg-type, return-value]
 
@@ -139,7 +139,7 @@ def test_python_reference_and_callables() -> None:
 def test_model_reference() -> None:
     assert model_reference("openai:/x") == "openai:/x"
     assert model_reference(None) is None
-    assert model_reference(always_yes) == "python:/tests.test_judges:always_yes"
+    assert model_reference(always_yes) == "python:/tests.judges.test_judges:always_yes"
     with pytest.raises(ConfigurationError, match="module level"):
         model_reference(lambda messages: "")
 
