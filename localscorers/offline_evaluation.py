@@ -72,6 +72,20 @@ class EvaluationResult:
 
 
 @dataclass(frozen=True)
+class _Run:
+    """One ``evaluate`` call: where its traces go, its id, and production's settings."""
+
+    experiment_id: str
+    evaluation_id: str
+    settings: Settings
+
+    @property
+    def origin(self) -> str:
+        """The origin of the evaluation's feedback."""
+        return f"evaluate:{self.evaluation_id}"
+
+
+@dataclass(frozen=True)
 class _Row:
     index: int
     inputs: Any
@@ -346,38 +360,49 @@ def evaluate(
     offline_scorers, aggregations = _scorers(scorers, experiment_id=experiment, settings=settings)
     if predict_fn is not None and not callable(predict_fn):
         raise ConfigurationError(f"predict_fn must be callable, got {predict_fn!r:.200}.")
-    runtime = _context.current()
-    origin = f"evaluate:{identifier}"
+    run = _Run(experiment_id=experiment, evaluation_id=identifier, settings=settings)
     with summary.progress(0) as bar:
-        traces = _row_traces(
-            rows,
-            predict_fn,
-            experiment_id=experiment,
-            evaluation_id=identifier,
-            settings=settings,
-            bar=bar,
-        )
-        done_before = done_pairs(runtime.db, [t.info.trace_id for t in traces], origin=origin)
-        units = offline.plan_units(traces, offline_scorers, done=done_before)
-        bar.grow(len(units))
+        traces = _row_traces(rows, predict_fn, run, bar=bar)
+        _score(traces, offline_scorers, run, bar=bar)
+    return _result(rows, run, aggregations, raise_on_error=raise_on_error)
 
-        def done(finished: list[tuple[offline.Unit, list[Feedback]]]) -> None:
-            offline.write_results(runtime.db, finished, experiment_id=experiment, origin=origin)
-            for _ in finished:
-                bar.advance()
 
-        context = EvaluationContext(db=runtime.db, origin=origin)
-        offline.run_units(units, settings=settings, context=context, done=done)
-    traces = _find(rows, experiment_id=experiment, evaluation_id=identifier)
-    feedback = summary.feedback_by_scorer(traces, origin)
+def _score(
+    traces: Sequence[Trace],
+    scorers: Sequence[offline.OfflineScorer],
+    run: _Run,
+    *,
+    bar: summary.ProgressBar,
+) -> None:
+    """Run every (trace, scorer) pair not scored in this evaluation yet, writing as they end."""
+    db = _context.current().db
+    done_before = done_pairs(db, [t.info.trace_id for t in traces], origin=run.origin)
+    units = offline.plan_units(traces, scorers, done=done_before)
+    bar.grow(len(units))
+
+    def done(finished: list[tuple[offline.Unit, list[Feedback]]]) -> None:
+        offline.write_results(db, finished, experiment_id=run.experiment_id, origin=run.origin)
+        for _ in finished:
+            bar.advance()
+
+    context = EvaluationContext(db=db, origin=run.origin)
+    offline.run_units(units, settings=run.settings, context=context, done=done)
+
+
+def _result(
+    rows: Sequence[_Row], run: _Run, aggregations: dict[str, Any], *, raise_on_error: bool
+) -> EvaluationResult:
+    """Summarize the evaluation's feedback; raise its first error when asked to."""
+    traces = _find(rows, experiment_id=run.experiment_id, evaluation_id=run.evaluation_id)
+    feedback = summary.feedback_by_scorer(traces, run.origin)
     if raise_on_error:
         _raise_first_error(feedback)
     return EvaluationResult(
-        evaluation_id=identifier,
-        experiment_id=experiment,
+        evaluation_id=run.evaluation_id,
+        experiment_id=run.experiment_id,
         metrics=summary.metrics(feedback, aggregations),
         trace_ids=[t.info.trace_id for t in traces],
-        result_df=summary.result_frame(traces, origin),
+        result_df=summary.result_frame(traces, run.origin),
     )
 
 
@@ -414,13 +439,12 @@ def _find(rows: Sequence[_Row], *, experiment_id: str, evaluation_id: str) -> li
 def _row_traces(
     rows: Sequence[_Row],
     predict_fn: Callable[..., Any] | None,
+    run: _Run,
     *,
-    experiment_id: str,
-    evaluation_id: str,
-    settings: Settings,
     bar: summary.ProgressBar,
 ) -> list[Trace]:
     """Log the rows not logged yet (calling ``predict_fn`` for them); return every row's trace."""
+    experiment_id, evaluation_id = run.experiment_id, run.evaluation_id
     found = offline.evaluation_traces(
         _context.current().store, experiment_id=experiment_id, evaluation_id=evaluation_id
     )
@@ -432,7 +456,7 @@ def _row_traces(
             predict_fn,
             experiment_id=experiment_id,
             evaluation_id=evaluation_id,
-            settings=settings,
+            settings=run.settings,
             advance=bar.advance,
         )
     elif missing:

@@ -62,6 +62,19 @@ def import_traces(
             position) and ``field`` attributes say where, and what is wrong.
         NotFoundError: ``experiment_id`` does not exist.
     """
+    _check_arguments(path, experiment_id=experiment_id, online_scoring=online_scoring)
+    files = _trace_files(Path(path))
+    target = _context.resolve_experiment_id(experiment_id)
+    # Every trace id read so far, in file order (a dict is an ordered set), and every
+    # assessment id: a later duplicate trace is skipped, a duplicate assessment refused.
+    seen: dict[str, None] = {}
+    assessment_ids: set[str] = set()
+    by_file = [_read_file(file, target, seen=seen, assessment_ids=assessment_ids) for file in files]
+    _write(by_file, online_scoring=online_scoring)
+    return list(seen)
+
+
+def _check_arguments(path: object, *, experiment_id: object, online_scoring: object) -> None:
     if not isinstance(path, str | os.PathLike) or not isinstance(online_scoring, bool):
         raise ConfigurationError(
             "import_traces() takes a path (str or pathlib.Path) and online_scoring=True or "
@@ -72,37 +85,42 @@ def import_traces(
         raise ConfigurationError(
             f"experiment_id must be an experiment's id, got {codec.safe_repr(experiment_id)}."
         )
-    files = _trace_files(Path(path))
-    target = _context.resolve_experiment_id(experiment_id)
-    by_file: list[list[TraceRecord]] = []
-    ids: list[str] = []
-    seen: set[str] = set()
-    assessment_ids: set[str] = set()
-    for file in files:
-        records: list[TraceRecord] = []
-        for line, where, document in _documents(file):
-            try:
-                check_text(document, "trace")
-                record = record_from_document(document, experiment_id=target)
-                if record.trace_id in seen:
-                    logger.info("Skipping %s: trace %s appeared earlier.", where, record.trace_id)
-                    continue
-                check_assessment_ids(record, assessment_ids)
-            except DOCUMENT_ERRORS as exc:
-                field = getattr(exc, "field", None)
-                raise TraceImportError(
-                    f"Cannot import {where}: {exc}. Nothing of {file} was written; fix the "
-                    "file and import it again.",
-                    file=str(file),
-                    line=line,
-                    field=field,
-                ) from exc
-            seen.add(record.trace_id)
-            ids.append(record.trace_id)
-            records.append(record)
-        by_file.append(records)
+
+
+def _read_file(
+    file: Path, experiment_id: str, *, seen: dict[str, None], assessment_ids: set[str]
+) -> list[TraceRecord]:
+    """Read and check a file's traces, skipping those ``seen`` already (which it extends).
+
+    Raises:
+        TraceImportError: a trace of the file is not valid MLflow trace JSON.
+    """
+    records: list[TraceRecord] = []
+    for line, where, document in _documents(file):
+        try:
+            check_text(document, "trace")
+            record = record_from_document(document, experiment_id=experiment_id)
+            if record.trace_id in seen:
+                logger.info("Skipping %s: trace %s appeared earlier.", where, record.trace_id)
+                continue
+            check_assessment_ids(record, assessment_ids)
+        except DOCUMENT_ERRORS as exc:
+            field = getattr(exc, "field", None)
+            raise TraceImportError(
+                f"Cannot import {where}: {exc}. Nothing of {file} was written; fix the "
+                "file and import it again.",
+                file=str(file),
+                line=line,
+                field=field,
+            ) from exc
+        seen[record.trace_id] = None
+        records.append(record)
+    return records
+
+
+def _write(by_file: list[list[TraceRecord]], *, online_scoring: bool) -> None:
     store = _context.current().store
-    # Everything was read and checked above; each file is then one transaction, so a
+    # Everything was read and checked before; each file is then one transaction, so a
     # failure (a full disk) leaves whole files imported or not, and importing again
     # skips the traces already there.
     for records in by_file:
@@ -115,7 +133,6 @@ def import_traces(
             ]
         )
         store.write_traces(marked, skip_existing=True, enqueue=online_scoring)
-    return ids
 
 
 def _trace_files(path: Path) -> list[Path]:
