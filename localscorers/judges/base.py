@@ -140,12 +140,9 @@ class Judge(Scorer, Generic[_Result]):
         experiment_id: str | None = None,
         sampling_config: ScorerSamplingConfig | None = None,
     ) -> Scorer:
-        """Activate the judge; warn (``JudgeModelWarning``) when it has no model to ask.
+        """Activate the judge as ``Scorer.start`` does (raising what it raises).
 
-        Raises:
-            ConfigurationError: the rate is 0 (use ``stop()``) or the config is not a
-                ``ScorerSamplingConfig``.
-            InvalidTransitionError: the judge is not registered.
+        Warns ``JudgeModelWarning`` first when the judge has no model to ask.
         """
         if self.model is None and not os.environ.get("LOCALSCORERS_JUDGE_MODEL", "").strip():
             warnings.warn(
