@@ -29,8 +29,12 @@ __all__ = [
     "JobNotFoundError",
     "JudgeModelWarning",
     "LocalScorersError",
+    "MissingColumnsError",
+    "ModelNotConfiguredError",
+    "ModelRequestError",
     "NotADatabaseError",
     "NotFoundError",
+    "ProviderUnavailableError",
     "SchemaVersionError",
     "ScorerExecutionError",
     "ScorerLimitError",
@@ -41,6 +45,7 @@ __all__ = [
     "TraceNotFoundError",
     "TransactionError",
     "TransientError",
+    "UnparseableAnswerError",
 ]
 
 

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
 import inspect
+from pathlib import Path
 
 import pytest
 
 import localscorers
 from localscorers import exceptions
 
+# localscorers.__all__ is computed at run time (type checkers go by the ``X as X`` imports),
+# so mypy types the attribute as object: read it from the module's namespace.
+PUBLIC: tuple[str, ...] = vars(localscorers)["__all__"]
+
 
 def test_all_is_sorted_and_every_name_imports_with_a_docstring() -> None:
-    assert list(localscorers.__all__) == sorted(localscorers.__all__)
-    for name in localscorers.__all__:
+    assert list(PUBLIC) == sorted(PUBLIC)
+    for name in PUBLIC:
         value = getattr(localscorers, name)
         assert inspect.getdoc(value), f"{name} has no docstring"
 
@@ -59,6 +66,25 @@ def test_errors_share_one_root_and_the_matching_builtin(name: str, builtin: type
 def test_every_exception_is_exported() -> None:
     for name in exceptions.__all__:
         assert getattr(localscorers, name) is getattr(exceptions, name)
+
+
+def test_the_imports_type_checkers_read_match_the_names_loaded_on_first_use() -> None:
+    # localscorers/__init__.py imports each lazy name for type checkers only (under
+    # TYPE_CHECKING); at run time its _LAZY table loads it. Both must name the same
+    # objects, and together with the exceptions make up __all__.
+    tree = ast.parse(Path(localscorers.__file__).read_text(encoding="utf-8"))
+    guarded = next(node for node in tree.body if isinstance(node, ast.If))
+    imported: dict[str, str] = {}
+    for node in guarded.body:
+        assert isinstance(node, ast.ImportFrom), ast.unparse(node)
+        assert node.module is not None
+        for alias in node.names:
+            assert alias.asname == alias.name, f"import {alias.name} as {alias.name}"
+            imported[alias.name] = node.module
+    assert sorted({*imported, *exceptions.__all__}) == list(PUBLIC)
+    for name, module in imported.items():
+        value = getattr(importlib.import_module(module), name)
+        assert getattr(localscorers, name) is value, name
 
 
 def test_statuses_are_upper_case_str_enums() -> None:
