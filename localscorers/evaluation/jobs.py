@@ -1,10 +1,11 @@
-"""The backfill job runner: claims jobs under a lease and runs them (DESIGN.md section 9).
+"""The backfill job runner: claims parts of jobs under a lease and runs them (DESIGN.md 9).
 
-``JobRunner`` claims the oldest unfinished job (``store.jobs.claim_job``; a dead
-holder's job is taken over once its lease expires) and runs it with
-``backfill.Execution``, which walks the traces by a keyset cursor and commits each
-finished prefix with the cursor in one transaction. Creating, reading and cancelling
-jobs is ``store.jobs.BackfillJobs``.
+``JobRunner`` claims the next part of the oldest unfinished job
+(``store.job_parts.claim_job``: a job is split into key ranges when first claimed, so
+runners in several processes and hosts share one job; a dead holder's part is taken
+over once its lease expires) and runs it with ``backfill.Execution``, which walks the
+part's traces by a keyset cursor and commits each finished prefix with the cursor in
+one transaction. Creating, reading and cancelling jobs is ``store.jobs.BackfillJobs``.
 
 This module sits below ``_context`` in the import graph: it never imports the public
 API (``scorers``, ``tracking``, ``jobs``) or the command line.
@@ -13,14 +14,16 @@ API (``scorers``, ``tracking``, ``jobs``) or the command line.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Hashable
 from typing import TYPE_CHECKING
 
 from localscorers.evaluation.backfill import Execution
 from localscorers.evaluation.scheduler import new_pool, wait_for_change
-from localscorers.exceptions import DiskFullError
+from localscorers.exceptions import ConfigurationError, DiskFullError
 from localscorers.store.changes import ChangeWatch
+from localscorers.store.job_parts import DEFAULT_PART_TRACES
 from localscorers.store.jobs import (
     ClaimedJob,
     JobLease,
@@ -39,6 +42,25 @@ if TYPE_CHECKING:
 __all__ = ["JobRunner"]
 
 logger = logging.getLogger(__name__)
+
+PART_TRACES_ENV = "LOCALSCORERS_BACKFILL_PART_TRACES"
+
+
+def part_traces_from_env() -> int:
+    """Read the fewest traces per part of a big job (``LOCALSCORERS_BACKFILL_PART_TRACES``).
+
+    Raises:
+        ConfigurationError: the value is not a whole number >= 1.
+    """
+    raw = os.environ.get(PART_TRACES_ENV, "").strip()
+    if not raw:
+        return DEFAULT_PART_TRACES
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigurationError(
+            f"{PART_TRACES_ENV} must be a whole number of traces >= 1, got {raw!r}; "
+            f"unset it for the default ({DEFAULT_PART_TRACES})."
+        )
+    return int(raw)
 
 
 class JobRunner:
@@ -68,6 +90,7 @@ class JobRunner:
         self.registry = registry
         self.settings = settings
         self.owner = owner or new_owner_id()
+        self.part_traces = part_traces_from_env()
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.close_wait = 2.0
@@ -134,7 +157,12 @@ class JobRunner:
         self._watch.close()
 
     def _claim(self) -> ClaimedJob | None:
-        return claim_job(self.db, self.owner, int(self.settings.lease_seconds * 1000))
+        return claim_job(
+            self.db,
+            self.owner,
+            int(self.settings.lease_seconds * 1000),
+            part_traces=self.part_traces,
+        )
 
     def _run(self, job: ClaimedJob) -> None:
         execution = self._current = Execution(self, job)

@@ -83,6 +83,14 @@ class Plan:
         ]
         self._flags = sum(f is not None for f in self._filters)
         self.sessions: frozenset[int] | None = None  # session scorers' indexes, once read
+        # A part's key range (lower, upper] (store.job_parts); None: open on that side.
+        self.lower: tuple[int, str] | None = None
+        self.upper: tuple[int, str] | None = None
+
+    def within(self, lower: tuple[int, str] | None, upper: tuple[int, str] | None) -> Plan:
+        """Restrict the plan to the traces keyed above ``lower`` and up to ``upper``."""
+        self.lower, self.upper = lower, upper
+        return self
 
     def read_sessions(self, conn: Connection) -> frozenset[int]:
         """Read (once) which of the job's scorer versions are session-level."""
@@ -153,7 +161,39 @@ class Plan:
             query = query.where(t.c.request_time_ms >= self.start_ms)
         if self.end_ms is not None:
             query = query.where(t.c.request_time_ms < self.end_ms)
+        key = sa.tuple_(t.c.request_time_ms, t.c.trace_id)
+        if self.lower is not None:
+            query = query.where(key > sa.tuple_(*map(sa.literal, self.lower)))
+        if self.upper is not None:
+            query = query.where(key <= sa.tuple_(*map(sa.literal, self.upper)))
         return query
+
+    def boundaries(
+        self, conn: Connection, *, min_traces: int, max_parts: int
+    ) -> list[tuple[int, str]]:
+        """Split the range into parts: the keys ending all parts but the last (open) one.
+
+        Parts hold about ``max(min_traces, traces / max_parts)`` traces each
+        (``store.job_parts``); one index range scan per boundary, no trace row read.
+        """
+        t = schema.traces
+        key = sa.tuple_(t.c.request_time_ms, t.c.trace_id)
+        keys = self._query(payload=False, existing=False).with_only_columns(
+            t.c.request_time_ms, t.c.trace_id
+        )
+        traces = conn.execute(sa.select(sa.func.count()).select_from(keys.subquery())).scalar_one()
+        every = max(1, min_traces, -(-traces // max_parts))
+        base = keys.order_by(t.c.request_time_ms, t.c.trace_id).offset(every - 1).limit(1)
+        found: list[tuple[int, str]] = []
+        while len(found) < -(-traces // every) - 1:
+            query = base
+            if found:
+                query = query.where(key > sa.tuple_(*map(sa.literal, found[-1])))
+            row = conn.execute(query).first()
+            if row is None:
+                break
+            found.append((int(row[0]), str(row[1])))
+        return found
 
     def page(
         self,

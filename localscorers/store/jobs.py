@@ -1,10 +1,11 @@
-"""Backfill job rows: creating, reading and cancelling jobs, and holding one under a lease.
+"""Backfill job rows: creating, reading and cancelling jobs, and holding a part under a lease.
 
-A job freezes its scorers (name, version, rate, filter) when it is created. A runner
-claims the oldest unfinished job under a lease (``claim_job``) and works it through a
-``JobLease``: every write checks that the lease is still ours, and progress (feedback,
-counts and the cursor) is committed in one transaction (STYLE.md rule 18), so a crash
-loses only uncommitted work, which the next holder redoes.
+A job freezes its scorers (name, version, rate, filter) when it is created. Runners
+claim its parts (key ranges, ``store.job_parts.claim_job``) under a lease, several at
+once, and work each through a ``JobLease``: every write checks that the lease is still
+ours, and progress (feedback, counts and the part's cursor) is committed in one
+transaction (STYLE.md rule 18), so a crash loses only uncommitted work, which the next
+holder redoes. A job's counts are the sums over its parts.
 """
 
 from __future__ import annotations
@@ -18,8 +19,19 @@ import sqlalchemy as sa
 from localscorers import _clock
 from localscorers.exceptions import ConfigurationError, JobNotFoundError, LeaseLostError
 from localscorers.models import BackfillJob, JobStatus
-from localscorers.store import dialect, schema
+from localscorers.store import schema
 from localscorers.store.backfill_pages import Plan, ScorerSpec
+from localscorers.store.job_parts import (
+    COUNT_KEYS,
+    FINAL_STATUSES,
+    UNFINISHED,
+    ClaimedJob,
+    cancel_parts,
+    claim_job,
+    end_job_if_done,
+    lock_job,
+    part_counts,
+)
 from localscorers.store.ledger import move_requests
 from localscorers.store.results import Finished, insert_finished
 
@@ -46,29 +58,31 @@ __all__ = [
     "unfinished_count",
 ]
 
-COUNT_KEYS = ("total", "processed", "succeeded", "failed", "skipped")
-FINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
-_UNFINISHED = (JobStatus.PENDING.value, JobStatus.RUNNING.value)
-
 
 def _datetime(ms: int | None) -> datetime | None:
     return None if ms is None else _clock.datetime_from_ms(ms)
 
 
-def _job_model(row: Any) -> BackfillJob:  # noqa: ANN401 - a Row of backfill_jobs
+def _job_model(
+    row: Any,  # noqa: ANN401 - a Row of backfill_jobs
+    sums: dict[str, list[dict[str, Any]]],
+) -> BackfillJob:
+    scorers = list(row.scorers)
+    counts = {key: getattr(row, key) for key in COUNT_KEYS[1:]}
+    if row.job_id in sums and row.status in UNFINISHED:
+        # Running: the parts hold the counts (an ended job's row has their sums).
+        scorers = [{**s, **n} for s, n in zip(scorers, sums[row.job_id], strict=True)]
+        counts = {key: sum(s[key] for s in scorers) for key in COUNT_KEYS[1:]}
     return BackfillJob(
         job_id=row.job_id,
         experiment_id=row.experiment_id,
         status=JobStatus(row.status),
-        scorers=list(row.scorers),
+        scorers=scorers,
         start_time=_datetime(row.start_ms),
         end_time=_datetime(row.end_ms),
         rescore=bool(row.rescore),
         total=row.total,
-        processed=row.processed,
-        succeeded=row.succeeded,
-        failed=row.failed,
-        skipped=row.skipped,
+        **counts,
         created_at=_clock.datetime_from_ms(row.created_ms),
         started_at=_datetime(row.started_ms),
         finished_at=_datetime(row.finished_ms),
@@ -186,12 +200,13 @@ class BackfillJobs:
         j = schema.backfill_jobs
         with self._db.read() as conn:
             row = conn.execute(sa.select(j).where(j.c.job_id == job_id)).first()
+            sums = part_counts(conn, [job_id])
         if row is None:
             raise JobNotFoundError(
                 f"No backfill job has id {job_id!r}. List the jobs with list_backfill_jobs() "
                 "or 'localscorers jobs list', and check the tracking URI."
             )
-        return _job_model(row)
+        return _job_model(row, sums)
 
     def list(self, experiment_id: str | None = None) -> list[BackfillJob]:
         """Return the jobs of one experiment (None: of all), newest first."""
@@ -200,13 +215,16 @@ class BackfillJobs:
         if experiment_id is not None:
             query = query.where(j.c.experiment_id == experiment_id)
         with self._db.read() as conn:
-            return [_job_model(row) for row in conn.execute(query)]
+            rows = conn.execute(query).all()
+            sums = part_counts(conn, [r.job_id for r in rows if r.status in UNFINISHED])
+        return [_job_model(row, sums) for row in rows]
 
     def cancel(self, job_id: str) -> BackfillJob:
         """Ask a job to stop, keeping what it wrote; a finished job is returned unchanged.
 
-        A pending job, or one whose holder died or let go, is CANCELLED at once; a
-        running one is stopped by its holder within a fraction of a second.
+        A pending job, or one whose holders died or let go, is CANCELLED at once; the
+        holders of its running parts stop within a fraction of a second, and the last
+        one to stop ends the job.
 
         Raises:
             JobNotFoundError: no job has that id.
@@ -214,12 +232,17 @@ class BackfillJobs:
         j = schema.backfill_jobs
         now = _clock.now_ms()
         with self._db.write() as conn:
-            row = conn.execute(sa.select(j).where(j.c.job_id == job_id)).first()
+            row = lock_job(conn, job_id)
             if row is not None and JobStatus(row.status) not in FINAL_STATUSES:
-                values: dict[str, Any] = {"cancel_requested": True}
-                if row.lease_owner is None or (row.lease_expires_ms or 0) < now:
-                    values |= _released(JobStatus.CANCELLED, now)
-                conn.execute(sa.update(j).where(j.c.job_id == job_id).values(**values))
+                where = j.c.job_id == job_id
+                conn.execute(sa.update(j).where(where).values(cancel_requested=True))
+                if part_counts(conn, [job_id]):
+                    cancel_parts(conn, row, now)
+                elif row.lease_owner is None or (row.lease_expires_ms or 0) < now:
+                    # Not planned yet, and nobody planning it.
+                    conn.execute(
+                        sa.update(j).where(where).values(**_released(JobStatus.CANCELLED, now))
+                    )
         return self.get(job_id)
 
 
@@ -235,93 +258,9 @@ def _released(status: JobStatus, now: int) -> dict[str, Any]:
 def unfinished_count(db: Database) -> int:
     """Return how many jobs of the database (any experiment) are PENDING or RUNNING."""
     j = schema.backfill_jobs
-    query = sa.select(sa.func.count()).where(j.c.status.in_(_UNFINISHED))
+    query = sa.select(sa.func.count()).where(j.c.status.in_(UNFINISHED))
     with db.read() as conn:
         return int(conn.execute(query).scalar_one())
-
-
-@dataclass(frozen=True)
-class ClaimedJob:
-    """A job as its holder claimed it: the frozen plan, the counts and where it stopped."""
-
-    job_id: str
-    experiment_id: str
-    scorers: list[dict[str, Any]]
-    start_ms: int | None
-    end_ms: int | None
-    rescore: bool
-    cursor: tuple[int, str] | None
-    # Claims since the cursor last moved, this one included: more than one means a
-    # holder died (or stalled) before moving it.
-    claims: int = 1
-    # The pair a careful holder was running alone when it died, with its attempts.
-    probe: dict[str, Any] | None = None
-
-    @property
-    def plan(self) -> Plan:
-        """The plan frozen in the job."""
-        return Plan.from_row(self)
-
-
-def claim_job(db: Database, owner: str, lease_ms: int) -> ClaimedJob | None:
-    """Lease the oldest unfinished job that nobody holds (or whose holder's lease expired).
-
-    The claim counts itself in the job's ``claims`` in its own transaction, so a holder
-    that dies mid-job (a scorer calling ``os._exit``, a native crash) has used it up.
-    A job whose holder died after a cancel request is cancelled here instead.
-    """
-    j = schema.backfill_jobs
-    now = _clock.now_ms()
-    claimable = (
-        sa.select(j)
-        .where(
-            j.c.status.in_(_UNFINISHED),
-            sa.or_(j.c.lease_owner.is_(None), j.c.lease_expires_ms < now),
-        )
-        .order_by(j.c.created_ms, j.c.job_id)
-        .limit(1)
-    )
-    # Look with a read first: an idle runner must not take the write lock every poll.
-    with db.read() as conn:
-        if conn.execute(claimable).first() is None:
-            return None
-    with db.write() as conn:
-        # PostgreSQL: runners on other hosts skip a job being claimed here.
-        claimable = dialect.of(conn).claim_rows(claimable)
-        while (row := conn.execute(claimable).first()) is not None:
-            where = j.c.job_id == row.job_id
-            if row.cancel_requested:
-                conn.execute(
-                    sa.update(j).where(where).values(**_released(JobStatus.CANCELLED, now))
-                )
-                continue
-            conn.execute(
-                sa.update(j)
-                .where(where)
-                .values(
-                    status=JobStatus.RUNNING.value,
-                    lease_owner=owner,
-                    lease_expires_ms=now + lease_ms,
-                    started_ms=sa.func.coalesce(j.c.started_ms, now),
-                    claims=j.c.claims + 1,
-                )
-            )
-            row = conn.execute(sa.select(j).where(where)).one()
-            cursor = (
-                None if row.cursor_trace_id is None else (row.cursor_time_ms, row.cursor_trace_id)
-            )
-            return ClaimedJob(
-                row.job_id,
-                row.experiment_id,
-                [dict(s) for s in row.scorers],
-                row.start_ms,
-                row.end_ms,
-                bool(row.rescore),
-                cursor,
-                claims=row.claims,
-                probe=dict(row.probe) if row.probe else None,
-            )
-    return None
 
 
 @dataclass(frozen=True)
@@ -336,11 +275,11 @@ class Progress:
 
 
 class JobLease:
-    """Writes to one job while ``owner`` holds its lease; each raises ``LeaseLostError`` if not.
+    """Writes to a part of a job while ``owner`` holds it; each raises ``LeaseLostError`` if not.
 
     Args:
         db: the database.
-        job: the claimed job.
+        job: the claimed part of a job.
         owner: the lease owner id.
         lease_ms: how long the lease lasts without renewal.
     """
@@ -351,22 +290,26 @@ class JobLease:
         self.owner = owner
         self.lease_ms = lease_ms
         self.origin = f"backfill:{job.job_id}"
-        # The job row's probe as this holder last saw or wrote it, and whether it wrote it.
+        # The part's probe as this holder last saw or wrote it, and whether it wrote it.
         self._probe = job.probe
         self._probe_ours = False
 
     def _update(self, conn: Connection, values: dict[str, Any]) -> None:
-        j = schema.backfill_jobs
+        p = schema.backfill_job_parts
         result = conn.execute(
-            sa.update(j)
-            .where(j.c.job_id == self.job.job_id, j.c.lease_owner == self.owner)
+            sa.update(p)
+            .where(
+                p.c.job_id == self.job.job_id,
+                p.c.part_no == self.job.part_no,
+                p.c.lease_owner == self.owner,
+            )
             .values(**values)
         )
         if not result.rowcount:
             raise LeaseLostError
 
     def update(self, values: dict[str, Any]) -> None:
-        """Set columns of the job row."""
+        """Set columns of the part's row."""
         with self._db.write() as conn:
             self._update(conn, values)
 
@@ -386,13 +329,14 @@ class JobLease:
 
     def cancel_requested(self) -> bool:
         """Tell whether someone asked the job to stop."""
-        j = schema.backfill_jobs
+        j, p = schema.backfill_jobs, schema.backfill_job_parts
+        query = sa.select(j.c.cancel_requested, p.c.lease_owner).where(
+            p.c.job_id == self.job.job_id,
+            p.c.part_no == self.job.part_no,
+            j.c.job_id == p.c.job_id,
+        )
         with self._db.read() as conn:
-            row = conn.execute(
-                sa.select(j.c.cancel_requested, j.c.lease_owner).where(
-                    j.c.job_id == self.job.job_id
-                )
-            ).first()
+            row = conn.execute(query).first()
         if row is None or row.lease_owner != self.owner:
             raise LeaseLostError
         return bool(row.cancel_requested)
@@ -403,9 +347,13 @@ class JobLease:
         """Write finished pairs with the counts and the cursor, in one transaction.
 
         ``on_written(result, status or None)`` updates the counts as rows are written.
+        A part that ends ends its job too when it was the last one.
         """
         now = _clock.now_ms()
         with self._db.write() as conn:
+            # Job row first, then the part (store.job_parts): the last part to end sees
+            # every other part ended.
+            job = lock_job(conn, self.job.job_id) if progress.status or progress.release else None
             if progress.results:
                 insert_finished(
                     conn,
@@ -416,6 +364,10 @@ class JobLease:
                     on_written=on_written,
                 )
             self._update(conn, self._values(progress, now))
+            if job is not None and progress.status is not None:
+                end_job_if_done(conn, job, now)
+            elif job is not None:
+                _pause_if_unheld(conn, job, now)
 
     def _values(self, progress: Progress, now: int) -> dict[str, Any]:
         values: dict[str, Any] = {"scorers": progress.counts}
@@ -430,12 +382,11 @@ class JobLease:
             values |= self._given_back()
         status = progress.status
         if status is JobStatus.SUCCEEDED:
-            # The total counted at the start misses traces logged into the range since.
             values["total"] = values["processed"]
         if status is not None:
             values |= {"status": status.value, "finished_ms": now}
         elif progress.release:
-            # Nobody runs it now: PENDING until a runner (here or elsewhere) resumes it.
+            # Nobody runs the part now: PENDING until a runner (here or elsewhere) resumes it.
             values["status"] = JobStatus.PENDING.value
         held = status is None and not progress.release
         values["lease_expires_ms"] = now + self.lease_ms if held else None
@@ -445,15 +396,40 @@ class JobLease:
 
     def _given_back(self) -> dict[str, Any]:
         """Return this claim's attempts when letting go normally: this holder did not die."""
-        j = schema.backfill_jobs
-        values: dict[str, Any] = {"claims": sa.case((j.c.claims > 0, j.c.claims - 1), else_=0)}
+        p = schema.backfill_job_parts
+        values: dict[str, Any] = {"claims": sa.case((p.c.claims > 0, p.c.claims - 1), else_=0)}
         if self._probe is not None and self._probe_ours:
             attempts = int(self._probe["attempts"]) - 1
             values["probe"] = {**self._probe, "attempts": attempts} if attempts > 0 else sa.null()
         return values
 
     def fail(self, error: str) -> None:
-        """Record that the job failed (for infrastructure errors, not scorer errors)."""
-        values = {**_released(JobStatus.FAILED, _clock.now_ms()), "error": error}
+        """Record that the part failed (for infrastructure errors, not scorer errors).
+
+        The job ends FAILED, with this error, when its last part ends.
+        """
+        now = _clock.now_ms()
+        values = {**_released(JobStatus.FAILED, now), "error": error}
         with self._db.write() as conn:
+            job = lock_job(conn, self.job.job_id)
             self._update(conn, values)
+            end_job_if_done(conn, job, now)
+
+
+def _pause_if_unheld(conn: Connection, job: Any, now: int) -> None:  # noqa: ANN401 - a Row
+    """Show a job that nobody works on now as PENDING (a runner resumes it)."""
+    j, p = schema.backfill_jobs, schema.backfill_job_parts
+    held = conn.execute(
+        sa.select(sa.literal(1)).where(
+            p.c.job_id == job.job_id,
+            p.c.status.in_(UNFINISHED),
+            p.c.lease_owner.is_not(None),
+            p.c.lease_expires_ms >= now,
+        )
+    ).first()
+    if held is None:
+        conn.execute(
+            sa.update(j)
+            .where(j.c.job_id == job.job_id, j.c.status == JobStatus.RUNNING.value)
+            .values(status=JobStatus.PENDING.value)
+        )

@@ -177,6 +177,47 @@ def m0009_backfill_claims(conn: Connection) -> None:
             conn.execute(sa.text(f"ALTER TABLE backfill_jobs ADD COLUMN {spec}"))
 
 
+def m0010_backfill_job_parts(conn: Connection) -> None:
+    """Add ``backfill_job_parts``: a job's key ranges, each claimed by one worker at a time.
+
+    Several workers then run one job at once (issue 18). An unfinished job that has
+    moved its cursor becomes ONE part at that cursor, with its counts, claims and lease,
+    so it resumes where it stopped; one that has not is split when it is next claimed.
+    """
+    schema.backfill_job_parts.create(conn, checkfirst=True)
+    j, p = schema.backfill_jobs, schema.backfill_job_parts
+    started = conn.execute(
+        sa.select(j).where(j.c.status.in_(("PENDING", "RUNNING")), j.c.cursor_trace_id.is_not(None))
+    ).all()
+    for row in started:
+        conn.execute(
+            sa.insert(p).values(
+                job_id=row.job_id,
+                part_no=0,
+                created_ms=row.created_ms,
+                status=row.status,
+                cursor_time_ms=row.cursor_time_ms,
+                cursor_trace_id=row.cursor_trace_id,
+                scorers=row.scorers,
+                total=row.total,
+                processed=row.processed,
+                succeeded=row.succeeded,
+                failed=row.failed,
+                skipped=row.skipped,
+                started_ms=row.started_ms,
+                lease_owner=row.lease_owner,
+                lease_expires_ms=row.lease_expires_ms,
+                claims=row.claims,
+                probe=row.probe if row.probe else sa.null(),
+            )
+        )
+        conn.execute(
+            sa.update(j)
+            .where(j.c.job_id == row.job_id)
+            .values(lease_owner=None, lease_expires_ms=None)
+        )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     m0001_initial,
     m0002_evaluation_requests,
@@ -187,6 +228,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     m0007_partial_null_indexes,
     m0008_virtual_root_spans,
     m0009_backfill_claims,
+    m0010_backfill_job_parts,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -19,6 +19,7 @@ from sqlmodel import Field, SQLModel
 
 __all__ = [
     "METADATA",
+    "BackfillJobPartRow",
     "BackfillJobRow",
     "CounterRow",
     "ExperimentRow",
@@ -26,6 +27,7 @@ __all__ = [
     "ScorerStateRow",
     "ScorerVersionRow",
     "assessments",
+    "backfill_job_parts",
     "backfill_jobs",
     "counters",
     "evaluation_requests",
@@ -398,6 +400,43 @@ class BackfillJobRow(_Base, table=True):
     probe: Any = _json_column()
 
 
+class BackfillJobPartRow(_Base, table=True):
+    """One key range of a backfill job, run by one holder at a time under a lease (m0010).
+
+    A job is split into parts when it is first claimed: part ``n`` covers the traces
+    whose key ``(request_time_ms, trace_id)`` is above ``lower`` and at most ``upper``
+    (no bound: open), walked by its own cursor. Workers claim parts, so several work on
+    one job; the job ends in the transaction that ends its last part.
+    """
+
+    __tablename__ = "backfill_job_parts"
+
+    job_id: str = Field(primary_key=True, foreign_key="backfill_jobs.job_id")
+    part_no: int = Field(primary_key=True)
+    created_ms: int  # the job's: parts are claimed oldest job first
+    status: str
+    lower_time_ms: int | None = None
+    lower_trace_id: str | None = None
+    upper_time_ms: int | None = None
+    upper_trace_id: str | None = None
+    cursor_time_ms: int | None = None
+    cursor_trace_id: str | None = None
+    # The job's scorers with this part's counts (as backfill_jobs.scorers).
+    scorers: Any = _json_column(nullable=False)
+    total: int = 0
+    processed: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    skipped: int = 0
+    started_ms: int | None = None
+    finished_ms: int | None = None
+    error: str | None = None
+    lease_owner: str | None = None
+    lease_expires_ms: int | None = None
+    claims: int = 0
+    probe: Any = _json_column()
+
+
 class JudgeCacheRow(_Base, table=True):
     """A cached judge model answer, keyed by a hash of (model, prompt, parameters)."""
 
@@ -453,5 +492,6 @@ assessments = _table(AssessmentRow)
 evaluations = _table(EvaluationRow)
 evaluation_requests = _table(EvaluationRequestRow)
 backfill_jobs = _table(BackfillJobRow)
+backfill_job_parts = _table(BackfillJobPartRow)
 judge_cache = _table(JudgeCacheRow)
 pending_spans = _table(PendingSpanRow)
