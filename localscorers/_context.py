@@ -16,15 +16,15 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from localscorers.evaluation import jobs as backfill_module
 from localscorers.evaluation import online as runner_module
 from localscorers.exceptions import ConfigurationError, NotFoundError
-from localscorers.store.database import Database
-from localscorers.store.ledger import EvaluationQueue
-from localscorers.store.registry import ScorerRegistry
-from localscorers.store.traces import TraceStore
-from localscorers.store.uris import default_tracking_uri, normalize_uri
+from localscorers.store import default_tracking_uri, normalize_uri, open_store
+
+if TYPE_CHECKING:
+    from localscorers.store import Database, Registry, Store, Traces
 
 __all__ = [
     "DEFAULT_EXPERIMENT_ID",
@@ -47,9 +47,10 @@ class Runtime:
     """Everything bound to one database: store, registry and (lazily) the monitor."""
 
     def __init__(self, uri: str) -> None:
-        self.db = Database(uri)
-        self.registry = ScorerRegistry(self.db)
-        self.store = TraceStore(self.db, self.registry, on_enqueued=self._on_enqueued)
+        self.storage: Store = open_store(uri, on_enqueued=self._on_enqueued)
+        self.db: Database = self.storage.db
+        self.registry: Registry = self.storage.registry
+        self.store: Traces = self.storage.traces
         self._runner: runner_module.Runner | None = None
         self._job_runner: backfill_module.JobRunner | None = None
         self._runner_lock = threading.Lock()
@@ -65,7 +66,7 @@ class Runtime:
             started = self._runner is None
             if self._runner is None:
                 self._runner = runner_module.Runner(
-                    self.db, self.store, self.registry, settings=runner_module.Settings.from_env()
+                    self.storage, settings=runner_module.Settings.from_env()
                 )
                 self._runner.start()
             runner = self._runner
@@ -118,7 +119,7 @@ class Runtime:
         left = None
         if finish and (active is not None or jobs is not None):
             left = PendingWork(
-                evaluations=EvaluationQueue(self.db, owner="exit", lease_ms=0).pending_count(),
+                evaluations=self.storage.queue(owner="exit", lease_ms=0).pending_count(),
                 jobs=jobs.unfinished_count() if jobs is not None else 0,
             )
         self.db.close()

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from localscorers import _clock, _context, sampling
 from localscorers.exceptions import ConfigurationError, TraceNotFoundError
 from localscorers.models import EvaluationStatus, ScorerStatus
-from localscorers.store.explain_facts import (
-    ConfigFact,
-    EvaluationFact,
-    ExplainStore,
-    TraceFacts,
-)
+from localscorers.store.explain_facts import ConfigFact, EvaluationFact, TraceFacts
 from localscorers.store.sessions import SessionFacts, SessionState, session_facts
+
+if TYPE_CHECKING:
+    from localscorers.store import ExplainReader
 
 __all__ = ["ExplainEntry", "ExplainOutcome", "Explanation", "explain"]
 
@@ -87,7 +86,7 @@ def explain(trace_id: str) -> Explanation:
             f"trace_id must be a trace id string such as 'tr-...', got {type(trace_id).__name__}."
         )
     runtime = _context.current()
-    store = ExplainStore(runtime.db)
+    store = runtime.storage.explain()
     header = store.header(trace_id)
     if header is None:
         raise TraceNotFoundError(
@@ -106,7 +105,7 @@ def explain(trace_id: str) -> Explanation:
     return Explanation(trace_id, entries)
 
 
-def _session_entry(store: ExplainStore, facts: TraceFacts, name: str) -> ExplainEntry | None:
+def _session_entry(store: ExplainReader, facts: TraceFacts, name: str) -> ExplainEntry | None:
     """Explain a session-level scorer: it scores sessions, on their last trace, once idle.
 
     None when the trace has its own evaluation (it was the last trace of a revision).

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Literal, overload
+from typing import TYPE_CHECKING, Literal, overload
 
 from pydantic import BaseModel, ConfigDict
 
@@ -25,8 +25,11 @@ from localscorers.exceptions import (
 from localscorers.models import BackfillJob, ScorerStatus, validate_sample_rate
 from localscorers.scorers import Scorer
 from localscorers.store.codec import safe_repr
-from localscorers.store.jobs import FINAL_STATUSES, BackfillJobs, ScorerSpec
+from localscorers.store.jobs import FINAL_STATUSES, ScorerSpec
 from localscorers.store.scorer_state import validate_name
+
+if TYPE_CHECKING:
+    from localscorers.store import Jobs
 
 __all__ = [
     "BackfillScorerConfig",
@@ -210,7 +213,7 @@ def backfill_scorers(
     runtime = _context.current()
     experiment = _context.resolve_experiment_id(experiment_id)
     specs = [_spec(runtime, experiment, config) for config in configs]
-    service = BackfillJobs(runtime.db, runtime.store, runtime.registry)
+    service = runtime.storage.jobs()
     if dry_run:
         return service.dry_run(experiment, specs, start_ms=start_ms, end_ms=end_ms, rescore=rescore)
     job_id = service.create(experiment, specs, start_ms=start_ms, end_ms=end_ms, rescore=rescore)
@@ -218,9 +221,8 @@ def backfill_scorers(
     return job_id
 
 
-def _service() -> BackfillJobs:
-    runtime = _context.current()
-    return BackfillJobs(runtime.db, runtime.store, runtime.registry)
+def _service() -> Jobs:
+    return _context.current().storage.jobs()
 
 
 def _job_id(job_id: object) -> str:

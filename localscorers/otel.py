@@ -25,7 +25,6 @@ from localscorers import _context
 from localscorers.exceptions import LocalScorersError
 from localscorers.ingest.conventions import RawSpan
 from localscorers.ingest.otlp import Assembler, trace_id_of
-from localscorers.store.pending_spans import PendingSpans
 
 __all__ = ["SpanExporter"]
 
@@ -58,9 +57,7 @@ class SpanExporter(_OtelSpanExporter):
 
     def _assembler(self) -> Assembler:
         runtime = _context.current()
-        return Assembler(
-            PendingSpans(runtime.db, runtime.store), trace_timeout_seconds=self._timeout
-        )
+        return Assembler(runtime.storage.pending_spans(), trace_timeout_seconds=self._timeout)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """Write the spans; a trace whose root span is among them is written whole."""

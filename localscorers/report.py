@@ -22,7 +22,7 @@ from localscorers import _clock, _context
 from localscorers.evaluation.aggregations import aggregate
 from localscorers.exceptions import ConfigurationError
 from localscorers.models import ScorerStatus
-from localscorers.store.reports import ReportRows, ReportStore
+from localscorers.store.reports import ReportRows
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -171,7 +171,7 @@ def scorer_report(
 
     origin = None if evaluation_id is None else f"evaluate:{evaluation_id}"
     aggregated = [name for name, state in states.items() if state.definition.get("aggregations")]
-    rows = ReportStore(runtime.db).read(
+    rows = runtime.storage.reports().read(
         experiment, since_ms=since_ms, width_ms=width_ms, origin=origin, aggregated=aggregated
     )
     listed = set(rows.counts) if origin else set(states) | set(rows.counts) | set(rows.requested)

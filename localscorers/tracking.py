@@ -28,7 +28,6 @@ from localscorers.models import (
 )
 from localscorers.store import codec, paging
 from localscorers.store.codec import safe_repr
-from localscorers.store.ledger import EvaluationQueue
 from localscorers.store.paging import PagedList
 from localscorers.store.uris import normalize_uri
 
@@ -486,7 +485,7 @@ def flush(timeout: float | None = None) -> bool:
         )
     if _context.monitor_enabled():
         return runtime.runner().flush(timeout)
-    queue = EvaluationQueue(runtime.db, owner="flush", lease_ms=0)
+    queue = runtime.storage.queue(owner="flush", lease_ms=0)
     watermark = queue.watermark()
     deadline = None if timeout is None else time.monotonic() + timeout
     while queue.has_pending(since=watermark):

@@ -17,7 +17,6 @@ from localscorers.cli.common import err_console, prepare
 from localscorers.evaluation.jobs import JobRunner
 from localscorers.evaluation.online import Runner, Settings
 from localscorers.report import scorer_report
-from localscorers.store.ledger import EvaluationQueue
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -61,7 +60,7 @@ def _status(
         for report in scorer_report(experiment_id=experiment.experiment_id, since=since_ms):
             done += report.evaluations
             failed += report.errors
-    pending = EvaluationQueue(runtime.db, owner="status", lease_ms=0).pending_count()
+    pending = runtime.storage.queue(owner="status", lease_ms=0).pending_count()
     return WorkerStatus(
         done=done,
         failed=failed,
@@ -97,7 +96,7 @@ def run_worker(
         settings = Settings(**{**settings.__dict__, "max_workers": max_workers})
     since_ms = int(time.time() * 1000)
     started = time.monotonic()
-    runner = Runner(runtime.db, runtime.store, runtime.registry, settings=settings)
+    runner = Runner(runtime.storage, settings=settings)
     runner.start()
     jobs = JobRunner(runtime.db, runtime.store, runtime.registry, settings=settings)
     jobs.start()

@@ -43,11 +43,9 @@ if TYPE_CHECKING:
     from localscorers.evaluation.execution import LoadedScorer
     from localscorers.evaluation.pool import DaemonThreadPool
     from localscorers.evaluation.scheduler import Settings
+    from localscorers.store import Database, Registry, Traces
     from localscorers.store.backfill_pages import PageRow
-    from localscorers.store.database import Database
-    from localscorers.store.registry import ScorerRegistry
     from localscorers.store.results import Plain
-    from localscorers.store.traces import TraceStore
 
 __all__ = ["Execution", "Host"]
 
@@ -67,8 +65,8 @@ class Host(Protocol):
     """What an execution needs from the runner that claimed the job."""
 
     db: Database
-    store: TraceStore
-    registry: ScorerRegistry
+    store: Traces
+    registry: Registry
     settings: Settings
     owner: str
     executor: DaemonThreadPool

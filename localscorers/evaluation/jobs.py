@@ -35,9 +35,7 @@ from localscorers.store.ledger import new_owner_id
 
 if TYPE_CHECKING:
     from localscorers.evaluation.scheduler import Settings
-    from localscorers.store.database import Database
-    from localscorers.store.registry import ScorerRegistry
-    from localscorers.store.traces import TraceStore
+    from localscorers.store import Database, Registry, Traces
 
 __all__ = ["JobRunner"]
 
@@ -79,8 +77,8 @@ class JobRunner:
     def __init__(
         self,
         db: Database,
-        store: TraceStore,
-        registry: ScorerRegistry,
+        store: Traces,
+        registry: Registry,
         *,
         settings: Settings,
         owner: str | None = None,

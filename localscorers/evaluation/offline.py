@@ -44,8 +44,7 @@ from localscorers.store.offline import Finished, write_finished
 
 if TYPE_CHECKING:
     from localscorers.models import Feedback, Trace
-    from localscorers.store.database import Database
-    from localscorers.store.traces import TraceStore
+    from localscorers.store import Database, Traces
 
 __all__ = [
     "EVALUATION_ID_KEY",
@@ -121,9 +120,7 @@ def evaluation_filter(evaluation_id: str) -> str:
     return f"metadata.`{EVALUATION_ID_KEY}` = '{evaluation_id}'"
 
 
-def evaluation_traces(
-    store: TraceStore, *, experiment_id: str, evaluation_id: str
-) -> dict[int, Trace]:
+def evaluation_traces(store: Traces, *, experiment_id: str, evaluation_id: str) -> dict[int, Trace]:
     """Return the traces already logged for an evaluation, by row index (the oldest wins)."""
     found = store.search_traces(
         experiment_ids=[experiment_id],

@@ -37,14 +37,11 @@ from localscorers.evaluation.scheduler import (
 )
 from localscorers.evaluation.sessions import SessionScoring
 from localscorers.exceptions import DiskFullError, ScorerNotFoundError, TransientError
-from localscorers.store.changes import ChangeWatch
-from localscorers.store.ledger import Claim, EvaluationQueue, Outcome, Watermark, new_owner_id
+from localscorers.store import Outcome, new_owner_id
 
 if TYPE_CHECKING:
     from localscorers.models import Trace
-    from localscorers.store.database import Database
-    from localscorers.store.registry import ScorerRegistry
-    from localscorers.store.traces import TraceStore
+    from localscorers.store import Claim, Store, Watermark
 
 __all__ = ["Runner", "Settings"]
 
@@ -60,34 +57,26 @@ class Runner:
     """Evaluate pending (trace, scorer) pairs of one database on a thread pool.
 
     Args:
-        db: the database.
-        store: reads traces for the claimed evaluations.
-        registry: reads the scorer versions to run.
+        storage: the database's stores: the ledger to claim from, the traces of the
+            claimed evaluations and the scorer versions to run.
         settings: evaluator settings.
         owner: lease owner id (a fresh one by default).
     """
 
     def __init__(
-        self,
-        db: Database,
-        store: TraceStore,
-        registry: ScorerRegistry,
-        *,
-        settings: Settings | None = None,
-        owner: str | None = None,
+        self, storage: Store, *, settings: Settings | None = None, owner: str | None = None
     ) -> None:
         self.settings = settings or Settings()
-        self._db = db
-        self._store = store
-        self._registry = registry
-        self.queue = EvaluationQueue(
-            db,
+        self._db = storage.db
+        self._store = storage.traces
+        self._registry = storage.registry
+        self.queue = storage.queue(
             owner=owner or new_owner_id(),
             lease_ms=int(self.settings.lease_seconds * 1000),
             max_attempts=self.settings.max_attempts,
         )
         self._wake = threading.Event()
-        self._watch = ChangeWatch(db)
+        self._watch = storage.watch()
         self._stopping = threading.Event()
         self._progress = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -105,7 +94,7 @@ class Runner:
         self._light: dict[str, Trace] = {}  # light_trace stand-ins, for scorers not reading it
         self._scorers: dict[tuple[str, str, int], LoadedScorer] = {}
         # Session scorers: enqueued by an idle scan, run on whole sessions (sessions.py).
-        self._sessions = SessionScoring(db, store, registry)
+        self._sessions = SessionScoring(self._db, self._store, self._registry)
         self._scorer_counter: int | None = None
         self._last_renew = time.monotonic()
         self._last_write = time.monotonic()

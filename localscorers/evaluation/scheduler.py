@@ -39,7 +39,7 @@ from localscorers.store.results import Plain
 
 if TYPE_CHECKING:
     from localscorers.models import Trace
-    from localscorers.store.changes import ChangeWatch
+    from localscorers.store import Watch
 
 __all__ = [
     "Done",
@@ -130,7 +130,7 @@ def new_pool(settings: Settings, *, thread_name_prefix: str) -> DaemonThreadPool
 
 
 def wait_for_change(
-    watch: ChangeWatch,
+    watch: Watch,
     wake: threading.Event,
     stopping: threading.Event,
     poll_seconds: float,

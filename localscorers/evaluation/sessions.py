@@ -31,10 +31,7 @@ from localscorers.store.sessions import (
 
 if TYPE_CHECKING:
     from localscorers.models import Feedback, Trace
-    from localscorers.store.database import Connection, Database
-    from localscorers.store.ledger import Claim
-    from localscorers.store.registry import ScorerRegistry
-    from localscorers.store.traces import TraceStore
+    from localscorers.store import Claim, Connection, Database, Registry, Traces
 
 __all__ = ["SessionItem", "SessionScoring", "load_items", "runnable", "session_call", "stamp"]
 
@@ -85,7 +82,7 @@ class SessionScoring:
         registry: its change counter says when to re-read the session scorers.
     """
 
-    def __init__(self, db: Database, store: TraceStore, registry: ScorerRegistry) -> None:
+    def __init__(self, db: Database, store: Traces, registry: Registry) -> None:
         self._db = db
         self._store = store
         self._registry = registry
@@ -183,7 +180,7 @@ def stamp(feedback: Sequence[Feedback], session_id: str) -> list[Feedback]:
     return [f.model_copy(update={"metadata": {**(f.metadata or {}), **extra}}) for f in feedback]
 
 
-def load_items(conn: Connection, store: TraceStore, trace_ids: Sequence[str]) -> dict[str, Trace]:
+def load_items(conn: Connection, store: Traces, trace_ids: Sequence[str]) -> dict[str, Trace]:
     """Return a ``SessionItem`` per trace: the trace with its session up to it, in time order.
 
     A deleted trace gets none; a trace outside any session is a session of its own.

@@ -32,12 +32,14 @@ from localscorers.exceptions import ConfigurationError
 from localscorers.ingest import conventions
 from localscorers.ingest.conventions import RawSpan
 from localscorers.models import TraceStatus
-from localscorers.store.pending_spans import PendingSpan, PendingSpans
+from localscorers.store.pending_spans import PendingSpan
 from localscorers.store.rows import TraceRecord
 
 if TYPE_CHECKING:
     from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
     from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
+
+    from localscorers.store import SpanBuffer
 
 __all__ = [
     "MISSING_ROOT_KEY",
@@ -327,7 +329,7 @@ class Assembler:
             spans (counted from its newest span's arrival) before it is written anyway.
     """
 
-    def __init__(self, pending: PendingSpans, *, trace_timeout_seconds: float = 60.0) -> None:
+    def __init__(self, pending: SpanBuffer, *, trace_timeout_seconds: float = 60.0) -> None:
         self._pending = pending
         self._timeout_ms = max(0, round(trace_timeout_seconds * 1000))
 

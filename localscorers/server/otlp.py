@@ -26,7 +26,6 @@ from starlette.routing import Route
 from localscorers import _context
 from localscorers.exceptions import DatabaseBusyError, LocalScorersError, NotFoundError
 from localscorers.ingest import otlp
-from localscorers.store.pending_spans import PendingSpans
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -61,7 +60,7 @@ def assembler(settings: ServerSettings) -> otlp.Assembler:
     """Return an assembler over the current database with the server's grace period."""
     runtime = _context.current()
     return otlp.Assembler(
-        PendingSpans(runtime.db, runtime.store),
+        runtime.storage.pending_spans(),
         trace_timeout_seconds=settings.trace_timeout_seconds,
     )
 

@@ -42,8 +42,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
     from localscorers.store.database import Database
-    from localscorers.store.registry import ScorerRegistry
-    from localscorers.store.traces import TraceStore
+    from localscorers.store.interface import Registry, Traces
 
 __all__ = [
     "COUNT_KEYS",
@@ -99,7 +98,7 @@ class BackfillJobs:
         registry: checks that the frozen scorer versions exist.
     """
 
-    def __init__(self, db: Database, store: TraceStore, registry: ScorerRegistry) -> None:
+    def __init__(self, db: Database, store: Traces, registry: Registry) -> None:
         self._db = db
         self._store = store
         self._registry = registry

@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
     from localscorers.store.database import Database
+    from localscorers.store.interface import Traces
     from localscorers.store.rows import TraceRecord
-    from localscorers.store.traces import TraceStore
 
 __all__ = ["PendingSpan", "PendingSpans", "Received"]
 
@@ -63,7 +63,7 @@ class PendingSpans:
         traces: where assembled traces are written (with their online evaluations).
     """
 
-    def __init__(self, db: Database, traces: TraceStore) -> None:
+    def __init__(self, db: Database, traces: Traces) -> None:
         self._db = db
         self._traces = traces
 

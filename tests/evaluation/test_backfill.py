@@ -39,7 +39,7 @@ from localscorers.evaluation.backfill import Execution
 from localscorers.evaluation.execution import to_feedback
 from localscorers.evaluation.jobs import JobRunner
 from localscorers.evaluation.online import Settings
-from localscorers.store.jobs import BackfillJobs, LeaseLostError, ScorerSpec
+from localscorers.store.jobs import LeaseLostError, ScorerSpec
 from localscorers.store.rows import assessment_row, plain_base, plain_row
 from tests import backfill_helpers as helpers
 
@@ -281,9 +281,7 @@ def test_a_deleted_scorer_version_fails_the_job(db: Path) -> None:
     log(2)
     helpers.length.register()
     runtime = _context.current()
-    job_id = BackfillJobs(runtime.db, runtime.store, runtime.registry).create(
-        "0", [ScorerSpec("length", 1, 1.0)]
-    )
+    job_id = runtime.storage.jobs().create("0", [ScorerSpec("length", 1, 1.0)])
     localscorers.delete_scorer(name="length")
     job = localscorers.wait_for_backfill_job(job_id, timeout=WAIT)
     assert job.status == "FAILED"
@@ -322,7 +320,7 @@ def test_cancel_a_pending_job_and_a_finished_one(db: Path) -> None:
     log(2)
     helpers.length.register()
     runtime = _context.current()
-    service = BackfillJobs(runtime.db, runtime.store, runtime.registry)
+    service = runtime.storage.jobs()
     pending = service.create("0", [ScorerSpec("length", 1, 1.0)])
     runner = JobRunner(runtime.db, runtime.store, runtime.registry, settings=Settings())
     assert runner.unfinished_count() == 1
@@ -364,9 +362,7 @@ def test_a_closed_runner_releases_the_job_and_another_resumes_it(db: Path) -> No
     ids = log(300)
     helpers.slow_length.register()
     runtime = _context.current()
-    job_id = BackfillJobs(runtime.db, runtime.store, runtime.registry).create(
-        "0", [ScorerSpec("slow_length", 1, 1.0)]
-    )
+    job_id = runtime.storage.jobs().create("0", [ScorerSpec("slow_length", 1, 1.0)])
     first = JobRunner(
         runtime.db, runtime.store, runtime.registry, settings=_settings(max_workers=1)
     )
@@ -388,9 +384,7 @@ def test_the_online_monitor_also_runs_pending_jobs(db: Path) -> None:
     log(3)
     helpers.length.register()
     runtime = _context.current()
-    job_id = BackfillJobs(runtime.db, runtime.store, runtime.registry).create(
-        "0", [ScorerSpec("length", 1, 1.0)]
-    )
+    job_id = runtime.storage.jobs().create("0", [ScorerSpec("length", 1, 1.0)])
     runtime.runner()  # what a process that logs traces with monitoring on starts
     poll(lambda: localscorers.get_backfill_job(job_id).status == "SUCCEEDED")
     assert len(feedback_rows(db)) == 3
@@ -400,9 +394,7 @@ def test_a_holder_that_lost_its_lease_cannot_write(db: Path) -> None:
     log(5)
     helpers.length.register()
     runtime = _context.current()
-    job_id = BackfillJobs(runtime.db, runtime.store, runtime.registry).create(
-        "0", [ScorerSpec("length", 1, 1.0)]
-    )
+    job_id = runtime.storage.jobs().create("0", [ScorerSpec("length", 1, 1.0)])
     stalled = JobRunner(
         runtime.db, runtime.store, runtime.registry, settings=_settings(lease_seconds=0.1)
     )

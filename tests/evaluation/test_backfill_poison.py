@@ -18,7 +18,7 @@ import sqlalchemy as sa
 import localscorers
 from localscorers import Feedback, _context
 from localscorers.store import dialect, migrations
-from localscorers.store.jobs import BackfillJobs, JobLease, Progress, ScorerSpec, claim_job
+from localscorers.store.jobs import JobLease, Progress, ScorerSpec, claim_job
 from tests import process_helpers
 from tests import scorer_helpers_online as helpers
 
@@ -39,7 +39,7 @@ def create_job(names: list[str]) -> str:
     runtime = _context.current()
     experiment = _context.resolve_experiment_id(None)
     specs = [ScorerSpec(name, 1, 1.0) for name in names]
-    return BackfillJobs(runtime.db, runtime.store, runtime.registry).create(experiment, specs)
+    return runtime.storage.jobs().create(experiment, specs)
 
 
 def run_worker(path: Path) -> subprocess.CompletedProcess[str]:
