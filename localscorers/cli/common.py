@@ -35,8 +35,8 @@ from localscorers.exceptions import (
 )
 from localscorers.models import Experiment
 from localscorers.store import codec
-from localscorers.store.dialect import is_postgres_uri
-from localscorers.store.uris import MEMORY_URI, default_tracking_uri, normalize_uri
+from localscorers.store.dialect import display_uri, is_postgres_uri
+from localscorers.store.uris import MEMORY_URI, default_tracking_uri, holds_schema, normalize_uri
 
 __all__ = [
     "OPTIONS",
@@ -228,6 +228,15 @@ def prepare(*, write: bool = False, create_experiment: bool = False) -> CommandC
     path = None if uri == MEMORY_URI or on_server else Path(uri.removeprefix("sqlite:///"))
     if path is not None:
         _check_path(path, given=given, write=write)
+    elif on_server and not write and not holds_schema(uri):
+        # As a missing SQLite file: a read command creates no tables on the server.
+        shown = display_uri(uri)
+        raise NotFoundError(
+            f"No localscorers database at {shown}: the PostgreSQL database (or the schema "
+            "its search_path names) has no localscorers tables, so nothing has been "
+            "recorded there. Check --db (or LOCALSCORERS_TRACKING_URI), or create the "
+            f"tables with sample data: 'localscorers --db {shlex.quote(shown)} demo'."
+        )
     runtime = _open(uri, path)
     name = OPTIONS.experiment
     if name is None:

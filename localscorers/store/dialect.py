@@ -17,7 +17,7 @@ from localscorers.store import sqlite
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
-__all__ = ["is_postgres_uri", "module", "of"]
+__all__ = ["display_uri", "is_postgres_uri", "module", "of"]
 
 _POSTGRES_SCHEMES = ("postgresql://", "postgresql+", "postgres://")
 
@@ -25,6 +25,13 @@ _POSTGRES_SCHEMES = ("postgresql://", "postgresql+", "postgres://")
 def is_postgres_uri(uri: str) -> bool:
     """Tell whether a tracking URI names a PostgreSQL database."""
     return uri.startswith(_POSTGRES_SCHEMES)
+
+
+def display_uri(uri: str) -> str:
+    """Return a tracking URI as messages show it: a PostgreSQL password is masked."""
+    if is_postgres_uri(uri):
+        return str(module("postgresql").display_uri(uri))
+    return uri
 
 
 def module(name: str) -> ModuleType:

@@ -10,11 +10,12 @@ import os
 from pathlib import Path
 
 import platformdirs
+from sqlalchemy.exc import DBAPIError
 
 from localscorers.exceptions import ConfigurationError
 from localscorers.store import dialect
 
-__all__ = ["MEMORY_URI", "default_tracking_uri", "normalize_uri"]
+__all__ = ["MEMORY_URI", "default_tracking_uri", "holds_schema", "normalize_uri"]
 
 MEMORY_URI = "sqlite:///:memory:"
 
@@ -55,3 +56,26 @@ def normalize_uri(uri: str | os.PathLike[str]) -> str:
     else:
         path = text
     return f"sqlite:///{Path(path).expanduser().resolve()}"
+
+
+def holds_schema(uri: str) -> bool:
+    """Tell whether a database already holds localscorers' tables; create nothing.
+
+    Read-only commands ask first, so a typo in a URI never leaves tables behind: a
+    SQLite file must exist; a PostgreSQL database (or the schema its ``search_path``
+    names) must have a schema version. A server that cannot be reached answers True:
+    opening it then says what is wrong.
+    """
+    uri = normalize_uri(uri)
+    if uri == MEMORY_URI:
+        return True
+    if not dialect.is_postgres_uri(uri):
+        return Path(uri.removeprefix("sqlite:///")).exists()
+    engine = dialect.module("postgresql").create_engine(uri)
+    try:
+        with engine.connect() as conn:
+            return bool(dialect.of(conn).get_user_version(conn) > 0)
+    except DBAPIError:
+        return True
+    finally:
+        engine.dispose()
