@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from localscorers.cli.common import console, prepare, print_json
+from localscorers.cli.shared import JsonOption
 from localscorers.store import judge_cache
 
 __all__ = ["register"]
@@ -41,7 +42,7 @@ def register(app: typer.Typer) -> None:
                 "Default: LOCALSCORERS_JUDGE_CACHE_MAX_ENTRIES, else 50000.",
             ),
         ] = None,
-        as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")] = False,
+        as_json: JsonOption = False,
     ) -> None:
         """Remove cached judge answers beyond the age and size bounds."""
         ctx = prepare(write=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich import box
@@ -11,6 +11,7 @@ from rich.table import Table
 
 from localscorers import jobs, tracking
 from localscorers.cli.common import console, prepare, print_json
+from localscorers.cli.shared import JsonOption, command_group
 
 if TYPE_CHECKING:
     from localscorers.cli.common import CommandContext
@@ -40,45 +41,40 @@ def _rows(ctx: CommandContext) -> list[dict[str, Any]]:
     return rows
 
 
+def _list_command(as_json: JsonOption = False) -> None:
+    """List every experiment with its scorers, traces and backfill jobs."""
+    ctx = prepare()
+    rows = _rows(ctx)
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(
+        title=f"{len(rows)} experiment(s); use one with -e NAME",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    table.add_column("id", no_wrap=True)
+    longest = max((len(row["name"]) for row in rows), default=4)
+    table.add_column("name", no_wrap=True, min_width=min(longest, 40))
+    for column in ("scorers", "traces", "jobs"):
+        table.add_column(column, justify="right", overflow="fold")
+    table.add_column("created (UTC)", overflow="fold")
+    for row in rows:
+        traces = f"{row['traces']}+" if row["traces_capped"] else str(row["traces"])
+        table.add_row(
+            row["experiment_id"],
+            escape(row["name"]),
+            str(row["scorers"]),
+            traces,
+            str(row["backfill_jobs"]),
+            row["creation_time"][:19].replace("T", " "),
+        )
+    console.print(table)
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``experiments`` command group to the app."""
-    group = typer.Typer(
-        name="experiments",
-        help="List the database's experiments (pick one with -e NAME).",
-        no_args_is_help=True,
-        rich_markup_mode=None,
+    group = command_group(
+        app, "experiments", "List the database's experiments (pick one with -e NAME)."
     )
-    app.add_typer(group, name="experiments")
-
-    @group.command("list")
-    def list_command(
-        as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")] = False,
-    ) -> None:
-        """List every experiment with its scorers, traces and backfill jobs."""
-        ctx = prepare()
-        rows = _rows(ctx)
-        if as_json:
-            print_json(rows)
-            return
-        table = Table(
-            title=f"{len(rows)} experiment(s); use one with -e NAME",
-            title_justify="left",
-            box=box.SIMPLE_HEAD,
-        )
-        table.add_column("id", no_wrap=True)
-        longest = max((len(row["name"]) for row in rows), default=4)
-        table.add_column("name", no_wrap=True, min_width=min(longest, 40))
-        for column in ("scorers", "traces", "jobs"):
-            table.add_column(column, justify="right", overflow="fold")
-        table.add_column("created (UTC)", overflow="fold")
-        for row in rows:
-            traces = f"{row['traces']}+" if row["traces_capped"] else str(row["traces"])
-            table.add_row(
-                row["experiment_id"],
-                escape(row["name"]),
-                str(row["scorers"]),
-                traces,
-                str(row["backfill_jobs"]),
-                row["creation_time"][:19].replace("T", " "),
-            )
-        console.print(table)
+    group.command("list")(_list_command)

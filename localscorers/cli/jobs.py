@@ -24,27 +24,20 @@ from rich.progress import (
 from rich.table import Table
 
 from localscorers import jobs
-from localscorers.cli.common import (
-    Column,
-    CommandContext,
-    console,
-    elsewhere_hint,
-    err_console,
-    prepare,
-    print_json,
-    rows_table,
-)
+from localscorers.cli.common import Column, console, err_console, prepare, print_json, rows_table
+from localscorers.cli.shared import JsonOption, Listing, command_group, print_listing
 from localscorers.exceptions import BackfillTimeoutError, ConfigurationError
 from localscorers.models import JobStatus
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from rich.console import RenderableType
 
     from localscorers.models import BackfillJob
 
 __all__ = ["job_table", "parse_scorer", "parse_time", "register"]
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")]
 JobIdArgument = Annotated[str, typer.Argument(metavar="JOB_ID", help="A backfill job id.")]
 
 _STATUS_STYLES = {
@@ -113,7 +106,9 @@ def _progress(job: BackfillJob) -> str:
     return f"{job.processed}/{job.total}" if job.started_at is not None else "-"
 
 
-def job_table(items: list[BackfillJob], *, title: str, width: int | None = None) -> RenderableType:
+def job_table(
+    items: Sequence[BackfillJob], *, title: str, width: int | None = None
+) -> RenderableType:
     """Return a table with one row per job (ids never wrapped; blocks on narrow terminals)."""
     columns = [
         Column("job id", key=True),
@@ -263,103 +258,94 @@ def _run(job_id: str, *, wait: bool, as_json: bool) -> None:
         raise typer.Exit(1)
 
 
-def _jobs_elsewhere(ctx: CommandContext) -> str | None:
-    def count(experiment_id: str) -> int:
-        return len(jobs.list_backfill_jobs(experiment_id=experiment_id))
+def _time_option(name: str, bound: str) -> Any:  # noqa: ANN401 - typer's OptionInfo
+    return typer.Option(name, help=f"First request time {bound} (ISO 8601 or epoch ms).")
 
-    return elsewhere_hint(ctx, "backfill jobs", count)
+
+def _backfill_command(
+    *,
+    scorer: Annotated[
+        list[str],
+        typer.Option(
+            "--scorer",
+            "-s",
+            metavar="NAME[=RATE]",
+            help="A registered scorer, optionally with a sample rate (repeatable). "
+            "Without a rate the scorer's active rate is used.",
+        ),
+    ],
+    start: Annotated[str | None, _time_option("--start", "included")] = None,
+    end: Annotated[str | None, _time_option("--end", "excluded")] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Run the job here and wait, with a progress bar.")
+    ] = False,
+    rescore: Annotated[
+        bool,
+        typer.Option("--rescore", help="Score again traces already scored (keeps history)."),
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Only count the traces each scorer would evaluate."),
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Score traces already logged with registered scorers, as a durable job."""
+    prepare(write=True)
+    configs = [parse_scorer(text) for text in scorer]
+    window: dict[str, Any] = {
+        "start_time": parse_time(start, option="--start"),
+        "end_time": parse_time(end, option="--end"),
+        "rescore": rescore,
+    }
+    if dry_run:
+        _dry_run(configs, as_json=as_json, **window)
+        return
+    _run(jobs.backfill_scorers(scorers=configs, **window), wait=wait, as_json=as_json)
+
+
+def _list_command(as_json: JsonOption = False) -> None:
+    """List the experiment's backfill jobs, newest first."""
+    ctx = prepare()
+    found = jobs.list_backfill_jobs()
+    listing = Listing(
+        "backfill jobs",
+        f"No backfill jobs in {ctx.label()}.",
+        lambda experiment_id: len(jobs.list_backfill_jobs(experiment_id=experiment_id)),
+    )
+    title = f"{len(found)} backfill job(s) of {ctx.label()}"
+    print_listing(
+        ctx,
+        found,
+        listing,
+        as_json=as_json,
+        to_json=_job_json,
+        table=lambda items: job_table(items, title=title),
+    )
+
+
+def _get_command(job_id: JobIdArgument, as_json: JsonOption = False) -> None:
+    """Show one backfill job: status, progress per scorer, times and error."""
+    prepare()
+    _print_job(jobs.get_backfill_job(job_id), as_json=as_json)
+
+
+def _cancel_command(job_id: JobIdArgument, as_json: JsonOption = False) -> None:
+    """Cancel a backfill job; the feedback it already wrote stays."""
+    prepare(write=True)
+    _print_job(jobs.cancel_backfill_job(job_id), as_json=as_json)
+
+
+def _print_job(job: BackfillJob, *, as_json: bool) -> None:
+    if as_json:
+        print_json(_job_json(job))
+    else:
+        _show(job)
 
 
 def register(app: typer.Typer) -> None:
     """Add the ``backfill`` command and the ``jobs`` command group to the app."""
-
-    @app.command("backfill")
-    def backfill_command(
-        *,
-        scorer: Annotated[
-            list[str],
-            typer.Option(
-                "--scorer",
-                "-s",
-                metavar="NAME[=RATE]",
-                help="A registered scorer, optionally with a sample rate (repeatable). "
-                "Without a rate the scorer's active rate is used.",
-            ),
-        ],
-        start: Annotated[
-            str | None,
-            typer.Option("--start", help="First request time included (ISO 8601 or epoch ms)."),
-        ] = None,
-        end: Annotated[
-            str | None,
-            typer.Option("--end", help="First request time excluded (ISO 8601 or epoch ms)."),
-        ] = None,
-        wait: Annotated[
-            bool, typer.Option("--wait", help="Run the job here and wait, with a progress bar.")
-        ] = False,
-        rescore: Annotated[
-            bool,
-            typer.Option("--rescore", help="Score again traces already scored (keeps history)."),
-        ] = False,
-        dry_run: Annotated[
-            bool,
-            typer.Option("--dry-run", help="Only count the traces each scorer would evaluate."),
-        ] = False,
-        as_json: JsonOption = False,
-    ) -> None:
-        """Score traces already logged with registered scorers, as a durable job."""
-        prepare(write=True)
-        configs = [parse_scorer(text) for text in scorer]
-        window: dict[str, Any] = {
-            "start_time": parse_time(start, option="--start"),
-            "end_time": parse_time(end, option="--end"),
-            "rescore": rescore,
-        }
-        if dry_run:
-            _dry_run(configs, as_json=as_json, **window)
-            return
-        _run(jobs.backfill_scorers(scorers=configs, **window), wait=wait, as_json=as_json)
-
-    group = typer.Typer(
-        name="jobs",
-        help="List, show and cancel backfill jobs.",
-        no_args_is_help=True,
-        rich_markup_mode=None,
-    )
-    app.add_typer(group, name="jobs")
-
-    @group.command("list")
-    def list_command(as_json: JsonOption = False) -> None:
-        """List the experiment's backfill jobs, newest first."""
-        ctx = prepare()
-        found = jobs.list_backfill_jobs()
-        hint = None if found else _jobs_elsewhere(ctx)
-        if as_json:
-            print_json([_job_json(job) for job in found])
-            if hint:
-                err_console.print(hint, highlight=False, markup=False)
-        elif not found:
-            console.print(hint or f"No backfill jobs in {ctx.label()}.", highlight=False)
-        else:
-            title = f"{len(found)} backfill job(s) of {ctx.label()}"
-            console.print(job_table(found, title=title))
-
-    @group.command("get")
-    def get_command(job_id: JobIdArgument, as_json: JsonOption = False) -> None:
-        """Show one backfill job: status, progress per scorer, times and error."""
-        prepare()
-        job = jobs.get_backfill_job(job_id)
-        if as_json:
-            print_json(_job_json(job))
-        else:
-            _show(job)
-
-    @group.command("cancel")
-    def cancel_command(job_id: JobIdArgument, as_json: JsonOption = False) -> None:
-        """Cancel a backfill job; the feedback it already wrote stays."""
-        prepare(write=True)
-        job = jobs.cancel_backfill_job(job_id)
-        if as_json:
-            print_json(_job_json(job))
-        else:
-            _show(job)
+    app.command("backfill")(_backfill_command)
+    group = command_group(app, "jobs", "List, show and cancel backfill jobs.")
+    group.command("list")(_list_command)
+    group.command("get")(_get_command)
+    group.command("cancel")(_cancel_command)

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from localscorers.cli.common import Column, console, err_console, prepare, print_json, rows_table
 from localscorers.cli.scorers import status_style
+from localscorers.cli.shared import JsonOption
 from localscorers.exceptions import ConfigurationError
 from localscorers.report import ReportBucket, TimeBucket, save_report_chart, scorer_report
 
@@ -197,7 +198,7 @@ def register(app: typer.Typer) -> None:
                 "--png", dir_okay=False, help="Also draw a chart to this PNG (needs matplotlib)."
             ),
         ] = None,
-        as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")] = False,
+        as_json: JsonOption = False,
         evaluation_id: Annotated[
             str | None,
             typer.Option("--evaluation-id", help="Report one offline evaluation instead."),

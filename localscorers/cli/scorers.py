@@ -8,7 +8,7 @@ apply the same checks as ``Scorer.start`` / ``update`` / ``stop``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -16,31 +16,29 @@ from rich.markup import escape
 from rich.table import Table
 
 from localscorers import judges
-from localscorers.cli.common import (
-    Column,
-    CommandContext,
-    console,
-    elsewhere_hint,
-    err_console,
-    prepare,
-    print_json,
-    rows_table,
-)
+from localscorers.cli.common import Column, console, prepare, print_json, rows_table
+from localscorers.cli.shared import JsonOption, Listing, command_group, print_listing
 from localscorers.exceptions import ConfigurationError
 from localscorers.models import ScorerSamplingConfig, ScorerStatus
 from localscorers.store.scorer_state import validate_name
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from rich.console import RenderableType
 
     from localscorers.scorers import Scorer
     from localscorers.store.scorer_state import ScorerState
 
-__all__ = ["BUILTIN_JUDGES", "register", "scorer_state_dict", "status_style"]
+__all__ = [
+    "BUILTIN_JUDGES",
+    "ListedScorer",
+    "register",
+    "scorer_state_dict",
+    "scorers_table",
+    "status_style",
+]
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")]
 NameArgument = Annotated[str, typer.Argument(metavar="NAME", help="The scorer's registered name.")]
 RateOption = Annotated[
     float,
@@ -80,6 +78,21 @@ BUILTIN_JUDGES: dict[str, Callable[..., Scorer]] = {
         "make_judge",
     )
 }
+
+
+# The options of register-builtin.
+KindArgument = Annotated[
+    str, typer.Argument(metavar="KIND", help=f"The judge: one of {', '.join(BUILTIN_JUDGES)}.")
+]
+ModelOption = Annotated[
+    str | None, typer.Option("--model", "-m", help="Judge model, e.g. openai:/gpt-4o-mini.")
+]
+GuidelineOption = Annotated[
+    list[str] | None, typer.Option("--guideline", "-g", help="A guideline (repeat for several).")
+]
+InstructionsOption = Annotated[
+    str | None, typer.Option("--instructions", help="make_judge's instructions.")
+]
 
 
 def status_style(status: ScorerStatus | str) -> str:
@@ -129,28 +142,63 @@ def _judge_model(state: ScorerState) -> str | None:
     return f"{model} at {base_url}" if base_url else str(model)
 
 
-def _scorers_table(states: list[ScorerState], *, title: str) -> RenderableType:
+class ListedScorer(Protocol):
+    """What a scorers table shows of a scorer: a ``Scorer`` or a stored ``ScorerState``."""
+
+    @property
+    def name(self) -> str: ...  # noqa: D102 - the attributes of Scorer and ScorerState
+    @property
+    def version(self) -> int | None: ...  # noqa: D102
+    @property
+    def status(self) -> ScorerStatus: ...  # noqa: D102
+    @property
+    def sample_rate(self) -> float: ...  # noqa: D102
+    @property
+    def filter_string(self) -> str | None: ...  # noqa: D102
+
+
+_Listed = TypeVar("_Listed", bound=ListedScorer)
+
+
+def scorers_table(
+    items: Sequence[_Listed],
+    *,
+    title: str,
+    last: tuple[Column, Callable[[_Listed], str]],
+    status: Callable[[ScorerStatus], str] = status_style,
+    width: int | None = None,
+) -> RenderableType:
+    """Return scorers as a table: name, version, status, sample rate, filter and one more.
+
+    Args:
+        items: the scorers.
+        title: the table's title.
+        last: the last column and its text (plain, escaped here) for a scorer.
+        status: the status cell (rich markup); coloured by state by default.
+        width: the width to fit (default: the console's).
+    """
     # Names are what users type back ('scorers get NAME'): never wrapped or cropped.
+    column, cell = last
     columns = [
         Column("name", key=True),
         Column("version", min_width=7, justify="right"),
         Column("status", min_width=10),
         Column("sample rate", min_width=6, justify="right"),
         Column("filter", min_width=12),
-        Column("defined by", min_width=16),
+        column,
     ]
     rows = [
         [
-            escape(state.name),
-            str(state.version),
-            status_style(state.status),
-            f"{state.sample_rate:g}",
-            escape(state.filter_string or ""),
-            escape(_where(state)),
+            escape(item.name),
+            str(item.version),
+            status(item.status),
+            f"{item.sample_rate:g}",
+            escape(item.filter_string or ""),
+            escape(cell(item)),
         ]
-        for state in states
+        for item in items
     ]
-    return rows_table(title, columns, rows)
+    return rows_table(title, columns, rows, width=width)
 
 
 def _show_state(state: ScorerState, *, as_json: bool, verb: str) -> None:
@@ -189,180 +237,165 @@ def _activate(name: str, rate: float, filter_string: str | None, *, action: str)
     )
 
 
-def register(app: typer.Typer) -> None:  # noqa: PLR0915 - one closure per command
-    """Add the ``scorers`` command group to the app."""
-    group = typer.Typer(
-        name="scorers",
-        help="List, inspect and manage the experiment's registered scorers.",
-        no_args_is_help=True,
-        rich_markup_mode=None,
-    )
-    app.add_typer(group, name="scorers")
-
-    @group.command("list")
-    def list_command(as_json: JsonOption = False) -> None:
-        """List the registered scorers of the experiment (latest versions)."""
-        ctx = prepare()
-        states = ctx.runtime.registry.list(ctx.experiment_id)
-        hint = None if states else _scorers_elsewhere(ctx)
-        if as_json:
-            print_json([scorer_state_dict(s) for s in states])
-            if hint:
-                err_console.print(hint, highlight=False, markup=False)
-            return
-        if not states:
-            console.print(hint or f"No scorers are registered in {ctx.label()}.", highlight=False)
-            return
-        console.print(_scorers_table(states, title=f"Scorers of {ctx.label()}"))
-
-    @group.command("get")
-    def get_command(
-        name: NameArgument,
-        version: Annotated[
-            int | None, typer.Option("--version", "-v", min=1, help="A version (default: latest).")
-        ] = None,
-        as_json: JsonOption = False,
-    ) -> None:
-        """Show one scorer: its state and stored definition."""
-        ctx = prepare()
-        state = ctx.runtime.registry.get(ctx.experiment_id, validate_name(name), version=version)
-        if as_json:
-            print_json(scorer_state_dict(state, definition=True))
-            return
-        grid = Table.grid(padding=(0, 2))
-        grid.add_column(style="bold")
-        grid.add_column(overflow="fold")
-        for key, value in (
-            ("name", state.name),
-            ("experiment", f"{ctx.experiment.name} (id {state.experiment_id})"),
-            ("version", f"{state.version} (latest {state.latest_version})"),
-            ("status", status_style(state.status)),
-            ("sample rate", f"{state.sample_rate:g}"),
-            ("filter", state.filter_string or "-"),
-            ("description", state.description or "-"),
-            ("defined by", _where(state)),
-        ):
-            grid.add_row(key, value)
-        judge_model = _judge_model(state)
-        if judge_model is not None:
-            grid.add_row("judge model", judge_model)
-        console.print(grid)
-        source = state.definition.get("source")
-        if source:
-            console.print("[bold]source[/]")
-            console.print(source, highlight=False, markup=False)
-
-    @group.command("register-builtin")
-    def register_builtin_command(
-        *,
-        kind: Annotated[
-            str,
-            typer.Argument(metavar="KIND", help=f"The judge: one of {', '.join(BUILTIN_JUDGES)}."),
-        ],
-        name: Annotated[str, typer.Option("--name", "-n", help="Name to register it under.")],
-        model: Annotated[
-            str | None,
-            typer.Option("--model", "-m", help="Judge model, e.g. openai:/gpt-4o-mini."),
-        ] = None,
-        guidelines: Annotated[
-            list[str] | None,
-            typer.Option("--guideline", "-g", help="A guideline (repeat for several)."),
-        ] = None,
-        instructions: Annotated[
-            str | None,
-            typer.Option("--instructions", help="make_judge's instructions."),
-        ] = None,
-        as_json: JsonOption = False,
-    ) -> None:
-        """Register a built-in LLM judge (or make_judge) under a name."""
-        factory = _judge_factory(kind)
-        arguments: dict[str, Any] = {"name": validate_name(name)}
-        if model is not None:
-            arguments["model"] = model
-        if guidelines:
-            arguments["guidelines"] = list(guidelines)
-        if instructions is not None:
-            arguments["instructions"] = instructions
-        _check_judge_arguments(kind, arguments)
-        try:
-            judge = factory(**arguments)
-        except (TypeError, ValidationError) as exc:
-            # The checks above cover the known judges; this keeps a judge whose options
-            # change from surfacing as a traceback.
-            raise ConfigurationError(
-                f"{kind} does not accept these options: {exc}. See "
-                "'localscorers scorers register-builtin --help'."
-            ) from exc
-        ctx = prepare(write=True, create_experiment=True)
-        registered = judge.register(experiment_id=ctx.experiment_id)
-        state = ctx.runtime.registry.get(ctx.experiment_id, registered.name)
-        _show_state(state, as_json=as_json, verb="registered")
-
-    @group.command("start")
-    def start_command(
-        name: NameArgument,
-        sample_rate: RateOption = 1.0,
-        filter_string: FilterOption = None,
-        as_json: JsonOption = False,
-    ) -> None:
-        """Start scoring new traces (REGISTERED, STOPPED or ACTIVE -> ACTIVE)."""
-        state = _activate(name, sample_rate, filter_string, action="start")
-        _show_state(state, as_json=as_json, verb="started")
-
-    @group.command("update")
-    def update_command(
-        name: NameArgument,
-        sample_rate: Annotated[
-            float,
-            typer.Option(
-                "--sample-rate", "-r", min=0.0, max=1.0, help="Fraction of traces to score."
-            ),
-        ],
-        filter_string: FilterOption = None,
-        as_json: JsonOption = False,
-    ) -> None:
-        """Replace an ACTIVE scorer's sampling config (a filter not repeated is cleared)."""
-        state = _activate(name, sample_rate, filter_string, action="update")
-        _show_state(state, as_json=as_json, verb="updated")
-
-    @group.command("stop")
-    def stop_command(name: NameArgument, as_json: JsonOption = False) -> None:
-        """Stop scoring new traces; the scorer stays registered."""
-        ctx = prepare(write=True)
-        state = ctx.runtime.registry.transition(
-            ctx.experiment_id, validate_name(name), action="stop"
-        )
-        _show_state(state, as_json=as_json, verb="stopped")
-
-    @group.command("delete")
-    def delete_command(
-        name: NameArgument,
-        version: Annotated[
-            int | None,
-            typer.Option("--version", "-v", min=1, help="Delete one version (default: all)."),
-        ] = None,
-        as_json: JsonOption = False,
-    ) -> None:
-        """Delete a scorer (every version, or one); the feedback it wrote stays."""
-        ctx = prepare(write=True)
-        ctx.runtime.registry.delete(ctx.experiment_id, validate_name(name), version=version)
-        if as_json:
-            print_json(
-                {
-                    "name": name,
-                    "experiment_id": ctx.experiment_id,
-                    "version": version,
-                    "deleted": True,
-                }
-            )
-            return
-        what = f"version {version} of scorer" if version is not None else "scorer"
-        console.print(f"Deleted {what} [bold]{name}[/].", highlight=False)
-
-
-def _scorers_elsewhere(ctx: CommandContext) -> str | None:
+def _list_command(as_json: JsonOption = False) -> None:
+    """List the registered scorers of the experiment (latest versions)."""
+    ctx = prepare()
     registry = ctx.runtime.registry
-    return elsewhere_hint(ctx, "scorers", lambda experiment: len(registry.list(experiment)))
+    listing = Listing(
+        "scorers",
+        f"No scorers are registered in {ctx.label()}.",
+        lambda experiment_id: len(registry.list(experiment_id)),
+    )
+    print_listing(
+        ctx,
+        registry.list(ctx.experiment_id),
+        listing,
+        as_json=as_json,
+        to_json=scorer_state_dict,
+        table=lambda states: scorers_table(
+            states,
+            title=f"Scorers of {ctx.label()}",
+            last=(Column("defined by", min_width=16), _where),
+        ),
+    )
+
+
+def _get_command(
+    name: NameArgument,
+    version: Annotated[
+        int | None, typer.Option("--version", "-v", min=1, help="A version (default: latest).")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show one scorer: its state and stored definition."""
+    ctx = prepare()
+    state = ctx.runtime.registry.get(ctx.experiment_id, validate_name(name), version=version)
+    if as_json:
+        print_json(scorer_state_dict(state, definition=True))
+        return
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column(overflow="fold")
+    for key, value in (
+        ("name", state.name),
+        ("experiment", f"{ctx.experiment.name} (id {state.experiment_id})"),
+        ("version", f"{state.version} (latest {state.latest_version})"),
+        ("status", status_style(state.status)),
+        ("sample rate", f"{state.sample_rate:g}"),
+        ("filter", state.filter_string or "-"),
+        ("description", state.description or "-"),
+        ("defined by", _where(state)),
+    ):
+        grid.add_row(key, value)
+    judge_model = _judge_model(state)
+    if judge_model is not None:
+        grid.add_row("judge model", judge_model)
+    console.print(grid)
+    source = state.definition.get("source")
+    if source:
+        console.print("[bold]source[/]")
+        console.print(source, highlight=False, markup=False)
+
+
+def _register_builtin_command(
+    *,
+    kind: KindArgument,
+    name: Annotated[str, typer.Option("--name", "-n", help="Name to register it under.")],
+    model: ModelOption = None,
+    guidelines: GuidelineOption = None,
+    instructions: InstructionsOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Register a built-in LLM judge (or make_judge) under a name."""
+    factory = _judge_factory(kind)
+    arguments: dict[str, Any] = {"name": validate_name(name)}
+    if model is not None:
+        arguments["model"] = model
+    if guidelines:
+        arguments["guidelines"] = list(guidelines)
+    if instructions is not None:
+        arguments["instructions"] = instructions
+    judge = _build_judge(kind, factory, arguments)
+    ctx = prepare(write=True, create_experiment=True)
+    registered = judge.register(experiment_id=ctx.experiment_id)
+    state = ctx.runtime.registry.get(ctx.experiment_id, registered.name)
+    _show_state(state, as_json=as_json, verb="registered")
+
+
+def _start_command(
+    name: NameArgument,
+    sample_rate: RateOption = 1.0,
+    filter_string: FilterOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Start scoring new traces (REGISTERED, STOPPED or ACTIVE -> ACTIVE)."""
+    state = _activate(name, sample_rate, filter_string, action="start")
+    _show_state(state, as_json=as_json, verb="started")
+
+
+def _update_command(
+    name: NameArgument,
+    sample_rate: RateOption,
+    filter_string: FilterOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Replace an ACTIVE scorer's sampling config (a filter not repeated is cleared)."""
+    state = _activate(name, sample_rate, filter_string, action="update")
+    _show_state(state, as_json=as_json, verb="updated")
+
+
+def _stop_command(name: NameArgument, as_json: JsonOption = False) -> None:
+    """Stop scoring new traces; the scorer stays registered."""
+    ctx = prepare(write=True)
+    state = ctx.runtime.registry.transition(ctx.experiment_id, validate_name(name), action="stop")
+    _show_state(state, as_json=as_json, verb="stopped")
+
+
+def _delete_command(
+    name: NameArgument,
+    version: Annotated[
+        int | None,
+        typer.Option("--version", "-v", min=1, help="Delete one version (default: all)."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Delete a scorer (every version, or one); the feedback it wrote stays."""
+    ctx = prepare(write=True)
+    ctx.runtime.registry.delete(ctx.experiment_id, validate_name(name), version=version)
+    if as_json:
+        print_json(
+            {"name": name, "experiment_id": ctx.experiment_id, "version": version, "deleted": True}
+        )
+        return
+    what = f"version {version} of scorer" if version is not None else "scorer"
+    console.print(f"Deleted {what} [bold]{name}[/].", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``scorers`` command group to the app."""
+    group = command_group(
+        app, "scorers", "List, inspect and manage the experiment's registered scorers."
+    )
+    group.command("list")(_list_command)
+    group.command("get")(_get_command)
+    group.command("register-builtin")(_register_builtin_command)
+    group.command("start")(_start_command)
+    group.command("update")(_update_command)
+    group.command("stop")(_stop_command)
+    group.command("delete")(_delete_command)
+
+
+def _build_judge(kind: str, factory: Callable[..., Scorer], arguments: dict[str, Any]) -> Scorer:
+    _check_judge_arguments(kind, arguments)
+    try:
+        return factory(**arguments)
+    except (TypeError, ValidationError) as exc:
+        # The checks above cover the known judges; this keeps a judge whose options
+        # change from surfacing as a traceback.
+        raise ConfigurationError(
+            f"{kind} does not accept these options: {exc}. See "
+            "'localscorers scorers register-builtin --help'."
+        ) from exc
 
 
 def _judge_factory(kind: str) -> Callable[..., Scorer]:

@@ -36,6 +36,7 @@ from localscorers.cli.demo_app import (
     support_bot,
 )
 from localscorers.cli.report import render_report
+from localscorers.cli.scorers import scorers_table
 from localscorers.cli.traces import explanation_table
 from localscorers.exceptions import BackfillTimeoutError, ConfigurationError
 from localscorers.explanation import ExplainOutcome, explain
@@ -53,7 +54,7 @@ from localscorers.tracking import flush, get_experiment_by_name, search_traces, 
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
-    from localscorers.models import Trace
+    from localscorers.models import Experiment, Trace
     from localscorers.scorers import Scorer
 
 __all__ = [
@@ -159,26 +160,17 @@ class _Story:
         return sum(r.pending for r in scorer_report())
 
     def scorers_table(self) -> RenderableType:
-        columns = [
-            Column("name", key=True),
-            Column("version", min_width=7, justify="right"),
-            Column("status", min_width=10),
-            Column("sample rate", min_width=6, justify="right"),
-            Column("filter", min_width=12),
-            Column("description", min_width=20),
-        ]
-        rows = [
-            [
-                escape(item.name),
-                str(item.version),
-                item.status.value,
-                f"{item.sample_rate:g}",
-                escape(item.filter_string or ""),
-                escape((item.description or "").split("\n", 1)[0]),
-            ]
-            for item in list_scorers()
-        ]
-        return rows_table("Registered scorers", columns, rows, width=self.out.width)
+        return scorers_table(
+            list_scorers(),
+            title="Registered scorers",
+            last=(Column("description", min_width=20), _first_line),
+            status=lambda status: status.value,
+            width=self.out.width,
+        )
+
+
+def _first_line(scorer: Scorer) -> str:
+    return (scorer.description or "").split("\n", 1)[0]
 
 
 def _is_empty(experiment_id: str) -> bool:
@@ -221,34 +213,9 @@ def run_demo(
         ConfigurationError: ``traces`` is below 20, or ``experiment_name`` already holds
             traces or scorers.
     """
-    if traces < 20:
-        raise ConfigurationError(
-            f"The demo needs at least 20 traces to tell its story, got {traces}."
-        )
-    if experiment_name is None:
-        experiment_name = fresh_experiment_name()
-    else:
-        existing = get_experiment_by_name(experiment_name)
-        if existing is not None and not _is_empty(existing.experiment_id):
-            raise ConfigurationError(
-                f"Experiment {experiment_name!r} already holds traces or scorers. The demo "
-                "needs a new or empty experiment: pass another --demo-experiment NAME, or "
-                "omit it to get a fresh one."
-            )
-    story = _Story(console or Console(), experiment_name=experiment_name)
-    out = story.out
-    out.print(
-        Panel.fit(
-            "[bold]localscorers demo[/]: production scorers on a simulated support bot\n"
-            f"database   {escape(_context.get_tracking_uri())}\n"
-            f"experiment {escape(experiment_name)}",
-            border_style="cyan",
-        )
-    )
-    experiment = set_experiment(experiment_name)
-    story.result.experiment_id = experiment.experiment_id
+    story = _Story(console or Console(), experiment_name=_experiment_for(experiment_name, traces))
+    experiment = _opening(story)
     demo_start = _clock.now_ms()
-
     earlier = traces * 5 // 10
     live = traces * 4 // 10
     after = traces - earlier - live
@@ -260,38 +227,70 @@ def run_demo(
     )
     story.traffic(earlier, label="earlier traffic")
     live_start = _clock.now_ms()
-
     active = _register_and_start(story)
+    _live_traffic(story, live)
+    _update_and_stop(story, active)
+    after_start = _clock.now_ms()
+    story.traffic(after, label="more traffic")
+    story.wait_for_online()
+    _backfill(story, start_ms=demo_start, end_ms=live_start)
+    _explain(story, start_ms=live_start, end_ms=after_start)
+    _report(story, experiment=experiment.name, since_ms=demo_start)
+    _closing(story)
+    return story.result
+
+
+def _experiment_for(experiment_name: str | None, traces: int) -> str:
+    """The demo's experiment: the one named if it is new or empty, else a fresh one."""
+    if traces < 20:
+        raise ConfigurationError(
+            f"The demo needs at least 20 traces to tell its story, got {traces}."
+        )
+    if experiment_name is None:
+        return fresh_experiment_name()
+    existing = get_experiment_by_name(experiment_name)
+    if existing is not None and not _is_empty(existing.experiment_id):
+        raise ConfigurationError(
+            f"Experiment {experiment_name!r} already holds traces or scorers. The demo "
+            "needs a new or empty experiment: pass another --demo-experiment NAME, or "
+            "omit it to get a fresh one."
+        )
+    return experiment_name
+
+
+def _opening(story: _Story) -> Experiment:
+    story.out.print(
+        Panel.fit(
+            "[bold]localscorers demo[/]: production scorers on a simulated support bot\n"
+            f"database   {escape(_context.get_tracking_uri())}\n"
+            f"experiment {escape(story.experiment_name)}",
+            border_style="cyan",
+        )
+    )
+    experiment = set_experiment(story.experiment_name)
+    story.result.experiment_id = experiment.experiment_id
+    return experiment
+
+
+def _live_traffic(story: _Story, count: int) -> None:
     story.heading(
         "Live traffic, scored online",
         "New traces get a pending evaluation per matching, sampled scorer in the same "
         "transaction; the in-process monitor scores them on a thread pool.",
     )
-    story.traffic(live, label="live traffic")
+    story.traffic(count, label="live traffic")
     story.wait_for_online()
     scored = search_traces(filter_string="feedback.is_concise IS NOT NULL", max_results=5)
-    out.print(_feedback_table(scored, width=out.width))
+    story.out.print(_feedback_table(scored, width=story.out.width))
 
-    _update_and_stop(story, active)
-    after_start = _clock.now_ms()
-    story.traffic(after, label="more traffic")
-    story.wait_for_online()
 
-    _backfill(story, start_ms=demo_start, end_ms=live_start)
-    _explain(story, start_ms=live_start, end_ms=after_start)
-
+def _report(story: _Story, *, experiment: str, since_ms: int) -> None:
     story.heading("Report", "Per scorer: evaluations, pass rate or mean, and errors over time.")
-    reports = scorer_report(since=_clock.datetime_from_ms(demo_start))
-    render_report(
-        reports,
-        out=out,
-        experiment=experiment.name,
-        since=_clock.datetime_from_ms(demo_start),
-    )
+    since = _clock.datetime_from_ms(since_ms)
+    reports = scorer_report(since=since)
+    render_report(reports, out=story.out, experiment=experiment, since=since)
     story.result.reports = reports
     story.result.evaluations = sum(r.evaluations for r in reports)
-    _closing(story)
-    return story.result
 
 
 def _feedback_table(traces: list[Trace], *, width: int) -> RenderableType:

@@ -10,21 +10,15 @@ from rich.table import Table
 from rich.tree import Tree
 
 from localscorers import tracking
-from localscorers.cli.common import (
-    Column,
-    CommandContext,
-    console,
-    elsewhere_hint,
-    err_console,
-    prepare,
-    print_json,
-    rows_table,
-)
+from localscorers.cli.common import Column, console, err_console, prepare, print_json, rows_table
+from localscorers.cli.shared import JsonOption, Listing, command_group, print_listing
 from localscorers.explanation import ExplainOutcome, explain
 from localscorers.models import Feedback
 from localscorers.store import codec
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from rich.console import RenderableType
 
     from localscorers.explanation import Explanation
@@ -32,7 +26,6 @@ if TYPE_CHECKING:
 
 __all__ = ["explanation_table", "register", "traces_table"]
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")]
 TraceIdArgument = Annotated[str, typer.Argument(metavar="TRACE_ID", help="The trace id (tr-...).")]
 
 # MLflow's search_traces returns 100 traces unless told otherwise; a terminal table of
@@ -76,7 +69,7 @@ def _status(status: str) -> str:
     return f"[{_TRACE_STATUS_STYLES.get(status, 'white')}]{status}[/]"
 
 
-def traces_table(traces: list[Trace], *, width: int | None = None) -> RenderableType:
+def traces_table(traces: Sequence[Trace], *, width: int | None = None) -> RenderableType:
     """Return traces as a table (id, time, name, status, duration, tags, feedback).
 
     Ids are never wrapped or cropped, so they can be copied into ``explain``; on a
@@ -225,81 +218,74 @@ def _explanation_json(explanation: Explanation) -> dict[str, Any]:
 _COUNT_CAP = 100
 
 
-def _traces_elsewhere(ctx: CommandContext) -> str | None:
-    def count(experiment_id: str) -> int:
-        found = tracking.search_traces(experiment_ids=[experiment_id], max_results=_COUNT_CAP)
-        return len(found)
+def _count_traces(experiment_id: str) -> int:
+    return len(tracking.search_traces(experiment_ids=[experiment_id], max_results=_COUNT_CAP))
 
-    return elsewhere_hint(ctx, "traces", count, cap=_COUNT_CAP)
+
+def _search_command(
+    filter_string: Annotated[
+        str | None,
+        typer.Option("--filter", "-f", help="Filter string, e.g. \"tags.env = 'prod'\"."),
+    ] = None,
+    order_by: Annotated[
+        list[str] | None,
+        typer.Option("--order-by", "-o", help="Ordering, e.g. 'timestamp_ms DESC' (repeatable)."),
+    ] = None,
+    max_results: Annotated[
+        int,
+        typer.Option("--max-results", "-n", min=1, help="Return at most this many traces."),
+    ] = DEFAULT_MAX_RESULTS,
+    as_json: JsonOption = False,
+) -> None:
+    """Search the experiment's traces (newest first unless --order-by says otherwise)."""
+    ctx = prepare()
+    traces = tracking.search_traces(
+        filter_string=filter_string, order_by=order_by or None, max_results=max_results
+    )
+    # A filter that matches nothing says nothing about the other experiments: no hint.
+    count = None if filter_string else _count_traces
+    listing = Listing("traces", f"No traces match in {ctx.label()}.", count, cap=_COUNT_CAP)
+    print_listing(
+        ctx,
+        traces,
+        listing,
+        as_json=as_json,
+        to_json=lambda trace: trace.model_dump(mode="json"),
+        table=traces_table,
+    )
+    if len(traces) == max_results:
+        err_console.print(
+            f"[dim]Showing the first {max_results}; pass --max-results N for more.[/]"
+        )
+
+
+def _get_command(trace_id: TraceIdArgument, as_json: JsonOption = False) -> None:
+    """Show one trace: its info, span tree and assessments."""
+    ctx = prepare()
+    trace = tracking.get_trace(trace_id)
+    if as_json:
+        print_json(trace.model_dump(mode="json"))
+        return
+    names = {e.experiment_id: e.name for e in ctx.runtime.store.list_experiments()}
+    experiment_id = trace.info.experiment_id
+    _show_trace(trace, experiment=f"{names.get(experiment_id, '?')} (id {experiment_id})")
+
+
+def _explain_command(trace_id: TraceIdArgument, as_json: JsonOption = False) -> None:
+    """Say why each scorer of the trace's experiment did or did not score it."""
+    prepare()
+    explanation = explain(trace_id)
+    if as_json:
+        print_json(_explanation_json(explanation))
+    elif not explanation:
+        console.print(str(explanation))
+    else:
+        console.print(explanation_table(explanation))
 
 
 def register(app: typer.Typer) -> None:
     """Add the ``traces`` command group and the ``explain`` command to the app."""
-    group = typer.Typer(
-        name="traces",
-        help="Search and show the experiment's traces.",
-        no_args_is_help=True,
-        rich_markup_mode=None,
-    )
-    app.add_typer(group, name="traces")
-
-    @group.command("search")
-    def search_command(
-        filter_string: Annotated[
-            str | None,
-            typer.Option("--filter", "-f", help="Filter string, e.g. \"tags.env = 'prod'\"."),
-        ] = None,
-        order_by: Annotated[
-            list[str] | None,
-            typer.Option(
-                "--order-by", "-o", help="Ordering, e.g. 'timestamp_ms DESC' (repeatable)."
-            ),
-        ] = None,
-        max_results: Annotated[
-            int,
-            typer.Option("--max-results", "-n", min=1, help="Return at most this many traces."),
-        ] = DEFAULT_MAX_RESULTS,
-        as_json: JsonOption = False,
-    ) -> None:
-        """Search the experiment's traces (newest first unless --order-by says otherwise)."""
-        ctx = prepare()
-        traces = tracking.search_traces(
-            filter_string=filter_string, order_by=order_by or None, max_results=max_results
-        )
-        hint = None if traces or filter_string else _traces_elsewhere(ctx)
-        if as_json:
-            print_json([t.model_dump(mode="json") for t in traces])
-            if hint:
-                err_console.print(hint, highlight=False, markup=False)
-        elif traces:
-            console.print(traces_table(traces))
-        else:
-            console.print(hint or f"No traces match in {ctx.label()}.", highlight=False)
-        if len(traces) == max_results:
-            err_console.print(
-                f"[dim]Showing the first {max_results}; pass --max-results N for more.[/]"
-            )
-
-    @group.command("get")
-    def get_command(trace_id: TraceIdArgument, as_json: JsonOption = False) -> None:
-        """Show one trace: its info, span tree and assessments."""
-        ctx = prepare()
-        trace = tracking.get_trace(trace_id)
-        if as_json:
-            print_json(trace.model_dump(mode="json"))
-            return
-        names = {e.experiment_id: e.name for e in ctx.runtime.store.list_experiments()}
-        experiment_id = trace.info.experiment_id
-        _show_trace(trace, experiment=f"{names.get(experiment_id, '?')} (id {experiment_id})")
-
-    @app.command("explain")
-    def explain_command(trace_id: TraceIdArgument, as_json: JsonOption = False) -> None:
-        """Say why each scorer of the trace's experiment did or did not score it."""
-        prepare()
-        explanation = explain(trace_id)
-        if as_json:
-            print_json(_explanation_json(explanation))
-        elif not explanation:
-            console.print(str(explanation))
-        else:
-            console.print(explanation_table(explanation))
+    group = command_group(app, "traces", "Search and show the experiment's traces.")
+    group.command("search")(_search_command)
+    group.command("get")(_get_command)
+    app.command("explain")(_explain_command)
