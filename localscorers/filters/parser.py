@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from enum import Enum
 from typing import Final
 
@@ -217,18 +218,20 @@ class _Parser:
         return expr
 
     def or_expr(self) -> Expr:
-        operands = [self.and_expr()]
-        while self.is_keyword(self.peek(), "OR"):
-            self.advance()
-            operands.append(self.and_expr())
-        return operands[0] if len(operands) == 1 else Or(tuple(operands))
+        return self.chain("OR", self.and_expr, Or)
 
     def and_expr(self) -> Expr:
-        operands = [self.not_expr()]
-        while self.is_keyword(self.peek(), "AND"):
+        return self.chain("AND", self.not_expr, And)
+
+    def chain(
+        self, keyword: str, operand: Callable[[], Expr], node: Callable[[tuple[Expr, ...]], Expr]
+    ) -> Expr:
+        """Parse ``operand (keyword operand)*`` into one operand or ``node`` of them all."""
+        operands = [operand()]
+        while self.is_keyword(self.peek(), keyword):
             self.advance()
-            operands.append(self.not_expr())
-        return operands[0] if len(operands) == 1 else And(tuple(operands))
+            operands.append(operand())
+        return operands[0] if len(operands) == 1 else node(tuple(operands))
 
     def not_expr(self) -> Expr:
         token = self.peek()

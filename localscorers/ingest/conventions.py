@@ -225,47 +225,63 @@ def _event_messages(events: Sequence[Mapping[str, Any]], names: frozenset[str]) 
     return found
 
 
-def _inputs(attributes: dict[str, Any], events: Sequence[Mapping[str, Any]]) -> Any:  # noqa: ANN401
+@dataclass(frozen=True)
+class _Side:
+    """Where a span's inputs (or its outputs) may be, the first found winning."""
+
+    mlflow_key: str  # mlflow.spanInputs
+    openinference: str  # input: input.value with input.mime_type
+    keys: tuple[str, ...]  # Traceloop's, then the GenAI conventions' own keys
+    indexed: str  # OpenLLMetry's gen_ai.prompt.0.content...
+
+
+_INPUTS = _Side(
+    "mlflow.spanInputs",
+    "input",
+    (
+        "traceloop.entity.input",
+        "gen_ai.input.messages",
+        "gen_ai.prompt",
+        "gen_ai.tool.call.arguments",
+    ),
+    "gen_ai.prompt",
+)
+_OUTPUTS = _Side(
+    "mlflow.spanOutputs",
+    "output",
+    (
+        "traceloop.entity.output",
+        "gen_ai.output.messages",
+        "gen_ai.completion",
+        "gen_ai.tool.call.result",
+    ),
+    "gen_ai.completion",
+)
+
+
+def _attribute_side(attributes: dict[str, Any], side: _Side) -> tuple[bool, Any]:
+    # The tuple is built before the loop: every convention's keys are popped, so none of
+    # them stays behind as a plain attribute.
     for found, value in (
-        _popped(attributes, ("mlflow.spanInputs",)),
-        _openinference_value(attributes, "input"),
-        _popped(
-            attributes,
-            (
-                "traceloop.entity.input",
-                "gen_ai.input.messages",
-                "gen_ai.prompt",
-                "gen_ai.tool.call.arguments",
-            ),
-        ),
+        _popped(attributes, (side.mlflow_key,)),
+        _openinference_value(attributes, side.openinference),
+        _popped(attributes, side.keys),
     ):
         if found:
-            return value
-    indexed = _indexed(attributes, "gen_ai.prompt")
-    if indexed is not None:
-        return indexed
-    return _event_messages(events, _INPUT_EVENTS) or None
+            return True, value
+    indexed = _indexed(attributes, side.indexed)
+    return indexed is not None, indexed
+
+
+def _inputs(attributes: dict[str, Any], events: Sequence[Mapping[str, Any]]) -> Any:  # noqa: ANN401
+    found, value = _attribute_side(attributes, _INPUTS)
+    return value if found else _event_messages(events, _INPUT_EVENTS) or None
 
 
 def _outputs(attributes: dict[str, Any], events: Sequence[Mapping[str, Any]]) -> Any:  # noqa: ANN401
-    for found, value in (
-        _popped(attributes, ("mlflow.spanOutputs",)),
-        _openinference_value(attributes, "output"),
-        _popped(
-            attributes,
-            (
-                "traceloop.entity.output",
-                "gen_ai.output.messages",
-                "gen_ai.completion",
-                "gen_ai.tool.call.result",
-            ),
-        ),
-    ):
-        if found:
-            return value
-    indexed = _indexed(attributes, "gen_ai.completion")
-    if indexed is not None:
-        return indexed
+    found, value = _attribute_side(attributes, _OUTPUTS)
+    if found:
+        return value
     choices = _event_messages(events, frozenset({"gen_ai.choice"}))
     return (choices[0] if len(choices) == 1 else choices) or None
 
