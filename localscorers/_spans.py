@@ -82,28 +82,28 @@ def _key(key: object, *, argument: str) -> str:
     return key
 
 
-def attribute_map(attributes: Mapping[str, Any] | None, *, argument: str) -> dict[str, Any]:
-    if attributes is None:
-        return {}
-    if not isinstance(attributes, Mapping):
-        raise ConfigurationError(
-            f"{argument} must be a dict, got {type(attributes).__name__}: {safe_repr(attributes)}."
-        )
-    return {_key(k, argument=argument): snapshot(v) for k, v in attributes.items()}
-
-
-def string_entries(values: Mapping[str, Any] | None, *, argument: str) -> dict[str, str]:
-    """Tags and metadata are strings; other values are stored as JSON text, as in log_trace."""
+def _mapping(values: object, *, argument: str, expected: str) -> Mapping[str, Any]:
+    """Return ``values`` (None: empty) if it is a mapping, else raise naming the argument."""
     if values is None:
         return {}
     if not isinstance(values, Mapping):
         raise ConfigurationError(
-            f"{argument} must be a dict of strings, got {type(values).__name__}: "
-            f"{safe_repr(values)}."
+            f"{argument} must be {expected}, got {type(values).__name__}: {safe_repr(values)}."
         )
+    return values
+
+
+def attribute_map(attributes: Mapping[str, Any] | None, *, argument: str) -> dict[str, Any]:
+    checked = _mapping(attributes, argument=argument, expected="a dict")
+    return {_key(k, argument=argument): snapshot(v) for k, v in checked.items()}
+
+
+def string_entries(values: Mapping[str, Any] | None, *, argument: str) -> dict[str, str]:
+    """Tags and metadata are strings; other values are stored as JSON text, as in log_trace."""
+    checked = _mapping(values, argument=argument, expected="a dict of strings")
     return {
         _key(k, argument=argument): codec.safe_text(v) if isinstance(v, str) else codec.dumps(v)
-        for k, v in values.items()
+        for k, v in checked.items()
     }
 
 
