@@ -126,65 +126,71 @@ def _drained(runner: Runner, jobs: JobRunner) -> bool:
     return runner.drained() and jobs.unfinished_count() == stuck_jobs
 
 
+def _say(status: WorkerStatus) -> None:
+    err_console.print(status.line(), highlight=False, soft_wrap=True)
+
+
+def _stop_on_signals() -> threading.Event:
+    """Return an event that SIGTERM and SIGINT (Ctrl-C) set."""
+    stop = threading.Event()
+
+    def _on_signal(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    return stop
+
+
+def _worker_command(
+    drain: Annotated[
+        bool,
+        typer.Option(
+            "--drain",
+            help="Exit 0 once no work is pending (waits for dead processes' leases to expire).",
+        ),
+    ] = False,
+    max_workers: Annotated[
+        int | None, typer.Option("--max-workers", min=1, help="Scorer calls at once.")
+    ] = None,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="No status lines, no summary (errors still show)."),
+    ] = False,
+    status_every: Annotated[
+        float,
+        typer.Option("--status-every", min=0.1, help="Seconds between status lines on stderr."),
+    ] = STATUS_SECONDS,
+) -> None:
+    """Evaluate pending online work and backfill jobs of every experiment of the database.
+
+    Every few seconds a status line on stderr says how many evaluations are done
+    (and failed), how many are pending, and the rate.
+    """
+    prepare(write=True)
+    stop = _stop_on_signals()
+    if not quiet:
+        err_console.print(
+            f"worker: evaluating {_context.get_tracking_uri()} (Ctrl-C stops; work in "
+            "progress is released to other workers)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    final = run_worker(
+        drain=drain,
+        max_workers=max_workers,
+        stop=stop,
+        on_status=None if quiet else _say,
+        status_seconds=status_every,
+    )
+    if not quiet:
+        _say(final)
+    for reason in final.blocked:
+        err_console.print(f"worker: work left pending: {reason}", highlight=False, soft_wrap=True)
+    if final.blocked:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``worker`` command to the app."""
-
-    @app.command()
-    def worker(
-        drain: Annotated[
-            bool,
-            typer.Option(
-                "--drain",
-                help="Exit 0 once no work is pending (waits for dead processes' leases to expire).",
-            ),
-        ] = False,
-        max_workers: Annotated[
-            int | None, typer.Option("--max-workers", min=1, help="Scorer calls at once.")
-        ] = None,
-        quiet: Annotated[
-            bool,
-            typer.Option("--quiet", "-q", help="No status lines, no summary (errors still show)."),
-        ] = False,
-        status_every: Annotated[
-            float,
-            typer.Option("--status-every", min=0.1, help="Seconds between status lines on stderr."),
-        ] = STATUS_SECONDS,
-    ) -> None:
-        """Evaluate pending online work and backfill jobs of every experiment of the database.
-
-        Every few seconds a status line on stderr says how many evaluations are done
-        (and failed), how many are pending, and the rate.
-        """
-        prepare(write=True)
-        stop = threading.Event()
-
-        def _on_signal(_signum: int, _frame: FrameType | None) -> None:
-            stop.set()
-
-        def _say(status: WorkerStatus) -> None:
-            err_console.print(status.line(), highlight=False, soft_wrap=True)
-
-        signal.signal(signal.SIGTERM, _on_signal)
-        signal.signal(signal.SIGINT, _on_signal)
-        if not quiet:
-            err_console.print(
-                f"worker: evaluating {_context.get_tracking_uri()} (Ctrl-C stops; work in "
-                "progress is released to other workers)",
-                highlight=False,
-                soft_wrap=True,
-            )
-        final = run_worker(
-            drain=drain,
-            max_workers=max_workers,
-            stop=stop,
-            on_status=None if quiet else _say,
-            status_seconds=status_every,
-        )
-        if not quiet:
-            _say(final)
-        for reason in final.blocked:
-            err_console.print(
-                f"worker: work left pending: {reason}", highlight=False, soft_wrap=True
-            )
-        if final.blocked:
-            raise typer.Exit(1)
+    app.command("worker")(_worker_command)
