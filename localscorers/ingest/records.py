@@ -95,8 +95,13 @@ def build_record(
     duration = duration_ms(execution_duration_ms, start_ms=request_ms)
     checked_text(name, argument="name", optional=True)
     span_list = span_list_of(spans)
-    if not span_list:
-        # Every trace has a root span, so span filters (span.name = ...) see log_trace'd traces.
+    root_span_id = None
+    if not span_list and name is not None:
+        # Every trace has a root span, so span filters (span.name = ...) see log_trace'd
+        # traces. A named one is the trace itself: the trace row stores it, with no Span
+        # built (TraceRecord.root_span_id; the hot path of issue 16).
+        root_span_id = secrets.token_hex(8)
+    elif not span_list:
         start_ns = request_ms * 1_000_000
         span_list = [
             Span(
@@ -125,4 +130,5 @@ def build_record(
         client_request_id=checked_text(
             client_request_id, argument="client_request_id", optional=True
         ),
+        root_span_id=root_span_id,
     )

@@ -266,44 +266,54 @@ class Database:
             DatabaseError: the disk is full, or the file is read-only or damaged.
         """
         self._check_fork()
-        outer: Connection | None = getattr(self._local, "write_conn", None)
+        local = self._local
+        outer: Connection | None = getattr(local, "write_conn", None)
         if outer is not None:
             yield outer
             return
         self._wait_if_full()
         # SQLite has one writer: queue in-process. PostgreSQL writers run side by side.
         guard = nullcontext() if self.is_postgres else self._lock
-        with (
-            guard,
-            self._translate_errors("write"),
-            self._write_connection(dedicated=dedicated) as conn,
-        ):
-            self._local.write_conn = conn
+        with guard:
             try:
-                with self._begun(conn, dedicated=dedicated):
-                    self._check_identity()
-                    yield conn
+                writer = (
+                    self._writer()
+                    if dedicated and self.path is not None and not self.is_postgres
+                    else None
+                )
+                if writer is None:
+                    with self.engine.connect() as conn:
+                        conn.execution_options(**{sqlite.BEGIN_OPTION: "IMMEDIATE"})
+                        local.write_conn = conn
+                        with conn.begin():
+                            self._check_identity()
+                            yield conn
+                else:
+                    # Inline, not nested context managers: this is once per trace.
+                    local.write_conn = writer
+                    yield from self._on_writer(writer)
+            except DBAPIError as exc:
+                error = self._translated(exc, "write")
+                if error is None:
+                    raise
+                raise error from exc
             finally:
-                self._local.write_conn = None
+                local.write_conn = None
         if self._full_since is not None:
             self._full_cleared()
 
-    @contextmanager
-    def _begun(self, conn: Connection, *, dedicated: bool) -> Iterator[None]:
-        """The transaction: SQLAlchemy's, or on a thread's own connection the driver's.
+    def _on_writer(self, conn: Connection) -> Iterator[Connection]:
+        """The transaction on a thread's own connection: BEGIN and COMMIT on the driver.
 
-        There BEGIN and COMMIT go straight to the driver connection: SQLAlchemy's
-        transaction bookkeeping and events were a tenth of a trace commit. A statement
-        SQLAlchemy runs meanwhile joins it (the writer's begin hook sees it open).
+        SQLAlchemy's transaction bookkeeping and events were a tenth of a trace commit.
+        A statement SQLAlchemy runs meanwhile joins it (its begin hook sees it open).
         """
-        if conn is not getattr(self._local, "writer", None):
-            with conn.begin():
-                yield
-            return
         raw = conn.connection.dbapi_connection
+        assert raw is not None  # noqa: S101 - a connected Connection has its DBAPI connection
         sqlite.begin_raw(raw, busy_timeout=self.busy_timeout)
         try:
-            yield
+            self._check_identity()
+            yield conn
             sqlite.commit_raw(raw)
         except BaseException:
             raw.rollback()
@@ -312,18 +322,6 @@ class Database:
             raise
         if conn.in_transaction():
             conn.commit()  # SQLAlchemy's own record of a statement it ran: nothing left to do
-
-    @contextmanager
-    def _write_connection(self, *, dedicated: bool) -> Iterator[Connection]:
-        writer = (
-            self._writer() if dedicated and self.path is not None and not self.is_postgres else None
-        )
-        if writer is not None:
-            yield writer
-            return
-        with self.engine.connect() as conn:
-            conn.execution_options(**{sqlite.BEGIN_OPTION: "IMMEDIATE"})
-            yield conn
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -366,16 +364,19 @@ class Database:
         try:
             yield
         except DBAPIError as exc:
-            if dialect.of(self.engine).is_locked_error(exc):
-                raise DatabaseBusyError(
-                    timeout=self.busy_timeout, detail=f"during a {what}"
-                ) from exc
-            error = self._typed_error(exc)
+            error = self._translated(exc, what)
             if error is None:
                 raise
-            if isinstance(error, DiskFullError):
-                self._full_noted(error)
             raise error from exc
+
+    def _translated(self, exc: DBAPIError, what: str) -> DatabaseBusyError | DatabaseError | None:
+        """The typed error a driver error becomes (None: raise it as it is)."""
+        if dialect.of(self.engine).is_locked_error(exc):
+            return DatabaseBusyError(timeout=self.busy_timeout, detail=f"during a {what}")
+        error = self._typed_error(exc)
+        if isinstance(error, DiskFullError):
+            self._full_noted(error)
+        return error
 
     def _typed_error(self, exc: DBAPIError) -> DatabaseError | None:
         kind = dialect.of(self.engine).error_kind(exc)
@@ -473,3 +474,4 @@ def _cannot_open(path: Path, detail: str) -> DatabaseError:
 
 def _is_background() -> bool:
     return threading.current_thread().name.startswith(_BACKGROUND_PREFIX)
+

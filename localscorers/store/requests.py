@@ -8,28 +8,33 @@ backfills move requests into ``evaluations`` rows, oldest first.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from localscorers.models import EvaluationStatus
-from localscorers.store import bulk, codec, schema
+from localscorers import sampling
+from localscorers.models import EvaluationStatus, TraceStatus
+from localscorers.store import bulk, codec, filter_sql, schema
 from localscorers.store.results import ledger_insert
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
     from localscorers.store.database import Database
+    from localscorers.store.rows import TraceRecord
+    from localscorers.store.scorer_state import ActiveScorer
 
 __all__ = [
     "Requests",
+    "by_experiment",
     "move",
     "move_requests",
     "pending_requests",
     "read_requests",
     "requested_counts",
+    "requests_for",
 ]
 
 _PENDING = EvaluationStatus.PENDING.value
@@ -178,3 +183,67 @@ def move(
             rows.append(row)
     ledger_insert(conn).executemany(conn, rows)
     return taken
+
+
+# -- what a trace commit writes -----------------------------------------------------
+
+
+def by_experiment(
+    records: Sequence[TraceRecord],
+) -> Iterable[tuple[str, Sequence[TraceRecord]]]:
+    """Group traces by experiment (one trace, the hot path: no dict)."""
+    if len(records) == 1:  # the hot path: one trace per commit
+        return ((records[0].experiment_id, records),)
+    grouped: dict[str, list[TraceRecord]] = {}
+    for r in records:
+        grouped.setdefault(r.experiment_id, []).append(r)
+    return grouped.items()
+
+
+def requests_for(
+    conn: Connection,
+    experiment_id: str,
+    group: Sequence[TraceRecord],
+    active: list[ActiveScorer],
+    now: int,
+) -> list[dict[str, Any]]:
+    """The ``evaluation_requests`` rows of these traces: the scorers each one deserves."""
+    requests: list[dict[str, Any]] = []
+    filtered = [a for a in active if a.filter_expr is not None]
+    for r in group:
+        finished = r.status is not TraceStatus.IN_PROGRESS
+        # One SELECT evaluates every active filter against the just-written trace
+        # (not for an unfinished trace: it is never scored, whatever they say).
+        matched = (
+            filter_sql.matches_for_trace(
+                conn, r.trace_id, [a.filter_expr for a in filtered if a.filter_expr]
+            )
+            if filtered and finished
+            else []
+        )
+        passes = dict(zip((a.name for a in filtered), matched, strict=False))
+        chosen = [
+            [a.name, a.version]
+            for a in active
+            if sampling.decide(
+                r.trace_id,
+                a.name,
+                active=True,
+                filter_matched=passes.get(a.name),
+                sample_rate=a.sample_rate,
+                finished=finished,
+            )
+            is sampling.Decision.EVALUATE
+        ]
+        if chosen:
+            requests.append(
+                {
+                    "id": None,
+                    "trace_id": r.trace_id,
+                    "experiment_id": experiment_id,
+                    "scorers": chosen,
+                    "count": len(chosen),
+                    "enqueued_ms": now,
+                }
+            )
+    return requests

@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 __all__ = [
     "ONLINE_SCORING_KEY",
     "TraceRecord",
-    "TraceRows",
     "assessment_model",
     "assessment_row",
     "encode_json",
@@ -51,7 +50,6 @@ __all__ = [
     "root_span",
     "span_model",
     "span_row",
-    "synthesized_root",
     "value_forms",
 ]
 
@@ -141,6 +139,11 @@ class TraceRecord:
     spans: Sequence[Span] = ()
     assessments: Sequence[Feedback | Expectation] = ()
     client_request_id: str | None = None
+    # Set (to its span id) when the trace's only span is the root made from the record
+    # itself: its name, status, times, inputs and outputs (``log_trace`` given no spans).
+    # That span is not in ``spans``: it is stored in the trace row and read back with
+    # :func:`root_span`, with no Span built on the hot path (issue 16).
+    root_span_id: str | None = None
 
 
 def value_forms(value: object) -> tuple[str | None, float | None]:
@@ -262,100 +265,6 @@ def plain_row(
     return row
 
 
-@dataclass
-class TraceRows:
-    """The rows of some traces, JSON-encoded, ready to insert but for their timestamps."""
-
-    traces: Sequence[dict[str, Any]]
-    tags: list[dict[str, Any]]
-    metadata: list[dict[str, Any]]
-    spans: Sequence[dict[str, Any]]
-
-    @classmethod
-    def of(cls, records: Sequence[TraceRecord]) -> TraceRows:
-        """Build and JSON-encode the rows of these traces (before any lock is taken)."""
-        traces: list[dict[str, Any]] = []
-        tags: list[dict[str, Any]] = []
-        metadata: list[dict[str, Any]] = []
-        spans: list[dict[str, Any]] = []
-        for r in records:
-            traces.append(
-                {
-                    "trace_id": r.trace_id,
-                    "experiment_id": r.experiment_id,
-                    "name": r.name,
-                    "status": r.status.value,
-                    "request_time_ms": r.request_time_ms,
-                    "execution_duration_ms": r.execution_duration_ms,
-                    "inputs": r.inputs,
-                    "outputs": r.outputs,
-                    "ingested_ms": None,
-                    "client_request_id": r.client_request_id,
-                    "root_span_id": None,
-                }
-            )
-            root = synthesized_root(r)
-            if root is not None:
-                traces[-1]["root_span_id"] = root.span_id
-            else:
-                spans.extend(span_row(r.trace_id, s) for s in r.spans)
-            tags.extend({"trace_id": r.trace_id, "key": k, "value": v} for k, v in r.tags.items())
-            metadata.extend(
-                {"trace_id": r.trace_id, "key": k, "value": v} for k, v in r.metadata.items()
-            )
-        return cls(
-            encode_json(schema.traces, traces),
-            tags,
-            metadata,
-            encode_json(schema.spans, spans),
-        )
-
-    def insert(self, conn: Connection, records: Sequence[TraceRecord], now: int) -> None:
-        """Insert the rows, stamped ``now``, with the records' assessments (if any)."""
-        for row in self.traces:
-            row["ingested_ms"] = now
-        assessments = [
-            assessment_row(a, trace_id=r.trace_id, origin=a.origin or "import", now_ms=now)
-            for r in records
-            for a in r.assessments
-        ]
-        insert_encoded(conn, schema.traces, self.traces)
-        insert_encoded(conn, schema.trace_tags, self.tags)
-        insert_encoded(conn, schema.trace_metadata, self.metadata)
-        insert_encoded(conn, schema.spans, self.spans)
-        insert_rows(conn, schema.assessments, assessments)
-
-
-def synthesized_root(record: TraceRecord) -> Span | None:
-    """Return the record's only span when the trace row alone can say all it holds.
-
-    That is the root ``log_trace`` makes when given no spans: no parent, type,
-    message, attributes or events; the trace's name, status and times; the very
-    inputs and outputs of the trace. Such a span is stored as ``traces.root_span_id``
-    and read back with :func:`root_span` (half the pages of a trace commit; issue 16).
-    """
-    if len(record.spans) != 1 or record.name is None:
-        return None
-    span = record.spans[0]
-    start_ns = record.request_time_ms * 1_000_000
-    duration = record.execution_duration_ms
-    end_ns = None if duration is None else start_ns + duration * 1_000_000
-    same = (
-        span.parent_id is None
-        and span.span_type is None
-        and span.status_message is None
-        and not span.attributes
-        and not span.events
-        and span.name == record.name
-        and span.status == record.status
-        and span.start_time_ns == start_ns
-        and span.end_time_ns == end_ns
-        and span.inputs is record.inputs  # the same objects: equal values may encode apart
-        and span.outputs is record.outputs
-    )
-    return span if same else None
-
-
 def root_span(row: RowMapping) -> Span:
     """Return the root span a ``traces`` row with ``root_span_id`` stands for."""
     start_ns = row["request_time_ms"] * 1_000_000
@@ -384,8 +293,14 @@ def grouped(
     return grouped
 
 
-def span_row(trace_id: str, span: Span) -> dict[str, Any]:
-    """Return the ``spans`` row of one span."""
+def span_row(trace_id: str, span: Span, *, encoded: bool = False) -> dict[str, Any]:
+    """Return the ``spans`` row of one span (``encoded``: its JSON columns as text)."""
+    if encoded:
+        row = span_row(trace_id, span)
+        for name in ("inputs", "outputs", "attributes", "events"):
+            value = row[name]
+            row[name] = None if value is None else codec.dumps(value)
+        return row
     return {
         "trace_id": trace_id,
         "span_id": span.span_id,

@@ -28,6 +28,7 @@ __all__ = [
     "commit_raw",
     "compile_regex",
     "error_kind",
+    "execute_many",
     "get_user_version",
     "insert_ignore",
     "install_sqlite_hooks",
@@ -165,6 +166,22 @@ def commit_raw(raw: Any) -> None:  # noqa: ANN401 - a DBAPI connection
         raw.commit()
     except sqlite3.Error as exc:
         raise sa.exc.DBAPIError.instance("COMMIT", None, exc, sqlite3.Error) from exc
+
+
+def execute_many(cursor: Any, sql: str, params: list[Any]) -> None:  # noqa: ANN401 - DBAPI
+    """Run an INSERT for each parameter tuple on a driver cursor (one row: ``execute``).
+
+    Raises:
+        sqlalchemy.exc.DBAPIError: the driver failed, as SQLAlchemy would raise it
+            (``IntegrityError`` for a duplicate key, ``OperationalError``...).
+    """
+    try:
+        if len(params) == 1:
+            cursor.execute(sql, params[0])
+        else:
+            cursor.executemany(sql, params)
+    except sqlite3.Error as exc:
+        raise sa.exc.DBAPIError.instance(sql, None, exc, sqlite3.Error) from exc
 
 
 def _retry_begin(raw: Any, *, deadline: float) -> None:  # noqa: ANN401 - a DBAPI connection

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from localscorers import _clock, sampling
+from localscorers import _clock
 from localscorers.exceptions import (
     ConfigurationError,
     ConflictError,
@@ -32,7 +32,9 @@ from localscorers.models import (
     TraceInfo,
     TraceStatus,
 )
-from localscorers.store import dialect, filter_sql, order_sql, rows, schema, search_sql
+from localscorers.store import dialect, order_sql, rows, schema, search_sql
+from localscorers.store.requests import by_experiment, requests_for
+from localscorers.store.trace_rows import TraceRows
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -137,7 +139,7 @@ class TraceStore:
             return 0
         # Rows are built and JSON-encoded before the write lock: every other writer (a
         # worker writing feedback, other processes logging) waits while we hold it.
-        trace_rows = None if skip_existing else rows.TraceRows.of(records)
+        trace_rows = None if skip_existing else TraceRows.of(records)
         with self._db.write(dedicated=True) as conn:
             # Taken under the write lock, so commit order and ingested_ms agree with the
             # lifecycle history explain() replays (a trace that waited for the lock must
@@ -148,16 +150,18 @@ class TraceStore:
                 # must not both find an id missing and both insert it.
                 dialect.of(conn).serialize(conn, "localscorers.traces.skip_existing")
                 records = self._without_existing(conn, records)
-                trace_rows = rows.TraceRows.of(records)
+                trace_rows = TraceRows.of(records)
+            # This thread's own SQLite connection: statements go to a cursor kept open.
+            writer = self._writer_state(conn)
             try:
-                trace_rows.insert(conn, records, now)
+                trace_rows.insert(conn, records, now, cursor=writer and writer.cursor)
             except sa.exc.IntegrityError as exc:
                 raise ConflictError(
                     f"Cannot write traces {', '.join(r.trace_id for r in records[:5])}: "
                     f"{exc.orig}. If a trace with that id already exists, omit trace_id "
                     "to get a fresh one."
                 ) from exc
-            enqueued = self._enqueue(conn, records, now) if enqueue else 0
+            enqueued = self._enqueue(conn, writer, records, now) if enqueue else 0
         if enqueued and self.on_enqueued is not None:
             self.on_enqueued(enqueued)
         return enqueued
@@ -174,7 +178,19 @@ class TraceStore:
             )
         return [r for r in records if r.trace_id not in existing]
 
-    def _active_for(self, conn: Connection, experiment_id: str) -> list[ActiveScorer]:
+    def _writer_state(self, conn: Connection) -> _Writer | None:
+        """This thread's cursor and scorer cache when ``conn`` is its own write connection."""
+        if not self._db.is_dedicated(conn):
+            return None
+        raw = conn.connection.dbapi_connection
+        state: _Writer | None = getattr(self._seen, "writer", None)
+        if state is None or state.raw is not raw:
+            state = self._seen.writer = _Writer(raw)
+        return state
+
+    def _active_for(
+        self, conn: Connection, writer: _Writer | None, experiment_id: str
+    ) -> list[ActiveScorer]:
         """The experiment's active scorers, unread while no other connection committed.
 
         On this thread's own write connection ``PRAGMA data_version`` (no table read)
@@ -182,70 +198,32 @@ class TraceStore:
         changes scorers. So while it stands still, the scorers read at the same value
         still hold, and the registry's change-counter read is skipped.
         """
-        if not self._db.is_dedicated(conn):
+        if writer is None:
             return self._registry.active_for(conn, experiment_id)
-        raw = conn.connection.dbapi_connection
-        assert raw is not None  # noqa: S101 - an open transaction has its DBAPI connection
-        version = raw.execute("PRAGMA data_version").fetchone()[0]
-        seen: tuple[Any, int, dict[str, list[ActiveScorer]]] | None = getattr(
-            self._seen, "active", None
-        )
-        if seen is None or seen[0] is not raw or seen[1] != version:
-            seen = (raw, version, {})
-            self._seen.active = seen
-        active = seen[2].get(experiment_id)
+        version = writer.cursor.execute("PRAGMA data_version").fetchone()[0]
+        if writer.version != version:
+            writer.version, writer.active = version, {}
+        active = writer.active.get(experiment_id)
         if active is None:
-            active = seen[2][experiment_id] = self._registry.active_for(conn, experiment_id)
+            active = writer.active[experiment_id] = self._registry.active_for(conn, experiment_id)
         return active
 
-    def _enqueue(self, conn: Connection, records: Sequence[rows.TraceRecord], now: int) -> int:
+    def _enqueue(
+        self,
+        conn: Connection,
+        writer: _Writer | None,
+        records: Sequence[rows.TraceRecord],
+        now: int,
+    ) -> int:
         # One evaluation_requests row per trace: cheap enough for the hot path. A claim
         # turns it into one evaluations row per scorer (see store/requests.py).
         requests: list[dict[str, Any]] = []
-        by_experiment: dict[str, list[rows.TraceRecord]] = {}
-        for r in records:
-            by_experiment.setdefault(r.experiment_id, []).append(r)
-        for experiment_id, group in by_experiment.items():
-            active = self._active_for(conn, experiment_id)
-            if not active:
-                continue
-            filtered = [a for a in active if a.filter_expr is not None]
-            for r in group:
-                finished = r.status is not TraceStatus.IN_PROGRESS
-                # One SELECT evaluates every active filter against the just-written trace
-                # (not for an unfinished trace: it is never scored, whatever they say).
-                matched = (
-                    filter_sql.matches_for_trace(
-                        conn, r.trace_id, [a.filter_expr for a in filtered if a.filter_expr]
-                    )
-                    if filtered and finished
-                    else []
-                )
-                passes = dict(zip((a.name for a in filtered), matched, strict=False))
-                chosen = [
-                    [a.name, a.version]
-                    for a in active
-                    if sampling.decide(
-                        r.trace_id,
-                        a.name,
-                        active=True,
-                        filter_matched=passes.get(a.name),
-                        sample_rate=a.sample_rate,
-                        finished=finished,
-                    )
-                    is sampling.Decision.EVALUATE
-                ]
-                if chosen:
-                    requests.append(
-                        {
-                            "id": None,
-                            "trace_id": r.trace_id,
-                            "experiment_id": experiment_id,
-                            "scorers": chosen,
-                            "count": len(chosen),
-                            "enqueued_ms": now,
-                        }
-                    )
+        for experiment_id, group in by_experiment(records):
+            active = self._active_for(conn, writer, experiment_id)
+            if active:
+                requests.extend(requests_for(conn, experiment_id, group, active, now))
+        if not requests:
+            return 0
         rows.insert_rows(conn, schema.evaluation_requests, requests)
         return sum(request["count"] for request in requests)
 
@@ -461,3 +439,15 @@ class TraceStore:
             data = TraceData(spans=trace_spans, request=found["inputs"], response=found["outputs"])
             traces.append(Trace(info=info, data=data))
         return traces
+
+
+class _Writer:
+    """A thread's write connection: a cursor kept open, and the scorers it last saw."""
+
+    __slots__ = ("active", "cursor", "raw", "version")
+
+    def __init__(self, raw: Any) -> None:  # noqa: ANN401 - a DBAPI connection
+        self.raw = raw
+        self.cursor = raw.cursor()
+        self.version: int | None = None  # PRAGMA data_version when ``active`` was read
+        self.active: dict[str, list[ActiveScorer]] = {}
