@@ -11,16 +11,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, overload
 
-from localscorers import _clock, _context, tracking
-from localscorers.models import (
-    Expectation,
-    Feedback,
-    Span,
-    Trace,
-    TraceData,
-    TraceInfo,
-    TraceStatus,
-)
+from localscorers import _clock, _context, models, tracking
+from localscorers.models import Expectation, Feedback, Span, Trace, TraceStatus
 from localscorers.store import codec
 
 __all__ = ["FakeJudgeModel", "LocalScorersDB", "assert_feedback", "fake_judge_model", "make_trace"]
@@ -113,26 +105,8 @@ def make_trace(
     started_ms = _clock.to_epoch_ms(request_time, argument="request_time")
     request_ms = _clock.now_ms() if started_ms is None else started_ms
     trace_status = TraceStatus(status.upper())
-    span_list = [_span(s) for s in spans or ()]
-    if not span_list:
-        start_ns = request_ms * 1_000_000
-        duration_ns = (execution_duration_ms or 0) * 1_000_000
-        span_list = [
-            Span(
-                span_id=secrets.token_hex(8),
-                name=name or "root",
-                status=trace_status,
-                start_time_ns=start_ns,
-                end_time_ns=start_ns + duration_ns,
-                inputs=codec.jsonable(inputs),
-                outputs=codec.jsonable(outputs),
-            )
-        ]
-    assessments = [
-        Expectation(name=key, value=codec.jsonable(value))
-        for key, value in (expectations or {}).items()
-    ]
-    info = TraceInfo(
+    root = _root_span(name, trace_status, request_ms, execution_duration_ms, inputs, outputs)
+    info = models.TraceInfo(
         trace_id=trace_id or f"tr-{secrets.token_hex(16)}",
         experiment_id=_context.DEFAULT_EXPERIMENT_ID,
         request_time=_clock.datetime_from_ms(request_ms),
@@ -141,12 +115,37 @@ def make_trace(
         name=name,
         tags=dict(tags or {}),
         metadata=dict(metadata or {}),
-        assessments=assessments,
+        assessments=[
+            Expectation(name=key, value=codec.jsonable(value))
+            for key, value in (expectations or {}).items()
+        ],
     )
-    data = TraceData(
-        spans=span_list, request=codec.jsonable(inputs), response=codec.jsonable(outputs)
+    data = models.TraceData(
+        spans=[_span(s) for s in spans or [root]],
+        request=codec.jsonable(inputs),
+        response=codec.jsonable(outputs),
     )
     return Trace(info=info, data=data)
+
+
+def _root_span(  # noqa: PLR0917 - the root span's fields, in Span's order
+    name: str | None,
+    status: TraceStatus,
+    request_ms: int,
+    duration_ms: int | None,
+    inputs: Any,  # noqa: ANN401 - the application's own inputs
+    outputs: Any,  # noqa: ANN401 - the application's own outputs
+) -> dict[str, Any]:
+    """The span of a trace built without spans: the whole call, named after the trace."""
+    start_ns = request_ms * 1_000_000
+    return {
+        "name": name or "root",
+        "status": status,
+        "start_time_ns": start_ns,
+        "end_time_ns": start_ns + (duration_ms or 0) * 1_000_000,
+        "inputs": codec.jsonable(inputs),
+        "outputs": codec.jsonable(outputs),
+    }
 
 
 class FakeJudgeModel:

@@ -41,11 +41,9 @@ def localscorers_db(
     monkeypatch.setenv("LOCALSCORERS_MONITOR", "on")
     monkeypatch.delenv("LOCALSCORERS_TRACKING_URI", raising=False)
     helpers = _helpers()
-    database = helpers.open_test_database(tmp_path / "localscorers.db")
-    try:
-        yield database
-    finally:
-        helpers.close_test_database()
+    # pytest runs the code after the yield whether the test passed or failed.
+    yield helpers.open_test_database(tmp_path / "localscorers.db")
+    helpers.close_test_database()
 
 
 @pytest.fixture
@@ -63,10 +61,8 @@ def fake_judge_model() -> Iterator[helpers.FakeJudgeModel]:
     """
     model = _helpers().fake_judge_model
     model.reset()
-    try:
-        yield model
-    finally:
-        model.reset()
+    yield model
+    model.reset()
 
 
 @pytest.fixture
