@@ -75,7 +75,7 @@ class Host(Protocol):
     close_wait: float
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)  # slots: one per trace, built and read in hot loops
 class _Slot:
     """One trace of the window, in cursor order, with its pairs' results."""
 
@@ -87,7 +87,7 @@ class _Slot:
     results: list[tuple[int, list[Feedback] | Plain, int]] = field(default_factory=list)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)  # one per (trace, scorer) pair
 class _Work:
     slot: _Slot
     trace: Trace
@@ -241,29 +241,33 @@ class Execution:
             with self.db.read() as conn:
                 rows = self.plan.page(conn, self.read_cursor, size, payload=True, existing=True)
                 traces = self._traces(conn, rows)
-                wanted = [r.trace_id for r in rows if self.session_specs.intersection(r.run)]
+                specs = self.session_specs
+                wanted = [r.trace_id for r in rows if specs and specs.intersection(r.run)]
                 sessions = load_items(conn, self.host.store, wanted) if wanted else {}
+            queues = self.queues
             for row in rows:
                 slot = _Slot(row.trace_id, row.time_ms, len(row.run), row.skipped, row.replaces)
                 self.slots.append(slot)
                 for index in row.run:
-                    by_id = sessions if index in self.session_specs else traces
-                    self.queues[index].append(_Work(slot, by_id[row.trace_id]))
+                    by_id = sessions if index in specs else traces
+                    queues[index].append(_Work(slot, by_id[row.trace_id]))
             if rows:
                 self.read_cursor = (rows[-1].time_ms, rows[-1].trace_id)
             self.exhausted = len(rows) < size
 
     def _traces(self, conn: Any, rows: list[PageRow]) -> dict[str, Trace]:  # noqa: ANN401
-        full = ["trace" in loaded.parameters for loaded in self.loaded]
+        full = {i for i, loaded in enumerate(self.loaded) if "trace" in loaded.parameters}
         found = {
             t.info.trace_id: t
             for t in self.host.store.load_traces(
-                conn, [r.trace_id for r in rows if any(full[i] for i in r.run)]
+                conn, [r.trace_id for r in rows if full and full.intersection(r.run)]
             )
         }
-        wants = ["expectations" in loaded.parameters for loaded in self.loaded]
+        wants = {i for i, loaded in enumerate(self.loaded) if "expectations" in loaded.parameters}
         wanted = [
-            r.trace_id for r in rows if r.trace_id not in found and any(wants[i] for i in r.run)
+            r.trace_id
+            for r in rows
+            if wants and r.trace_id not in found and wants.intersection(r.run)
         ]
         expectations = self.host.store.load_expectations(conn, wanted) if wanted else {}
         for row in rows:

@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, cast
 
 from localscorers.evaluation import serialization
@@ -136,14 +135,23 @@ def load_scorer(state: ScorerState, *, db_path: Path | None) -> LoadedScorer:
     return LoadedScorer(state.name, state.version, call, None, timeout, limit, wanted, is_function)
 
 
+class _LightTrace:
+    """``trace.data.request``, ``trace.data.response`` and ``trace.expectations``, in one object."""
+
+    __slots__ = ("data", "expectations", "request", "response")
+
+    def __init__(self, request: Any, response: Any, expectations: dict[str, Any]) -> None:  # noqa: ANN401
+        self.request, self.response, self.expectations = request, response, expectations
+        self.data = self  # one object per trace, not two (a backfill makes one per trace)
+
+
 def light_trace(request: Any, response: Any, expectations: dict[str, Any]) -> Trace:  # noqa: ANN401
     """Stand in for a Trace for scorers that read only inputs, outputs and expectations.
 
     Such a scorer never sees this object. Building a real Trace (spans, tags, pydantic)
     was most of the cost of a trivial evaluation (benchmarks/backfill.py, online.py).
     """
-    data = SimpleNamespace(request=request, response=response)
-    return cast("Trace", SimpleNamespace(data=data, expectations=expectations))
+    return cast("Trace", _LightTrace(request, response, expectations))
 
 
 def _source(name: str) -> AssessmentSource:

@@ -14,6 +14,7 @@ its sample is drawn by session id, as online.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,7 @@ import sqlalchemy as sa
 from localscorers import sampling
 from localscorers.filters import parser
 from localscorers.models import EvaluationStatus, TraceStatus
-from localscorers.store import filter_sql, schema
+from localscorers.store import bulk, filter_sql, schema
 from localscorers.store.sessions import SESSION_KEY
 
 if TYPE_CHECKING:
@@ -34,6 +35,11 @@ if TYPE_CHECKING:
 __all__ = ["PageRow", "Plan", "ScorerSpec"]
 
 _PENDING = EvaluationStatus.PENDING.value
+
+
+def _loads(text: str | None) -> Any:  # noqa: ANN401 - JSON is untyped
+    # The engine decodes JSON columns with json.loads too (no json_deserializer is set).
+    return None if text is None else json.loads(text)
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,7 @@ class Plan:
         ]
         self._flags = sum(f is not None for f in self._filters)
         self.sessions: frozenset[int] | None = None  # session scorers' indexes, once read
+        self._statements: dict[tuple[Any, ...], bulk.CompiledStatement | None] = {}
         # A part's key range (lower, upper] (store.job_parts); None: open on that side.
         self.lower: tuple[int, str] | None = None
         self.upper: tuple[int, str] | None = None
@@ -205,19 +212,53 @@ class Plan:
         existing: bool,
     ) -> list[PageRow]:
         """Read up to ``limit`` traces after the cursor and decide each scorer's fate."""
-        t = schema.traces
         self.read_sessions(conn)
-        query = self._query(payload=payload, existing=existing)
+        statement = self._page_statement(conn, payload=payload, existing=existing, after=after)
+        params: dict[str, Any] = {"page_limit": limit}
         if after is not None:
-            key = sa.tuple_(t.c.request_time_ms, t.c.trace_id)
-            query = query.where(key > sa.tuple_(sa.literal(after[0]), sa.literal(after[1])))
-        query = query.order_by(t.c.request_time_ms, t.c.trace_id).limit(limit)
+            params["after_ms"], params["after_id"] = after
+        if statement is None:
+            rows: Sequence[Sequence[Any]] = conn.execute(
+                self._page_query(payload=payload, existing=existing, after=after), params
+            ).all()
+        else:
+            rows = statement.fetchall(conn, params)
+            if payload:  # the driver's rows hold the JSON text
+                rows = [(r[0], r[1], _loads(r[2]), _loads(r[3]), *r[4:]) for r in rows]
         first_flag = 4 if payload else 2
         first_found = first_flag + self._flags if existing else None
         return [
             self._decide(row, payload=payload, first_flag=first_flag, first_found=first_found)
-            for row in conn.execute(query)
+            for row in rows
         ]
+
+    def _page_query(
+        self, *, payload: bool, existing: bool, after: tuple[int, str] | None
+    ) -> sa.Select[Any]:
+        t = schema.traces
+        query = self._query(payload=payload, existing=existing)
+        if after is not None:
+            key = sa.tuple_(t.c.request_time_ms, t.c.trace_id)
+            query = query.where(key > sa.tuple_(sa.bindparam("after_ms"), sa.bindparam("after_id")))
+        limit = sa.bindparam("page_limit", type_=sa.Integer)
+        return query.order_by(t.c.request_time_ms, t.c.trace_id).limit(limit)
+
+    def _page_statement(
+        self, conn: Connection, *, payload: bool, existing: bool, after: tuple[int, str] | None
+    ) -> bulk.CompiledStatement | None:
+        """The page query compiled once per plan and run through the driver (None: not here).
+
+        Building, compiling and processing it through SQLAlchemy each page cost about
+        as much as reading the page. A filter whose SQL SQLAlchemy expands per
+        execution (an ``IN`` list) keeps the regular path.
+        """
+        key: tuple[Any, ...] = (conn.dialect.name, conn.dialect.driver, payload, existing)
+        key += (after is not None, self.lower, self.upper, self.sessions)
+        if key not in self._statements:
+            query = self._page_query(payload=payload, existing=existing, after=after)
+            statement = bulk.CompiledStatement(query, conn.dialect)
+            self._statements[key] = None if "POSTCOMPILE" in statement.sql else statement
+        return self._statements[key]
 
     def _decide(
         self, row: Sequence[Any], *, payload: bool, first_flag: int, first_found: int | None

@@ -40,6 +40,7 @@ from localscorers.evaluation.execution import to_feedback
 from localscorers.evaluation.jobs import JobRunner
 from localscorers.evaluation.online import Settings
 from localscorers.store.jobs import LeaseLostError, ScorerSpec
+from localscorers.store.results import plain_columns
 from localscorers.store.rows import assessment_row, plain_base, plain_row
 from tests import backfill_helpers as helpers
 
@@ -430,7 +431,9 @@ def test_trace_and_expectation_scorers_get_what_they_declare(db: Path) -> None:
         assert found["expected"].value is (position % 7 == 1)
 
 
-@pytest.mark.parametrize("value", [True, False, 0, 7, -3, 2.5, float("nan"), "ok", "", 'é\n"q"'])
+@pytest.mark.parametrize(
+    "value", [True, False, 0, 7, -3, 2**70, 2.5, float("nan"), "ok", "", 'é\n"q"', "long " * 30]
+)
 def test_plain_values_are_written_as_their_feedback_would_be(value: object) -> None:
     base = plain_base("s", 2, origin="backfill:x", now=5)
     fast = plain_row(value, base, trace_id="tr-1", evaluation_id=9)
@@ -450,6 +453,10 @@ def test_plain_values_are_written_as_their_feedback_would_be(value: object) -> N
         assert fast[key] == slow[key], key
     assert fast["assessment_id"].startswith("a-")
     assert repr(fast["value_num"]) == repr(slow["value_num"])
+    # A backfill's own path (store.results) writes the same three columns.
+    encoded, value_str, value_num = plain_columns(value)
+    assert (encoded, value_str) == (slow["value"], slow["value_str"])
+    assert repr(value_num) == repr(slow["value_num"])
 
 
 # -- validation ------------------------------------------------------------------------------
