@@ -27,9 +27,9 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def _cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+def _python(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "localscorers", *args],
+        [sys.executable, *args],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -37,6 +37,37 @@ def _cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[
         timeout=60,
         check=False,
     )
+
+
+def _cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return _python(tmp_path, "-m", "localscorers", *args, **env)
+
+
+# A user's script on tmp_path/x.db; a slow scorer and some traffic for it.
+_HEADER = """
+import time
+import localscorers
+
+localscorers.set_tracking_uri({db!r})
+"""
+_SLOW_SCORER = """
+@localscorers.scorer
+def slow(outputs):
+    time.sleep(0.2)
+    return True
+"""
+_TRAFFIC = """
+for index in range(40):
+    localscorers.log_trace(inputs={"i": index}, outputs="ok")
+"""
+
+
+def _script(tmp_path: Path, name: str, *parts: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run a script made of ``parts`` after the header, as a user would."""
+    script = tmp_path / name
+    header = _HEADER.format(db=str(tmp_path / "x.db"))
+    script.write_text("".join(textwrap.dedent(part) for part in (header, *parts)))
+    return _python(tmp_path, str(script), **env)
 
 
 def _one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> str:
@@ -189,79 +220,38 @@ def test_version_and_help_without_bool(tmp_path: Path) -> None:
 
 
 def test_exit_with_pending_work_says_so(tmp_path: Path) -> None:
-    db = tmp_path / "x.db"
-    script = tmp_path / "app.py"
-    script.write_text(
-        textwrap.dedent(
-            f"""
-            import time
-            import localscorers
-
-            localscorers.set_tracking_uri({str(db)!r})
-
-            @localscorers.scorer
-            def slow(outputs):
-                time.sleep(0.2)
-                return True
-
-            slow.register().start()
-            for index in range(40):
-                localscorers.log_trace(inputs={{"i": index}}, outputs="ok")
-            """
-        )
-    )
-    result = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=_env(tmp_path, LOCALSCORERS_EXIT_WAIT_SECONDS="0.3"),
-        timeout=60,
-        check=False,
+    result = _script(
+        tmp_path,
+        "app.py",
+        _SLOW_SCORER,
+        "slow.register().start()\n",
+        _TRAFFIC,
+        LOCALSCORERS_EXIT_WAIT_SECONDS="0.3",
     )
     assert result.returncode == 0, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "online evaluation(s) still pending" in lines[0]
-    assert f"localscorers worker --drain --db {db}" in lines[0]
-    drained = _cli(tmp_path, "--db", str(db), "worker", "--drain", "--quiet")
+    assert f"localscorers worker --drain --db {tmp_path / 'x.db'}" in lines[0]
+    drained = _cli(tmp_path, "--db", str(tmp_path / "x.db"), "worker", "--drain", "--quiet")
     assert drained.returncode == 0, drained.stderr
     assert drained.stderr == ""
 
 
 def test_exit_with_a_pending_backfill_job_says_so(tmp_path: Path) -> None:
-    db = tmp_path / "x.db"
-    script = tmp_path / "job.py"
-    script.write_text(
-        textwrap.dedent(
-            f"""
-            import time
-            import localscorers
-
-            localscorers.set_tracking_uri({str(db)!r})
-
-            @localscorers.scorer
-            def slow(outputs):
-                time.sleep(0.2)
-                return True
-
-            slow.register()
-            for index in range(40):
-                localscorers.log_trace(inputs={{"i": index}}, outputs="ok")
-            localscorers.backfill_scorers(
-                scorers=[localscorers.BackfillScorerConfig("slow", sample_rate=1.0)]
-            )
-            """
-        )
+    backfill = """
+    localscorers.backfill_scorers(
+        scorers=[localscorers.BackfillScorerConfig("slow", sample_rate=1.0)]
     )
-    result = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=_env(tmp_path, LOCALSCORERS_EXIT_WAIT_SECONDS="0.2"),
-        timeout=60,
-        check=False,
+    """
+    result = _script(
+        tmp_path,
+        "job.py",
+        _SLOW_SCORER,
+        "slow.register()\n",
+        _TRAFFIC,
+        backfill,
+        LOCALSCORERS_EXIT_WAIT_SECONDS="0.2",
     )
     assert result.returncode == 0, result.stderr
     assert "1 backfill job(s)" in result.stderr
@@ -269,32 +259,15 @@ def test_exit_with_a_pending_backfill_job_says_so(tmp_path: Path) -> None:
 
 
 def test_flushed_script_exits_quietly(tmp_path: Path) -> None:
-    script = tmp_path / "quiet.py"
-    script.write_text(
-        textwrap.dedent(
-            f"""
-            import localscorers
+    body = """
+    @localscorers.scorer
+    def fast(outputs):
+        return True
 
-            localscorers.set_tracking_uri({str(tmp_path / "x.db")!r})
-
-            @localscorers.scorer
-            def fast(outputs):
-                return True
-
-            fast.register().start()
-            localscorers.log_trace(inputs={{}}, outputs="ok")
-            assert localscorers.flush(timeout=30)
-            """
-        )
-    )
-    result = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=_env(tmp_path),
-        timeout=60,
-        check=False,
-    )
+    fast.register().start()
+    localscorers.log_trace(inputs={}, outputs="ok")
+    assert localscorers.flush(timeout=30)
+    """
+    result = _script(tmp_path, "quiet.py", body)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""

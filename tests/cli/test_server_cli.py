@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -67,28 +68,14 @@ def test_a_remote_address_needs_allow_remote_and_a_token(db_path: Path) -> None:
 
 
 def test_settings_for_a_remote_address_with_a_token() -> None:
-    settings = settings_for(
-        host="0.0.0.0",  # noqa: S104 - only checked, never bound
-        port=8080,
-        allow_remote=True,
-        workers=False,
-        trace_timeout=5.0,
-        max_body_mb=1.0,
-        token="t0k3n",  # noqa: S106 - a test token
-    )
-    assert settings.token == "t0k3n"  # noqa: S105
+    token = "t0k3n"  # noqa: S105 - a test token
+    check = partial(settings_for, workers=False, trace_timeout=5.0, max_body_mb=1.0, token=token)
+    settings = check("0.0.0.0", 8080, allow_remote=True)  # noqa: S104 - never bound
+    assert settings.token == token
     assert settings.max_body_bytes == 1024 * 1024
     assert not settings.run_workers
     with pytest.raises(ConfigurationError, match=r"Refusing to bind '10\.0\.0\.1'"):
-        settings_for(
-            host="10.0.0.1",
-            port=1,
-            allow_remote=False,
-            workers=True,
-            trace_timeout=1.0,
-            max_body_mb=1.0,
-            token="t0k3n",  # noqa: S106 - a test token
-        )
+        check("10.0.0.1", 1, allow_remote=False)
 
 
 def test_the_token_applies_on_loopback_too(db_path: Path) -> None:
