@@ -23,8 +23,9 @@ trace's own rows through the index that starts with ``trace_id``: the other colu
 are wrapped in :class:`~localscorers.store.comparison_sql.Unindexed` so that SQLite
 cannot prefer the low-selectivity ``ix_spans_type`` or ``ix_assessments_name_value``
 index, which made every trace read every matching span of every other trace (issue 16:
-9.9 s for a page at 100k traces). Searches that need only a few traces start from those
-indexes instead, once, through ``search_sql.plan_search``.
+9.9 s for a page at 100k traces). The trace's name, status and duration are Unindexed
+too. Searches that need only a few traces start from those indexes instead, once,
+through ``search_sql.plan_search`` and ``search_probes``.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ __all__ = [
     "SESSION_KEY",
     "SPAN_ENTITIES",
     "SpanGroup",
-    "assessment_traces",
+    "assessment_predicates",
     "compile_filter",
     "conjuncts",
     "key_value_traces",
@@ -94,8 +95,16 @@ def trace_column(key: str) -> sa.ColumnElement[Any]:
     return columns[key]
 
 
+# Compared as Unindexed: ix_traces_root_name and ix_traces_status_duration serve a
+# search only through its candidates (search_probes), when the value is rare; in the
+# newest-first scan of a common one they would be a sort of most of the experiment.
+_SCANNED_KEYS: Final = frozenset({"name", "status", "execution_time_ms"})
+
+
 def _trace_condition(key: str, op: Op, value: Value) -> sa.ColumnElement[bool]:
     column = trace_column(key)
+    if key in _SCANNED_KEYS:
+        column = Unindexed(column)
     if op in (Op.IS_NULL, Op.IS_NOT_NULL):
         return predicate(column, op, None)
     if key == "status" and op in _UPPERCASED_OPS:
@@ -251,8 +260,8 @@ def _is_number(value: Value) -> bool:
     return isinstance(first, int | float)
 
 
-def _assessment_predicates(
-    comparison: Comparison, *, indexed: bool
+def assessment_predicates(
+    comparison: Comparison, *, indexed: bool = True
 ) -> list[sa.ColumnElement[bool]]:
     """Valid feedback / expectations of that name (and value); numbers compare ``value_num``."""
     field, op, value = comparison.field, comparison.op, comparison.value
@@ -270,33 +279,9 @@ def _assessment_predicates(
     return predicates
 
 
-def assessment_traces(comparison: Comparison) -> sa.Select[Any] | sa.CompoundSelect[Any]:
-    """The ids of traces with a matching assessment, from its (name, value) index.
-
-    For feedback, with the traces of the sessions whose session-level feedback matches.
-    ``IS NULL`` is read as ``IS NOT NULL`` here: the traces that have one.
-    """
-    if comparison.op is Op.IS_NULL:
-        comparison = Comparison(comparison.field, Op.IS_NOT_NULL)
-    predicates = _assessment_predicates(comparison, indexed=True)
-    direct = sa.select(_assessments.c.trace_id).where(*predicates)
-    if comparison.field.entity is not Entity.FEEDBACK:
-        return direct
-    sessions = (
-        sa.select(_metadata.c.trace_id)
-        .select_from(_assessments)
-        .join(
-            _metadata,
-            sa.and_(_metadata.c.key == SESSION_KEY, _metadata.c.value == _assessments.c.session_id),
-        )
-        .where(_assessments.c.session_id.is_not(None), *predicates)
-    )
-    return sa.union(direct, sessions)
-
-
 def _assessment_condition(comparison: Comparison) -> sa.ColumnElement[bool]:
     """A valid matching assessment on the trace, or (feedback) on its session."""
-    predicates = _assessment_predicates(comparison, indexed=False)
+    predicates = assessment_predicates(comparison, indexed=False)
     found: sa.ColumnElement[bool] = (
         sa.select(sa.literal(1))
         .where(_assessments.c.trace_id == _traces.c.trace_id, *predicates)

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from localscorers import _clock
 from localscorers.exceptions import SchemaVersionError
-from localscorers.store import dialect, schema, sqlite
+from localscorers.store import dialect, schema, span_terms, sqlite
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -218,6 +218,34 @@ def m0010_backfill_job_parts(conn: Connection) -> None:
         )
 
 
+def m0011_search_indexes(conn: Connection) -> None:
+    """Indexes that let every filter field start from its value (issue 16).
+
+    ``ix_traces_root_name`` holds every trace's name (it held the roots kept in the
+    row), ``ix_traces_status`` (the traces that are not OK) is new,
+    ``ix_assessments_name_value`` becomes (name, value_num, value_str), and the value
+    indexes of tags, metadata, span names and types and assessments end with
+    ``trace_id`` (a rare value's traces are read from the index alone). On SQLite,
+    ``span_terms`` indexes span statuses and attribute values, filled by a trigger on
+    ``spans`` (``store.span_terms``).
+    """
+    rebuilt = (
+        (schema.traces, "ix_traces_root_name"),
+        (schema.traces, "ix_traces_status"),
+        (schema.trace_tags, "ix_trace_tags_key_value"),
+        (schema.trace_metadata, "ix_trace_metadata_key_value"),
+        (schema.spans, "ix_spans_name"),
+        (schema.spans, "ix_spans_type"),
+        (schema.assessments, "ix_assessments_name_value"),
+    )
+    for table, name in rebuilt:
+        index = next(i for i in table.indexes if i.name == name)
+        index.drop(conn, checkfirst=True)
+        index.create(conn)
+    if conn.dialect.name == "sqlite":
+        span_terms.create(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     m0001_initial,
     m0002_evaluation_requests,
@@ -229,6 +257,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     m0008_virtual_root_spans,
     m0009_backfill_claims,
     m0010_backfill_job_parts,
+    m0011_search_indexes,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

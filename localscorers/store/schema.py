@@ -162,12 +162,22 @@ class TraceRow(_Base, table=True):
         # Partial (m0007): most traces have no client_request_id, and an entry per NULL
         # was one more page written by every trace's commit (issue 16).
         _not_null_index("ix_traces_client_request_id", "client_request_id"),
-        # span.name filters find the roots that have no spans row here (m0008).
+        # Every trace's name (m0011; m0008 held only the roots kept in the row, the
+        # same entries for log_trace's traces): a rare or absent trace.name is counted
+        # and found here, and span.name filters find the roots that have no spans row.
+        # trace_id makes it covering: a search reads its candidates from it alone.
+        sa.Index("ix_traces_root_name", "name", "experiment_id", "trace_id"),
+        # trace.status (m0011), partial: only the traces that are not OK, which a
+        # search for an error or unfinished status counts and reads here instead of
+        # walking every trace; an OK trace (nearly all) writes no entry (issue 16: a
+        # full (status, duration) index cost ~30 % of a minimal log_trace).
         sa.Index(
-            "ix_traces_root_name",
-            "name",
-            sqlite_where=sa.text("root_span_id IS NOT NULL"),
-            postgresql_where=sa.text("root_span_id IS NOT NULL"),
+            "ix_traces_status",
+            "experiment_id",
+            "status",
+            "trace_id",
+            sqlite_where=sa.text("status <> 'OK'"),
+            postgresql_where=sa.text("status <> 'OK'"),
         ),
     )
 
@@ -192,7 +202,8 @@ class TraceTagRow(_Base, table=True):
     """A tag of a trace."""
 
     __tablename__ = "trace_tags"
-    __table_args__ = (sa.Index("ix_trace_tags_key_value", "key", "value"),)
+    # trace_id (m0011): a search reads the traces of a rare value from the index alone.
+    __table_args__ = (sa.Index("ix_trace_tags_key_value", "key", "value", "trace_id"),)
 
     trace_id: str = Field(
         sa_column=sa.Column(
@@ -207,7 +218,8 @@ class TraceMetadataRow(_Base, table=True):
     """A metadata entry of a trace (MLflow's ``request_metadata``)."""
 
     __tablename__ = "trace_metadata"
-    __table_args__ = (sa.Index("ix_trace_metadata_key_value", "key", "value"),)
+    # trace_id (m0011): a search reads the traces of a rare value from the index alone.
+    __table_args__ = (sa.Index("ix_trace_metadata_key_value", "key", "value", "trace_id"),)
 
     trace_id: str = Field(
         sa_column=sa.Column(
@@ -223,9 +235,17 @@ class SpanRow(_Base, table=True):
 
     __tablename__ = "spans"
     __table_args__ = (
-        sa.Index("ix_spans_name", "name"),
+        # With trace_id (m0011): a search reads a rare name's or type's traces from the
+        # index alone.
+        sa.Index("ix_spans_name", "name", "trace_id"),
         # Partial (m0007): a root span, as log_trace writes it, has no type.
-        _not_null_index("ix_spans_type", "span_type"),
+        sa.Index(
+            "ix_spans_type",
+            "span_type",
+            "trace_id",
+            sqlite_where=sa.text("span_type IS NOT NULL"),
+            postgresql_where=sa.text("span_type IS NOT NULL"),
+        ),
     )
 
     trace_id: str = Field(
@@ -258,7 +278,10 @@ class AssessmentRow(_Base, table=True):
     __tablename__ = "assessments"
     __table_args__ = (
         sa.Index("ix_assessments_trace", "trace_id"),
-        sa.Index("ix_assessments_name_value", "name", "value_str"),
+        # (name, value_num, value_str, trace_id) since m0011: a string value is found
+        # under value_num IS NULL (or its number), a numeric range under value_num, and
+        # the traces read from the index alone (issue 16).
+        sa.Index("ix_assessments_name_value", "name", "value_num", "value_str", "trace_id"),
         # Partial (m0007): only session-level feedback has a session.
         _not_null_index("ix_assessments_session", "session_id"),
     )

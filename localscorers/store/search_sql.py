@@ -1,26 +1,32 @@
 """Plan a trace search: which rows to start from, so a page costs the same at any size.
 
-A search wants the newest page of matches. Two plans exist for every condition that
-reads other tables (tags, metadata, spans, assessments):
+A search wants the newest page of matches. Three plans exist for a condition that an
+index can pick out (``search_probes``: names, statuses, durations, tags, metadata,
+span names, types, statuses and attributes, feedback and expectations):
 
-- scan the experiment's traces newest first (``ix_traces_experiment_time``) and check
-  each one through a correlated ``EXISTS`` on its own rows: it stops after a page, so
-  it is cheap when matches are common (``tags.env = 'prod'``, ``span.type = 'LLM'``)
-  and reads every trace when they are rare;
-- start from the index of the condition's value (``ix_trace_tags_key_value``,
-  ``ix_spans_name``, ``ix_spans_type``, ``ix_assessments_name_value``), look the few
-  traces up by primary key and sort them: cheap when the value is rare, and a read of
-  most of the table when it is common.
+- **scan**: walk the experiment's traces newest first (``ix_traces_experiment_time``)
+  and check each through a correlated ``EXISTS`` on its own rows (~3 us a trace at
+  1M): it stops after a page, so it is cheap when matches are common (``tags.env =
+  'prod'``, ``span.type = 'LLM'``) and reads every trace when they are rare;
+- **drive**: start from the index of the condition's value, look the few matching
+  traces up by primary key and sort them (~15 us a candidate at 1M, random reads):
+  cheap when the value is rare, a read of most of the table when it is common;
+- **members**: read the matching trace ids from that index into a temporary set, then
+  walk the time index newest first keeping the traces in the set (a lookup in memory,
+  no row read: ~0.3 us a trace): the cheapest between the two.
 
-SQLite cannot tell the two apart (its statistics, when there are any, hold averages
-per index, not per value), so :func:`plan_search` counts each required, indexable
-condition in the searched experiments, up to ``_FEW`` rows: the rarest at most
-``_FEW`` drives the search and everything else is checked per trace. Measured at 100k
-traces with ``benchmarks/filters.py``.
+SQLite cannot tell them apart (its statistics, when there are any, hold averages per
+index, not per value), so :func:`plan_search` counts each required, indexable
+condition in the searched experiments, up to ``_MANY`` rows: the rarest drives at most
+``_FEW``, or is the member set at most ``_MANY``; above, everything is checked per
+trace. Both bounds are set at 100k traces and grow with the square root of the
+traces (where each pair of plans costs the same). Measured with
+``benchmarks/filters.py``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -29,97 +35,64 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from localscorers.filters import Comparison, Entity, Expr, Field, Op
-from localscorers.store import filter_sql, schema
+from localscorers.store import filter_sql, schema, search_probes
+from localscorers.store.comparison_sql import Unindexed
 from localscorers.store.filter_sql import SpanGroup
 
 __all__ = ["SearchPlan", "plan_search", "search_query"]
 
 _traces = schema.traces
 _KEY_VALUE_TABLES: Final = {Entity.TAG: schema.trace_tags, Entity.METADATA: schema.trace_metadata}
-# A required condition met by at most this many rows of the searched experiments drives
-# the search. A page from the candidates costs one primary-key lookup per candidate and
-# a sort (~2 ms per 1,000); above it, the newest-first scan meets a page of matches
-# within ~100 x (traces / matches) traces.
-_FEW: Final = 2000
-_INDEXED_SPAN_KEYS: Final = frozenset({"name", "type"})
-_CLIENT_REQUEST_ID: Final = Field(Entity.TRACE, "client_request_id")
-# Conditions most traces meet: never a good place to start.
-_NEGATIVE_OPS: Final = frozenset({Op.IS_NULL, Op.NE, Op.NOT_IN})
+# At 100k traces, a required condition met by at most _FEW rows of the searched
+# experiments drives the search, by at most _MANY it is the member set (see the module
+# docstring). Per plan, the cost of a page at c matches of N traces is about 15c
+# (drive), 0.5c + 30N/c (members) and 300N/c (scan) microseconds: they cross near
+# 1.4 sqrt(N) and 23 sqrt(N), so both bounds grow with sqrt(N) above 100k.
+_FEW: Final = 500
+_MANY: Final = 7000
+_AT: Final = 100_000
+_END_TIME: Final = Field(Entity.TRACE, "end_time_ms")
 
 
 @dataclass(frozen=True)
 class SearchPlan:
     """A search filter compiled for the values it names.
 
-    ``candidates``, when set, selects the only trace ids that can match: those of the
-    rarest required condition.
+    ``candidates``, when set, selects trace ids: those of the rarest required
+    condition; ``members`` tells how to use them: as a set the newest-first walk keeps
+    traces from (True), or as the traces to start from (False).
     """
 
     condition: sa.ColumnElement[bool]
     candidates: sa.Select[Any] | sa.CompoundSelect[Any] | None
+    members: bool = False
 
 
-def _probe(part: object) -> sa.Select[Any] | sa.CompoundSelect[Any] | None:
-    """What to count for a required part, reading one index range only; None: not indexed."""
-    if not isinstance(part, Comparison | SpanGroup):
-        return None
-    if isinstance(part, SpanGroup):
-        return _span_probe(part)
-    entity, op = part.field.entity, part.op
-    if part.field == _CLIENT_REQUEST_ID and op in (Op.EQ, Op.IN):
-        # The application's request id: usually one trace, from its own index.
-        return sa.select(_traces.c.trace_id).where(filter_sql.compile_filter(part))
-    if entity in _KEY_VALUE_TABLES and op is Op.EQ:
-        table = _KEY_VALUE_TABLES[entity]
-        return filter_sql.key_value_traces(table, part.field.key, op, part.value)
-    if entity in (Entity.FEEDBACK, Entity.EXPECTATION) and op not in _NEGATIVE_OPS:
-        return _assessment_probe(part)
-    return None
+def _bounds(conn: Connection) -> tuple[int, int]:
+    """The drive and member-set bounds for this database (see ``_FEW`` and ``_MANY``).
 
-
-def _span_probe(group: SpanGroup) -> sa.Select[Any] | sa.CompoundSelect[Any] | None:
-    for comparison in group.comparisons:
-        indexed = comparison.field.entity is Entity.SPAN and comparison.op in (Op.EQ, Op.IN)
-        if indexed and comparison.field.key in _INDEXED_SPAN_KEYS:
-            return filter_sql.span_traces(SpanGroup((comparison,)))
-    return None
-
-
-def _assessment_probe(comparison: Comparison) -> sa.Select[Any]:
-    a = schema.assessments
-    query = sa.select(a.c.trace_id).where(a.c.name == comparison.field.key)
-    values = comparison.value if isinstance(comparison.value, tuple) else (comparison.value,)
-    if comparison.op in (Op.EQ, Op.IN) and isinstance(values[0], str):
-        query = query.where(a.c.value_str.in_(list(values)))
-    return query
-
-
-def _drive(part: Comparison | SpanGroup) -> sa.Select[Any] | sa.CompoundSelect[Any]:
-    """The ids of the traces that satisfy the whole part, starting from its index."""
-    if isinstance(part, SpanGroup):
-        return filter_sql.span_traces(part)
-    if part.field == _CLIENT_REQUEST_ID:
-        return sa.select(_traces.c.trace_id).where(filter_sql.compile_filter(part))
-    if part.field.entity in _KEY_VALUE_TABLES:
-        table = _KEY_VALUE_TABLES[part.field.entity]
-        return filter_sql.key_value_traces(table, part.field.key, part.op, part.value)
-    return filter_sql.assessment_traces(part)
+    The table's size is its largest rowid: one index seek, where a count reads it all.
+    """
+    if conn.dialect.name != "sqlite":
+        return _FEW, _MANY
+    largest = conn.exec_driver_sql("SELECT max(rowid) FROM traces").scalar() or 0
+    scale = math.sqrt(max(1.0, largest / _AT))
+    return int(_FEW * scale), int(_MANY * scale)
 
 
 def _count(
-    conn: Connection, probe: sa.Select[Any] | sa.CompoundSelect[Any], experiment_ids: Sequence[str]
+    conn: Connection, probe: search_probes.Probe, experiment_ids: Sequence[str], most: int
 ) -> int:
-    """Count the probe's rows in the searched experiments, up to ``_FEW + 1``.
+    """Count the probe's rows in the searched experiments, up to ``most + 1``.
 
     First over the whole index range (no table reads): a value that rare everywhere is
     rare here. Only a value common overall, in a database where other experiments hold
     traces, is counted again in the searched experiments (one trace lookup per row): a
     value common in another experiment may be rare in this one.
     """
-    # Selecting a constant, the count reads the index alone, never the table's rows.
-    constant = probe.with_only_columns(sa.literal(1)) if isinstance(probe, sa.Select) else probe
-    overall = _limited_count(conn, constant)
-    if overall <= _FEW or not _others_have_traces(conn, experiment_ids):
+    constant = _constant(probe)
+    overall = _limited_count(conn, constant, most)
+    if overall <= most or not _others_have_traces(conn, experiment_ids):
         return overall
     ids = probe.subquery()
     here = (
@@ -127,11 +100,21 @@ def _count(
         .select_from(ids.join(_traces, _traces.c.trace_id == ids.c.trace_id))
         .where(_traces.c.experiment_id.in_(list(experiment_ids)))
     )
-    return _limited_count(conn, here)
+    return _limited_count(conn, here, most)
 
 
-def _limited_count(conn: Connection, query: sa.Select[Any] | sa.CompoundSelect[Any]) -> int:
-    rows = query.limit(_FEW + 1).subquery()
+def _constant(probe: search_probes.Probe) -> search_probes.Probe:
+    """The probe selecting a constant: a count then reads its index alone, never rows."""
+    if isinstance(probe, sa.Select):
+        return probe.with_only_columns(sa.literal(1))
+    selects = [s for s in probe.selects if isinstance(s, sa.Select)]
+    if probe.keyword.value == "UNION ALL" and len(selects) == len(probe.selects):
+        return sa.union_all(*(s.with_only_columns(sa.literal(1)) for s in selects))
+    return probe
+
+
+def _limited_count(conn: Connection, query: search_probes.Probe, most: int) -> int:
+    rows = query.limit(most + 1).subquery()
     return int(conn.execute(sa.select(sa.func.count()).select_from(rows)).scalar_one())
 
 
@@ -142,34 +125,88 @@ def _others_have_traces(conn: Connection, experiment_ids: Sequence[str]) -> bool
     return conn.execute(first).first() is not None
 
 
+def _drive(part: Comparison | SpanGroup, probe: search_probes.Probe) -> search_probes.Probe:
+    """The candidates of the driving part: its probe, or the exact assessment matches."""
+    if isinstance(part, Comparison) and part.field.entity in (Entity.FEEDBACK, Entity.EXPECTATION):
+        exact = search_probes.assessment_candidates(part, exact=True)
+        assert exact is not None  # noqa: S101 - it had a probe
+        return exact
+    return probe
+
+
+def _time_bounds(parts: Sequence[object]) -> list[sa.ColumnElement[bool]]:
+    """``request_time_ms`` bounds implied by required ``trace.end_time_ms`` ranges.
+
+    end = start + duration and durations are never negative, so ``end < x`` (or
+    ``<=``, ``=``) needs ``start <= x``: a range of the time index the scan walks,
+    where the sum itself is no index's (an end time before every trace read them all).
+    """
+    start = _traces.c.request_time_ms
+    return [
+        start <= p.value
+        for p in parts
+        if isinstance(p, Comparison)
+        and p.field == _END_TIME
+        and p.op in (Op.EQ, Op.LT, Op.LE)
+        and isinstance(p.value, int | float)
+    ]
+
+
 def plan_search(conn: Connection, expr: Expr, experiment_ids: Sequence[str]) -> SearchPlan:
     """Compile a search filter, choosing the condition to start from by counting.
 
     Each required part (an operand of the top-level ``AND``) that one index range can
-    count (a tag or metadata equality, a span group with a name or type equality, a
-    feedback or expectation that exists or has a string value) is counted in the
-    searched experiments, up to ``_FEW`` rows. The rarest at most ``_FEW`` supplies the
-    candidates; tag and metadata equalities counted above it are checked per trace
-    (correlated), as are spans and assessments always.
+    count (``search_probes``) is counted in the searched experiments, up to the
+    member-set bound. The rarest supplies the candidates (driving at most the drive
+    bound, a member set above); tag and metadata equalities counted above it are
+    checked per trace (correlated), as are spans and assessments always. A candidate
+    set that is exactly the part's matches is not checked again.
     """
-    counts: dict[Comparison | SpanGroup, int] = {}
-    for part in filter_sql.conjuncts(expr):
-        probe = _probe(part)
-        if probe is not None and isinstance(part, Comparison | SpanGroup):
-            counts[part] = _count(conn, probe, experiment_ids)
-    rare = [p for p, n in counts.items() if n <= _FEW]
-    driver = min(rare, key=counts.__getitem__) if rare else None
-    candidates = None if driver is None else _drive(driver)
+    terms = conn.dialect.name == "sqlite"
+    few, many = _bounds(conn)
+    parts = filter_sql.conjuncts(expr)
+    counts: dict[Comparison | SpanGroup, tuple[int, search_probes.Probe]] = {}
+    for part in parts:
+        if not isinstance(part, Comparison | SpanGroup):
+            continue
+        for probe in search_probes.probes(part, experiment_ids, terms=terms):
+            n = _count(conn, probe, experiment_ids, many)
+            if part not in counts or n < counts[part][0]:
+                counts[part] = (n, probe)
+            if n == 0:
+                break
+    usable = [p for p, (n, _) in counts.items() if n <= many]
+    driver = min(usable, key=lambda p: counts[p][0]) if usable else None
+    candidates = None if driver is None else _drive(driver, counts[driver][1])
+    members = driver is not None and counts[driver][0] > few
     # Checked per trace: common tag / metadata values, and the driving one (its
     # candidates are few, each checked through its primary key).
     common = frozenset(
         p
-        for p, n in counts.items()
-        if (n > _FEW or p is driver)
+        for p, (n, _) in counts.items()
+        if (n > few or p is driver)
         and isinstance(p, Comparison)
         and p.field.entity in _KEY_VALUE_TABLES
     )
-    return SearchPlan(filter_sql.compile_filter(expr, exists_for=common), candidates)
+    # An exact driver's candidates are its matches: checking it again per candidate
+    # was one more random index read each (a third of a rare page at 1M traces).
+    checked = [p for p in parts if not (p is driver and _exact(p))]
+    conditions = [filter_sql.compile_filter(p, exists_for=common) for p in checked]
+    if driver is None or members:
+        conditions += _time_bounds(parts)
+    condition = sa.and_(*conditions) if conditions else sa.true()
+    return SearchPlan(condition, candidates, members)
+
+
+def _exact(part: Comparison | SpanGroup) -> bool:
+    """Whether the part's probe selects exactly its matches (not a superset).
+
+    Comparisons' probes do, and so do those of one span name, type or status; a span
+    attribute's (``span_terms``) or a group's (one of its comparisons) are supersets.
+    """
+    if isinstance(part, Comparison):
+        return True
+    return len(part.comparisons) == 1 and part.comparisons[0].field.entity is Entity.SPAN
 
 
 def search_query(
@@ -197,16 +234,18 @@ def search_query(
     t = _traces
     plan = None if expr is None else plan_search(conn, expr, experiment_ids)
     experiment: sa.ColumnElement[Any] = t.c.experiment_id
-    if plan is not None and plan.candidates is not None:
+    if plan is not None and plan.candidates is not None and not plan.members:
         # An expression is not indexed: SQLite then starts from the candidates' primary
-        # keys (0.2 ms for 100) instead of walking the experiment's time index for
-        # matches (15-25 ms over 100k traces).
+        # keys (0.2 ms for 100) instead of walking the experiment's time index.
         experiment = sa.cast(t.c.experiment_id, sa.String)
     query = sa.select(t.c.trace_id).where(experiment.in_(list(experiment_ids)))
     if plan is not None:
         query = query.where(plan.condition)
         if plan.candidates is not None:
-            query = query.where(t.c.trace_id.in_(plan.candidates))
+            # Members: +trace_id, so the walk stays on the time index and each trace
+            # is looked up in the candidates' temporary set.
+            trace_id = Unindexed(t.c.trace_id) if plan.members else t.c.trace_id
+            query = query.where(trace_id.in_(plan.candidates))
     query = query.order_by(*order)
     if limit is not None:
         query = query.limit(limit)

@@ -640,15 +640,20 @@ PLANNED = [
 ]
 
 
-@pytest.mark.parametrize("few", [0, 3, 1000])
+# (_FEW, _MANY): scan everything, drive the rare, member sets for all, drive all.
+BOUNDS = [(0, 0), (3, 3), (0, 1000), (1000, 1000)]
+
+
+@pytest.mark.parametrize(("few", "many"), BOUNDS)
 def test_planned_searches_find_exactly_the_matching_traces(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, few: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, few: int, many: int
 ) -> None:
     # plan_search counts each required tag/metadata equality: a value on at most _FEW
-    # traces supplies the candidate ids, a commoner one is checked per trace. Whatever
-    # the split, the matches must be the same; another experiment's traces carrying the
-    # same tags must not leak in through the candidates.
+    # traces supplies the candidate ids, one on at most _MANY a member set, a commoner
+    # one is checked per trace. Whatever the split, the matches must be the same;
+    # another experiment's traces with the same tags must not leak in.
     monkeypatch.setattr(search_sql, "_FEW", few)
+    monkeypatch.setattr(search_sql, "_MANY", many)
     localscorers.set_tracking_uri(tmp_path / "planned.db")
     other = localscorers.set_experiment("other")
     for i in range(5):
@@ -697,6 +702,7 @@ def test_a_value_common_elsewhere_but_rare_here_starts_from_its_candidates(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(search_sql, "_FEW", 3)
+    monkeypatch.setattr(search_sql, "_MANY", 3)
     localscorers.set_tracking_uri(tmp_path / "elsewhere.db")
     localscorers.set_experiment("other")
     for i in range(10):
@@ -719,18 +725,19 @@ def test_a_value_common_elsewhere_but_rare_here_starts_from_its_candidates(
 # plan_search compiles a required tag/metadata equality on at most _FEW traces as the
 # candidates to start from, and one on more as a per-trace EXISTS: 0 forces the second
 # everywhere, 1000 the first (these databases are small), 2 mixes them.
-@pytest.mark.parametrize("few", [0, 2, 1000])
+@pytest.mark.parametrize(("few", "many"), [(0, 0), (2, 2), (0, 1000), (1000, 1000)])
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(traces=random_traces, filters=st.lists(random_filters, min_size=1, max_size=4))
 def test_search_agrees_with_matches_for_trace_and_a_reference(
-    random_path: Path, few: int, traces: list[dict[str, Any]], filters: list[Expr]
+    random_path: Path, few: int, many: int, traces: list[dict[str, Any]], filters: list[Expr]
 ) -> None:
     # Not monkeypatch: @given refuses function-scoped fixtures (a hypothesis health check).
-    saved, search_sql._FEW = search_sql._FEW, few  # type: ignore[misc]
+    saved = search_sql._FEW, search_sql._MANY
+    search_sql._FEW, search_sql._MANY = few, many  # type: ignore[misc]
     try:
         _search_agrees(random_path, traces, filters)
     finally:
-        search_sql._FEW = saved  # type: ignore[misc]
+        search_sql._FEW, search_sql._MANY = saved  # type: ignore[misc]
 
 
 def _search_agrees(random_path: Path, traces: list[dict[str, Any]], filters: list[Expr]) -> None:
@@ -915,7 +922,12 @@ TAG_ROW = "SEARCH trace_tags USING INDEX sqlite_autoindex_trace_tags_1 (trace_id
 
 PLANS: list[tuple[str, list[str], list[str]]] = [
     # (filter, what the plan must read, what it must not)
-    ("trace.status = 'ERROR'", [TIME_SCAN], []),
+    ("trace.status = 'OK'", [TIME_SCAN], ["ix_traces_status"]),
+    (
+        "trace.status = 'ERROR'",
+        ["ix_traces_status (experiment_id=? AND status=?)", FROM_CANDIDATES],
+        [],
+    ),
     ("trace.timestamp_ms > 5", ["(experiment_id=? AND request_time_ms>?)"], []),
     (
         "trace.client_request_id = 'r1'",
@@ -929,8 +941,13 @@ PLANS: list[tuple[str, list[str], list[str]]] = [
     ("span.type = 'RETRIEVER'", ["ix_spans_type (span_type=?)", FROM_CANDIDATES], []),
     ("span.name = 'llm'", [TIME_SCAN, AUTO_SPANS], ["ix_spans_name"]),
     ("span.name = 'rare'", ["ix_spans_name (name=?)", FROM_CANDIDATES], []),
-    ("span.status = 'ERROR'", [AUTO_SPANS], ["ix_spans"]),
-    ("span.attributes.model = 'x'", [AUTO_SPANS], ["ix_spans"]),
+    # No span has them: span_terms counts 0 and supplies the (no) candidates.
+    ("span.status = 'ERROR'", ["span_terms USING PRIMARY KEY (key=? AND value=?)"], []),
+    (
+        "span.attributes.model = 'x'",
+        ["span_terms USING PRIMARY KEY (key=? AND value=?)", FROM_CANDIDATES, AUTO_SPANS],
+        [],
+    ),
     ("span.content LIKE '%x%'", [AUTO_SPANS], ["ix_spans"]),
     ("span.name = 'llm' AND span.status = 'OK'", [TIME_SCAN, AUTO_SPANS], ["ix_spans"]),
     ("span.type = 'RETRIEVER' AND span.status = 'OK'", ["ix_spans_type", FROM_CANDIDATES], []),
@@ -941,7 +958,7 @@ PLANS: list[tuple[str, list[str], list[str]]] = [
     ),
     (
         "feedback.quality = 'rare'",
-        ["ix_assessments_name_value (name=? AND value_str=?)", FROM_CANDIDATES],
+        ["ix_assessments_name_value (name=? AND value_num=? AND value_str=?)", FROM_CANDIDATES],
         [],
     ),
     ("feedback.score > 0.5", [TIME_SCAN, BY_TRACE], ["ix_assessments_name_value"]),
@@ -989,6 +1006,7 @@ def test_search_plan_pins_the_index(
 ) -> None:
     # 1 of 8 traces is rare, 7 are common (above _FEW = 2).
     monkeypatch.setattr(search_sql, "_FEW", 2)
+    monkeypatch.setattr(search_sql, "_MANY", 2)
     database = Database(plans_path)
     try:
         with database.read() as conn:

@@ -1,0 +1,117 @@
+"""``span_terms``: which traces have a span with a given status or attribute value (SQLite).
+
+``span.status`` and ``span.attributes.<key>`` filters have no column index to start
+from: a rare value made a search read every trace's spans (0.15-0.4 s a page at 100k
+traces, seconds at 1M; issue 16). This table holds, per trace, each distinct span
+status (key ``s``) and each distinct short scalar attribute value (key ``a.<key>``), as
+``(key, value, trace_id)`` in a ``WITHOUT ROWID`` table (the table is its own index).
+A trigger on ``spans`` fills it, so every door that writes spans (``log_trace``,
+tracing, OTLP, imports) keeps it whole without code of its own.
+
+It is a superset: the search drives from it to find candidate traces, and the filter
+itself is still checked on each candidate. So it must only be complete for the values
+it is asked about: :func:`indexable` says which those are (scalars of at most
+``MAX_TEXT`` characters, not JSON objects or arrays, keys without escapes).
+
+``value`` is the attribute as the filter reads it, ``CAST(json_extract(...) AS
+TEXT)`` (numbers as their digits, true / false as 1 / 0), in a TEXT column, so
+``value = ?`` compares (a number converted to text) as the filter's comparison does.
+
+PostgreSQL has no such table: its planner estimates per value from its statistics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from localscorers.filters import Scalar
+
+__all__ = ["MAX_TEXT", "create", "indexable", "span_terms", "traces_with"]
+
+# Longer strings (prompts, documents) are not indexed: they would bloat the table, and a
+# filter compares them with LIKE, which no index serves anyway.
+MAX_TEXT: Final = 200
+STATUS_KEY: Final = "s"
+ATTRIBUTE_PREFIX: Final = "a."
+
+# Its own MetaData: METADATA.create_all (m0001, PostgreSQL) never creates it.
+span_terms = sa.Table(
+    "span_terms",
+    sa.MetaData(),
+    sa.Column("key", sa.String, primary_key=True),
+    # Untyped binds: the column's TEXT affinity converts a number as the filter's CAST.
+    sa.Column("value", sa.types.NullType, primary_key=True),
+    sa.Column("trace_id", sa.String, primary_key=True),
+)
+
+# What one span row ({span}) adds: its status, and its short scalar attribute values.
+_STATUS_TERM: Final = f"SELECT '{STATUS_KEY}', {{span}}.status, {{span}}.trace_id"
+_ATTRIBUTE_TERMS: Final = f"""
+SELECT '{ATTRIBUTE_PREFIX}' || j.key, CAST(j.value AS TEXT), {{span}}.trace_id
+FROM {{source}}json_each(CASE WHEN json_valid({{span}}.attributes)
+                    AND json_type({{span}}.attributes) = 'object'
+               THEN {{span}}.attributes END) AS j
+WHERE j.type IN ('text', 'integer', 'real', 'true', 'false')
+  AND (j.type <> 'text' OR length(j.value) <= {MAX_TEXT})
+"""
+_TERMS_OF_SPAN: Final = (
+    _STATUS_TERM + " UNION ALL " + _ATTRIBUTE_TERMS.format(span="{span}", source="")
+)
+
+_DDL: Final = (
+    "CREATE TABLE IF NOT EXISTS span_terms (key TEXT NOT NULL, value TEXT NOT NULL, "
+    "trace_id TEXT NOT NULL, PRIMARY KEY (key, value, trace_id)) WITHOUT ROWID",
+    # OR IGNORE: a trace's second span with the same status or value adds nothing.
+    "CREATE TRIGGER IF NOT EXISTS span_terms_insert AFTER INSERT ON spans BEGIN "
+    "INSERT OR IGNORE INTO span_terms (key, value, trace_id) "
+    + _TERMS_OF_SPAN.format(span="NEW")
+    + "; END",
+    # Spans are not updated today; if one is, its new values are indexed too (stale
+    # entries are harmless: every candidate is checked against the filter).
+    "CREATE TRIGGER IF NOT EXISTS span_terms_update AFTER UPDATE ON spans BEGIN "
+    "INSERT OR IGNORE INTO span_terms (key, value, trace_id) "
+    + _TERMS_OF_SPAN.format(span="NEW")
+    + "; END",
+)
+
+
+def create(conn: Connection) -> None:
+    """Create the table and its triggers, and index the spans already stored (SQLite)."""
+    for statement in _DDL:
+        conn.exec_driver_sql(statement)
+    statuses = _STATUS_TERM.format(span="spans") + " FROM spans"
+    attributes = _ATTRIBUTE_TERMS.format(span="spans", source="spans, ")
+    conn.exec_driver_sql(
+        f"INSERT OR IGNORE INTO span_terms (key, value, trace_id) {statuses} UNION ALL {attributes}"
+    )
+
+
+def _plain_key(key: str) -> bool:
+    # json_each gives the key as written in the JSON text: escaped characters differ.
+    return all(ch != "\\" and ord(ch) >= 0x20 for ch in key)
+
+
+def indexable(values: Sequence[Scalar]) -> bool:
+    """Whether ``span_terms`` holds every span value that can equal one of ``values``."""
+    for value in values:
+        if isinstance(value, str) and (len(value) > MAX_TEXT or value.startswith(("{", "["))):
+            return False
+    return True
+
+
+def traces_with(key: str | None, values: Sequence[Scalar]) -> sa.Select[Any] | None:
+    """The ids of traces with a stored span whose status or attribute is in ``values``.
+
+    ``key`` None: the span status. None when the table cannot answer completely.
+    """
+    if key is not None and not _plain_key(key):
+        return None
+    if not indexable(values):
+        return None
+    term = STATUS_KEY if key is None else ATTRIBUTE_PREFIX + key
+    t = span_terms
+    return sa.select(t.c.trace_id).where(t.c.key == term, t.c.value.in_(list(values)))
