@@ -102,18 +102,7 @@ def build_record(
         # built (TraceRecord.root_span_id; the hot path of issue 16).
         root_span_id = secrets.token_hex(8)
     elif not span_list:
-        start_ns = request_ms * 1_000_000
-        span_list = [
-            Span(
-                span_id=secrets.token_hex(8),
-                name=name or "root",
-                status=trace_status,
-                start_time_ns=start_ns,
-                end_time_ns=None if duration is None else start_ns + duration * 1_000_000,
-                inputs=inputs,
-                outputs=outputs,
-            )
-        ]
+        span_list = [_root_span(request_ms, duration, trace_status, inputs, outputs)]
     return TraceRecord(
         trace_id=_trace_id(trace_id),
         experiment_id=_context.resolve_experiment_id(checked_experiment_id(experiment_id)),
@@ -131,4 +120,24 @@ def build_record(
             client_request_id, argument="client_request_id", optional=True
         ),
         root_span_id=root_span_id,
+    )
+
+
+def _root_span(
+    request_ms: int,
+    duration: int | None,
+    status: TraceStatus,
+    inputs: Any,  # noqa: ANN401
+    outputs: Any,  # noqa: ANN401
+) -> Span:
+    """The root span of a trace logged with neither spans nor a name."""
+    start_ns = request_ms * 1_000_000
+    return Span(
+        span_id=secrets.token_hex(8),
+        name="root",
+        status=status,
+        start_time_ns=start_ns,
+        end_time_ns=None if duration is None else start_ns + duration * 1_000_000,
+        inputs=inputs,
+        outputs=outputs,
     )
