@@ -21,6 +21,7 @@ from tests.otlp_helpers import (
     stop,
     subprocess_env,
 )
+from tests.process_helpers import run_worker
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 ROOT = "b7ad6b7169203331"
@@ -111,14 +112,7 @@ def test_with_workers_the_server_scores_and_without_them_a_worker_does(
     scored = localscorers.get_trace(f"tr-{'1' * 32}").info.assessments
     assert [(f.name, f.value) for f in scored] == [("answered", True)]
     assert localscorers.get_trace(f"tr-{'2' * 32}").info.assessments == []
-    drained = subprocess.run(
-        [sys.executable, "-m", "localscorers", "--db", str(db_path), "worker", "--drain"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    drained = run_worker(db_path)
     assert drained.returncode == 0, drained.stderr
     later = localscorers.get_trace(f"tr-{'2' * 32}").info.assessments
     assert [(f.name, f.value) for f in later] == [("answered", True)]
