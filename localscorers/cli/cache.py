@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from localscorers.cli.common import console, prepare, print_json
-from localscorers.cli.shared import JsonOption
+from localscorers.cli.shared import JsonOption, command_group
 from localscorers.store import judge_cache
 
 __all__ = ["register"]
@@ -15,12 +15,7 @@ __all__ = ["register"]
 
 def register(app: typer.Typer) -> None:
     """Add the ``cache`` command group to the app."""
-    group = typer.Typer(
-        name="cache",
-        help="The cache of LLM judge answers.",
-        no_args_is_help=True,
-    )
-    app.add_typer(group)
+    group = command_group(app, "cache", "The cache of LLM judge answers.")
 
     @group.command("prune")
     def prune_command(
