@@ -9,7 +9,8 @@ traces per transaction; an interrupted build resumes where it stopped (ids are
 deterministic and written in order), and a ``.done`` file next to it marks it whole.
 Then, each in a fresh process so its peak RSS is its own:
 
-- search: the newest page of 100 for every filter of ``filters.py`` (median of 3);
+- search: the newest page of 100 for every case of ``filters.py`` (p50 and p95 of 5),
+  one line per field of the grammar and case (common, rare, none);
 - backfill: ``backfill_scorers`` with the two trivial scorers of ``backfill.py`` over
   the newest ``--window`` traces and over ten times as many, each against the minimal
   floor (a raw loop that reads the same traces' outputs and inserts one row per pair),
@@ -82,15 +83,7 @@ def peak_rss_mib() -> float:
 
 def child_search(path: Path, traces: int) -> list[dict[str, object]]:
     localscorers.set_tracking_uri(path)
-    rows = []
-    for text in filters_bench.FILTERS:
-        filters_bench.page_ms(text, 1)
-        ms, found = filters_bench.page_ms(text, 3)
-        print(f"{ms:8.1f} ms  {found:3d} traces  {text}", flush=True)
-        rows.append(
-            _rows.row(BENCHMARK, f"page of 100, {traces // 1000}k traces: {text} (ms)", ms,
-                      floor=50.0, higher_is_better=False, target="< 50 ms")
-        )  # fmt: skip
+    rows = filters_bench.time_cases(traces, 5, BENCHMARK)
     print(f"search process peak RSS: {peak_rss_mib():.0f} MiB")
     rows.append(_rows.row(BENCHMARK, "search process peak RSS (MiB)", peak_rss_mib(),
                           floor=None, higher_is_better=False, target="informational"))  # fmt: skip

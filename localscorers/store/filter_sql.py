@@ -54,6 +54,7 @@ from localscorers.store import schema
 from localscorers.store.comparison_sql import Unindexed, definite, predicate, uppercased
 
 __all__ = [
+    "ASSESSMENT_KINDS",
     "SESSION_KEY",
     "SPAN_ENTITIES",
     "SpanGroup",
@@ -75,7 +76,7 @@ SESSION_KEY: Final = "mlflow.trace.session"
 SPAN_ENTITIES: Final = frozenset({Entity.SPAN, Entity.SPAN_ATTRIBUTE})
 # Statuses are stored upper-case; MLflow users write 'OK' but also 'ok'.
 _UPPERCASED_OPS: Final = frozenset({Op.EQ, Op.NE, Op.IN, Op.NOT_IN, Op.LIKE})
-_ASSESSMENT_KINDS: Final = {Entity.FEEDBACK: "FEEDBACK", Entity.EXPECTATION: "EXPECTATION"}
+ASSESSMENT_KINDS: Final = {Entity.FEEDBACK: "FEEDBACK", Entity.EXPECTATION: "EXPECTATION"}
 _KEY_VALUE_TABLES: Final = {Entity.TAG: schema.trace_tags, Entity.METADATA: schema.trace_metadata}
 
 
@@ -270,7 +271,7 @@ def assessment_predicates(
         name = Unindexed(name)
     predicates = [
         name == field.key,
-        _assessments.c.kind == _ASSESSMENT_KINDS[field.entity],
+        _assessments.c.kind == ASSESSMENT_KINDS[field.entity],
         _assessments.c.valid == sa.true(),
     ]
     if op not in (Op.IS_NULL, Op.IS_NOT_NULL):

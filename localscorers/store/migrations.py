@@ -223,11 +223,11 @@ def m0011_search_indexes(conn: Connection) -> None:
 
     ``ix_traces_root_name`` holds every trace's name (it held the roots kept in the
     row), ``ix_traces_status`` (the traces that are not OK) is new,
-    ``ix_assessments_name_value`` becomes (name, value_num, value_str), and the value
-    indexes of tags, metadata, span names and types and assessments end with
-    ``trace_id`` (a rare value's traces are read from the index alone). On SQLite,
-    ``span_terms`` indexes span statuses and attribute values, filled by a trigger on
-    ``spans`` (``store.span_terms``).
+    ``ix_assessments_name_value`` becomes (name, kind, value_num, value_str, valid),
+    and the value indexes of tags, metadata, span names and types and assessments end
+    with ``trace_id`` (a rare value's traces are read from the index alone). On
+    SQLite, ``span_terms`` indexes span statuses and attribute values, filled by a
+    trigger on ``spans`` (``store.span_terms``).
     """
     rebuilt = (
         (schema.traces, "ix_traces_root_name"),

@@ -278,10 +278,18 @@ class AssessmentRow(_Base, table=True):
     __tablename__ = "assessments"
     __table_args__ = (
         sa.Index("ix_assessments_trace", "trace_id"),
-        # (name, value_num, value_str, trace_id) since m0011: a string value is found
-        # under value_num IS NULL (or its number), a numeric range under value_num, and
-        # the traces read from the index alone (issue 16).
-        sa.Index("ix_assessments_name_value", "name", "value_num", "value_str", "trace_id"),
+        # (name, kind, value_num, value_str, valid, trace_id) since m0011: a string
+        # value is found under value_num IS NULL (or its number), a numeric range under
+        # value_num, and the traces read from the index alone (issue 16).
+        sa.Index(
+            "ix_assessments_name_value",
+            "name",
+            "kind",
+            "value_num",
+            "value_str",
+            "valid",
+            "trace_id",
+        ),
         # Partial (m0007): only session-level feedback has a session.
         _not_null_index("ix_assessments_session", "session_id"),
     )

@@ -11,8 +11,8 @@ out has one (issue 16):
 - ``tags`` / ``metadata`` (``ix_trace_*_key_value``);
 - ``span.name`` / ``span.type`` (``ix_spans_*``), ``span.status`` and
   ``span.attributes.<key>`` (``span_terms``, SQLite), with the roots kept in trace rows;
-- ``feedback`` / ``expectation`` (``ix_assessments_name_value``: name, value_num,
-  value_str).
+- ``feedback`` / ``expectation`` (``ix_assessments_name_value``: name, kind,
+  value_num, value_str, valid, trace_id: the exact matches from the index alone).
 
 Negations (``!=``, ``NOT IN``, ``IS NULL``; but ``trace.status != 'OK'``), ``LIKE`` /
 ``RLIKE``, ``span.content``, ``trace.status = 'OK'`` and ``trace.execution_time_ms``
@@ -138,14 +138,15 @@ def _number(text: str) -> float | None:
 
 
 def _assessment_ranges(comparison: Comparison) -> list[list[sa.ColumnElement[bool]]] | None:
-    """Index ranges of (name, value_num, value_str) holding every possible match.
+    """Index ranges of (name, kind, value_num, value_str) holding every possible match.
 
     A string is stored with ``value_num`` NULL, or (a number or boolean) with the
     number its text reads as; a number is compared by ``value_num``. None: only the
     name narrows it (a pattern), or nothing does (a negation).
     """
     a, op, value = _assessments, comparison.op, comparison.value
-    name = a.c.name == comparison.field.key
+    kind = filter_sql.ASSESSMENT_KINDS[comparison.field.entity]
+    name = sa.and_(a.c.name == comparison.field.key, a.c.kind == kind)
     if op is Op.IS_NULL:
         return None  # the traces without one: no index holds absence
     if op is Op.IS_NOT_NULL:

@@ -112,8 +112,12 @@ PLANS: list[tuple[str, list[str], list[str]]] = [
     ("span.attributes.model = '{}'", [TIME_SCAN], ["span_terms"]),
     ("span.content LIKE '%rare%'", [TIME_SCAN, SPANS_OF_TRACE], ["span_terms"]),
     # feedback: strings under value_num IS NULL, numbers by range
-    ("feedback.quality = 'rare'", ["(name=? AND value_num=? AND value_str=?)"], []),
-    ("feedback.score > 0.95", ["ix_assessments_name_value (name=? AND value_num>?)"], []),
+    ("feedback.quality = 'rare'", ["(name=? AND kind=? AND value_num=? AND value_str=?"], []),
+    (
+        "feedback.score > 0.95",
+        ["ix_assessments_name_value (name=? AND kind=? AND value_num>?)"],
+        [],
+    ),
     ("feedback.score >= 0", [TIME_SCAN, "ix_assessments_trace"], ["name_value"]),
     ("feedback.quality IS NULL", [TIME_SCAN], ["name_value"]),
 ]

@@ -35,10 +35,14 @@ from localscorers.filters import (
     parse,
     render,
 )
-from localscorers.store import schema, search_sql
-from localscorers.store.database import Database
-from localscorers.store.filter_sql import compile_filter, matches_for_trace
-from localscorers.store.order_sql import compile_order_by
+from localscorers.store import (
+    Database,
+    compile_filter,
+    compile_order_by,
+    matches_for_trace,
+    schema,
+    search_sql,
+)
 from tests.conftest import BACKENDS, fresh_postgres_schema, postgres_base_uri
 
 T0 = 1_700_000_000_000
@@ -958,7 +962,10 @@ PLANS: list[tuple[str, list[str], list[str]]] = [
     ),
     (
         "feedback.quality = 'rare'",
-        ["ix_assessments_name_value (name=? AND value_num=? AND value_str=?)", FROM_CANDIDATES],
+        [
+            "ix_assessments_name_value (name=? AND kind=? AND value_num=? AND value_str=?",
+            FROM_CANDIDATES,
+        ],
         [],
     ),
     ("feedback.score > 0.5", [TIME_SCAN, BY_TRACE], ["ix_assessments_name_value"]),
