@@ -201,12 +201,10 @@ def plan_search(conn: Connection, expr: Expr, experiment_ids: Sequence[str]) -> 
 def _exact(part: Comparison | SpanGroup) -> bool:
     """Whether the part's probe selects exactly its matches (not a superset).
 
-    Comparisons' probes do, and so do those of one span name, type or status; a span
-    attribute's (``span_terms``) or a group's (one of its comparisons) are supersets.
+    Comparisons' probes do, and so do those of one span comparison (``ix_spans_*``,
+    ``span_terms``); a group's (one of its comparisons) select a superset.
     """
-    if isinstance(part, Comparison):
-        return True
-    return len(part.comparisons) == 1 and part.comparisons[0].field.entity is Entity.SPAN
+    return isinstance(part, Comparison) or len(part.comparisons) == 1
 
 
 def search_query(

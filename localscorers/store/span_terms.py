@@ -8,10 +8,10 @@ status (key ``s``) and each distinct short scalar attribute value (key ``a.<key>
 A trigger on ``spans`` fills it, so every door that writes spans (``log_trace``,
 tracing, OTLP, imports) keeps it whole without code of its own.
 
-It is a superset: the search drives from it to find candidate traces, and the filter
-itself is still checked on each candidate. So it must only be complete for the values
-it is asked about: :func:`indexable` says which those are (scalars of at most
-``MAX_TEXT`` characters, not JSON objects or arrays, keys without escapes).
+It is exact for the values it is asked about (triggers on insert, update and delete
+keep it so), so one span status or attribute comparison is answered from it alone;
+:func:`indexable` says which values those are (scalars of at most ``MAX_TEXT``
+characters, not JSON objects or arrays, keys without escapes).
 
 ``value`` is the attribute as the filter reads it, ``CAST(json_extract(...) AS
 TEXT)`` (numbers as their digits, true / false as 1 / 0), in a TEXT column, so
@@ -62,6 +62,21 @@ _TERMS_OF_SPAN: Final = (
     _STATUS_TERM + " UNION ALL " + _ATTRIBUTE_TERMS.format(span="{span}", source="")
 )
 
+# A span row ({span}) that goes or changes: its terms go, then the terms of its trace's
+# spans are written again (another span of the trace may hold the same value). Every
+# statement seeks the primary key or spans' (trace_id, span_id): no scan.
+_FORGET: Final = (
+    f"DELETE FROM span_terms WHERE key = '{STATUS_KEY}' AND value = {{span}}.status "
+    "AND trace_id = {span}.trace_id; "
+    "DELETE FROM span_terms WHERE (key, value, trace_id) IN ("
+    + _ATTRIBUTE_TERMS.format(span="{span}", source="")
+    + "); INSERT OR IGNORE INTO span_terms (key, value, trace_id) "
+    + _STATUS_TERM.format(span="spans")
+    + " FROM spans WHERE spans.trace_id = {span}.trace_id UNION ALL "
+    + _ATTRIBUTE_TERMS.format(span="spans", source="spans, ")
+    + " AND spans.trace_id = {span}.trace_id; "
+)
+
 _DDL: Final = (
     "CREATE TABLE IF NOT EXISTS span_terms (key TEXT NOT NULL, value TEXT NOT NULL, "
     "trace_id TEXT NOT NULL, PRIMARY KEY (key, value, trace_id)) WITHOUT ROWID",
@@ -70,12 +85,16 @@ _DDL: Final = (
     "INSERT OR IGNORE INTO span_terms (key, value, trace_id) "
     + _TERMS_OF_SPAN.format(span="NEW")
     + "; END",
-    # Spans are not updated today; if one is, its new values are indexed too (stale
-    # entries are harmless: every candidate is checked against the filter).
+    # No code updates or deletes single spans today (a trace's go with it, by cascade):
+    # these keep the table exact if any ever does, so a search need not check again.
     "CREATE TRIGGER IF NOT EXISTS span_terms_update AFTER UPDATE ON spans BEGIN "
-    "INSERT OR IGNORE INTO span_terms (key, value, trace_id) "
+    + _FORGET.format(span="OLD")
+    + "INSERT OR IGNORE INTO span_terms (key, value, trace_id) "
     + _TERMS_OF_SPAN.format(span="NEW")
     + "; END",
+    "CREATE TRIGGER IF NOT EXISTS span_terms_delete AFTER DELETE ON spans BEGIN "
+    + _FORGET.format(span="OLD")
+    + "END",
 )
 
 

@@ -949,8 +949,8 @@ PLANS: list[tuple[str, list[str], list[str]]] = [
     ("span.status = 'ERROR'", ["span_terms USING PRIMARY KEY (key=? AND value=?)"], []),
     (
         "span.attributes.model = 'x'",
-        ["span_terms USING PRIMARY KEY (key=? AND value=?)", FROM_CANDIDATES, AUTO_SPANS],
-        [],
+        ["span_terms USING PRIMARY KEY (key=? AND value=?)", FROM_CANDIDATES],
+        [AUTO_SPANS],
     ),
     ("span.content LIKE '%x%'", [AUTO_SPANS], ["ix_spans"]),
     ("span.name = 'llm' AND span.status = 'OK'", [TIME_SCAN, AUTO_SPANS], ["ix_spans"]),
