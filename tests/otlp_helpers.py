@@ -22,8 +22,7 @@ import httpx
 import uvicorn
 
 from localscorers import scorer
-from localscorers.server.app import create_app
-from localscorers.server.settings import ServerSettings
+from localscorers.server import ServerSettings, create_app
 
 DEADLINE = 60.0  # generous: CI machines and this one are shared
 

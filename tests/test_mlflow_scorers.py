@@ -20,7 +20,7 @@ from localscorers import (
     ScorerSamplingConfig,
     scorer,
 )
-from localscorers.evaluation.aggregations import aggregate
+from localscorers.evaluation import aggregate
 from tests import scorer_helpers
 
 

@@ -15,8 +15,7 @@ import pytest
 
 import localscorers
 from localscorers.filters import parse
-from localscorers.store.database import Database
-from localscorers.store.filter_sql import matches_for_trace
+from localscorers.store import Database, matches_for_trace
 
 
 def _span_rows(uri: str) -> int:

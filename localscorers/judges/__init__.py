@@ -13,5 +13,15 @@ from localscorers.judges.builtin import RetrievalSufficiency as RetrievalSuffici
 from localscorers.judges.builtin import Safety as Safety
 from localscorers.judges.builtin import get_all_scorers as get_all_scorers
 from localscorers.judges.builtin import make_judge as make_judge
+from localscorers.judges.providers import CallableModel as CallableModel
+from localscorers.judges.providers import ChatModel as ChatModel
+from localscorers.judges.providers import ChatRequest as ChatRequest
+from localscorers.judges.providers import ChatResult as ChatResult
+from localscorers.judges.providers import OpenAICompatibleModel as OpenAICompatibleModel
+from localscorers.judges.providers import RateLimiter as RateLimiter
+from localscorers.judges.providers import model_reference as model_reference
+from localscorers.judges.providers import parse_retry_after as parse_retry_after
+from localscorers.judges.providers import resolve_model as resolve_model
 from localscorers.judges.session import ConversationCompleteness as ConversationCompleteness
 from localscorers.judges.session import UserFrustration as UserFrustration
+from localscorers.judges.session import render_conversation as render_conversation

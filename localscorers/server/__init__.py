@@ -1,1 +1,43 @@
-"""The HTTP server (extra ``localscorers[server]``): OTLP ingestion and the web UI."""
+"""The HTTP server (extra ``localscorers[server]``): OTLP ingestion and the web UI.
+
+The names are loaded on first use (PEP 562): the command line reads ``ServerSettings``
+without the extra installed, and only ``create_app`` and the UI need Starlette and Jinja.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from localscorers.store import exports_on_first_use
+
+if TYPE_CHECKING:
+    from localscorers.server.app import create_app as create_app
+    from localscorers.server.settings import ServerSettings as ServerSettings
+    from localscorers.server.ui import STATIC as STATIC
+    from localscorers.server.ui_pages import TracesCursor as TracesCursor
+    from localscorers.server.ui_views import TEMPLATES as TEMPLATES
+    from localscorers.server.ui_views import chart as chart
+    from localscorers.server.ui_views import chips as chips
+    from localscorers.server.ui_views import environment as environment
+    from localscorers.server.ui_views import pretty as pretty
+    from localscorers.server.ui_views import span_tree as span_tree
+
+# Each public name and the module under this package that defines it.
+_LAZY = {
+    "STATIC": "ui",
+    "TEMPLATES": "ui_views",
+    "ServerSettings": "settings",
+    "TracesCursor": "ui_pages",
+    "chart": "ui_views",
+    "chips": "ui_views",
+    "create_app": "app",
+    "environment": "ui_views",
+    "pretty": "ui_views",
+    "span_tree": "ui_views",
+}
+
+
+if not TYPE_CHECKING:
+    # Type checkers skip this: they go by the ``X as X`` imports above.
+    __all__ = tuple(sorted(_LAZY))
+    __getattr__ = exports_on_first_use(__name__, _LAZY)

@@ -13,39 +13,56 @@ back while it is half-initialized.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from localscorers.store.backfill_pages import ScorerSpec
-    from localscorers.store.database import Connection, Database
-    from localscorers.store.filter_sql import compile_filter, matches_for_trace
-    from localscorers.store.interface import (
-        ExplainReader,
-        Jobs,
-        Lease,
-        Ledger,
-        Registry,
-        ReportReader,
-        SpanBuffer,
-        Store,
-        Traces,
-        Watch,
-        open_store,
-    )
-    from localscorers.store.jobs import ClaimedJob, Progress, claim_job, unfinished_count
-    from localscorers.store.ledger import Claim, Outcome, Watermark, move_requests, new_owner_id
-    from localscorers.store.migrations import MIGRATIONS, migrate
-    from localscorers.store.order_sql import compile_order_by
-    from localscorers.store.paging import PagedList
-    from localscorers.store.rows import TraceRecord, assessment_row, plain_base, plain_row
-    from localscorers.store.scorer_state import ActiveScorer, ScorerState, validate_name
-    from localscorers.store.uris import MEMORY_URI, default_tracking_uri, normalize_uri
+    from localscorers.store.backfill_pages import ScorerSpec as ScorerSpec
+    from localscorers.store.database import Connection as Connection
+    from localscorers.store.database import Database as Database
+    from localscorers.store.filter_sql import compile_filter as compile_filter
+    from localscorers.store.filter_sql import matches_for_trace as matches_for_trace
+    from localscorers.store.interface import ExplainReader as ExplainReader
+    from localscorers.store.interface import Jobs as Jobs
+    from localscorers.store.interface import Lease as Lease
+    from localscorers.store.interface import Ledger as Ledger
+    from localscorers.store.interface import Registry as Registry
+    from localscorers.store.interface import ReportReader as ReportReader
+    from localscorers.store.interface import SpanBuffer as SpanBuffer
+    from localscorers.store.interface import Store as Store
+    from localscorers.store.interface import Traces as Traces
+    from localscorers.store.interface import Watch as Watch
+    from localscorers.store.interface import open_store as open_store
+    from localscorers.store.job_parts import ClaimedJob as ClaimedJob
+    from localscorers.store.job_parts import claim_job as claim_job
+    from localscorers.store.jobs import Progress as Progress
+    from localscorers.store.jobs import unfinished_count as unfinished_count
+    from localscorers.store.ledger import Claim as Claim
+    from localscorers.store.ledger import Outcome as Outcome
+    from localscorers.store.ledger import Watermark as Watermark
+    from localscorers.store.ledger import move_requests as move_requests
+    from localscorers.store.ledger import new_owner_id as new_owner_id
+    from localscorers.store.migrations import MIGRATIONS as MIGRATIONS
+    from localscorers.store.migrations import migrate as migrate
+    from localscorers.store.order_sql import compile_order_by as compile_order_by
+    from localscorers.store.paging import PagedList as PagedList
+    from localscorers.store.results import plain_columns as plain_columns
+    from localscorers.store.rows import TraceRecord as TraceRecord
+    from localscorers.store.rows import assessment_row as assessment_row
+    from localscorers.store.rows import plain_base as plain_base
+    from localscorers.store.rows import plain_row as plain_row
+    from localscorers.store.scorer_state import ActiveScorer as ActiveScorer
+    from localscorers.store.scorer_state import ScorerState as ScorerState
+    from localscorers.store.scorer_state import validate_name as validate_name
+    from localscorers.store.uris import MEMORY_URI as MEMORY_URI
+    from localscorers.store.uris import default_tracking_uri as default_tracking_uri
+    from localscorers.store.uris import normalize_uri as normalize_uri
 
-# Each public name and the module that defines it.
-_EXPORTS = {
+# Each public name and the module under this package that defines it.
+_LAZY = {
     "ActiveScorer": "scorer_state",
     "Claim": "ledger",
-    "ClaimedJob": "jobs",
+    "ClaimedJob": "job_parts",
     "Connection": "database",
     "Database": "database",
     "ExplainReader": "interface",
@@ -68,7 +85,7 @@ _EXPORTS = {
     "Watch": "interface",
     "Watermark": "ledger",
     "assessment_row": "rows",
-    "claim_job": "jobs",
+    "claim_job": "job_parts",
     "compile_filter": "filter_sql",
     "compile_order_by": "order_sql",
     "default_tracking_uri": "uris",
@@ -79,57 +96,33 @@ _EXPORTS = {
     "normalize_uri": "uris",
     "open_store": "interface",
     "plain_base": "rows",
+    "plain_columns": "results",
     "plain_row": "rows",
     "unfinished_count": "jobs",
     "validate_name": "scorer_state",
 }
 
-__all__ = [
-    "MEMORY_URI",
-    "MIGRATIONS",
-    "ActiveScorer",
-    "Claim",
-    "ClaimedJob",
-    "Connection",
-    "Database",
-    "ExplainReader",
-    "Jobs",
-    "Lease",
-    "Ledger",
-    "Outcome",
-    "PagedList",
-    "Progress",
-    "Registry",
-    "ReportReader",
-    "ScorerSpec",
-    "ScorerState",
-    "SpanBuffer",
-    "Store",
-    "TraceRecord",
-    "Traces",
-    "Watch",
-    "Watermark",
-    "assessment_row",
-    "claim_job",
-    "compile_filter",
-    "compile_order_by",
-    "default_tracking_uri",
-    "matches_for_trace",
-    "migrate",
-    "move_requests",
-    "new_owner_id",
-    "normalize_uri",
-    "open_store",
-    "plain_base",
-    "plain_row",
-    "unfinished_count",
-    "validate_name",
-]
+
+def exports_on_first_use(package: str, exports: Mapping[str, str]) -> Callable[[str], object]:
+    """Return a package's ``__getattr__`` (PEP 562) that imports each name on first use.
+
+    For packages whose names cannot be imported when the package is: here, an import
+    cycle; in ``server`` and ``ingest``, optional extras.
+
+    Args:
+        package: the package's ``__name__``.
+        exports: each public name and the submodule of ``package`` that defines it.
+    """
+
+    def load(name: str) -> object:
+        if name not in exports:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(f"{package}.{exports[name]}"), name)
+
+    return load
+
 
 if not TYPE_CHECKING:
-
-    def __getattr__(name: str) -> object:
-        """Import a public name from its module on first use (see the module docstring)."""
-        if name not in _EXPORTS:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    # Type checkers skip this: they go by the ``X as X`` imports above.
+    __all__ = tuple(sorted(_LAZY))
+    __getattr__ = exports_on_first_use(__name__, _LAZY)

@@ -18,8 +18,7 @@ from typing import Any, Protocol
 import pytest
 
 import localscorers
-from localscorers.cli.application import app
-from localscorers.cli.common import run
+from localscorers.cli import app, run
 
 
 @localscorers.scorer

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from localscorers.cli.common import run
+from localscorers.cli import run
 
 
 def _app() -> typer.Typer:

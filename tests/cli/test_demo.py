@@ -13,9 +13,7 @@ import pytest
 from rich.console import Console
 
 import localscorers
-from localscorers.cli import story
-from localscorers.cli.application import app
-from localscorers.cli.common import run
+from localscorers.cli import app, run, story
 from localscorers.jobs import get_backfill_job
 
 STEPS = (

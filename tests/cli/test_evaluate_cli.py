@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 
 import localscorers
-from localscorers.cli import app
-from localscorers.cli.common import run
+from localscorers.cli import app, run
 
 ROWS = [
     {"inputs": {"q": "2+2"}, "outputs": "4", "expectations": {"answer": "4"}},

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import localscorers
-from localscorers.cli.server import is_loopback, settings_for
+from localscorers.cli import is_loopback, settings_for
 from localscorers.exceptions import ConfigurationError
 from tests.otlp_helpers import (
     answered,

@@ -33,15 +33,11 @@ from localscorers import (
     ScorerSamplingConfig,
     _context,
 )
-from localscorers.cli import common
-from localscorers.cli.application import app
-from localscorers.evaluation.backfill import Execution
-from localscorers.evaluation.execution import to_feedback
-from localscorers.evaluation.jobs import JobRunner
-from localscorers.evaluation.online import Settings
-from localscorers.store.jobs import LeaseLostError, ScorerSpec
-from localscorers.store.results import plain_columns
-from localscorers.store.rows import assessment_row, plain_base, plain_row
+from localscorers.cli import app
+from localscorers.cli import run as run_cli
+from localscorers.evaluation import Execution, JobRunner, Settings, to_feedback
+from localscorers.exceptions import LeaseLostError
+from localscorers.store import ScorerSpec, assessment_row, plain_base, plain_columns, plain_row
 from tests import backfill_helpers as helpers
 
 T0 = 1_700_000_000_000  # request time of the first trace, epoch ms
@@ -666,7 +662,7 @@ def test_the_scored_set_is_the_range_filter_and_sample(
 
 
 def cli(capsys: pytest.CaptureFixture[str], db: Path, *args: str) -> tuple[int, str, str]:
-    code = common.run(app, ["--db", str(db), *args])
+    code = run_cli(app, ["--db", str(db), *args])
     out, err = capsys.readouterr()
     return code, out, err
 

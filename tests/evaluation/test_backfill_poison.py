@@ -17,8 +17,7 @@ import sqlalchemy as sa
 
 import localscorers
 from localscorers import Feedback, _context
-from localscorers.store import dialect, migrations
-from localscorers.store.jobs import JobLease, Progress, ScorerSpec, claim_job
+from localscorers.store import Progress, ScorerSpec, claim_job, dialect, migrations
 from tests import process_helpers
 from tests import scorer_helpers_online as helpers
 
@@ -127,7 +126,7 @@ def test_a_claim_counts_itself_and_a_normal_end_gives_it_back(
     assert second.claims == 2  # taken over before the cursor moved: a holder died
 
     # A careful holder records the pair it runs alone; dying leaves it for the next one.
-    lease = JobLease(database, second, owner="second", lease_ms=-1)  # then it dies
+    lease = _context.current().storage.lease(second, owner="second", lease_ms=-1)  # it dies
     lease.probe("t-1", "always_true", 1)
     third = claim_job(database, "third", lease_ms=60_000)
     assert third is not None
@@ -135,7 +134,7 @@ def test_a_claim_counts_itself_and_a_normal_end_gives_it_back(
     assert third.probe == {"trace_id": "t-1", "scorer": "always_true", "attempts": 1}
 
     # A holder that lets go normally did not die: its claim and its probe are given back.
-    lease = JobLease(database, third, owner="third", lease_ms=60_000)
+    lease = _context.current().storage.lease(third, owner="third", lease_ms=60_000)
     lease.probe("t-1", "always_true", 2)
     lease.commit(
         Progress([], [dict(s) for s in third.scorers], None, release=True),

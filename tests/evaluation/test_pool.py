@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from localscorers.evaluation.pool import DaemonThreadPool
+from localscorers.evaluation import DaemonThreadPool
 
 WAIT = 30.0
 

@@ -30,8 +30,7 @@ from localscorers import (
     _context,
 )
 from localscorers.sampling import Decision, decide, is_sampled
-from localscorers.store import requests
-from localscorers.store.ledger import EvaluationQueue, Outcome
+from localscorers.store import Outcome, requests
 from tests import scorer_helpers_online as helpers
 
 FLUSH_TIMEOUT = 30.0
@@ -402,7 +401,7 @@ def test_work_still_in_the_commit_queue_is_counted_once_as_pending(open_db: Open
     def pending() -> dict[str, int]:
         return {r.scorer_name: r.pending for r in localscorers.scorer_report()}
 
-    queue = EvaluationQueue(_context.current().db, owner="test", lease_ms=60_000)
+    queue = _context.current().storage.queue(owner="test", lease_ms=60_000)
     assert pending() == {"always_true": 3, "output_length": 3}
     assert queue.pending_count() == 6
     claims = queue.claim(2)  # moves the first two requests, leases two of their four rows
@@ -431,7 +430,7 @@ def test_a_wait_covers_work_committed_before_it_and_nothing_after(open_db: OpenD
     open_db(MONITOR="off")
     helpers.always_true.register().start()
     before = [localscorers.log_trace(inputs=i, outputs=i) for i in range(3)]
-    queue = EvaluationQueue(_context.current().db, owner="test", lease_ms=60_000)
+    queue = _context.current().storage.queue(owner="test", lease_ms=60_000)
     mark = queue.watermark()
     assert queue.has_pending(since=mark)
     claims = queue.claim(10)  # moves every request, so the requests table is empty
@@ -460,7 +459,7 @@ def test_requests_moved_by_another_claimer_after_they_were_read_are_not_lost(
     db = _context.current().db
     read_first = requests.read_requests(db, 10)
     assert read_first is not None
-    other = EvaluationQueue(db, owner="other", lease_ms=60_000)
+    other = _context.current().storage.queue(owner="other", lease_ms=60_000)
     assert {c.trace_id for c in other.claim(2)} == {traces[0]}  # moves requests 1 and 2
     with db.write() as conn:
         taken = requests.move(conn, read_first, take=10, owner="late", expires=1)
@@ -494,7 +493,7 @@ def test_a_request_for_a_pair_already_in_the_ledger_is_dropped(
             (trace_id,),
         )
     conn.close()
-    queue = EvaluationQueue(_context.current().db, owner="test", lease_ms=60_000)
+    queue = _context.current().storage.queue(owner="test", lease_ms=60_000)
     assert queue.has_pending()
     assert queue.claim(10) == []
     assert not queue.has_pending()

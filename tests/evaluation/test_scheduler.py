@@ -18,9 +18,8 @@ import pytest
 
 import localscorers
 from localscorers import BackfillScorerConfig, Feedback, _context
-from localscorers.evaluation.pool import DaemonThreadPool
+from localscorers.evaluation import DaemonThreadPool
 from localscorers.store import ledger
-from localscorers.store.changes import ChangeWatch
 from tests import process_helpers
 from tests import scorer_helpers_online as helpers
 
@@ -267,7 +266,7 @@ def test_threads_a_scorer_starts_do_not_keep_worker_drain_alive(
 
 
 def test_the_change_watch_sees_commits_of_other_connections(db: Path) -> None:
-    watch = ChangeWatch(_context.current().db)
+    watch = _context.current().storage.watch()
     assert watch.supported
     assert watch.changed() is True  # the first look
     assert watch.changed() is False

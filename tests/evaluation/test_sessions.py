@@ -20,7 +20,7 @@ from localscorers import (
     evaluate,
     scorer,
 )
-from localscorers.judges.session import render_conversation
+from localscorers.judges import render_conversation
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from localscorers import (
     TraceNotFoundError,
     TraceStatus,
 )
-from localscorers.store.paging import PagedList
+from localscorers.store import PagedList
 from tests import scorer_helpers
 
 

@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 import localscorers
 from localscorers.exceptions import ConfigurationError
-from localscorers.ingest.otlp import decode_json, decode_protobuf
+from localscorers.ingest import decode_json, decode_protobuf
 from localscorers.models import Trace
 from localscorers.otel import SpanExporter
 from tests.otlp_helpers import json_body, json_span

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import localscorers
-from localscorers.genai.scorers import get_all_scorers
+from localscorers.judges import get_all_scorers
 
 
 def test_judges_declare_the_columns_they_need_and_check_them() -> None:

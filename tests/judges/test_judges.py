@@ -41,9 +41,9 @@ from localscorers import (
     TraceInfo,
     make_judge,
 )
-from localscorers.evaluation.execution import EvaluationContext, evaluation_context
+from localscorers.evaluation import EvaluationContext, evaluation_context
 from localscorers.judges import InstructionsJudge, Judge, prompts
-from localscorers.store.database import Database
+from localscorers.store import Database
 
 YES = '{"rationale": "Looks right.", "result": "yes"}'
 NO = '{"rationale": "Not supported.", "result": "no"}'

@@ -8,8 +8,8 @@ import pytest
 
 import localscorers
 from localscorers import BackfillScorerConfig
+from localscorers.judges import Safety
 from localscorers.judges import openai as openai_provider
-from localscorers.judges.builtin import Safety
 from tests.judges.test_judges import ANSWER, QUESTION, clear_judge_env, feedback_of
 from tests.judges.test_judges_fakes import serve, small_base_model
 

@@ -10,10 +10,8 @@ from pathlib import Path
 import pytest
 
 from localscorers import ConfigurationError, _clock
-from localscorers.cli import app
-from localscorers.cli.common import run
-from localscorers.store import judge_cache
-from localscorers.store.database import Database
+from localscorers.cli import app, run
+from localscorers.store import Database, judge_cache
 
 DAY_MS = 86_400_000
 T0 = 1_700_000_000_000

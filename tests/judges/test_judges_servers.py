@@ -21,15 +21,15 @@ from localscorers import (
     ConfigurationError,
     Correctness,
     Guidelines,
+    ModelRequestError,
     RelevanceToQuery,
     Safety,
     TransientError,
     make_judge,
 )
-from localscorers.cli import app
-from localscorers.cli.common import run
+from localscorers.cli import app, run
+from localscorers.judges import ChatRequest, resolve_model
 from localscorers.judges import openai as openai_provider
-from localscorers.judges.providers import ChatRequest, ModelRequestError, resolve_model
 from tests.judges.test_judges import (
     ANSWER,
     QUESTION,

@@ -10,20 +10,22 @@ from datetime import UTC, datetime
 import pytest
 
 from localscorers import ConfigurationError, ScorerLoadError, TransientError
-from localscorers.judges import transport
-from localscorers.judges.providers import (
+from localscorers.exceptions import (
+    ModelNotConfiguredError,
+    ModelRequestError,
+    ProviderUnavailableError,
+)
+from localscorers.judges import (
     CallableModel,
     ChatModel,
     ChatRequest,
     ChatResult,
-    ModelNotConfiguredError,
-    ModelRequestError,
     OpenAICompatibleModel,
-    ProviderUnavailableError,
     RateLimiter,
     model_reference,
     parse_retry_after,
     resolve_model,
+    transport,
 )
 from tests.judges.test_judges import FakeLLM, Reply, always_yes, clear_judge_env, fake_llm_server
 

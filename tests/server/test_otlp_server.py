@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 import localscorers
 from localscorers import ScorerSamplingConfig
 from localscorers.exceptions import TraceNotFoundError
-from localscorers.server.settings import ServerSettings
+from localscorers.server import ServerSettings
 from tests.otlp_helpers import answered, json_body, json_span, post_json, serve, wait_until
 
 TRACE = "5b8efff798038103d269b633813fc60c"

@@ -19,8 +19,8 @@ import pytest
 from rich.console import Console
 
 import localscorers
-from localscorers.cli.story import run_demo
-from localscorers.server.settings import ServerSettings
+from localscorers.cli import run_demo
+from localscorers.server import ServerSettings
 from tests.server.test_ui_http import serve_ui
 
 if TYPE_CHECKING:

@@ -22,11 +22,7 @@ from markupsafe import escape
 
 import localscorers
 from localscorers import InvalidTransitionError, ScorerSamplingConfig
-from localscorers.server import ui_pages
-from localscorers.server.app import create_app
-from localscorers.server.settings import ServerSettings
-from localscorers.server.ui import STATIC
-from localscorers.server.ui_views import TEMPLATES
+from localscorers.server import STATIC, TEMPLATES, ServerSettings, create_app, ui_pages
 from tests.scorer_helpers import is_short
 
 _CSRF = re.compile(r'name="csrf_token" value="([0-9a-f]+)"')

@@ -5,8 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from localscorers import AssessmentError, Expectation, Feedback, ReportBucket, ScorerReport, Span
-from localscorers.server.ui_pages import TracesCursor
-from localscorers.server.ui_views import chart, chips, environment, pretty, span_tree
+from localscorers.server import TracesCursor, chart, chips, environment, pretty, span_tree
 
 NOW = datetime(2026, 11, 29, 12, 30, tzinfo=UTC)
 

@@ -12,11 +12,16 @@ from sqlmodel import SQLModel
 
 import localscorers
 from localscorers import ConfigurationError, SchemaVersionError, TransactionError, _context
-from localscorers.store import schema, sqlite
-from localscorers.store.database import Database
-from localscorers.store.ledger import move_requests
-from localscorers.store.migrations import MIGRATIONS, migrate
-from localscorers.store.uris import MEMORY_URI, normalize_uri
+from localscorers.store import (
+    MEMORY_URI,
+    MIGRATIONS,
+    Database,
+    migrate,
+    move_requests,
+    normalize_uri,
+    schema,
+    sqlite,
+)
 from tests import scorer_helpers
 
 

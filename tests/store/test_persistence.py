@@ -181,8 +181,8 @@ def test_a_reference_stored_by_the_previous_layout_still_loads(tracking: Path) -
     # and its judge model "localscorers.demo:..."; they must keep loading.
     import sqlite3
 
-    from localscorers.cli.demo_app import is_concise
-    from localscorers.evaluation.serialization import resolve_reference
+    from localscorers.cli import is_concise
+    from localscorers.evaluation import resolve_reference
 
     is_concise.register(name="concise")
     localscorers.set_tracking_uri(tracking.parent / "other.db")  # close the first database
@@ -198,6 +198,6 @@ def test_a_reference_stored_by_the_previous_layout_still_loads(tracking: Path) -
     restored = localscorers.get_scorer(name="concise")
 
     assert restored(outputs="short") is True
-    from localscorers.cli.demo_app import demo_judge_model
+    from localscorers.cli import demo_judge_model
 
     assert resolve_reference("localscorers.demo:demo_judge_model") is demo_judge_model

@@ -20,9 +20,7 @@ import sqlalchemy as sa
 import localscorers
 from localscorers import ScorerSamplingConfig
 from localscorers.exceptions import ConfigurationError, SchemaVersionError
-from localscorers.store import dialect, migrations, postgres
-from localscorers.store.database import Database
-from localscorers.store.uris import normalize_uri
+from localscorers.store import Database, dialect, migrations, normalize_uri, postgres
 from tests.conftest import REPO_ROOT
 
 

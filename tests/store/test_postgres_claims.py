@@ -16,9 +16,7 @@ import pytest
 
 import localscorers
 from localscorers import Feedback, ScorerSamplingConfig, _context
-from localscorers.store import jobs, ledger
-from localscorers.store.backfill_pages import ScorerSpec
-from localscorers.store.database import Database
+from localscorers.store import Database, Ledger, Outcome, ScorerSpec, Store, claim_job
 
 
 @localscorers.scorer
@@ -41,15 +39,15 @@ def db(contract_tracking: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Data
 
 
 def test_concurrent_claimers_take_each_evaluation_once(db: Database) -> None:
-    queues = [ledger.EvaluationQueue(db, owner=f"q{i}", lease_ms=60_000) for i in range(4)]
+    queues = [Store(db).queue(owner=f"q{i}", lease_ms=60_000) for i in range(4)]
     claimed: dict[str, list[int]] = {q.owner: [] for q in queues}
     barrier = threading.Barrier(len(queues))
 
-    def run(queue: ledger.EvaluationQueue) -> None:
+    def run(queue: Ledger) -> None:
         barrier.wait()
         while batch := queue.claim(3):
             claimed[queue.owner] += [c.id for c in batch]
-            queue.complete([ledger.Outcome(c, plain=(True,)) for c in batch])
+            queue.complete([Outcome(c, plain=(True,)) for c in batch])
 
     threads = [threading.Thread(target=run, args=(q,)) for q in queues]
     for thread in threads:
@@ -72,20 +70,19 @@ def test_concurrent_claimers_take_each_evaluation_once(db: Database) -> None:
 def test_an_expired_lease_is_taken_over_and_the_old_holder_cannot_complete(
     db: Database,
 ) -> None:
-    dead = ledger.EvaluationQueue(db, owner="dead", lease_ms=-1)  # expired at once
-    alive = ledger.EvaluationQueue(db, owner="alive", lease_ms=60_000)
+    dead = Store(db).queue(owner="dead", lease_ms=-1)  # expired at once
+    alive = Store(db).queue(owner="alive", lease_ms=60_000)
     [orphan] = dead.claim(1)
     [taken] = alive.claim(5)  # a claim taken over from a dead holder runs alone
     assert (taken.id, taken.suspect, taken.attempts) == (orphan.id, True, 2)
-    assert dead.complete([ledger.Outcome(orphan, plain=(False,))]) == 0
-    assert alive.complete([ledger.Outcome(taken, plain=(True,))]) == 1
+    assert dead.complete([Outcome(orphan, plain=(False,))]) == 0
+    assert alive.complete([Outcome(taken, plain=(True,))]) == 1
     trace = localscorers.get_trace(taken.trace_id)
     assert [(a.name, a.value) for a in trace.info.assessments] == [("yes", True)]
 
 
 def test_concurrent_job_claims_take_each_job_once(db: Database) -> None:
-    runtime = _context.current()
-    service = jobs.BackfillJobs(db, runtime.store, runtime.registry)
+    service = Store(db).jobs()
     spec = ScorerSpec(name="yes", version=1, sample_rate=1.0)
     created = {service.create("0", [spec]) for _ in range(3)}
     taken: list[str] = []
@@ -93,7 +90,7 @@ def test_concurrent_job_claims_take_each_job_once(db: Database) -> None:
 
     def claim(owner: str) -> None:
         barrier.wait()
-        job = jobs.claim_job(db, owner, 60_000)
+        job = claim_job(db, owner, 60_000)
         if job is not None:
             taken.append(job.job_id)
 
@@ -103,4 +100,4 @@ def test_concurrent_job_claims_take_each_job_once(db: Database) -> None:
     for thread in threads:
         thread.join(timeout=60)
     assert sorted(taken) == sorted(created)  # three holders, one job each; three got none
-    assert jobs.claim_job(db, "late", 60_000) is None
+    assert claim_job(db, "late", 60_000) is None

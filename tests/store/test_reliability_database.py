@@ -24,8 +24,8 @@ from localscorers import (
     ScorerSamplingConfig,
     StoreError,
 )
-from localscorers.ingest.unwritten import UNWRITTEN_FILE
-from localscorers.store.database import Database
+from localscorers.ingest import UNWRITTEN_FILE
+from localscorers.store import Database
 
 not_root = pytest.mark.skipif(
     hasattr(os, "geteuid") and os.geteuid() == 0, reason="root may write read-only files"

@@ -14,7 +14,7 @@ import pytest
 
 import localscorers
 from localscorers import ScorerLoadError
-from localscorers.evaluation.serialization import check_source_trust
+from localscorers.evaluation import check_source_trust
 
 needs_root = pytest.mark.skipif(
     not hasattr(os, "geteuid") or os.geteuid() != 0, reason="chown to another user needs root"
