@@ -12,9 +12,13 @@ separate Python interpreter, standing in for a host:
 2. Claim: ``traces`` pending evaluations of a trivial scorer, drained by N
    ``localscorers worker --drain`` processes started together. Evaluations/s from the
    first feedback written to the last (process start-up left out).
-3. Backfill: N jobs (one per scorer, ``traces`` traces each) run by N workers at once:
-   a job is held by one worker at a time, so jobs, not batches of one job, are what
-   workers share. Evaluations/s from the first job's start to the last job's end.
+3. Backfill, N jobs: N jobs (one per scorer, ``traces`` traces each) run by N workers
+   at once. Evaluations/s from the first job's start to the last job's end.
+4. Backfill, one job: ONE job of ``traces`` traces run by N workers at once, which
+   share it part by part (key ranges of ``traces / 16`` traces here, so 4 workers
+   balance). Twice: with a trivial scorer (the database and the CPU are the limit) and
+   with a scorer that waits 20 ms, as a call to a model does (the wait is the limit,
+   so more workers help). Evaluations/s from the job's start to its end.
 
 All figures are informational (no floors): they depend on the machine and, for
 PostgreSQL, on the server's disk and ``synchronous_commit``.
@@ -29,6 +33,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -36,6 +41,7 @@ import _rows
 
 import localscorers
 from localscorers import _context
+from localscorers.store.jobs import BackfillJobs, ScorerSpec
 
 BENCHMARK = "postgres"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -53,21 +59,22 @@ for i in range(count):
     localscorers.log_trace(inputs={"i": i}, outputs=f"answer {i}", tags={"env": "bench"})
 """
 
-_JOBS = """
-import sys, localscorers
-localscorers.set_tracking_uri(sys.argv[1])
-for name in sys.argv[2:]:
-    localscorers.backfill_scorers(
-        scorers=[localscorers.BackfillScorerConfig(scorer=name, sample_rate=1.0)]
-    )
-"""
-
 
 def short(outputs):
     return len(str(outputs)) < 40
 
 
 short.__module__ = "__main__"  # stored as source: workers need not import this file
+
+
+def waits(outputs):
+    import time  # noqa: PLC0415 - stored as source: its body must bring what it uses
+
+    time.sleep(0.02)  # a model call's latency, without the model
+    return len(str(outputs)) < 40
+
+
+waits.__module__ = "__main__"
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -97,6 +104,18 @@ def use(uri: str) -> None:
     localscorers.set_tracking_uri(uri)
 
 
+def create_jobs(names: list[str]) -> None:
+    """Create one job per scorer without starting this process's runner: workers run them.
+
+    (``backfill_scorers`` would start this process's runner, which would plan the job
+    and make its start the creator's, not the workers'.)
+    """
+    runtime = _context.current()
+    service = BackfillJobs(runtime.db, runtime.store, runtime.registry)
+    for name in names:
+        service.create("0", [ScorerSpec(name, 1, 1.0)])
+
+
 def ingest(uri: str, processes: int, traces: int, directory: Path) -> float:
     use(uri)
     localscorers.scorer(short).register(name="short").start()
@@ -122,13 +141,13 @@ def ingest(uri: str, processes: int, traces: int, directory: Path) -> float:
     return per * processes / (time.perf_counter() - start)
 
 
-def drain(uri: str, workers: int) -> float:
+def drain(uri: str, workers: int, **env: str) -> float:
     """Run ``workers`` draining workers at once; return their wall time in seconds."""
     start = time.perf_counter()
     children = [
         subprocess.Popen(
             [sys.executable, "-m", "localscorers", "--db", uri, "worker", "--drain", "-q"],
-            env=_env(LOCALSCORERS_MAX_WORKERS="4"),
+            env=_env(LOCALSCORERS_MAX_WORKERS="4", **env),
         )
         for _ in range(workers)
     ]
@@ -167,22 +186,34 @@ def backfill(uri: str, workers: int, traces: int) -> float:
         localscorers.scorer(short).register(name=name)
     for i in range(traces):
         localscorers.log_trace(inputs={"i": i}, outputs=f"answer {i}")
+    create_jobs(names)
     _context.reset()
-    # Created by a process that exits at once: the jobs are left to the workers.
-    subprocess.run(
-        [sys.executable, "-c", _JOBS, uri, *names],
-        env=_env(),
-        check=True,
-        stderr=subprocess.DEVNULL,  # "jobs still pending": they are, for the workers
-    )
     drain(uri, workers)
+    return job_rate(uri)
+
+
+def job_rate(uri: str) -> float:
+    """Evaluations/s of the database's jobs, from the first start to the last end."""
     # Backfill writes a batch's feedback with one time: use the jobs' own times.
     use(uri)
     jobs = localscorers.list_backfill_jobs()
     _context.reset()
+    assert all(j.status == "SUCCEEDED" for j in jobs), [j.status for j in jobs]
     started = min(j.started_at.timestamp() for j in jobs if j.started_at is not None)
     finished = max(j.finished_at.timestamp() for j in jobs if j.finished_at is not None)
     return sum(j.processed for j in jobs) / max(finished - started, 1e-3)
+
+
+def one_job(uri: str, workers: int, traces: int, scorer: Callable[..., object]) -> float:
+    """ONE job over ``traces`` traces, shared by ``workers`` workers part by part."""
+    use(uri)
+    localscorers.scorer(scorer).register(name="scored")
+    for i in range(traces):
+        localscorers.log_trace(inputs={"i": i}, outputs=f"answer {i}")
+    create_jobs(["scored"])
+    _context.reset()
+    drain(uri, workers, LOCALSCORERS_BACKFILL_PART_TRACES=str(max(1, traces // 16)))
+    return job_rate(uri)
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, object]]:
@@ -208,8 +239,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
                     "claim (evaluations/s)": claim(
                         fresh(backend, directory, args.postgres), n, traces
                     ),
-                    "backfill (evaluations/s)": backfill(
+                    "backfill, N jobs (evaluations/s)": backfill(
                         fresh(backend, directory, args.postgres), n, traces
+                    ),
+                    "backfill, one job (evaluations/s)": one_job(
+                        fresh(backend, directory, args.postgres), n, traces, short
+                    ),
+                    "backfill, one job, 20 ms scorer (evaluations/s)": one_job(
+                        fresh(backend, directory, args.postgres), n, traces, waits
                     ),
                 }
                 for figure, value in figures.items():
