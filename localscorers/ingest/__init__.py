@@ -18,18 +18,13 @@ if TYPE_CHECKING:
     from localscorers.ingest.unwritten import UNWRITTEN_FILE as UNWRITTEN_FILE
     from localscorers.ingest.unwritten import save_unwritten as save_unwritten
 
-# Each public name and the module under this package that defines it.
-_LAZY = {
-    "UNWRITTEN_FILE": "unwritten",
-    "Assembler": "otlp",
-    "Decoded": "otlp",
-    "decode_json": "otlp",
-    "decode_protobuf": "otlp",
-    "save_unwritten": "unwritten",
-}
-
 
 if not TYPE_CHECKING:
     # Type checkers skip this: they go by the ``X as X`` imports above.
-    __all__ = tuple(sorted(_LAZY))
-    __getattr__ = exports_on_first_use(__name__, _LAZY)
+    __all__, __getattr__ = exports_on_first_use(
+        __name__,
+        {
+            "otlp": ("Assembler", "Decoded", "decode_json", "decode_protobuf"),
+            "unwritten": ("UNWRITTEN_FILE", "save_unwritten"),
+        },
+    )

@@ -22,22 +22,16 @@ if TYPE_CHECKING:
     from localscorers.server.ui_views import pretty as pretty
     from localscorers.server.ui_views import span_tree as span_tree
 
-# Each public name and the module under this package that defines it.
-_LAZY = {
-    "STATIC": "ui",
-    "TEMPLATES": "ui_views",
-    "ServerSettings": "settings",
-    "TracesCursor": "ui_pages",
-    "chart": "ui_views",
-    "chips": "ui_views",
-    "create_app": "app",
-    "environment": "ui_views",
-    "pretty": "ui_views",
-    "span_tree": "ui_views",
-}
-
 
 if not TYPE_CHECKING:
     # Type checkers skip this: they go by the ``X as X`` imports above.
-    __all__ = tuple(sorted(_LAZY))
-    __getattr__ = exports_on_first_use(__name__, _LAZY)
+    __all__, __getattr__ = exports_on_first_use(
+        __name__,
+        {
+            "app": ("create_app",),
+            "settings": ("ServerSettings",),
+            "ui": ("STATIC",),
+            "ui_pages": ("TracesCursor",),
+            "ui_views": ("TEMPLATES", "chart", "chips", "environment", "pretty", "span_tree"),
+        },
+    )

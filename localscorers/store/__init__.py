@@ -13,7 +13,7 @@ back while it is half-initialized.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -58,71 +58,59 @@ if TYPE_CHECKING:
     from localscorers.store.uris import default_tracking_uri as default_tracking_uri
     from localscorers.store.uris import normalize_uri as normalize_uri
 
-# Each public name and the module under this package that defines it.
-_LAZY = {
-    "ActiveScorer": "scorer_state",
-    "Claim": "ledger",
-    "ClaimedJob": "job_parts",
-    "Connection": "database",
-    "Database": "database",
-    "ExplainReader": "interface",
-    "Jobs": "interface",
-    "Lease": "interface",
-    "Ledger": "interface",
-    "MEMORY_URI": "uris",
-    "MIGRATIONS": "migrations",
-    "Outcome": "ledger",
-    "PagedList": "paging",
-    "Progress": "jobs",
-    "Registry": "interface",
-    "ReportReader": "interface",
-    "ScorerSpec": "backfill_pages",
-    "ScorerState": "scorer_state",
-    "SpanBuffer": "interface",
-    "Store": "interface",
-    "TraceRecord": "rows",
-    "Traces": "interface",
-    "Watch": "interface",
-    "Watermark": "ledger",
-    "assessment_row": "rows",
-    "claim_job": "job_parts",
-    "compile_filter": "filter_sql",
-    "compile_order_by": "order_sql",
-    "default_tracking_uri": "uris",
-    "matches_for_trace": "filter_sql",
-    "migrate": "migrations",
-    "move_requests": "ledger",
-    "new_owner_id": "ledger",
-    "normalize_uri": "uris",
-    "open_store": "interface",
-    "plain_base": "rows",
-    "plain_columns": "results",
-    "plain_row": "rows",
-    "unfinished_count": "jobs",
-    "validate_name": "scorer_state",
-}
 
-
-def exports_on_first_use(package: str, exports: Mapping[str, str]) -> Callable[[str], object]:
-    """Return a package's ``__getattr__`` (PEP 562) that imports each name on first use.
+def exports_on_first_use(
+    package: str, modules: Mapping[str, Iterable[str]]
+) -> tuple[tuple[str, ...], Callable[[str], object]]:
+    """Return a package's ``__all__`` and a ``__getattr__`` (PEP 562) importing names on first use.
 
     For packages whose names cannot be imported when the package is: here, an import
     cycle; in ``server`` and ``ingest``, optional extras.
 
     Args:
         package: the package's ``__name__``.
-        exports: each public name and the submodule of ``package`` that defines it.
+        modules: each submodule of ``package`` and the public names it defines.
     """
+    home = {name: module for module, names in modules.items() for name in names}
 
     def load(name: str) -> object:
-        if name not in exports:
+        if name not in home:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        return getattr(importlib.import_module(f"{package}.{exports[name]}"), name)
+        return getattr(importlib.import_module(f"{package}.{home[name]}"), name)
 
-    return load
+    return tuple(sorted(home)), load
 
 
 if not TYPE_CHECKING:
     # Type checkers skip this: they go by the ``X as X`` imports above.
-    __all__ = tuple(sorted(_LAZY))
-    __getattr__ = exports_on_first_use(__name__, _LAZY)
+    __all__, __getattr__ = exports_on_first_use(
+        __name__,
+        {
+            "backfill_pages": ("ScorerSpec",),
+            "database": ("Connection", "Database"),
+            "filter_sql": ("compile_filter", "matches_for_trace"),
+            "interface": (
+                "ExplainReader",
+                "Jobs",
+                "Lease",
+                "Ledger",
+                "Registry",
+                "ReportReader",
+                "SpanBuffer",
+                "Store",
+                "Traces",
+                "Watch",
+                "open_store",
+            ),
+            "job_parts": ("ClaimedJob", "claim_job"),
+            "jobs": ("Progress", "unfinished_count"),
+            "ledger": ("Claim", "Outcome", "Watermark", "move_requests", "new_owner_id"),
+            "migrations": ("MIGRATIONS", "migrate"),
+            "order_sql": ("compile_order_by",),
+            "paging": ("PagedList",),
+            "results": ("plain_columns",),
+            "rows": ("TraceRecord", "assessment_row", "plain_base", "plain_row"),
+            "scorer_state": ("ActiveScorer", "ScorerState", "validate_name"),
+            "uris": ("MEMORY_URI", "default_tracking_uri", "normalize_uri"),
+        },
+    )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable, Collection, Sequence
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, NotRequired, Protocol, TypedDict, Unpack
 
 from localscorers.store.changes import ChangeWatch
 from localscorers.store.database import Database
@@ -44,18 +44,72 @@ if TYPE_CHECKING:
     from localscorers.store.scorer_state import ActiveScorer, ScorerState
 
 __all__ = [
+    "Definition",
     "ExplainReader",
+    "JobWindow",
     "Jobs",
     "Lease",
     "Ledger",
     "Registry",
     "ReportReader",
+    "ReportScope",
+    "Search",
+    "SearchPage",
     "SpanBuffer",
     "Store",
     "Traces",
+    "Transition",
     "Watch",
     "open_store",
 ]
+
+
+class Search(TypedDict, total=False):
+    """What a trace search selects and how it orders them (``Traces.search_traces``)."""
+
+    filter_string: str | None
+    order_by: Sequence[str] | None
+    max_results: int | None
+
+
+class SearchPage(Search, total=False):
+    """A search and where its page starts (``Traces.search_page``)."""
+
+    offset: int
+
+
+class Definition(TypedDict):
+    """What ``Registry.register`` stores of a scorer."""
+
+    definition: dict[str, Any]
+    description: str | None
+    takes_session: NotRequired[bool]
+
+
+class Transition(TypedDict):
+    """A lifecycle change (``Registry.transition``): the action and its sampling."""
+
+    action: str
+    sample_rate: NotRequired[float]
+    filter_string: NotRequired[str | None]
+    session_idle_seconds: NotRequired[float]
+
+
+class JobWindow(TypedDict, total=False):
+    """The traces a backfill job covers: a commit-time range, and whether to score again."""
+
+    start_ms: int | None
+    end_ms: int | None
+    rescore: bool
+
+
+class ReportScope(TypedDict):
+    """What a report reads: since when, its bucket width, one evaluation's rows, all values."""
+
+    since_ms: int | None
+    width_ms: Callable[[dict[str, dict[str, Any]]], int]
+    origin: NotRequired[str | None]
+    aggregated: NotRequired[Collection[str]]
 
 
 class Traces(Protocol):
@@ -90,23 +144,12 @@ class Traces(Protocol):
         """Return one whole trace."""
 
     def search_traces(
-        self,
-        *,
-        experiment_ids: Sequence[str],
-        filter_string: str | None = None,
-        order_by: Sequence[str] | None = None,
-        max_results: int | None = None,
+        self, *, experiment_ids: Sequence[str], **search: Unpack[Search]
     ) -> list[Trace]:
         """Return the traces a filter string selects."""
 
     def search_page(
-        self,
-        *,
-        experiment_ids: Sequence[str],
-        filter_string: str | None = None,
-        order_by: Sequence[str] | None = None,
-        max_results: int | None = None,
-        offset: int = 0,
+        self, *, experiment_ids: Sequence[str], **search: Unpack[SearchPage]
     ) -> tuple[list[Trace], int | None]:
         """Return one page of a search and the offset of the next (None at the end)."""
 
@@ -148,26 +191,11 @@ class Registry(Protocol):
     def active_for(self, conn: Connection, experiment_id: str) -> builtins.list[ActiveScorer]:
         """Return the active scorers of an experiment inside the caller's transaction."""
 
-    def register(
-        self,
-        experiment_id: str,
-        name: str,
-        *,
-        definition: dict[str, Any],
-        description: str | None,
-        takes_session: bool = False,
-    ) -> ScorerState:
+    def register(self, experiment_id: str, name: str, **scorer: Unpack[Definition]) -> ScorerState:
         """Register a scorer (a new version when its definition changed)."""
 
     def transition(
-        self,
-        experiment_id: str,
-        name: str,
-        *,
-        action: str,
-        sample_rate: float = 0.0,
-        filter_string: str | None = None,
-        session_idle_seconds: float = 300.0,
+        self, experiment_id: str, name: str, **change: Unpack[Transition]
     ) -> ScorerState:
         """Start, update or stop a scorer."""
 
@@ -212,24 +240,12 @@ class Jobs(Protocol):
     """Create, read and cancel backfill jobs (``store.jobs.BackfillJobs``)."""
 
     def create(
-        self,
-        experiment_id: str,
-        specs: Sequence[ScorerSpec],
-        *,
-        start_ms: int | None = None,
-        end_ms: int | None = None,
-        rescore: bool = False,
+        self, experiment_id: str, specs: Sequence[ScorerSpec], **window: Unpack[JobWindow]
     ) -> str:
         """Create a job and return its id."""
 
     def dry_run(
-        self,
-        experiment_id: str,
-        specs: Sequence[ScorerSpec],
-        *,
-        start_ms: int | None = None,
-        end_ms: int | None = None,
-        rescore: bool = False,
+        self, experiment_id: str, specs: Sequence[ScorerSpec], **window: Unpack[JobWindow]
     ) -> dict[str, int]:
         """Count what a job would evaluate, per scorer."""
 
@@ -280,15 +296,7 @@ class ExplainReader(Protocol):
 class ReportReader(Protocol):
     """The grouped reads behind ``scorer_report`` (``store.reports.ReportStore``)."""
 
-    def read(
-        self,
-        experiment_id: str,
-        *,
-        since_ms: int | None,
-        width_ms: Callable[[dict[str, dict[str, Any]]], int],
-        origin: str | None = None,
-        aggregated: Collection[str] = (),
-    ) -> ReportRows:
+    def read(self, experiment_id: str, **scope: Unpack[ReportScope]) -> ReportRows:
         """Read the counts, values and buckets of a report."""
 
 
@@ -332,18 +340,11 @@ class Store:
 
     def __init__(self, db: Database, *, on_enqueued: Callable[[int], None] | None = None) -> None:
         self.db = db
-        self._registry = ScorerRegistry(db)
-        self._traces = TraceStore(db, self._registry, on_enqueued=on_enqueued)
-
-    @property
-    def traces(self) -> Traces:
-        """Traces, spans, assessments and experiments."""
-        return self._traces
-
-    @property
-    def registry(self) -> Registry:
-        """Registered scorers."""
-        return self._registry
+        registry = ScorerRegistry(db)
+        #: Registered scorers.
+        self.registry: Registry = registry
+        #: Traces, spans, assessments and experiments.
+        self.traces: Traces = TraceStore(db, registry, on_enqueued=on_enqueued)
 
     def queue(self, *, owner: str, lease_ms: int, max_attempts: int = 4) -> Ledger:
         """Return the evaluation ledger as seen by one lease holder.
@@ -357,7 +358,7 @@ class Store:
 
     def jobs(self) -> Jobs:
         """Return the backfill jobs."""
-        return BackfillJobs(self.db, self._traces, self._registry)
+        return BackfillJobs(self.db, self.traces, self.registry)
 
     def lease(self, job: ClaimedJob, *, owner: str, lease_ms: int) -> Lease:
         """Return the writer of a claimed backfill job, under ``owner``'s lease."""
@@ -373,7 +374,7 @@ class Store:
 
     def pending_spans(self) -> SpanBuffer:
         """Return the buffer of received OTLP spans."""
-        return PendingSpans(self.db, self._traces)
+        return PendingSpans(self.db, self.traces)
 
     def watch(self) -> Watch:
         """Return a new watch for commits by other connections (one thread asks it)."""
