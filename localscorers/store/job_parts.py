@@ -192,7 +192,7 @@ def _queries() -> tuple[sa.Select[Any], sa.Select[Any], sa.Select[Any], sa.Selec
     parameter ``now``.
     """
     j, p = schema.backfill_jobs, schema.backfill_job_parts
-    now = sa.bindparam("now")
+    now: sa.BindParameter[int] = sa.bindparam("now")
     free_job = sa.or_(j.c.lease_owner.is_(None), j.c.lease_expires_ms < now)
     to_plan = (
         sa.select(j)
