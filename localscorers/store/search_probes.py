@@ -118,11 +118,11 @@ def _span_probes(group: SpanGroup, experiment_ids: Sequence[str], *, terms: bool
         elif terms and field.entity is Entity.SPAN and field.key == "status":
             stored = span_terms.traces_with(None, _values(uppercased(value)))
             if stored is not None:
-                found.append(sa.union_all(stored, _root_status_probe(op, value, experiment_ids)))
+                found.append(sa.union_all(*stored, _root_status_probe(op, value, experiment_ids)))
         elif terms and field.entity is Entity.SPAN_ATTRIBUTE:
             stored = span_terms.traces_with(field.key, _values(value))
             if stored is not None:
-                found.append(stored)  # roots kept in the row have no attributes
+                found.append(sa.union_all(*stored))  # roots kept in the row have none
     return found
 
 

@@ -20,7 +20,7 @@ import localscorers
 from localscorers import _context
 from localscorers.filters import parse
 from localscorers.models import Span
-from localscorers.store import search_sql
+from localscorers.store import search_sql, span_terms
 from localscorers.store.database import Database
 from localscorers.store.order_sql import compile_order_by
 
@@ -223,7 +223,9 @@ def test_the_migration_indexes_the_spans_already_stored(tmp_path: Path) -> None:
         conn.execute("DROP TRIGGER span_terms_insert")
         conn.execute("DROP TRIGGER span_terms_update")
         conn.execute("DROP TRIGGER span_terms_delete")
+        conn.execute("DROP TRIGGER span_terms_merge")
         conn.execute("DROP TABLE span_terms")
+        conn.execute("DROP TABLE span_terms_new")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         conn.execute(f"PRAGMA user_version = {version - 1}")
     localscorers.set_tracking_uri(path)
@@ -261,3 +263,27 @@ def test_span_terms_follow_a_span_that_changes_or_goes(
     assert found("span.attributes.model = 'new'") == {first}
     assert found("span.status = 'ERROR'") == {first}
     assert found("span.status = 'OK'") == {first, second}
+
+
+def test_the_buffer_moves_into_span_terms_in_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A commit appends its spans' terms to span_terms_new; every MERGE_EVERY rows move
+    # into span_terms at once. Searches read both, so a trace is found either side.
+    monkeypatch.setattr(search_sql, "_FEW", 1000)  # always drive from span_terms
+    path = tmp_path / "buffer.db"
+    localscorers.set_tracking_uri(path)
+    localscorers.log_trace(inputs=0, outputs=0)
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TRIGGER span_terms_merge")
+        conn.execute(span_terms.merge_trigger(10))
+    ids = [localscorers.log_trace(inputs=i, outputs=i, spans=_spans(i)) for i in range(7)]
+    with sqlite3.connect(path) as conn:
+        buffered = conn.execute("SELECT count(*) FROM span_terms_new").fetchone()[0]
+        merged = conn.execute("SELECT count(DISTINCT trace_id) FROM span_terms").fetchone()[0]
+    assert 0 < buffered < 10
+    assert merged >= 5
+    found = localscorers.search_traces(filter_string="span.attributes.model = 'common'")
+    assert {t.info.trace_id for t in found} == set(ids[1:])
+    errors = localscorers.search_traces(filter_string="span.status = 'ERROR'")
+    assert [t.info.trace_id for t in errors] == [ids[0]]
