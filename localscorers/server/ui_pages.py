@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from starlette.responses import Response
 
     from localscorers.models import Experiment, Trace
+    from localscorers.report import ScorerReport
     from localscorers.store.scorer_state import ScorerState
 
 __all__ = ["PAGE_SIZE", "Pages", "TracesCursor"]
@@ -104,12 +105,33 @@ def traces_page(
     return page, TracesCursor(last_ms, same)
 
 
-def window_since(window: str) -> tuple[str, datetime | None, Any]:
-    """Return the window's label, start and bucket width (unknown labels: the default)."""
-    label = window if window in ui_views.WINDOWS else ui_views.DEFAULT_WINDOW
-    length, bucket = ui_views.WINDOWS[label]
-    since = None if length is None else datetime.now(UTC) - length
-    return label, since, bucket
+@dataclass(frozen=True)
+class ReportWindow:
+    """An experiment's scorer reports over the window a page asks for (``?window=``)."""
+
+    label: str
+    since: datetime | None
+    now: datetime
+    reports: list[ScorerReport]
+
+    @classmethod
+    def of(cls, request: Request, experiment_id: str) -> ReportWindow:
+        """Read the reports over the request's window (an unknown label: the default)."""
+        window = request.query_params.get("window", "")
+        label = window if window in ui_views.WINDOWS else ui_views.DEFAULT_WINDOW
+        length, bucket = ui_views.WINDOWS[label]
+        now = datetime.now(UTC)
+        since = None if length is None else now - length
+        reports = scorer_report(experiment_id=experiment_id, since=since, bucket=bucket)
+        return cls(label, since, now, reports)
+
+    def chart(self, report: ScorerReport) -> ui_views.Chart:
+        """Draw one scorer's report over this window."""
+        return ui_views.chart(report, since=self.since, now=self.now)
+
+    def page_values(self) -> dict[str, Any]:
+        """What a scorers page's template needs of the window: its label and the choices."""
+        return {"window": self.label, "windows": list(ui_views.WINDOWS), "section": "scorers"}
 
 
 class Pages:
@@ -133,18 +155,10 @@ class Pages:
         """The experiment's scorers: state, numbers over the chosen window, a chart."""
         del form
         experiment = experiment_or_404(request.path_params["experiment_id"])
-        window, since, bucket = window_since(request.query_params.get("window", ""))
-        reports = scorer_report(experiment_id=experiment.experiment_id, since=since, bucket=bucket)
-        now = datetime.now(UTC)
-        rows = [(r, ui_views.chart(r, since=since, now=now)) for r in reports]
+        shown = ReportWindow.of(request, experiment.experiment_id)
+        rows = [(r, shown.chart(r)) for r in shown.reports]
         return self.renderer.page(
-            request,
-            "scorers.html",
-            experiment=experiment,
-            rows=rows,
-            window=window,
-            windows=list(ui_views.WINDOWS),
-            section="scorers",
+            request, "scorers.html", experiment=experiment, rows=rows, **shown.page_values()
         )
 
     def scorer(self, request: Request, form: Mapping[str, str]) -> Response:
@@ -174,10 +188,8 @@ class Pages:
         """
         registry = _context.current().registry
         state = registry.get(experiment.experiment_id, name)
-        window, since, bucket = window_since(request.query_params.get("window", ""))
-        reports = scorer_report(experiment_id=experiment.experiment_id, since=since, bucket=bucket)
-        report = next((r for r in reports if r.scorer_name == state.name), None)
-        now = datetime.now(UTC)
+        shown = ReportWindow.of(request, experiment.experiment_id)
+        report = next((r for r in shown.reports if r.scorer_name == state.name), None)
         definition = dict(state.definition)
         source = definition.pop("source", None)
         return self.renderer.page(
@@ -187,16 +199,14 @@ class Pages:
             experiment=experiment,
             state=state,
             report=report,
-            chart=None if report is None else ui_views.chart(report, since=since, now=now),
-            window=window,
-            windows=list(ui_views.WINDOWS),
+            chart=None if report is None else shown.chart(report),
             source=source,
             definition=definition,
             message=message,
             error=error,
             values=_form_values(state, values),
             feedback_filter=_feedback_filter(state.name),
-            section="scorers",
+            **shown.page_values(),
         )
 
     def traces(self, request: Request, form: Mapping[str, str]) -> Response:

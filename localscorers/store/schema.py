@@ -53,14 +53,19 @@ def _json_column(*, nullable: bool = True) -> Any:  # noqa: ANN401 - SQLModel's 
     return Field(default=None, sa_column=sa.Column(sa.JSON, nullable=nullable))
 
 
+def _partial_index(name: str, *columns: str, where: str) -> sa.Index:
+    """An index of the rows ``where`` holds for, on SQLite and PostgreSQL alike."""
+    condition = sa.text(where)
+    return sa.Index(name, *columns, sqlite_where=condition, postgresql_where=condition)
+
+
 def _not_null_index(name: str, column: str) -> sa.Index:
     """An index of a mostly-NULL column without the NULLs: ``column = ?`` still uses it.
 
     Both SQLite and PostgreSQL use a ``WHERE column IS NOT NULL`` index for any
     comparison of the column (``=``, ``IN``, a join), which implies NOT NULL.
     """
-    where = sa.text(f"{column} IS NOT NULL")
-    return sa.Index(name, column, sqlite_where=where, postgresql_where=where)
+    return _partial_index(name, column, where=f"{column} IS NOT NULL")
 
 
 class ExperimentRow(_Base, table=True):
@@ -171,13 +176,8 @@ class TraceRow(_Base, table=True):
         # search for an error or unfinished status counts and reads here instead of
         # walking every trace; an OK trace (nearly all) writes no entry (issue 16: a
         # full (status, duration) index cost ~30 % of a minimal log_trace).
-        sa.Index(
-            "ix_traces_status",
-            "experiment_id",
-            "status",
-            "trace_id",
-            sqlite_where=sa.text("status <> 'OK'"),
-            postgresql_where=sa.text("status <> 'OK'"),
+        _partial_index(
+            "ix_traces_status", "experiment_id", "status", "trace_id", where="status <> 'OK'"
         ),
     )
 
@@ -198,36 +198,28 @@ class TraceRow(_Base, table=True):
     root_span_id: str | None = None
 
 
-class TraceTagRow(_Base, table=True):
+class _TraceEntry(_Base):
+    """A key and its value attached to a trace, deleted with it: a tag or a metadata entry."""
+
+    trace_id: str = Field(primary_key=True, foreign_key="traces.trace_id", ondelete="CASCADE")
+    key: str = Field(primary_key=True)
+    value: str
+
+
+class TraceTagRow(_TraceEntry, table=True):
     """A tag of a trace."""
 
     __tablename__ = "trace_tags"
     # trace_id (m0011): a search reads the traces of a rare value from the index alone.
     __table_args__ = (sa.Index("ix_trace_tags_key_value", "key", "value", "trace_id"),)
 
-    trace_id: str = Field(
-        sa_column=sa.Column(
-            sa.String, sa.ForeignKey("traces.trace_id", ondelete="CASCADE"), primary_key=True
-        )
-    )
-    key: str = Field(primary_key=True)
-    value: str
 
-
-class TraceMetadataRow(_Base, table=True):
+class TraceMetadataRow(_TraceEntry, table=True):
     """A metadata entry of a trace (MLflow's ``request_metadata``)."""
 
     __tablename__ = "trace_metadata"
     # trace_id (m0011): a search reads the traces of a rare value from the index alone.
     __table_args__ = (sa.Index("ix_trace_metadata_key_value", "key", "value", "trace_id"),)
-
-    trace_id: str = Field(
-        sa_column=sa.Column(
-            sa.String, sa.ForeignKey("traces.trace_id", ondelete="CASCADE"), primary_key=True
-        )
-    )
-    key: str = Field(primary_key=True)
-    value: str
 
 
 class SpanRow(_Base, table=True):
@@ -239,13 +231,7 @@ class SpanRow(_Base, table=True):
         # index alone.
         sa.Index("ix_spans_name", "name", "trace_id"),
         # Partial (m0007): a root span, as log_trace writes it, has no type.
-        sa.Index(
-            "ix_spans_type",
-            "span_type",
-            "trace_id",
-            sqlite_where=sa.text("span_type IS NOT NULL"),
-            postgresql_where=sa.text("span_type IS NOT NULL"),
-        ),
+        _partial_index("ix_spans_type", "span_type", "trace_id", where="span_type IS NOT NULL"),
     )
 
     trace_id: str = Field(
@@ -343,12 +329,8 @@ class EvaluationRow(_Base, table=True):
             sqlite_where=sa.text("superseded = 0"),
             postgresql_where=sa.text("superseded = false"),
         ),
-        sa.Index(
-            "ix_evaluations_pending",
-            "status",
-            "not_before_ms",
-            sqlite_where=sa.text("status = 'PENDING'"),
-            postgresql_where=sa.text("status = 'PENDING'"),
+        _partial_index(
+            "ix_evaluations_pending", "status", "not_before_ms", where="status = 'PENDING'"
         ),
     )
 
