@@ -197,52 +197,24 @@ class ScorerRegistry:
         """
         validate_name(name)
         digest = definition_hash(definition, description)
-        s, v = schema.scorers, schema.scorer_versions
         with self._db.write() as conn:
             dialect.of(conn).serialize(conn, "localscorers.registry")  # PostgreSQL: one at a time
             now = _clock.now_ms()  # under the write lock: see TraceStore.write_traces
             current = self._find(conn, experiment_id, name)
             if current is None:
-                count = conn.execute(
-                    sa.select(sa.func.count()).where(s.c.experiment_id == experiment_id)
-                ).scalar_one()
-                if count >= MAX_SCORERS_PER_EXPERIMENT:
-                    raise ScorerLimitError(
-                        f"Experiment {experiment_id!r} already has {count} scorers, the "
-                        f"maximum; cannot register {name!r}. Delete one with "
-                        "delete_scorer(name=...) first."
-                    )
-                version, status = 1, ScorerStatus.REGISTERED
-                conn.execute(
-                    sa.insert(s).values(
-                        experiment_id=experiment_id,
-                        name=name,
-                        version=version,
-                        status=status.value,
-                        sample_rate=0.0,
-                        filter_string=None,
-                        created_ms=now,
-                        updated_ms=now,
-                    )
-                )
+                version = self._add_name(conn, experiment_id, name, now)
+            elif self._latest_hash(conn, experiment_id, name, current.latest_version) == digest:
+                return current
             else:
-                latest_hash = conn.execute(
-                    sa.select(v.c.definition_hash).where(
-                        v.c.experiment_id == experiment_id,
-                        v.c.name == name,
-                        v.c.version == current.latest_version,
-                    )
-                ).scalar_one()
-                if latest_hash == digest:
-                    return current
-                version, status = current.latest_version + 1, current.status
+                version = current.latest_version + 1
+                s = schema.scorers
                 conn.execute(
                     sa.update(s)
                     .where(s.c.experiment_id == experiment_id, s.c.name == name)
                     .values(version=version, updated_ms=now)
                 )
             conn.execute(
-                sa.insert(v).values(
+                sa.insert(schema.scorer_versions).values(
                     experiment_id=experiment_id,
                     name=name,
                     version=version,
@@ -255,6 +227,49 @@ class ScorerRegistry:
             )
             self._changed(conn, experiment_id, name, now)
             return self._get(conn, experiment_id, name)
+
+    @staticmethod
+    def _add_name(conn: Connection, experiment_id: str, name: str, now: int) -> int:
+        """Insert a new name, REGISTERED at version 1, within the experiment's limit.
+
+        Raises:
+            ScorerLimitError: the experiment already has the maximum number of names.
+        """
+        s = schema.scorers
+        count = conn.execute(
+            sa.select(sa.func.count()).where(s.c.experiment_id == experiment_id)
+        ).scalar_one()
+        if count >= MAX_SCORERS_PER_EXPERIMENT:
+            raise ScorerLimitError(
+                f"Experiment {experiment_id!r} already has {count} scorers, the "
+                f"maximum; cannot register {name!r}. Delete one with "
+                "delete_scorer(name=...) first."
+            )
+        conn.execute(
+            sa.insert(s).values(
+                experiment_id=experiment_id,
+                name=name,
+                version=1,
+                status=ScorerStatus.REGISTERED.value,
+                sample_rate=0.0,
+                filter_string=None,
+                created_ms=now,
+                updated_ms=now,
+            )
+        )
+        return 1
+
+    @staticmethod
+    def _latest_hash(conn: Connection, experiment_id: str, name: str, version: int) -> str:
+        """Return the definition hash of a stored version."""
+        v = schema.scorer_versions
+        return str(
+            conn.execute(
+                sa.select(v.c.definition_hash).where(
+                    v.c.experiment_id == experiment_id, v.c.name == name, v.c.version == version
+                )
+            ).scalar_one()
+        )
 
     def transition(
         self,
