@@ -21,21 +21,14 @@ from typing import TYPE_CHECKING
 
 from localscorers.evaluation.backfill import Execution
 from localscorers.evaluation.scheduler import new_pool, wait_for_change
-from localscorers.exceptions import ConfigurationError, DiskFullError
+from localscorers.exceptions import ConfigurationError, DiskFullError, LeaseLostError
+from localscorers.store import claim_job, new_owner_id, unfinished_count
 from localscorers.store.changes import ChangeWatch
 from localscorers.store.job_parts import DEFAULT_PART_TRACES
-from localscorers.store.jobs import (
-    ClaimedJob,
-    JobLease,
-    LeaseLostError,
-    claim_job,
-    unfinished_count,
-)
-from localscorers.store.ledger import new_owner_id
 
 if TYPE_CHECKING:
     from localscorers.evaluation.scheduler import Settings
-    from localscorers.store import Database, Registry, Traces
+    from localscorers.store import ClaimedJob, Database, Lease, Registry, Traces
 
 __all__ = ["JobRunner"]
 
@@ -186,7 +179,7 @@ class JobRunner:
                 self._finished.notify_all()
 
     @staticmethod
-    def _fail(lease: JobLease, exc: Exception) -> None:
+    def _fail(lease: Lease, exc: Exception) -> None:
         try:
             lease.fail(f"{type(exc).__name__}: {exc}")
         except LeaseLostError:

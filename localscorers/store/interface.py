@@ -262,6 +262,13 @@ class Jobs(Protocol):
 class Lease(Protocol):
     """A claimed backfill job, written only while its lease is ours (``store.jobs.JobLease``)."""
 
+    #: The claimed part of a job.
+    job: ClaimedJob
+    #: The lease holder's id.
+    owner: str
+    #: The origin of the feedback the job writes (``backfill:<job id>``).
+    origin: str
+
     def update(self, values: dict[str, Any]) -> None:
         """Update the job's row."""
 
