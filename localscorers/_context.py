@@ -1,7 +1,8 @@
 """Process-wide state behind the module-level API: the current database and experiment.
 
-The core classes (``Database``, ``TraceStore``, ``ScorerRegistry``, ``Runner``) take
-their dependencies as arguments. Only this module holds globals, because MLflow's API
+The stores come from one factory (``store.open_store``, typed by the Protocols of
+``store.interface``) and the core classes (``Runner``, ``JobRunner``) take them as
+arguments. Only this module holds globals, because MLflow's API
 (``set_tracking_uri``, ``set_experiment``) is global. Switching the tracking URI closes
 the previous database's monitor (its unfinished work stays durably pending) so that
 everything (caches, the monitor, ``flush``) follows the database currently set.
