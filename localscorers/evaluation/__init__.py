@@ -7,6 +7,7 @@ from localscorers.evaluation.execution import EvaluationContext as EvaluationCon
 from localscorers.evaluation.execution import evaluation_context as evaluation_context
 from localscorers.evaluation.execution import to_feedback as to_feedback
 from localscorers.evaluation.jobs import JobRunner as JobRunner
+from localscorers.evaluation.jobs import part_traces_from_env as part_traces_from_env
 from localscorers.evaluation.online import Runner as Runner
 from localscorers.evaluation.pool import DaemonThreadPool as DaemonThreadPool
 from localscorers.evaluation.scheduler import Settings as Settings

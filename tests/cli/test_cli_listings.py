@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 import localscorers
-from localscorers.cli.application import app
-from localscorers.cli.common import run
+from localscorers.cli import app, run
 
 
 @localscorers.scorer

@@ -23,9 +23,8 @@ import sqlalchemy as sa
 
 import localscorers
 from localscorers import ConfigurationError, Feedback, JobStatus, Scorer, _context
-from localscorers.evaluation.jobs import part_traces_from_env
-from localscorers.store import dialect, schema
-from localscorers.store.jobs import BackfillJobs, ScorerSpec, claim_job
+from localscorers.evaluation import part_traces_from_env
+from localscorers.store import ScorerSpec, claim_job, dialect, schema
 from tests import scorer_helpers_online as helpers
 from tests.process_helpers import spawn, wait_until
 
@@ -83,7 +82,7 @@ def shared(store_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> s
 def create_job() -> str:
     """Create the job without waking this process's runner: only the workers run it."""
     runtime = _context.current()
-    service = BackfillJobs(runtime.db, runtime.store, runtime.registry)
+    service = runtime.storage.jobs()
     return service.create("0", [ScorerSpec("gated", 1, 1.0)])
 
 

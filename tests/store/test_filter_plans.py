@@ -20,9 +20,7 @@ import localscorers
 from localscorers import _context
 from localscorers.filters import parse
 from localscorers.models import Span
-from localscorers.store import search_sql, span_terms
-from localscorers.store.database import Database
-from localscorers.store.order_sql import compile_order_by
+from localscorers.store import Database, compile_order_by, search_sql, span_terms
 
 TIME_SCAN = "ix_traces_experiment_time (experiment_id=?)"
 FROM_CANDIDATES = "SEARCH traces USING INDEX sqlite_autoindex_traces_1 (trace_id=?)"
