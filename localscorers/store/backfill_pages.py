@@ -35,11 +35,14 @@ if TYPE_CHECKING:
 __all__ = ["PageRow", "Plan", "ScorerSpec"]
 
 _PENDING = EvaluationStatus.PENDING.value
+_PAGE_STATEMENTS_KEPT = 64  # compiled page queries kept (a few per job)
+_page_statements: dict[tuple[Any, ...], bulk.CompiledStatement | None] = {}
 
 
-def _loads(text: str | None) -> Any:  # noqa: ANN401 - JSON is untyped
-    # The engine decodes JSON columns with json.loads too (no json_deserializer is set).
-    return None if text is None else json.loads(text)
+def _loads(text: str | float | None) -> Any:  # noqa: ANN401 - JSON is untyped
+    # As the engine decodes JSON columns: json.loads, and SQLite's JSON columns have
+    # NUMERIC affinity, so a number's JSON text comes back as the number itself.
+    return json.loads(text) if isinstance(text, str) else text
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,6 @@ class Plan:
         ]
         self._flags = sum(f is not None for f in self._filters)
         self.sessions: frozenset[int] | None = None  # session scorers' indexes, once read
-        self._statements: dict[tuple[Any, ...], bulk.CompiledStatement | None] = {}
         # A part's key range (lower, upper] (store.job_parts); None: open on that side.
         self.lower: tuple[int, str] | None = None
         self.upper: tuple[int, str] | None = None
@@ -169,10 +171,20 @@ class Plan:
         if self.end_ms is not None:
             query = query.where(t.c.request_time_ms < self.end_ms)
         key = sa.tuple_(t.c.request_time_ms, t.c.trace_id)
+        # Bound parameters, not literals: the parts of a job then share one compiled page
+        # query (``_page_statement``), given their bounds at each execution.
         if self.lower is not None:
-            query = query.where(key > sa.tuple_(*map(sa.literal, self.lower)))
+            lower_ms, lower_id = self.lower
+            query = query.where(
+                key
+                > sa.tuple_(sa.bindparam("lower_ms", lower_ms), sa.bindparam("lower_id", lower_id))
+            )
         if self.upper is not None:
-            query = query.where(key <= sa.tuple_(*map(sa.literal, self.upper)))
+            upper_ms, upper_id = self.upper
+            query = query.where(
+                key
+                <= sa.tuple_(sa.bindparam("upper_ms", upper_ms), sa.bindparam("upper_id", upper_id))
+            )
         return query
 
     def boundaries(
@@ -217,6 +229,10 @@ class Plan:
         params: dict[str, Any] = {"page_limit": limit}
         if after is not None:
             params["after_ms"], params["after_id"] = after
+        if self.lower is not None:
+            params["lower_ms"], params["lower_id"] = self.lower
+        if self.upper is not None:
+            params["upper_ms"], params["upper_id"] = self.upper
         if statement is None:
             rows: Sequence[Sequence[Any]] = conn.execute(
                 self._page_query(payload=payload, existing=existing, after=after), params
@@ -246,19 +262,23 @@ class Plan:
     def _page_statement(
         self, conn: Connection, *, payload: bool, existing: bool, after: tuple[int, str] | None
     ) -> bulk.CompiledStatement | None:
-        """The page query compiled once per plan and run through the driver (None: not here).
+        """The page query compiled once per job and run through the driver (None: not here).
 
         Building, compiling and processing it through SQLAlchemy each page cost about
-        as much as reading the page. A filter whose SQL SQLAlchemy expands per
-        execution (an ``IN`` list) keeps the regular path.
+        as much as reading the page; compiling it per part, a tenth of a part's work.
+        A filter whose SQL SQLAlchemy expands per execution (an ``IN`` list) keeps the
+        regular path.
         """
-        key: tuple[Any, ...] = (conn.dialect.name, conn.dialect.driver, payload, existing)
-        key += (after is not None, self.lower, self.upper, self.sessions)
-        if key not in self._statements:
+        key: tuple[Any, ...] = (conn.dialect.name, conn.dialect.driver, self.experiment_id)
+        key += (self.specs, self.start_ms, self.end_ms, self.rescore, self.sessions)
+        key += (payload, existing, after is not None, self.lower is None, self.upper is None)
+        if key not in _page_statements:
+            if len(_page_statements) >= _PAGE_STATEMENTS_KEPT:
+                _page_statements.clear()
             query = self._page_query(payload=payload, existing=existing, after=after)
             statement = bulk.CompiledStatement(query, conn.dialect)
-            self._statements[key] = None if "POSTCOMPILE" in statement.sql else statement
-        return self._statements[key]
+            _page_statements[key] = None if "POSTCOMPILE" in statement.sql else statement
+        return _page_statements[key]
 
     def _decide(
         self, row: Sequence[Any], *, payload: bool, first_flag: int, first_found: int | None

@@ -427,6 +427,23 @@ def test_trace_and_expectation_scorers_get_what_they_declare(db: Path) -> None:
         assert found["expected"].value is (position % 7 == 1)
 
 
+def test_numbers_and_strings_as_outputs_reach_the_scorer_as_logged(db: Path) -> None:
+    # SQLite stores a JSON number's text as a number (NUMERIC affinity): read as logged.
+    outputs = [7, 2.5, "7", "", None, [1, "a"], {"k": 1.5}, True]
+    ids = [
+        localscorers.log_trace(inputs=value, outputs=value, request_time=T0 + i)
+        for i, value in enumerate(outputs)
+    ]
+    helpers.length.register()
+    helpers.words.register()
+    job = run(BackfillScorerConfig("length", 1.0), BackfillScorerConfig("words", 1.0))
+    assert (job.status, job.succeeded) == ("SUCCEEDED", 2 * len(outputs))
+    for trace_id, value in zip(ids, outputs, strict=True):
+        found = {a.name: a.value for a in localscorers.get_trace(trace_id).info.assessments}
+        assert found["length"] == len(str(value)), value
+        assert found["words"] == 2 * len(str(value).split()), value
+
+
 @pytest.mark.parametrize(
     "value", [True, False, 0, 7, -3, 2**70, 2.5, float("nan"), "ok", "", 'é\n"q"', "long " * 30]
 )
