@@ -9,11 +9,11 @@ span names, types, statuses and attributes, feedback and expectations):
   1M): it stops after a page, so it is cheap when matches are common (``tags.env =
   'prod'``, ``span.type = 'LLM'``) and reads every trace when they are rare;
 - **drive**: start from the index of the condition's value, look the few matching
-  traces up by primary key and sort them (~15 us a candidate at 1M, random reads):
+  traces up by primary key and sort them (~10 us a candidate at 1M, random reads):
   cheap when the value is rare, a read of most of the table when it is common;
 - **members**: read the matching trace ids from that index into a temporary set, then
   walk the time index newest first keeping the traces in the set (a lookup in memory,
-  no row read: ~0.3 us a trace): the cheapest between the two.
+  no row read: ~0.9 us a trace): the cheapest between the two.
 
 SQLite cannot tell them apart (its statistics, when there are any, hold averages per
 index, not per value), so :func:`plan_search` counts each required, indexable
@@ -45,10 +45,11 @@ _traces = schema.traces
 _KEY_VALUE_TABLES: Final = {Entity.TAG: schema.trace_tags, Entity.METADATA: schema.trace_metadata}
 # At 100k traces, a required condition met by at most _FEW rows of the searched
 # experiments drives the search, by at most _MANY it is the member set (see the module
-# docstring). Per plan, the cost of a page at c matches of N traces is about 15c
-# (drive), 0.5c + 30N/c (members) and 300N/c (scan) microseconds: they cross near
-# 1.4 sqrt(N) and 23 sqrt(N), so both bounds grow with sqrt(N) above 100k.
-_FEW: Final = 500
+# docstring). Per plan, a page at c matches of N traces costs about 10c (drive),
+# 0.5c + 90N/c (members: ~0.9 us a trace walked) and 300N/c (scan) microseconds,
+# measured at 1M traces on a loaded 2-core machine: they cross near 3 sqrt(N) and
+# 23 sqrt(N), so both bounds grow with sqrt(N) above 100k.
+_FEW: Final = 1000
 _MANY: Final = 7000
 _AT: Final = 100_000
 _END_TIME: Final = Field(Entity.TRACE, "end_time_ms")
