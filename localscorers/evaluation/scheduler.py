@@ -249,9 +249,6 @@ class _Task:
 
 
 def _call(loaded: LoadedScorer, trace: Trace, context: EvaluationContext) -> Result:
-    if loaded.direct and loaded.call is not None:
-        # A function taking no trace: no per-call wrapping, plain values kept plain.
-        return call_plain(loaded.call, loaded.name, trace)
     try:
         return evaluate(loaded, trace, context)
     except TransientError as exc:
@@ -260,6 +257,9 @@ def _call(loaded: LoadedScorer, trace: Trace, context: EvaluationContext) -> Res
 
 def _run(task: _Task, context: EvaluationContext, halt: threading.Event) -> None:
     cpu, wall = time.thread_time(), time.monotonic()
+    loaded, name = task.loaded, task.loaded.name
+    # A function taking no trace: no per-call wrapping, plain values kept plain.
+    direct = loaded.call if loaded.direct else None
     try:
         # evaluate() sets the context per call too; the direct path relies on this one.
         with evaluation_context(context):
@@ -267,7 +267,10 @@ def _run(task: _Task, context: EvaluationContext, halt: threading.Event) -> None
                 started = task.begin(index, halted=halt.is_set())
                 if started is None:
                     return
-                result = _call(task.loaded, trace, context)
+                if direct is not None:
+                    result = call_plain(direct, name, trace)
+                else:
+                    result = _call(loaded, trace, context)
                 if not task.deliver(token, result, time.monotonic() - started):
                     return
     finally:
@@ -429,9 +432,10 @@ class Scheduler:
                 started = task.started
                 hung = not done and started is not None and now - started > task.timeout
                 task.abandoned = hung
-            for token, result, elapsed in fresh:
-                self._measure(task.key, elapsed)
-                collected.done.append(Done(task.key, token, result))
+            if fresh:
+                self._measure(task.key, [elapsed for _, _, elapsed in fresh])
+                key = task.key
+                collected.done.extend([Done(key, token, result) for token, result, _ in fresh])
             if done and task.cpu_share is not None and len(task.items) > 1:
                 self._cpu_bound[task.key] = task.cpu_share > 0.5
             if hung:
@@ -443,9 +447,12 @@ class Scheduler:
         self.running = still
         return collected
 
-    def _measure(self, key: Hashable, elapsed: float) -> None:
+    def _measure(self, key: Hashable, elapsed: list[float]) -> None:
         mean = self._call_seconds.get(key)
-        self._call_seconds[key] = elapsed if mean is None else 0.8 * mean + 0.2 * elapsed
+        for seconds in elapsed:  # smoothed call by call
+            mean = seconds if mean is None else 0.8 * mean + 0.2 * seconds
+        if mean is not None:
+            self._call_seconds[key] = mean
 
     def _timed_out(self, task: _Task, collected: Collected) -> None:
         name = task.loaded.name

@@ -55,7 +55,7 @@ class ScorerSpec:
     filter_string: str | None = None
 
 
-@dataclass
+@dataclass(slots=True)  # one per trace of a page
 class PageRow:
     """One trace of a page: the scorers to run, those skipped, and the rows replaced."""
 
@@ -299,15 +299,15 @@ class Plan:
                     continue  # a session is scored once, on its last trace
                 sampled_id = decided.session_id
             # The query keeps unfinished traces out, and a job runs its scorers whatever
-            # their status now: their rates were frozen into it.
-            decision = sampling.decide(
+            # their status now: their rates were frozen into it. Without a filter, at a
+            # rate of 1 (most backfills), that decision is EVALUATE: no call per pair.
+            if (matched is not None or spec.sample_rate < 1.0) and sampling.decide(
                 sampled_id,
                 spec.name,
                 active=True,
                 filter_matched=matched,
                 sample_rate=spec.sample_rate,
-            )
-            if decision is not sampling.Decision.EVALUATE:
+            ) is not sampling.Decision.EVALUATE:
                 continue
             found = None if first_found is None else row[first_found + index]
             if found is None:
