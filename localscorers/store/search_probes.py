@@ -14,12 +14,14 @@ out has one (issue 16):
 - ``feedback`` / ``expectation`` (``ix_assessments_name_value``: name, kind,
   value_num, value_str, valid, trace_id: the exact matches from the index alone).
 
-Negations (``!=``, ``NOT IN``, ``IS NULL``; but ``trace.status != 'OK'``), ``LIKE`` /
-``RLIKE``, ``span.content``, ``trace.status = 'OK'`` and ``trace.execution_time_ms``
-have none: those are met by scanning the traces newest first (the time index covers
-status, name and duration, so that scan reads no row for them). An index for each
-would cost every trace's commit a B-tree write (a (status, duration) index: ~30 % of
-a minimal ``log_trace``).
+For ``=`` and ``IN``, and on SQLite ``LIKE 'prefix%'`` of a trace name, a tag or
+metadata value, a span name or type. Negations (``!=``, ``NOT IN``, ``IS NULL``; but
+``trace.status != 'OK'``), other patterns (``LIKE '%x'``, ``ILIKE``, ``RLIKE``),
+``span.content``, ``trace.status = 'OK'`` and ``trace.execution_time_ms`` have none:
+those are met by scanning the traces newest first (the time index covers status, name
+and duration, so that scan reads no row for them). An index for each would cost every
+trace's commit a B-tree write (a (status, duration) index: ~9 % of a minimal
+``log_trace``).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import sqlalchemy as sa
 from localscorers.filters import Comparison, Entity, Field, Op, Scalar, Value
 from localscorers.models import TraceStatus
 from localscorers.store import filter_sql, schema, span_terms
-from localscorers.store.comparison_sql import predicate, uppercased
+from localscorers.store.comparison_sql import Unindexed, predicate, uppercased
 from localscorers.store.filter_sql import SpanGroup
 
 __all__ = ["Probe", "assessment_candidates", "probes"]
@@ -81,12 +83,29 @@ def _status_in(statuses: Sequence[str]) -> list[sa.ColumnElement[bool]]:
     return terms
 
 
-def _trace_probe(comparison: Comparison, experiment_ids: Sequence[str]) -> Probe | None:
+def _seekable(op: Op, value: Value, *, terms: bool) -> bool:
+    """Whether an index range holds exactly the column values the comparison accepts.
+
+    ``=`` and ``IN``; on SQLite also ``LIKE 'prefix%'``, which its LIKE optimization
+    reads as a range (``case_sensitive_like`` is on, as MLflow's LIKE is case-sensitive).
+    """
+    if op in (Op.EQ, Op.IN):
+        return True
+    return terms and op is Op.LIKE and isinstance(value, str) and value[:1] not in ("", "%", "_")
+
+
+def _trace_probe(
+    comparison: Comparison, experiment_ids: Sequence[str], *, terms: bool
+) -> Probe | None:
     key, op, value = comparison.field.key, comparison.op, comparison.value
     t = _traces
-    if key == "name" and op in (Op.EQ, Op.IN):
-        values = _values(value)
-        return sa.select(t.c.trace_id).where(t.c.name.in_(values), _in_experiments(experiment_ids))
+    if key == "name" and _seekable(op, value, terms=terms):
+        name = predicate(t.c.name, op, value)
+        experiment: sa.ColumnElement[Any] = t.c.experiment_id
+        if op is Op.LIKE:
+            # Else SQLite prefers the time index's experiment equality to the name range.
+            experiment = Unindexed(experiment)
+        return sa.select(t.c.trace_id).where(name, experiment.in_(list(experiment_ids)))
     if key == "status":
         statuses = _statuses(op, value)
         if statuses is None or OK in statuses:
@@ -111,10 +130,12 @@ def _span_probes(group: SpanGroup, experiment_ids: Sequence[str], *, terms: bool
     found: list[Probe] = []
     for comparison in group.comparisons:
         field, op, value = comparison.field, comparison.op, comparison.value
-        if op not in (Op.EQ, Op.IN):
+        if not _seekable(op, value, terms=terms):
             continue
         if field.entity is Entity.SPAN and field.key in ("name", "type"):
             found.append(filter_sql.span_traces(SpanGroup((comparison,))))
+        elif op is Op.LIKE:
+            continue  # a long attribute value is not in span_terms: a prefix may match it
         elif terms and field.entity is Entity.SPAN and field.key == "status":
             stored = span_terms.traces_with(None, _values(uppercased(value)))
             if stored is not None:
@@ -208,8 +229,10 @@ def probes(part: object, experiment_ids: Sequence[str], *, terms: bool) -> list[
     entity, op = part.field.entity, part.op
     found: Probe | None = None
     if entity is Entity.TRACE:
-        found = _trace_probe(part, experiment_ids)
-    elif entity in _KEY_VALUE_TABLES and op in (Op.EQ, Op.IN, Op.IS_NOT_NULL):
+        found = _trace_probe(part, experiment_ids, terms=terms)
+    elif entity in _KEY_VALUE_TABLES and (
+        op is Op.IS_NOT_NULL or _seekable(op, part.value, terms=terms)
+    ):
         table = _KEY_VALUE_TABLES[entity]
         found = filter_sql.key_value_traces(table, part.field.key, op, part.value)
     elif entity in (Entity.FEEDBACK, Entity.EXPECTATION):

@@ -84,6 +84,8 @@ PLANS: list[tuple[str, list[str], list[str]]] = [
     ("trace.name = 'rare'", ["ix_traces_root_name (name=? AND experiment_id=?)"], []),
     ("trace.name = 'none'", ["ix_traces_root_name (name=? AND experiment_id=?)"], []),
     ("trace.name = 'common'", [TIME_SCAN], ["ix_traces_root_name"]),
+    ("trace.name LIKE 'ra%'", ["ix_traces_root_name (name>? AND name<?)"], []),
+    ("trace.name LIKE '%ra'", [TIME_SCAN], ["ix_traces_root_name"]),
     ("trace.status = 'ERROR'", ["ix_traces_status (experiment_id=? AND status=?)"], []),
     ("trace.status != 'OK'", ["ix_traces_status (experiment_id=? AND status=?)"], []),
     ("trace.status = 'IN_PROGRESS'", ["ix_traces_status (experiment_id=? AND status=?)"], []),
@@ -96,10 +98,13 @@ PLANS: list[tuple[str, list[str], list[str]]] = [
     ("tags.env = 'rare'", ["COVERING INDEX ix_trace_tags_key_value (key=? AND value=?)"], []),
     ("tags.env IN ('rare', 'none')", ["ix_trace_tags_key_value (key=? AND value=?)"], []),
     ("tags.nokey IS NOT NULL", ["ix_trace_tags_key_value (key=?)"], []),
+    ("tags.env LIKE 'ra%'", ["ix_trace_tags_key_value (key=? AND value>? AND value<?)"], []),
     ("tags.env = 'common'", [TIME_SCAN, "trace_tags"], ["ix_trace_tags_key_value"]),
     # spans
     ("span.name = 'tool'", ["COVERING INDEX ix_spans_name (name=?)", FROM_CANDIDATES], []),
     ("span.type = 'LLM'", [TIME_SCAN, SPANS_OF_TRACE], ["ix_spans_type"]),
+    ("span.name LIKE 'to%'", ["ix_spans_name (name>? AND name<?)", FROM_CANDIDATES], []),
+    ("span.attributes.model LIKE 'ra%'", [TIME_SCAN, SPANS_OF_TRACE], ["span_terms"]),
     ("span.status = 'ERROR'", [TERMS, "ix_traces_status", FROM_CANDIDATES], [SPANS_OF_TRACE]),
     ("span.status = 'OK'", [TIME_SCAN, SPANS_OF_TRACE], ["span_terms"]),
     # one span comparison's span_terms rows are exactly its traces: not checked again
@@ -173,6 +178,12 @@ EXPECTED = [
     ("trace.end_time_ms < 1000020", 5),  # 1_000_010 + 2i
     ("tags.env IN ('rare', 'none')", 1),
     ("tags.env = 'common'", TRACES - 1),
+    ("tags.env LIKE 'ra%'", 1),
+    ("tags.env LIKE 'Ra%'", 0),  # LIKE is case-sensitive, as in MLflow
+    ("trace.name LIKE 'ra%'", 1),
+    ("span.name LIKE 'to%'", 1),
+    ("span.name LIKE 'ag%'", TRACES),
+    ("span.attributes.model LIKE 'ra%'", 1),
     ("span.status = 'ERROR'", 1),
     ("span.status = 'error'", 1),
     ("span.attributes.model = 'rare'", 1),
