@@ -239,12 +239,12 @@ def search_query(
         experiment = sa.cast(t.c.experiment_id, sa.String)
     query = sa.select(t.c.trace_id).where(experiment.in_(list(experiment_ids)))
     if plan is not None:
-        query = query.where(plan.condition)
         if plan.candidates is not None:
             # Members: +trace_id, so the walk stays on the time index and each trace
-            # is looked up in the candidates' temporary set.
+            # is looked up in the candidates' temporary set, before the other checks.
             trace_id = Unindexed(t.c.trace_id) if plan.members else t.c.trace_id
             query = query.where(trace_id.in_(plan.candidates))
+        query = query.where(plan.condition)
     query = query.order_by(*order)
     if limit is not None:
         query = query.limit(limit)
