@@ -48,7 +48,7 @@ _KEY_VALUE_TABLES: Final = {Entity.TAG: schema.trace_tags, Entity.METADATA: sche
 # docstring). Per plan, a page at c matches of N traces costs about 10c (drive),
 # 0.5c + 90N/c (members: ~0.9 us a trace walked) and 300N/c (scan) microseconds,
 # measured at 1M traces on a loaded 2-core machine: they cross near 3 sqrt(N) and
-# 23 sqrt(N), so both bounds grow with sqrt(N) above 100k.
+# 20 sqrt(N), so both bounds grow with sqrt(N) above 100k.
 _FEW: Final = 1000
 _MANY: Final = 7000
 _AT: Final = 100_000
@@ -180,14 +180,12 @@ def plan_search(conn: Connection, expr: Expr, experiment_ids: Sequence[str]) -> 
     driver = min(usable, key=lambda p: counts[p][0]) if usable else None
     candidates = None if driver is None else _drive(driver, counts[driver][1])
     members = driver is not None and counts[driver][0] > few
-    # Checked per trace: common tag / metadata values, and the driving one (its
-    # candidates are few, each checked through its primary key).
+    # Checked per trace (correlated): tag / metadata values too common to drive; a
+    # rarer one stays an IN over its index, which the candidates are then checked by.
     common = frozenset(
         p
         for p, (n, _) in counts.items()
-        if (n > few or p is driver)
-        and isinstance(p, Comparison)
-        and p.field.entity in _KEY_VALUE_TABLES
+        if n > few and isinstance(p, Comparison) and p.field.entity in _KEY_VALUE_TABLES
     )
     # An exact driver's candidates are its matches: checking it again per candidate
     # was one more random index read each (a third of a rare page at 1M traces).
