@@ -23,12 +23,14 @@ from localscorers.store.rows import TraceRecord, new_trace_id
 __all__ = ["build_record", "checked_experiment_id"]
 
 
+_STATUSES = {status.value: status for status in TraceStatus}
+
+
 def _status(value: object) -> TraceStatus:
     if isinstance(value, str):
-        try:
-            return TraceStatus(value.upper())
-        except ValueError:
-            pass
+        found = _STATUSES.get(value) or _STATUSES.get(value.upper())
+        if found is not None:
+            return found
     raise ConfigurationError(
         f"status must be one of {[s.value for s in TraceStatus]}, got {safe_repr(value)}."
     )

@@ -9,19 +9,19 @@ Across processes the busy timeout does the queueing; if it runs out the caller g
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
+from types import TracebackType
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.pool import NullPool, StaticPool
+from sqlalchemy.pool import StaticPool
 
 from localscorers.exceptions import (
     ConfigurationError,
@@ -37,6 +37,7 @@ from localscorers.exceptions import (
 )
 from localscorers.store import codec, dialect, migrations, sqlite
 from localscorers.store.uris import MEMORY_URI, normalize_uri
+from localscorers.store.writers import Writer, Writers
 
 # ``Connection`` is re-exported so code outside store/ can type the connection a
 # ``Database.read()`` or ``write()`` block hands it without importing SQLAlchemy.
@@ -57,8 +58,6 @@ _FULL_BACKOFF_START = 1.0
 _FULL_BACKOFF_MAX = 60.0
 _BACKGROUND_PREFIX = "localscorers"
 
-# Threads with their own write connection at once (``Database.write(dedicated=True)``).
-_MAX_WRITERS = 16
 _DEFAULT_BUSY_TIMEOUT = 60.0
 
 
@@ -111,8 +110,7 @@ class Database:
         self._full_backoff = _FULL_BACKOFF_START
         self.engine = self._create_engine()
         # Each thread's own write connection (file databases; see ``write(dedicated=)``).
-        self._writer_engine: sa.Engine | None = None
-        self._writers: dict[int, Connection] = {}
+        self._writers = Writers(self.uri, self.busy_timeout)
         try:
             with self._translate_errors("open"):
                 migrations.migrate(self.engine, path=self._display())
@@ -158,54 +156,17 @@ class Database:
         sqlite.install_sqlite_hooks(engine, busy_timeout=self.busy_timeout, wal=not self.is_memory)
         return engine
 
-    def _writer(self) -> Connection | None:
-        """This thread's own write connection, opened on first use and kept open.
+    def _open_writer(self) -> Writer | None:
+        with self._translate_errors("write"):
+            return self._writers.open()
 
-        No pool checkout and reset per transaction, and a busy timeout of 0 set once
-        (``sqlite.install_sqlite_hooks(writer=True)``): the hot path's transactions
-        (one per trace) skip three statements and the pool's bookkeeping. It is closed
-        when its thread ends; None once ``_MAX_WRITERS`` threads hold one (the caller
-        takes a pooled connection: a thread per request must not mean a file each).
-        """
-        conn: Connection | None = getattr(self._local, "writer", None)
-        if conn is not None and not conn.closed:
-            return conn
-        if len(self._writers) >= _MAX_WRITERS:
-            return None
-        with self._lock:
-            if self._writer_engine is None:
-                self._writer_engine = sa.create_engine(
-                    self.uri,
-                    connect_args={"check_same_thread": False, "timeout": self.busy_timeout},
-                    json_serializer=codec.dumps,
-                    poolclass=NullPool,
-                )
-                sqlite.install_sqlite_hooks(
-                    self._writer_engine, busy_timeout=self.busy_timeout, wal=True, writer=True
-                )
-            conn = self._writer_engine.connect()
-            conn.execution_options(**{sqlite.BEGIN_OPTION: "IMMEDIATE"})
-            self._writers[id(conn)] = conn
-        self._local.writer = conn
-        self._local.writer_owner = _ThreadWriter(conn, self._writers)
-        return conn
-
-    def _close_writers(self) -> None:
-        with self._lock:
-            writers = list(self._writers.values())
-            self._writers.clear()  # in place: the threads' holders must not close them again
-            for conn in writers:
-                conn.close()
-            if self._writer_engine is not None:
-                self._writer_engine.dispose()
-
-    def is_dedicated(self, conn: Connection) -> bool:
-        """Tell whether ``conn`` is this thread's own write connection (``write(dedicated=True)``).
+    def writer_of(self, conn: Connection) -> Writer | None:
+        """This thread's own write connection's state when ``conn`` is that connection.
 
         Only there does ``PRAGMA data_version`` compare across transactions: it is
         per connection, and changes when any other connection commits.
         """
-        return conn is getattr(self._local, "writer", None)
+        return self._writers.owns(conn)
 
     def _file_identity(self) -> tuple[int, int] | None:
         """The (device, inode) of the database file, or None when it has no file."""
@@ -242,29 +203,36 @@ class Database:
         # A forked child must not reuse the parent's SQLite connections (diskcache does the same).
         if os.getpid() != self._pid:
             self.engine.dispose(close=False)
-            if self._writer_engine is not None:
-                self._writer_engine.dispose(close=False)
-            self._writer_engine, self._writers = None, {}  # the parent's: never closed here
+            self._writers.abandon()  # the parent's: never closed here
+            self._writers = Writers(self.uri, self.busy_timeout)
             self._lock = threading.RLock()
             self._local = threading.local()
             self._pid = os.getpid()
 
-    @contextmanager
-    def write(self, *, dedicated: bool = False) -> Iterator[Connection]:
+    def write(self, *, dedicated: bool = False) -> AbstractContextManager[Connection]:
         """Open a write transaction (``BEGIN IMMEDIATE``); commit on success, roll back on error.
 
         Nested calls in one thread join the outer transaction.
 
         Args:
             dedicated: run it on this thread's own write connection (SQLite files
-                only; elsewhere ignored): the per-trace hot path, where a pool checkout
-                and two pragmas per transaction were a fifth of a commit's cost.
+                only; elsewhere ignored): the per-trace hot path (``store.writers``).
 
         Raises:
             DatabaseBusyError: another process held the write lock past the busy timeout.
             DatabaseMovedError: the file was deleted or replaced since it was opened.
             DatabaseError: the disk is full, or the file is read-only or damaged.
         """
+        if dedicated and self.path is not None:
+            self._check_fork()
+            if getattr(self._local, "write_conn", None) is None:
+                writer = self._writers.current() or self._open_writer()
+                if writer is not None:
+                    return _WriterTransaction(self, writer)
+        return self._pooled_write()
+
+    @contextmanager
+    def _pooled_write(self) -> Iterator[Connection]:
         self._check_fork()
         local = self._local
         outer: Connection | None = getattr(local, "write_conn", None)
@@ -274,54 +242,17 @@ class Database:
         self._wait_if_full()
         # SQLite has one writer: queue in-process. PostgreSQL writers run side by side.
         guard = nullcontext() if self.is_postgres else self._lock
-        with guard:
+        with guard, self._translate_errors("write"), self.engine.connect() as conn:
+            conn.execution_options(**{sqlite.BEGIN_OPTION: "IMMEDIATE"})
+            local.write_conn = conn
             try:
-                writer = (
-                    self._writer()
-                    if dedicated and self.path is not None and not self.is_postgres
-                    else None
-                )
-                if writer is None:
-                    with self.engine.connect() as conn:
-                        conn.execution_options(**{sqlite.BEGIN_OPTION: "IMMEDIATE"})
-                        local.write_conn = conn
-                        with conn.begin():
-                            self._check_identity()
-                            yield conn
-                else:
-                    # Inline, not nested context managers: this is once per trace.
-                    local.write_conn = writer
-                    yield from self._on_writer(writer)
-            except DBAPIError as exc:
-                error = self._translated(exc, "write")
-                if error is None:
-                    raise
-                raise error from exc
+                with conn.begin():
+                    self._check_identity()
+                    yield conn
             finally:
                 local.write_conn = None
         if self._full_since is not None:
             self._full_cleared()
-
-    def _on_writer(self, conn: Connection) -> Iterator[Connection]:
-        """The transaction on a thread's own connection: BEGIN and COMMIT on the driver.
-
-        SQLAlchemy's transaction bookkeeping and events were a tenth of a trace commit.
-        A statement SQLAlchemy runs meanwhile joins it (its begin hook sees it open).
-        """
-        raw = conn.connection.dbapi_connection
-        assert raw is not None  # noqa: S101 - a connected Connection has its DBAPI connection
-        sqlite.begin_raw(raw, busy_timeout=self.busy_timeout)
-        try:
-            self._check_identity()
-            yield conn
-            sqlite.commit_raw(raw)
-        except BaseException:
-            raw.rollback()
-            if conn.in_transaction():
-                conn.rollback()
-            raise
-        if conn.in_transaction():
-            conn.commit()  # SQLAlchemy's own record of a statement it ran: nothing left to do
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -440,25 +371,72 @@ class Database:
                 "Cannot close the database inside one of its write transactions; "
                 "close it after the transaction ends."
             )
-        self._close_writers()
+        self._writers.close()
         self.engine.dispose()
 
     def __repr__(self) -> str:
         return f"Database({self.uri!r})"
 
 
-class _ThreadWriter:
-    """Held in a thread's locals: closes its write connection when the thread ends."""
+class _WriterTransaction:
+    """``Database.write(dedicated=True)`` on the thread's own connection.
 
-    def __init__(self, conn: Connection, writers: dict[int, Connection]) -> None:
-        self.conn = conn
-        self.writers = writers
+    A class, not a generator: entering and leaving it is once per trace.
+    """
 
-    def __del__(self) -> None:
-        # The thread's locals die with it, wherever the last reference goes.
-        if self.writers.pop(id(self.conn), None) is not None:
-            with contextlib.suppress(Exception):
-                self.conn.close()
+    __slots__ = ("_db", "_writer")
+
+    def __init__(self, db: Database, writer: Writer) -> None:
+        self._db = db
+        self._writer = writer
+
+    def __enter__(self) -> Connection:
+        db, writer = self._db, self._writer
+        if db._full_since is not None:
+            db._wait_if_full()
+        db._lock.acquire()
+        try:
+            writer.begin(db.busy_timeout)
+            try:
+                db._check_identity()
+            except BaseException:
+                writer.rollback()
+                raise
+        except BaseException as exc:
+            db._lock.release()
+            error = db._translated(exc, "write") if isinstance(exc, DBAPIError) else None
+            if error is None:
+                raise
+            raise error from exc
+        db._local.write_conn = writer.conn
+        return writer.conn
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, _: TracebackType | None
+    ) -> None:
+        db, writer = self._db, self._writer
+        try:
+            if kind is None:
+                try:
+                    writer.commit()
+                except BaseException:
+                    writer.rollback()
+                    raise
+            else:
+                writer.rollback()
+        except DBAPIError as failed:
+            error = db._translated(failed, "write")
+            if error is None:
+                raise
+            raise error from failed
+        finally:
+            db._local.write_conn = None
+            db._lock.release()
+        error = db._translated(exc, "write") if isinstance(exc, DBAPIError) else None
+        if error is not None:
+            raise error from exc
+        if kind is None and db._full_since is not None:
+            db._full_cleared()
 
 
 def _cannot_open(path: Path, detail: str) -> DatabaseError:
@@ -474,4 +452,3 @@ def _cannot_open(path: Path, detail: str) -> DatabaseError:
 
 def _is_background() -> bool:
     return threading.current_thread().name.startswith(_BACKGROUND_PREFIX)
-

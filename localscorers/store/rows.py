@@ -122,9 +122,14 @@ def new_id_hex() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TraceRecord:
-    """A finished trace, normalized, ready to be written."""
+    """A finished trace, normalized, ready to be written.
+
+    Not frozen: a frozen dataclass's ``__init__`` sets each of these fields through
+    ``object.__setattr__``, three times the cost of building it (one per trace). Treat
+    it as immutable all the same (``dataclasses.replace`` makes a changed copy).
+    """
 
     trace_id: str
     experiment_id: str

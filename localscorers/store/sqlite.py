@@ -142,7 +142,7 @@ def _begin_immediate(conn: Connection, *, busy_timeout: float, toggle: bool = Tr
 
 
 def begin_raw(raw: Any, *, busy_timeout: float) -> None:  # noqa: ANN401 - a DBAPI connection
-    """``BEGIN IMMEDIATE`` on a driver connection whose busy timeout is 0, retrying briefly.
+    """``BEGIN IMMEDIATE`` on a driver connection (or cursor) whose busy timeout is 0, retrying.
 
     Raises:
         sqlalchemy.exc.OperationalError: the lock stayed taken past ``busy_timeout``
@@ -156,14 +156,17 @@ def begin_raw(raw: Any, *, busy_timeout: float) -> None:  # noqa: ANN401 - a DBA
         _retry_begin(raw, deadline=time.monotonic() + busy_timeout)
 
 
-def commit_raw(raw: Any) -> None:  # noqa: ANN401 - a DBAPI connection
-    """COMMIT on a driver connection; a driver error comes out as SQLAlchemy's would.
+def commit_raw(cursor: Any) -> None:  # noqa: ANN401 - a DBAPI cursor
+    """COMMIT on a driver cursor; a driver error comes out as SQLAlchemy's would.
+
+    ``execute("COMMIT")`` reuses the driver's cached statement, where the driver
+    connection's ``commit()`` prepares it anew each time.
 
     Raises:
         sqlalchemy.exc.DBAPIError: the commit failed (disk full, I/O error...).
     """
     try:
-        raw.commit()
+        cursor.execute("COMMIT")
     except sqlite3.Error as exc:
         raise sa.exc.DBAPIError.instance("COMMIT", None, exc, sqlite3.Error) from exc
 

@@ -22,17 +22,8 @@ from localscorers.exceptions import (
     TraceNotFoundError,
 )
 from localscorers.filters import parser
-from localscorers.models import (
-    Expectation,
-    Experiment,
-    Feedback,
-    Span,
-    Trace,
-    TraceData,
-    TraceInfo,
-    TraceStatus,
-)
-from localscorers.store import dialect, order_sql, rows, schema, search_sql
+from localscorers.models import Expectation, Experiment, Feedback, Trace
+from localscorers.store import dialect, order_sql, rows, schema, search_sql, trace_reads
 from localscorers.store.requests import by_experiment, requests_for
 from localscorers.store.trace_rows import TraceRows
 
@@ -42,6 +33,7 @@ if TYPE_CHECKING:
     from localscorers.store.database import Database
     from localscorers.store.registry import ScorerRegistry
     from localscorers.store.scorer_state import ActiveScorer
+    from localscorers.store.writers import Writer
 
 __all__ = ["TraceStore"]
 
@@ -178,18 +170,18 @@ class TraceStore:
             )
         return [r for r in records if r.trace_id not in existing]
 
-    def _writer_state(self, conn: Connection) -> _Writer | None:
-        """This thread's cursor and scorer cache when ``conn`` is its own write connection."""
-        if not self._db.is_dedicated(conn):
+    def _writer_state(self, conn: Connection) -> _Seen | None:
+        """This thread's write cursor and scorer cache when ``conn`` is its own connection."""
+        writer = self._db.writer_of(conn)
+        if writer is None:
             return None
-        raw = conn.connection.dbapi_connection
-        state: _Writer | None = getattr(self._seen, "writer", None)
-        if state is None or state.raw is not raw:
-            state = self._seen.writer = _Writer(raw)
-        return state
+        seen: _Seen | None = getattr(self._seen, "writer", None)
+        if seen is None or seen.writer is not writer:
+            seen = self._seen.writer = _Seen(writer)
+        return seen
 
     def _active_for(
-        self, conn: Connection, writer: _Writer | None, experiment_id: str
+        self, conn: Connection, writer: _Seen | None, experiment_id: str
     ) -> list[ActiveScorer]:
         """The experiment's active scorers, unread while no other connection committed.
 
@@ -211,7 +203,7 @@ class TraceStore:
     def _enqueue(
         self,
         conn: Connection,
-        writer: _Writer | None,
+        writer: _Seen | None,
         records: Sequence[rows.TraceRecord],
         now: int,
     ) -> int:
@@ -361,12 +353,10 @@ class TraceStore:
                 ids, following = ids[:max_results], offset + max_results
             return self.load_traces(conn, ids), following
 
-    def load_traces(self, conn: Connection, trace_ids: Sequence[str]) -> list[Trace]:
+    @staticmethod
+    def load_traces(conn: Connection, trace_ids: Sequence[str]) -> list[Trace]:
         """Load whole traces by id, in the given order, a few queries per chunk of ids."""
-        result: list[Trace] = []
-        for chunk in rows.in_chunks(trace_ids):
-            result.extend(self._load_chunk(conn, chunk))
-        return result
+        return trace_reads.load_traces(conn, trace_ids)
 
     @staticmethod
     def load_payloads(conn: Connection, trace_ids: Sequence[str]) -> dict[str, tuple[Any, Any]]:
@@ -397,57 +387,14 @@ class TraceStore:
                 grouped.setdefault(trace_id, {})[name] = value
         return grouped
 
-    @staticmethod
-    def _load_chunk(conn: Connection, ids: Sequence[str]) -> list[Trace]:
-        t, a = schema.traces, schema.assessments
-        trace_rows = {
-            r.trace_id: r._mapping for r in conn.execute(sa.select(t).where(t.c.trace_id.in_(ids)))
-        }
-        tags = rows.grouped(conn, schema.trace_tags, ids)
-        metadata = rows.grouped(conn, schema.trace_metadata, ids)
-        spans: dict[str, list[Span]] = {}
-        s = schema.spans
-        for row in conn.execute(
-            sa.select(s).where(s.c.trace_id.in_(ids)).order_by(s.c.start_time_ns, s.c.span_id)
-        ):
-            spans.setdefault(row.trace_id, []).append(rows.span_model(row._mapping))
-        assessments: dict[str, list[Feedback | Expectation]] = {}
-        for row in conn.execute(
-            sa.select(a).where(a.c.trace_id.in_(ids)).order_by(a.c.created_ms, a.c.assessment_id)
-        ):
-            assessments.setdefault(row.trace_id, []).append(rows.assessment_model(row._mapping))
-        traces = []
-        for trace_id in ids:
-            found = trace_rows.get(trace_id)
-            if found is None:
-                continue
-            info = TraceInfo(
-                trace_id=trace_id,
-                experiment_id=found["experiment_id"],
-                request_time=_clock.datetime_from_ms(found["request_time_ms"]),
-                execution_duration_ms=found["execution_duration_ms"],
-                status=TraceStatus(found["status"]),
-                name=found["name"],
-                tags=dict(tags.get(trace_id, ())),
-                metadata=dict(metadata.get(trace_id, ())),
-                assessments=assessments.get(trace_id, []),
-                client_request_id=found["client_request_id"],
-            )
-            trace_spans = spans.get(trace_id, [])
-            if found["root_span_id"] is not None:
-                trace_spans.insert(0, rows.root_span(found))  # stored in the trace row
-            data = TraceData(spans=trace_spans, request=found["inputs"], response=found["outputs"])
-            traces.append(Trace(info=info, data=data))
-        return traces
 
+class _Seen:
+    """A thread's write connection (its cursor) and the scorers it last saw."""
 
-class _Writer:
-    """A thread's write connection: a cursor kept open, and the scorers it last saw."""
+    __slots__ = ("active", "cursor", "version", "writer")
 
-    __slots__ = ("active", "cursor", "raw", "version")
-
-    def __init__(self, raw: Any) -> None:  # noqa: ANN401 - a DBAPI connection
-        self.raw = raw
-        self.cursor = raw.cursor()
+    def __init__(self, writer: Writer) -> None:
+        self.writer = writer
+        self.cursor = writer.cursor
         self.version: int | None = None  # PRAGMA data_version when ``active`` was read
         self.active: dict[str, list[ActiveScorer]] = {}
