@@ -9,7 +9,8 @@ import secrets
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequence
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +27,7 @@ __all__ = [
     "MAX_EPOCH_MS",
     "MAX_EPOCH_NS",
     "ActiveTrace",
+    "GeneratorFlow",
     "LiveSpan",
     "attribute_map",
     "bound_inputs",
@@ -443,3 +445,56 @@ class LiveSpan:
             attributes=dict(self._attributes),
             events=list(self._events),
         )
+
+
+class GeneratorFlow:
+    """One traced generator's iteration: its items so far, what to send or throw in next.
+
+    Args:
+        span: the generator's span, current only while the generator's own code runs.
+        current: the context variable holding the current span.
+        close: ends the span (``tracing._close_span``).
+    """
+
+    def __init__(
+        self,
+        span: LiveSpan,
+        current: ContextVar[LiveSpan | None],
+        close: Callable[[LiveSpan, BaseException | None], None],
+    ) -> None:
+        self.span, self._current, self._close = span, current, close
+        self.items: list[Any] = []
+        self.sent: Any = None
+        self.thrown: BaseException | None = None
+        self.error: BaseException | None = None
+
+    def step(self, inner: Generator[Any, Any, Any]) -> Any:  # noqa: ANN401 - the user's item
+        """The generator's next item (StopIteration when it returned)."""
+        token = self._current.set(self.span)
+        try:
+            return inner.send(self.sent) if self.thrown is None else inner.throw(self.thrown)
+        finally:
+            self._current.reset(token)
+
+    async def astep(self, inner: AsyncGenerator[Any, Any]) -> Any:  # noqa: ANN401
+        """The async generator's next item (StopAsyncIteration when it returned)."""
+        token, thrown = self._current.set(self.span), self.thrown
+        try:
+            return await (inner.asend(self.sent) if thrown is None else inner.athrow(thrown))
+        finally:
+            self._current.reset(token)
+
+    def kept(self, item: Any) -> Any:  # noqa: ANN401 - the user's item
+        """Record an item the generator produced (an exception thrown in was delivered)."""
+        self.thrown = None
+        self.items.append(item)
+        return item
+
+    def failed(self, exc: BaseException) -> None:
+        """The iteration ended by an exception (GeneratorExit: the consumer stopped early)."""
+        self.error = None if isinstance(exc, GeneratorExit) else exc
+
+    def end(self) -> None:
+        """End the span, the items as its outputs."""
+        self.span.set_outputs(self.items)
+        self._close(self.span, self.error)

@@ -29,6 +29,7 @@ from typing import Any, ParamSpec, TypeVar, cast, overload
 from localscorers import _context
 from localscorers._spans import (
     ActiveTrace,
+    GeneratorFlow,
     LiveSpan,
     attribute_map,
     bound_inputs,
@@ -407,42 +408,32 @@ def _wrap_coroutine(target: Callable[..., Awaitable[Any]], opener: _Opener) -> C
 def _wrap_generator(
     target: Callable[..., Generator[Any, Any, Any]], opener: _Opener
 ) -> Callable[..., Generator[Any, Any, Any]]:
+    # The span covers the iteration and collects the items as its outputs; values and
+    # exceptions sent in are forwarded (as ``yield from`` would), and a consumer that
+    # stops early (break, close()) ends the span normally.
     @functools.wraps(target)
     def wrapper(*args: object, **kwargs: object) -> Generator[Any, Any, Any]:
         # Runs on the first next(): like MLflow, the span starts when iteration does.
-        span = opener(args, kwargs)
-        items: list[Any] = []
-        error: BaseException | None = None
+        flow = GeneratorFlow(opener(args, kwargs), _CURRENT, _close_span)
         try:
             inner = target(*args, **kwargs)
-            sent: Any = None
-            thrown: BaseException | None = None
             while True:
-                # The span is current only while the generator's own code runs, not
-                # while the consumer handles an item between two next() calls.
-                token = _CURRENT.set(span)
                 try:
-                    item = inner.send(sent) if thrown is None else inner.throw(thrown)
+                    item = flow.kept(flow.step(inner))
                 except StopIteration as stop:
                     return stop.value
-                finally:
-                    _CURRENT.reset(token)
-                thrown = None
-                items.append(item)
                 try:
-                    sent = yield item
+                    flow.sent = yield item
                 except GeneratorExit:
                     inner.close()
                     raise
                 except BaseException as exc:  # noqa: BLE001 - forwarded like yield from
-                    thrown = exc
+                    flow.thrown = exc
         except BaseException as exc:
-            # A consumer that stops early (break, close()) ends the span normally.
-            error = None if isinstance(exc, GeneratorExit) else exc
+            flow.failed(exc)
             raise
         finally:
-            span.set_outputs(items)
-            _close_span(span, error)
+            flow.end()
 
     return wrapper
 
@@ -450,42 +441,28 @@ def _wrap_generator(
 def _wrap_async_generator(
     target: Callable[..., AsyncGenerator[Any, Any]], opener: _Opener
 ) -> Callable[..., AsyncGenerator[Any, Any]]:
-    # _wrap_generator's contract for ``async def ... yield`` (streamed LLM responses):
-    # the span covers the iteration, is current only while the generator's own code
-    # runs, collects the items as its outputs, forwards asend/athrow, and ends normally
-    # when the consumer stops early.
+    # _wrap_generator's contract for ``async def ... yield`` (streamed LLM responses).
     @functools.wraps(target)
     async def wrapper(*args: object, **kwargs: object) -> AsyncGenerator[Any, Any]:
-        span = opener(args, kwargs)
-        items: list[Any] = []
-        error: BaseException | None = None
+        flow = GeneratorFlow(opener(args, kwargs), _CURRENT, _close_span)
         try:
             inner = target(*args, **kwargs)
-            sent: Any = None
-            thrown: BaseException | None = None
             while True:
-                token = _CURRENT.set(span)
                 try:
-                    step = inner.asend(sent) if thrown is None else inner.athrow(thrown)
-                    item = await step
+                    item = flow.kept(await flow.astep(inner))
                 except StopAsyncIteration:
                     return
-                finally:
-                    _CURRENT.reset(token)
-                thrown = None
-                items.append(item)
                 try:
-                    sent = yield item
+                    flow.sent = yield item
                 except GeneratorExit:
                     await inner.aclose()
                     raise
                 except BaseException as exc:  # noqa: BLE001 - forwarded like the sync wrapper
-                    thrown = exc
+                    flow.thrown = exc
         except BaseException as exc:
-            error = None if isinstance(exc, GeneratorExit) else exc
+            flow.failed(exc)
             raise
         finally:
-            span.set_outputs(items)
-            _close_span(span, error)
+            flow.end()
 
     return wrapper
