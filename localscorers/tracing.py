@@ -17,6 +17,7 @@ propagate unchanged.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import inspect
 import logging
@@ -160,9 +161,13 @@ def _write(
         tags=tags,
         metadata=metadata,
         spans=spans,
-        experiment_id=active.experiment_id,
         trace_id=active.trace_id,
     )
+    if active.experiment_id is not None:
+        # Resolved when the trace started (the active experiment, or start_root_span's):
+        # build_record would check it again with a read transaction, half of a commit's
+        # cost; the foreign key still refuses an experiment that is not there.
+        record = dataclasses.replace(record, experiment_id=active.experiment_id)
     with _OFF_LOCK:
         online = active.trace_id not in _ONLINE_SCORING_OFF
         _ONLINE_SCORING_OFF.discard(active.trace_id)
