@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import resource
 import statistics
 import tempfile
 import time
@@ -244,7 +245,11 @@ def time_cases(traces: int, repeat: int, benchmark: str) -> list[dict[str, objec
                 target=f"< {FLOOR_MS:.0f} ms (p50; p95 {p95:.1f} ms)",
             )
         )
-    print(f"worst p50: {worst[0]:.1f} ms  {worst[1]}  (load average {os.getloadavg()[0]:.2f})")
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(
+        f"worst p50: {worst[0]:.1f} ms  {worst[1]}  (load average {os.getloadavg()[0]:.2f}, "
+        f"peak RSS {peak_mb:.0f} MB)"
+    )
     return rows
 
 
