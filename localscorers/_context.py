@@ -48,13 +48,16 @@ class Runtime:
     """Everything bound to one database: store, registry and (lazily) the monitor."""
 
     def __init__(self, uri: str) -> None:
-        self.storage: Store = open_store(uri, on_enqueued=self._on_enqueued)
+        self.storage: Store = open_store(
+            uri, on_enqueued=self._on_enqueued, on_session_trace=self._on_session_trace
+        )
         self.db: Database = self.storage.db
         self.registry: Registry = self.storage.registry
         self.store: Traces = self.storage.traces
         self._runner: runner_module.Runner | None = None
         self._job_runner: backfill_module.JobRunner | None = None
         self._runner_lock = threading.Lock()
+        self._next_session_check = 0.0
 
     @property
     def uri(self) -> str:
@@ -94,6 +97,19 @@ class Runtime:
     def _on_enqueued(self, count: int) -> None:
         if monitor_enabled():
             self.runner().notify(count)
+
+    def _on_session_trace(self) -> None:
+        # Session scorers are enqueued by the monitor's idle scan, never by a commit, so a
+        # process whose only active scorers take sessions must start its monitor here.
+        # Whether one is active is read at most once a second (a commit is a hot path).
+        if self._runner is not None or not monitor_enabled():
+            return
+        now = time.monotonic()
+        if now < self._next_session_check:
+            return
+        self._next_session_check = now + 1.0
+        if self.store.session_scorers_active():
+            self.runner()
 
     def close(self, *, wait: float, finish: bool = False) -> PendingWork | None:
         """Stop the monitor (waiting up to ``wait`` seconds) and close the database.

@@ -118,6 +118,9 @@ class Traces(Protocol):
     #: Told (outside the transaction) how many online evaluations a commit enqueued.
     on_enqueued: Callable[[int], None] | None
 
+    def session_scorers_active(self) -> bool:
+        """Tell whether any experiment of the database has an ACTIVE session scorer."""
+
     def get_experiment(self, experiment_id: str) -> Experiment | None:
         """Return the experiment with that id, or None."""
 
@@ -343,15 +346,24 @@ class Store:
     Args:
         db: the opened database.
         on_enqueued: told how many online evaluations a trace commit enqueued.
+        on_session_trace: told when a commit that enqueued nothing holds a session's trace.
     """
 
-    def __init__(self, db: Database, *, on_enqueued: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        on_enqueued: Callable[[int], None] | None = None,
+        on_session_trace: Callable[[], None] | None = None,
+    ) -> None:
         self.db = db
         registry = ScorerRegistry(db)
         #: Registered scorers.
         self.registry: Registry = registry
         #: Traces, spans, assessments and experiments.
-        self.traces: Traces = TraceStore(db, registry, on_enqueued=on_enqueued)
+        self.traces: Traces = TraceStore(
+            db, registry, on_enqueued=on_enqueued, on_session_trace=on_session_trace
+        )
 
     def queue(self, *, owner: str, lease_ms: int, max_attempts: int = 4) -> Ledger:
         """Return the evaluation ledger as seen by one lease holder.
@@ -393,16 +405,20 @@ class Store:
 
 
 def open_store(
-    uri: str | os.PathLike[str], *, on_enqueued: Callable[[int], None] | None = None
+    uri: str | os.PathLike[str],
+    *,
+    on_enqueued: Callable[[int], None] | None = None,
+    on_session_trace: Callable[[], None] | None = None,
 ) -> Store:
     """Open a database (migrating it) and the stores over it.
 
     Args:
         uri: a tracking URI (``sqlite:///path``, ``postgresql://...``, ``:memory:``) or path.
         on_enqueued: told how many online evaluations a trace commit enqueued.
+        on_session_trace: told when a commit that enqueued nothing holds a session's trace.
 
     Raises:
         ConfigurationError: the URI is not one localscorers can open.
         SchemaVersionError: the database was written by a newer localscorers.
     """
-    return Store(Database(uri), on_enqueued=on_enqueued)
+    return Store(Database(uri), on_enqueued=on_enqueued, on_session_trace=on_session_trace)

@@ -25,6 +25,7 @@ from localscorers.filters import parser
 from localscorers.models import Expectation, Experiment, Feedback, Trace
 from localscorers.store import dialect, order_sql, rows, schema, search_sql, trace_reads
 from localscorers.store.requests import by_experiment, requests_for
+from localscorers.store.sessions import SESSION_KEY, session_scorers
 from localscorers.store.trace_rows import TraceRows
 
 if TYPE_CHECKING:
@@ -46,6 +47,9 @@ class TraceStore:
         registry: where the enqueue path finds the active scorers.
         on_enqueued: called (outside the transaction) with the number of online
             evaluations a commit enqueued, so the monitor can wake up.
+        on_session_trace: called (outside the transaction) when a commit that enqueued
+            nothing holds a trace of a session: session scorers are enqueued by the
+            monitor's idle scan, so the process may need to start one.
     """
 
     def __init__(
@@ -54,10 +58,12 @@ class TraceStore:
         registry: ScorerRegistry,
         *,
         on_enqueued: Callable[[int], None] | None = None,
+        on_session_trace: Callable[[], None] | None = None,
     ) -> None:
         self._db = db
         self._registry = registry
         self.on_enqueued = on_enqueued
+        self.on_session_trace = on_session_trace
         # Per thread: (write connection, its data_version, active scorers by experiment).
         self._seen = threading.local()
 
@@ -156,7 +162,13 @@ class TraceStore:
             enqueued = self._enqueue(conn, writer, records, now) if enqueue else 0
         if enqueued and self.on_enqueued is not None:
             self.on_enqueued(enqueued)
+        elif self.on_session_trace is not None and any(SESSION_KEY in r.metadata for r in records):
+            self.on_session_trace()
         return enqueued
+
+    def session_scorers_active(self) -> bool:
+        """Tell whether any experiment of the database has an ACTIVE session scorer."""
+        return bool(session_scorers(self._db))
 
     def _without_existing(
         self, conn: Connection, records: Sequence[rows.TraceRecord]

@@ -270,6 +270,25 @@ def test_the_monitor_scores_quiet_sessions_without_a_flush(tracking: Path) -> No
     assert [f.value for f in session_feedback()[last]] == ["a,b"]
 
 
+def test_a_process_that_only_logs_turns_starts_its_monitor(tracking: Path) -> None:
+    """The session scorer was started elsewhere: this process only logs, and never flushes."""
+    start(turns, idle=0.05)
+    _context.shutdown()  # as in a fresh process: no runtime, no monitor
+    say("s1", "a")
+    last = say("s1", "b")
+    wait_until(lambda: last in session_feedback())
+    assert [f.value for f in session_feedback()[last]] == ["a,b"]
+
+
+def test_traces_without_a_session_start_no_monitor(tracking: Path) -> None:
+    start(turns, idle=0.05)
+    _context.shutdown()
+    say(None, "a")
+    runtime = _context.existing()
+    assert runtime is not None
+    assert runtime.existing_runner() is None
+
+
 def test_update_applies_to_sessions_decided_before(tracking: Path, clock: FakeClock) -> None:
     start(turns, idle=1, filter_string="metadata.channel = 'web'")
     trace_id = localscorers.log_trace(
