@@ -28,6 +28,14 @@ __all__ = ["CompiledStatement", "compiled_insert", "compiled_select", "json_colu
 _cache: dict[tuple[str, str, str], CompiledStatement] = {}
 
 
+def _processed(compiled: SQLCompiler, dialect: Dialect, key: str, value: Any) -> Any:  # noqa: ANN401
+    bind = compiled.binds.get(key)
+    if bind is None:
+        return value
+    processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+    return value if processor is None else processor(value)
+
+
 class CompiledStatement:
     """One statement compiled for one dialect, with the order its parameters bind in."""
 
@@ -37,8 +45,14 @@ class CompiledStatement:
         self.sql = str(compiled)
         self.positional = bool(compiled.positional)
         self.keys: tuple[str, ...] = tuple(compiled.positiontup or compiled.params)
-        # Literals in the statement (e.g. a WHERE name = 'scorers') become parameters too.
-        self.defaults: dict[str, Any] = {k: v for k, v in compiled.params.items() if v is not None}
+        # Literals in the statement (e.g. a WHERE name = 'scorers') become parameters too,
+        # bound as SQLAlchemy would: through their type's processor (a JSON path such as
+        # 'model' must reach SQLite as '$."model"').
+        self.defaults: dict[str, Any] = {
+            key: _processed(compiled, dialect, key, value)
+            for key, value in compiled.params.items()
+            if value is not None
+        }
         # Rows that carry every key bind in C; itemgetter of one key returns a bare value.
         self._getter = operator.itemgetter(*self.keys) if len(self.keys) > 1 else None
 
