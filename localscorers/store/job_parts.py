@@ -48,6 +48,7 @@ __all__ = [
     "end_job_if_done",
     "lock_job",
     "part_counts",
+    "released",
 ]
 
 COUNT_KEYS = ("total", "processed", "succeeded", "failed", "skipped")
@@ -90,7 +91,8 @@ def _key(time_ms: int | None, trace_id: str | None) -> tuple[int, str] | None:
     return None if trace_id is None or time_ms is None else (int(time_ms), trace_id)
 
 
-def _released(status: JobStatus, now: int) -> dict[str, Any]:
+def released(status: JobStatus, now: int) -> dict[str, Any]:
+    """The values that end a job or a part in ``status`` and give its lease back."""
     return {
         "status": status.value,
         "finished_ms": now,
@@ -145,7 +147,7 @@ def end_job_if_done(conn: Connection, job: Any, now: int) -> JobStatus | None:  
         # The total counted when the job was planned misses traces logged into it since.
         for spec in scorers:
             spec["total"] = spec["processed"]
-    values: dict[str, Any] = {**_released(status, now), "scorers": scorers}
+    values: dict[str, Any] = {**released(status, now), "scorers": scorers}
     for key in COUNT_KEYS[1:]:
         values[key] = sum(s[key] for s in scorers)
     if status is JobStatus.SUCCEEDED:
@@ -174,7 +176,7 @@ def cancel_parts(conn: Connection, job: Any, now: int) -> None:  # noqa: ANN401 
         conn.execute(
             sa.update(p)
             .where(p.c.job_id == job.job_id, p.c.part_no.in_(numbers))
-            .values(**_released(JobStatus.CANCELLED, now))
+            .values(**released(JobStatus.CANCELLED, now))
         )
     end_job_if_done(conn, job, now)
 
@@ -284,13 +286,7 @@ def _claim_part(db: Database, owner: str, lease_ms: int) -> ClaimedJob | None:
         conn.execute(
             sa.update(p)
             .where(where)
-            .values(
-                status=JobStatus.RUNNING.value,
-                lease_owner=owner,
-                lease_expires_ms=now + lease_ms,
-                started_ms=sa.func.coalesce(p.c.started_ms, now),
-                claims=p.c.claims + 1,
-            )
+            .values(**_taken(p, owner, now, lease_ms), claims=p.c.claims + 1)
         )
         part = conn.execute(sa.select(p).where(where)).one()
         job = conn.execute(sa.select(j).where(j.c.job_id == row.job_id)).one()
@@ -340,18 +336,9 @@ def _plan(
             return None
         where = j.c.job_id == job.job_id
         if job.cancel_requested:
-            conn.execute(sa.update(j).where(where).values(**_released(JobStatus.CANCELLED, now)))
+            conn.execute(sa.update(j).where(where).values(**released(JobStatus.CANCELLED, now)))
             return None
-        conn.execute(
-            sa.update(j)
-            .where(where)
-            .values(
-                status=JobStatus.RUNNING.value,
-                lease_owner=owner,
-                lease_expires_ms=now + lease_ms,
-                started_ms=sa.func.coalesce(j.c.started_ms, now),
-            )
-        )
+        conn.execute(sa.update(j).where(where).values(**_taken(j, owner, now, lease_ms)))
 
     def renew() -> None:
         with db.write() as conn:
@@ -382,36 +369,16 @@ def _write_parts(
     """Write the parts between ``bounds``, part 0 ours, and let go of the job row."""
     j, p = schema.backfill_jobs, schema.backfill_job_parts
     now = _clock.now_ms()
-    edges: list[tuple[int, str] | None] = [None, *bounds, None]
     with db.write() as conn:
         current = lock_job(conn, job.job_id)
         parts = conn.execute(sa.select(_has_parts(job.job_id))).scalar()
         if current is None or current.lease_owner != owner or parts:
             return None  # our lease expired and another planner took the job over
         if current.cancel_requested:
-            values = _released(JobStatus.CANCELLED, now)
+            values = released(JobStatus.CANCELLED, now)
             conn.execute(sa.update(j).where(j.c.job_id == job.job_id).values(**values))
             return None
-        zero = [{**s, **dict.fromkeys(COUNT_KEYS, 0)} for s in job.scorers]
-        rows = [
-            {
-                "job_id": job.job_id,
-                "part_no": number,
-                "created_ms": job.created_ms,
-                "status": JobStatus.PENDING.value,
-                "lower_time_ms": lower[0] if lower else None,
-                "lower_trace_id": lower[1] if lower else None,
-                "upper_time_ms": upper[0] if upper else None,
-                "upper_trace_id": upper[1] if upper else None,
-                # A part's walk starts at its lower bound.
-                "cursor_time_ms": lower[0] if lower else None,
-                "cursor_trace_id": lower[1] if lower else None,
-                "scorers": zero,
-                "claims": 0,
-            }
-            for number, (lower, upper) in enumerate(itertools.pairwise(edges))
-        ]
-        conn.execute(sa.insert(p), rows)
+        conn.execute(sa.insert(p), _part_rows(job, bounds))
         scorers = [{**s, "total": n} for s, n in zip(job.scorers, totals, strict=True)]
         conn.execute(
             sa.update(j)
@@ -419,15 +386,42 @@ def _write_parts(
             .values(total=sum(totals), scorers=scorers, lease_owner=None, lease_expires_ms=None)
         )
         first = sa.and_(p.c.job_id == job.job_id, p.c.part_no == 0)
-        conn.execute(
-            sa.update(p)
-            .where(first)
-            .values(
-                status=JobStatus.RUNNING.value,
-                lease_owner=owner,
-                lease_expires_ms=now + lease_ms,
-                started_ms=now,
-                claims=1,
-            )
-        )
+        conn.execute(sa.update(p).where(first).values(**_taken(p, owner, now, lease_ms), claims=1))
         return _claimed(current, conn.execute(sa.select(p).where(first)).one())
+
+
+def _part_rows(
+    job: Any,  # noqa: ANN401 - a Row of backfill_jobs
+    bounds: list[tuple[int, str]],
+) -> list[dict[str, Any]]:
+    """The PENDING parts of a job between ``bounds`` (the first and last are open)."""
+    zero = [{**s, **dict.fromkeys(COUNT_KEYS, 0)} for s in job.scorers]
+    edges: list[tuple[int, str] | None] = [None, *bounds, None]
+    return [
+        {
+            "job_id": job.job_id,
+            "part_no": number,
+            "created_ms": job.created_ms,
+            "status": JobStatus.PENDING.value,
+            "lower_time_ms": lower[0] if lower else None,
+            "lower_trace_id": lower[1] if lower else None,
+            "upper_time_ms": upper[0] if upper else None,
+            "upper_trace_id": upper[1] if upper else None,
+            # A part's walk starts at its lower bound.
+            "cursor_time_ms": lower[0] if lower else None,
+            "cursor_trace_id": lower[1] if lower else None,
+            "scorers": zero,
+            "claims": 0,
+        }
+        for number, (lower, upper) in enumerate(itertools.pairwise(edges))
+    ]
+
+
+def _taken(table: sa.Table, owner: str, now: int, lease_ms: int) -> dict[str, Any]:
+    """The values that make a job or a part RUNNING under ``owner``'s lease."""
+    return {
+        "status": JobStatus.RUNNING.value,
+        "lease_owner": owner,
+        "lease_expires_ms": now + lease_ms,
+        "started_ms": sa.func.coalesce(table.c.started_ms, now),
+    }

@@ -31,6 +31,7 @@ from localscorers.store.job_parts import (
     end_job_if_done,
     lock_job,
     part_counts,
+    released,
 )
 from localscorers.store.ledger import move_requests
 from localscorers.store.results import Finished, insert_finished
@@ -240,18 +241,9 @@ class BackfillJobs:
                 elif row.lease_owner is None or (row.lease_expires_ms or 0) < now:
                     # Not planned yet, and nobody planning it.
                     conn.execute(
-                        sa.update(j).where(where).values(**_released(JobStatus.CANCELLED, now))
+                        sa.update(j).where(where).values(**released(JobStatus.CANCELLED, now))
                     )
         return self.get(job_id)
-
-
-def _released(status: JobStatus, now: int) -> dict[str, Any]:
-    return {
-        "status": status.value,
-        "finished_ms": now,
-        "lease_owner": None,
-        "lease_expires_ms": None,
-    }
 
 
 def unfinished_count(db: Database) -> int:
@@ -408,7 +400,7 @@ class JobLease:
         The job ends FAILED, with this error, when its last part ends.
         """
         now = _clock.now_ms()
-        values = {**_released(JobStatus.FAILED, now), "error": error}
+        values = {**released(JobStatus.FAILED, now), "error": error}
         with self._db.write() as conn:
             job = lock_job(conn, self.job.job_id)
             self._update(conn, values)

@@ -335,27 +335,12 @@ def insert_finished(
     row was not written (the result is dropped). Rows go one statement per scorer
     version, its constant columns in the statement's text.
     """
-    e = schema.evaluations
-    before = conn.execute(sa.select(sa.func.max(e.c.id))).scalar_one() or 0
     olds = [(r.replaces, r.trace_id) for r in results if r.replaces is not None]
     replaced = _supersede(conn, olds) if olds else {}
-    where = _Origin(experiment_id, origin, now)
     statuses = [final_status(r.result) for r in results]
     groups = _groups(results)
-    for (name, version), positions in groups.items():
-        _ledger_statement(conn, where, name, version).executemany_values(
-            conn,
-            _LEDGER_VALUES,
-            [(results[i].trace_id, statuses[i], results[i].attempts, now) for i in positions],
-        )
-    # Rows with ids above ``before`` and our origin are exactly the ones just written:
-    # this transaction holds the write lock (RETURNING would cost a statement per row).
-    written = {
-        (trace_id, name): evaluation_id
-        for evaluation_id, trace_id, name in bulk.compiled_select(
-            conn, "backfill:written", _written_query
-        ).fetchall(conn, {"before": before, "origin": origin})
-    }
+    where = _Origin(experiment_id, origin, now)
+    written = _insert_ledger(conn, results, statuses, groups, where)
     builder = FeedbackRows(now)
     feedback_rows: list[dict[str, Any]] = []
     for (name, version), positions in groups.items():
@@ -386,6 +371,35 @@ def insert_finished(
             )
         _plain_statement(conn, origin, name, version).executemany_values(conn, _PLAIN_VALUES, plain)
     insert_encoded(conn, schema.assessments, feedback_rows)
+
+
+def _insert_ledger(
+    conn: Connection,
+    results: Sequence[Finished],
+    statuses: Sequence[str],
+    groups: dict[tuple[str, int], list[int]],
+    where: _Origin,
+) -> dict[tuple[str, str], int]:
+    """Write the ledger rows of ``results``; return their ids by (trace id, scorer name).
+
+    A pair another writer holds already is not written, so it has no id here.
+    """
+    e = schema.evaluations
+    before = conn.execute(sa.select(sa.func.max(e.c.id))).scalar_one() or 0
+    for (name, version), positions in groups.items():
+        _ledger_statement(conn, where, name, version).executemany_values(
+            conn,
+            _LEDGER_VALUES,
+            [(results[i].trace_id, statuses[i], results[i].attempts, where.now) for i in positions],
+        )
+    # Rows with ids above ``before`` and our origin are exactly the ones just written:
+    # this transaction holds the write lock (RETURNING would cost a statement per row).
+    return {
+        (trace_id, name): evaluation_id
+        for evaluation_id, trace_id, name in bulk.compiled_select(
+            conn, "backfill:written", _written_query
+        ).fetchall(conn, {"before": before, "origin": where.origin})
+    }
 
 
 def _assessment_ids(count: int) -> list[str]:
