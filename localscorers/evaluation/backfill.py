@@ -74,6 +74,8 @@ class Host(Protocol):
     wake: threading.Event
     stopping: threading.Event
     close_wait: float
+    #: The scorers loaded for a job (and which take sessions), by job id.
+    loaded_scorers: dict[str, tuple[list[LoadedScorer], set[int]]]
 
 
 @dataclass(eq=False, slots=True)  # slots: one per trace, built and read in hot loops
@@ -146,6 +148,12 @@ class Execution:
     # -- setup and the loop --------------------------------------------------------------
 
     def _load_scorers(self) -> None:
+        # The parts of one job run the same frozen versions: a runner loads them once a
+        # job, not once a part (a 20,000-trace job has 32 parts).
+        known = self.host.loaded_scorers.get(self.job_id)
+        if known is not None:
+            self.loaded, self.session_specs = list(known[0]), set(known[1])
+            return
         for spec in self.specs:
             # A version deleted since the job was created fails the job (not each trace).
             state = self.host.registry.get(self.plan.experiment_id, spec.name, version=spec.version)
@@ -154,6 +162,8 @@ class Execution:
             self.loaded.append(runnable(loaded) if state.takes_session else loaded)
             if state.takes_session:
                 self.session_specs.add(len(self.loaded) - 1)
+        self.host.loaded_scorers.clear()  # only the current job's are kept
+        self.host.loaded_scorers[self.job_id] = (list(self.loaded), set(self.session_specs))
 
     def run(self) -> None:
         """Run the job until it succeeds, is cancelled, or the runner closes."""

@@ -27,6 +27,7 @@ from localscorers.store.changes import ChangeWatch
 from localscorers.store.job_parts import DEFAULT_PART_TRACES
 
 if TYPE_CHECKING:
+    from localscorers.evaluation.execution import LoadedScorer
     from localscorers.evaluation.scheduler import Settings
     from localscorers.store import ClaimedJob, Database, Lease, Registry, Traces
 
@@ -85,6 +86,7 @@ class JobRunner:
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.close_wait = 2.0
+        self.loaded_scorers: dict[str, tuple[list[LoadedScorer], set[int]]] = {}
         self.executor = new_pool(settings, thread_name_prefix="localscorers-backfill")
         self._thread: threading.Thread | None = None
         self._finished = threading.Condition()
