@@ -85,7 +85,7 @@ class Runtime:
         with self._runner_lock:
             if self._job_runner is None:
                 self._job_runner = backfill_module.JobRunner(
-                    self.db, self.store, self.registry, settings=runner_module.Settings.from_env()
+                    self.storage, settings=runner_module.Settings.from_env()
                 )
                 self._job_runner.start()
             return self._job_runner

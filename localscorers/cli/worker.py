@@ -98,7 +98,7 @@ def run_worker(
     started = time.monotonic()
     runner = Runner(runtime.storage, settings=settings)
     runner.start()
-    jobs = JobRunner(runtime.db, runtime.store, runtime.registry, settings=settings)
+    jobs = JobRunner(runtime.storage, settings=settings)
     jobs.start()
     next_status = started + status_seconds
     blocked: tuple[str, ...] = ()

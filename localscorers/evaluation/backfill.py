@@ -35,7 +35,7 @@ from localscorers.evaluation.scheduler import Pacing, Result, Scheduler, settle_
 from localscorers.evaluation.sessions import SessionItem, load_items, runnable, stamp
 from localscorers.exceptions import TransientError
 from localscorers.models import EvaluationStatus, Feedback, JobStatus, Trace
-from localscorers.store.jobs import ClaimedJob, JobLease, Progress
+from localscorers.store.jobs import ClaimedJob, Progress
 from localscorers.store.ledger import move_requests
 from localscorers.store.results import Finished, crash_feedback
 
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from localscorers.evaluation.execution import LoadedScorer
     from localscorers.evaluation.pool import DaemonThreadPool
     from localscorers.evaluation.scheduler import Settings
-    from localscorers.store import Database, Registry, Traces
+    from localscorers.store import Database, Registry, Store, Traces
     from localscorers.store.backfill_pages import PageRow
     from localscorers.store.results import Plain
 
@@ -65,6 +65,7 @@ logger = logging.getLogger(__name__)
 class Host(Protocol):
     """What an execution needs from the runner that claimed the job."""
 
+    storage: Store
     db: Database
     store: Traces
     registry: Registry
@@ -110,8 +111,8 @@ class Execution:
         self.settings = host.settings
         self.db = host.db
         self.job_id = job.job_id
-        self.lease = JobLease(
-            host.db, job, owner=host.owner, lease_ms=int(self.settings.lease_seconds * 1000)
+        self.lease = host.storage.lease(
+            job, owner=host.owner, lease_ms=int(self.settings.lease_seconds * 1000)
         )
         self.plan = job.plan
         self.specs = self.plan.specs

@@ -23,13 +23,12 @@ from localscorers.evaluation.backfill import Execution
 from localscorers.evaluation.scheduler import new_pool, wait_for_change
 from localscorers.exceptions import ConfigurationError, DiskFullError, LeaseLostError
 from localscorers.store import claim_job, new_owner_id, unfinished_count
-from localscorers.store.changes import ChangeWatch
 from localscorers.store.job_parts import DEFAULT_PART_TRACES
 
 if TYPE_CHECKING:
     from localscorers.evaluation.execution import LoadedScorer
     from localscorers.evaluation.scheduler import Settings
-    from localscorers.store import ClaimedJob, Database, Lease, Registry, Traces
+    from localscorers.store import ClaimedJob, Database, Lease, Registry, Store, Traces
 
 __all__ = ["JobRunner"]
 
@@ -61,25 +60,18 @@ class JobRunner:
     Jobs run oldest first; another process's runner may run another job meanwhile.
 
     Args:
-        db: the database.
-        store: loads whole traces for scorers that take ``trace``.
-        registry: reads the frozen scorer versions.
+        storage: the opened database's stores (``store.open_store``): the traces load
+            whole traces for scorers that take ``trace``, the registry the frozen
+            scorer versions, and its leases write the parts' progress.
         settings: pool size, lease, retries, timeouts and page size (``batch_size``).
         owner: lease owner id (a fresh one by default).
     """
 
-    def __init__(
-        self,
-        db: Database,
-        store: Traces,
-        registry: Registry,
-        *,
-        settings: Settings,
-        owner: str | None = None,
-    ) -> None:
-        self.db = db
-        self.store = store
-        self.registry = registry
+    def __init__(self, storage: Store, *, settings: Settings, owner: str | None = None) -> None:
+        self.storage = storage
+        self.db: Database = storage.db
+        self.store: Traces = storage.traces
+        self.registry: Registry = storage.registry
         self.settings = settings
         self.owner = owner or new_owner_id()
         self.part_traces = part_traces_from_env()
@@ -91,7 +83,7 @@ class JobRunner:
         self._thread: threading.Thread | None = None
         self._finished = threading.Condition()
         self._current: Execution | None = None
-        self._watch = ChangeWatch(db)
+        self._watch = storage.watch()
 
     def start(self) -> None:
         """Start the job thread (idempotent)."""

@@ -319,7 +319,7 @@ def test_cancel_a_pending_job_and_a_finished_one(db: Path) -> None:
     runtime = _context.current()
     service = runtime.storage.jobs()
     pending = service.create("0", [ScorerSpec("length", 1, 1.0)])
-    runner = JobRunner(runtime.db, runtime.store, runtime.registry, settings=Settings())
+    runner = JobRunner(runtime.storage, settings=Settings())
     assert runner.unfinished_count() == 1
     assert localscorers.cancel_backfill_job(pending).status == "CANCELLED"
     assert runner.unfinished_count() == 0
@@ -360,9 +360,7 @@ def test_a_closed_runner_releases_the_job_and_another_resumes_it(db: Path) -> No
     helpers.slow_length.register()
     runtime = _context.current()
     job_id = runtime.storage.jobs().create("0", [ScorerSpec("slow_length", 1, 1.0)])
-    first = JobRunner(
-        runtime.db, runtime.store, runtime.registry, settings=_settings(max_workers=1)
-    )
+    first = JobRunner(runtime.storage, settings=_settings(max_workers=1))
     first.start()
     poll(lambda: localscorers.get_backfill_job(job_id).processed > 0)
     first.close(wait=0.5)
@@ -392,9 +390,7 @@ def test_a_holder_that_lost_its_lease_cannot_write(db: Path) -> None:
     helpers.length.register()
     runtime = _context.current()
     job_id = runtime.storage.jobs().create("0", [ScorerSpec("length", 1, 1.0)])
-    stalled = JobRunner(
-        runtime.db, runtime.store, runtime.registry, settings=_settings(lease_seconds=0.1)
-    )
+    stalled = JobRunner(runtime.storage, settings=_settings(lease_seconds=0.1))
     claimed = stalled._claim()  # claims, then "stalls" past its lease
     assert claimed is not None
     assert claimed.job_id == job_id

@@ -106,7 +106,8 @@ def test_a_backfill_whose_scorer_kills_its_process_ends(db: Path) -> None:
         ("crash", "FAILED", TRACES, TRACES),
     ]
     # Each part (a holder's range of the job) ended with no claim and no probe left over.
-    assert left and set(left) == {(0, None)}
+    assert left
+    assert set(left) == {(0, None)}
 
 
 def test_a_claim_counts_itself_and_a_normal_end_gives_it_back(
