@@ -45,6 +45,19 @@ __all__ = [
     "set_user_version",
 ]
 
+
+def _attach_partial_conditions() -> None:
+    """Give each partial index of the schema its PostgreSQL condition (see schema.py)."""
+    for table in schema.METADATA.tables.values():
+        for index in table.indexes:
+            condition = index.info.get(schema.POSTGRESQL_WHERE)
+            if condition is not None:
+                index.dialect_kwargs[schema.POSTGRESQL_WHERE] = condition
+
+
+_attach_partial_conditions()
+
+
 # Accepted for symmetry with ``sqlite.BEGIN_OPTION``; PostgreSQL needs no begin mode.
 BEGIN_OPTION = "localscorers_begin"
 _VERSION_TABLE = "localscorers_schema"

@@ -19,6 +19,7 @@ from sqlmodel import Field, SQLModel
 
 __all__ = [
     "METADATA",
+    "POSTGRESQL_WHERE",
     "BackfillJobPartRow",
     "BackfillJobRow",
     "CounterRow",
@@ -53,10 +54,19 @@ def _json_column(*, nullable: bool = True) -> Any:  # noqa: ANN401 - SQLModel's 
     return Field(default=None, sa_column=sa.Column(sa.JSON, nullable=nullable))
 
 
-def _partial_index(name: str, *columns: str, where: str) -> sa.Index:
+# A partial index's PostgreSQL condition waits in the index's ``info`` under this key
+# until store/postgres.py (imported for a PostgreSQL URI only) attaches it: naming
+# ``postgresql_where`` here would import SQLAlchemy's PostgreSQL dialect (about 20 ms)
+# in every process that opens a SQLite file.
+POSTGRESQL_WHERE = "postgresql_where"
+
+
+def _partial_index(name: str, *columns: str, where: str, unique: bool = False) -> sa.Index:
     """An index of the rows ``where`` holds for, on SQLite and PostgreSQL alike."""
     condition = sa.text(where)
-    return sa.Index(name, *columns, sqlite_where=condition, postgresql_where=condition)
+    return sa.Index(
+        name, *columns, unique=unique, sqlite_where=condition, info={POSTGRESQL_WHERE: condition}
+    )
 
 
 def _not_null_index(name: str, column: str) -> sa.Index:
@@ -327,7 +337,7 @@ class EvaluationRow(_Base, table=True):
             "scorer_version",
             unique=True,
             sqlite_where=sa.text("superseded = 0"),
-            postgresql_where=sa.text("superseded = false"),
+            info={POSTGRESQL_WHERE: sa.text("superseded = false")},
         ),
         _partial_index(
             "ix_evaluations_pending", "status", "not_before_ms", where="status = 'PENDING'"

@@ -195,7 +195,7 @@ def test_sqlite_use_does_not_import_postgresql_support(tmp_path: object) -> None
         f"localscorers.set_tracking_uri({str(tmp_path)!r} + '/x.db')\n"
         "localscorers.log_trace(inputs=1, outputs=2)\n"
         "bad = [m for m in sys.modules if m.startswith('psycopg') "
-        "or m == 'localscorers.store.postgres']\n"
+        "or m in ('localscorers.store.postgres', 'sqlalchemy.dialects.postgresql')]\n"
         "print(bad)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
