@@ -758,3 +758,10 @@ def test_changes_after_a_span_ended_are_ignored_with_a_warning(
         span.set_outputs("too late")
     assert "already ended" in caplog.text
     assert localscorers.get_trace(span.trace_id).data.response == "final"
+
+
+def test_trace_ids_made_by_one_process_grow_in_the_order_they_are_made() -> None:
+    # Many traces share a millisecond here: their ids still keep the order of the calls.
+    ids = [localscorers.log_trace(inputs=i, outputs=i) for i in range(300)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)

@@ -186,6 +186,18 @@ def test_a_session_is_scored_once_after_going_quiet(tracking: Path, clock: FakeC
     assert {t.info.trace_id for t in found} == {first, last}
 
 
+def test_turns_logged_in_one_millisecond_keep_their_order(tracking: Path, clock: FakeClock) -> None:
+    # Same request time for every turn: the trace id decides which is last, so ids made
+    # by one process must grow in the order they are made.
+    start(turns, idle=10)
+    ids = [say("s1", question, clock) for question in "abcdefghij"]
+    clock.advance(10)
+    assert localscorers.flush(timeout=DEADLINE)
+    feedback = session_feedback()
+    assert list(feedback) == [ids[-1]]
+    assert [f.value for f in feedback[ids[-1]]] == ["a,b,c,d,e,f,g,h,i,j"]
+
+
 def test_a_new_turn_makes_the_session_due_again(tracking: Path, clock: FakeClock) -> None:
     start(turns, idle=5)
     say("s1", "a", clock)
