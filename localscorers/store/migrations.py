@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from localscorers import _clock
 from localscorers.exceptions import SchemaVersionError
-from localscorers.store import dialect, schema, span_terms, sqlite
+from localscorers.store import dialect, schema, span_terms, sqlite, text_index
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -246,6 +246,16 @@ def m0011_search_indexes(conn: Connection) -> None:
         span_terms.create(conn)
 
 
+def m0012_text_index(conn: Connection) -> None:
+    """A trigram index of each trace's text for ``span.content`` substrings (SQLite).
+
+    Empty here: it is filled in batches by the first content search after the
+    migration (``store.text_index``), so opening a large database stays quick.
+    """
+    if conn.dialect.name == "sqlite":
+        text_index.create(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     m0001_initial,
     m0002_evaluation_requests,
@@ -258,6 +268,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     m0009_backfill_claims,
     m0010_backfill_job_parts,
     m0011_search_indexes,
+    m0012_text_index,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

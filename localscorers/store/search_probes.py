@@ -13,11 +13,13 @@ out has one (issue 16):
   ``span.attributes.<key>`` (``span_terms``, SQLite), with the roots kept in trace rows;
 - ``feedback`` / ``expectation`` (``ix_assessments_name_value``: name, kind,
   value_num, value_str, valid, trace_id: the exact matches from the index alone).
+- ``span.content`` ``LIKE`` / ``ILIKE`` with a literal run of three characters or more
+  (``text_index``, SQLite: a superset, the traces holding the pattern's trigrams).
 
 For ``=`` and ``IN``, and on SQLite ``LIKE 'prefix%'`` of a trace name, a tag or
 metadata value, a span name or type. Negations (``!=``, ``NOT IN``, ``IS NULL``; but
 ``trace.status != 'OK'``), other patterns (``LIKE '%x'``, ``ILIKE``, ``RLIKE``),
-``span.content``, ``trace.status = 'OK'`` and ``trace.execution_time_ms`` have none:
+``trace.status = 'OK'`` and ``trace.execution_time_ms`` have none:
 those are met by scanning the traces newest first (the time index covers status, name
 and duration, so that scan reads no row for them). An index for each would cost every
 trace's commit a B-tree write (a (status, duration) index: ~9 % of a minimal
@@ -34,7 +36,7 @@ import sqlalchemy as sa
 
 from localscorers.filters import Comparison, Entity, Field, Op, Scalar, Value
 from localscorers.models import TraceStatus
-from localscorers.store import filter_sql, schema, span_terms
+from localscorers.store import filter_sql, schema, span_terms, text_index
 from localscorers.store.comparison_sql import Unindexed, predicate, uppercased
 from localscorers.store.filter_sql import SpanGroup
 
@@ -125,11 +127,18 @@ def _root_status_probe(op: Op, value: Value, experiment_ids: Sequence[str]) -> P
     )
 
 
-def _span_probes(group: SpanGroup, experiment_ids: Sequence[str], *, terms: bool) -> list[Probe]:
+def _span_probes(
+    group: SpanGroup, experiment_ids: Sequence[str], *, terms: bool, text: bool
+) -> list[Probe]:
     """One probe per comparison of the group that an index can answer."""
     found: list[Probe] = []
     for comparison in group.comparisons:
         field, op, value = comparison.field, comparison.op, comparison.value
+        if text and field.key == "content" and field.entity is Entity.SPAN:
+            content = text_index.candidates(comparison)
+            if content is not None:
+                found.append(content)
+            continue
         if not _seekable(op, value, terms=terms):
             continue
         if field.entity is Entity.SPAN and field.key in ("name", "type"):
@@ -214,16 +223,19 @@ def assessment_candidates(comparison: Comparison, *, exact: bool) -> Probe | Non
     return sa.union(*direct, *sessions)
 
 
-def probes(part: object, experiment_ids: Sequence[str], *, terms: bool) -> list[Probe]:
+def probes(
+    part: object, experiment_ids: Sequence[str], *, terms: bool, text: bool = False
+) -> list[Probe]:
     """The probes of a required part of a filter (empty: none, scan for it).
 
     Args:
         part: a comparison, a span group or another expression.
         experiment_ids: the experiments searched (trace probes read only theirs).
         terms: whether ``span_terms`` exists (SQLite).
+        text: whether ``text_index`` exists (SQLite with FTS5).
     """
     if isinstance(part, SpanGroup):
-        return _span_probes(part, experiment_ids, terms=terms)
+        return _span_probes(part, experiment_ids, terms=terms, text=text)
     if not isinstance(part, Comparison):
         return []
     entity, op = part.field.entity, part.op

@@ -35,11 +35,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from localscorers.filters import Comparison, Entity, Expr, Field, Op
-from localscorers.store import filter_sql, schema, search_probes
+from localscorers.store import filter_sql, schema, search_probes, text_index
 from localscorers.store.comparison_sql import Unindexed
 from localscorers.store.filter_sql import SpanGroup
 
-__all__ = ["SearchPlan", "plan_search", "search_query"]
+__all__ = ["SearchPlan", "plan_search", "reads_text", "search_query"]
 
 _traces = schema.traces
 _KEY_VALUE_TABLES: Final = {Entity.TAG: schema.trace_tags, Entity.METADATA: schema.trace_metadata}
@@ -166,11 +166,12 @@ def plan_search(conn: Connection, expr: Expr, experiment_ids: Sequence[str]) -> 
     terms = conn.dialect.name == "sqlite"
     few, many = _bounds(conn)
     parts = filter_sql.conjuncts(expr)
+    text = any(_content(p) for p in parts) and text_index.available(conn)
     counts: dict[Comparison | SpanGroup, tuple[int, search_probes.Probe]] = {}
     for part in parts:
         if not isinstance(part, Comparison | SpanGroup):
             continue
-        for probe in search_probes.probes(part, experiment_ids, terms=terms):
+        for probe in search_probes.probes(part, experiment_ids, terms=terms, text=text):
             n = _count(conn, probe, experiment_ids, many)
             if part not in counts or n < counts[part][0]:
                 counts[part] = (n, probe)
@@ -201,9 +202,22 @@ def _exact(part: Comparison | SpanGroup) -> bool:
     """Whether the part's probe selects exactly its matches (not a superset).
 
     Comparisons' probes do, and so do those of one span comparison (``ix_spans_*``,
-    ``span_terms``); a group's (one of its comparisons) select a superset.
+    ``span_terms``) but content (``text_index``: trigrams); a group's (one of its
+    comparisons) select a superset.
     """
-    return isinstance(part, Comparison) or len(part.comparisons) == 1
+    return isinstance(part, Comparison) or (len(part.comparisons) == 1 and not _content(part))
+
+
+def reads_text(expr: Expr) -> bool:
+    """Whether a search for ``expr`` may start from ``text_index`` (a required content part)."""
+    return any(_content(p) for p in filter_sql.conjuncts(expr))
+
+
+def _content(part: object) -> bool:
+    """Whether the part is a span group with a ``span.content`` comparison."""
+    return isinstance(part, SpanGroup) and any(
+        c.field.entity is Entity.SPAN and c.field.key == "content" for c in part.comparisons
+    )
 
 
 def search_query(

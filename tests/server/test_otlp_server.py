@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import sqlite3
 from pathlib import Path
 
 import httpx
@@ -26,6 +27,7 @@ import localscorers
 from localscorers import ScorerSamplingConfig
 from localscorers.exceptions import TraceNotFoundError
 from localscorers.server import ServerSettings
+from localscorers.store import text_index
 from tests.otlp_helpers import answered, json_body, json_span, post_json, serve, wait_until
 
 TRACE = "5b8efff798038103d269b633813fc60c"
@@ -162,6 +164,27 @@ def test_a_retried_request_and_a_late_span_are_kept_once(tracking: Path) -> None
         assert post_json(url, json_body(late)).status_code == 200
     trace = localscorers.get_trace(f"tr-{TRACE}")
     assert [s.name for s in trace.data.spans] == ["root", "child", "late"]
+
+
+def test_a_late_spans_text_is_found_once_the_trace_was_indexed(
+    tracking: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every content search first indexes what is new (store.text_index): the late span
+    # must reach the index as part of its trace's document written again.
+    monkeypatch.setattr(text_index, "CATCH_UP_AFTER", 0)
+    content = "span.content LIKE '%zebra crossing%'"
+    body = json_body(json_span(TRACE, ROOT, "root", start=T0), json_span(TRACE, CHILD, "child",
+                     parent=ROOT, start=T0 + 1))  # fmt: skip
+    with serve() as url:
+        assert post_json(url, body).status_code == 200
+        assert localscorers.search_traces(filter_string=content) == []  # indexed now
+        late = json_span(TRACE, GRANDCHILD, "zebra crossing", parent=CHILD, start=T0 + 2)
+        assert post_json(url, json_body(late)).status_code == 200
+    found = localscorers.search_traces(filter_string=content)
+    assert [t.info.trace_id for t in found] == [f"tr-{TRACE}"]
+    with sqlite3.connect(tracking) as conn:  # read from the index, not as a new span
+        state = conn.execute("SELECT span_upto FROM text_index_state").fetchone()
+        assert state == conn.execute("SELECT max(rowid) FROM spans").fetchone()
 
 
 def test_invalid_spans_are_rejected_with_partial_success(tracking: Path) -> None:
