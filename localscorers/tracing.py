@@ -410,6 +410,23 @@ def _wrap_coroutine(target: Callable[..., Awaitable[Any]], opener: _Opener) -> C
     return wrapper
 
 
+@contextlib.contextmanager
+def _iterating(span: LiveSpan) -> Iterator[GeneratorFlow]:
+    """The iteration of a traced generator, sync or async: the span ends when it does.
+
+    An exception that ends the iteration is the span's error, except ``GeneratorExit``
+    (the consumer stopped early), which ends it normally; the items are its outputs.
+    """
+    flow = GeneratorFlow(span, _CURRENT, _close_span)
+    try:
+        yield flow
+    except BaseException as exc:
+        flow.failed(exc)
+        raise
+    finally:
+        flow.end()
+
+
 def _wrap_generator(
     target: Callable[..., Generator[Any, Any, Any]], opener: _Opener
 ) -> Callable[..., Generator[Any, Any, Any]]:
@@ -419,8 +436,7 @@ def _wrap_generator(
     @functools.wraps(target)
     def wrapper(*args: object, **kwargs: object) -> Generator[Any, Any, Any]:
         # Runs on the first next(): like MLflow, the span starts when iteration does.
-        flow = GeneratorFlow(opener(args, kwargs), _CURRENT, _close_span)
-        try:
+        with _iterating(opener(args, kwargs)) as flow:
             inner = target(*args, **kwargs)
             while True:
                 try:
@@ -434,11 +450,6 @@ def _wrap_generator(
                     raise
                 except BaseException as exc:  # noqa: BLE001 - forwarded like yield from
                     flow.thrown = exc
-        except BaseException as exc:
-            flow.failed(exc)
-            raise
-        finally:
-            flow.end()
 
     return wrapper
 
@@ -449,8 +460,7 @@ def _wrap_async_generator(
     # _wrap_generator's contract for ``async def ... yield`` (streamed LLM responses).
     @functools.wraps(target)
     async def wrapper(*args: object, **kwargs: object) -> AsyncGenerator[Any, Any]:
-        flow = GeneratorFlow(opener(args, kwargs), _CURRENT, _close_span)
-        try:
+        with _iterating(opener(args, kwargs)) as flow:
             inner = target(*args, **kwargs)
             while True:
                 try:
@@ -464,10 +474,5 @@ def _wrap_async_generator(
                     raise
                 except BaseException as exc:  # noqa: BLE001 - forwarded like the sync wrapper
                     flow.thrown = exc
-        except BaseException as exc:
-            flow.failed(exc)
-            raise
-        finally:
-            flow.end()
 
     return wrapper

@@ -204,13 +204,23 @@ class Scorer(BaseModel):
     ) -> Scorer:
         """Activate the scorer on new traces with a sample rate and optional filter.
 
+        Warns:
+            JudgeModelWarning: (LLM judges) the judge has no model to ask.
+
         Raises:
             ConfigurationError: the rate is 0 (use ``stop()``) or the config is not a
                 ``ScorerSamplingConfig``.
             InvalidTransitionError: the scorer is not registered.
         """
+        self._starting(name)
         config = check_sampling_config(sampling_config or ScorerSamplingConfig(), action="start")
         return self._transition("start", name, experiment_id, config)
+
+    def _starting(self, name: str | None) -> None:
+        """Warn first when ``start(name=name)`` activates a scorer that cannot work yet.
+
+        Scorers have nothing to say; a judge without a model warns (``Judge._starting``).
+        """
 
     def update(
         self,

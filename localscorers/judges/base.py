@@ -45,7 +45,6 @@ from localscorers.models import (
     AssessmentSource,
     AssessmentSourceType,
     Feedback,
-    ScorerSamplingConfig,
 )
 from localscorers.scorers import Scorer
 from localscorers.store import judge_cache
@@ -133,17 +132,8 @@ class Judge(Scorer, Generic[_Result]):
             return self.model_copy(update={"model": reference}).definition()
         return super().definition()
 
-    def start(
-        self,
-        *,
-        name: str | None = None,
-        experiment_id: str | None = None,
-        sampling_config: ScorerSamplingConfig | None = None,
-    ) -> Scorer:
-        """Activate the judge as ``Scorer.start`` does (raising what it raises).
-
-        Warns ``JudgeModelWarning`` first when the judge has no model to ask.
-        """
+    def _starting(self, name: str | None) -> None:
+        """Warn ``JudgeModelWarning`` when ``start`` finds no model for the judge to ask."""
         if self.model is None and not os.environ.get("LOCALSCORERS_JUDGE_MODEL", "").strip():
             warnings.warn(
                 f"Judge {name or self.name!r} ({type(self).__name__}) has no model: every "
@@ -152,11 +142,8 @@ class Judge(Scorer, Generic[_Result]):
                 "OPENAI_BASE_URL for a local server, or model='ollama:/llama3'), then "
                 "register() it again; or set LOCALSCORERS_JUDGE_MODEL where it runs.",
                 JudgeModelWarning,
-                stacklevel=2,
+                stacklevel=3,  # the caller of Scorer.start, which calls this
             )
-        return super().start(
-            name=name, experiment_id=experiment_id, sampling_config=sampling_config
-        )
 
     def __call__(
         self,
