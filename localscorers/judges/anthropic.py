@@ -108,9 +108,9 @@ class AnthropicModel:
         if self.api_key:
             headers["x-api-key"] = self.api_key
         with _lock:
-            tools = request.schema is not None and self.base_url not in _no_tools
+            refuses_tools = self.base_url in _no_tools
         forms: dict[str, dict[str, Any]] = {"none": {}}
-        if tools and request.schema is not None:
+        if request.schema is not None and not refuses_tools:
             forms = {"tool": _tool_fields(request.schema), "none": {}}
         reply = transport.post_trying(
             self, "/v1/messages", payload, forms, headers=headers, hint=_hint
