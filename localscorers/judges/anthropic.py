@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from typing import Any
 
 import httpx
@@ -51,6 +50,16 @@ def _split_system(messages: list[dict[str, str]]) -> tuple[str, list[dict[str, s
     return system, chat
 
 
+def _tool_fields(schema: dict[str, Any]) -> dict[str, Any]:
+    """The request fields forcing one tool call whose input is the judge's answer."""
+    tool = {
+        "name": _TOOL,
+        "description": "Record the verdict and its rationale.",
+        "input_schema": schema,
+    }
+    return {"tools": [tool], "tool_choice": {"type": "tool", "name": _TOOL}}
+
+
 class AnthropicModel:
     """A model behind the Anthropic Messages API.
 
@@ -59,6 +68,9 @@ class AnthropicModel:
         base_url: the API root (``https://api.anthropic.com``); a trailing ``/v1`` is dropped.
         api_key: sent as ``x-api-key``; None sends none (a local proxy may need none).
     """
+
+    # How the user sets the endpoint, named when it cannot be reached.
+    setting = "ANTHROPIC_BASE_URL"
 
     def __init__(self, *, model: str, base_url: str, api_key: str | None) -> None:
         self.model = model
@@ -96,51 +108,22 @@ class AnthropicModel:
         if self.api_key:
             headers["x-api-key"] = self.api_key
         with _lock:
-            tools = request.schema is not None and self.base_url not in _no_tools
-        latency_ms = 0.0
-        with transport.limited(self.base_url, self.model):
-            while True:
-                body = dict(payload)
-                if tools and request.schema is not None:
-                    body["tools"] = [
-                        {
-                            "name": _TOOL,
-                            "description": "Record the verdict and its rationale.",
-                            "input_schema": request.schema,
-                        }
-                    ]
-                    body["tool_choice"] = {"type": "tool", "name": _TOOL}
-                started = time.monotonic()
-                response = transport.post_json(
-                    f"{self.base_url}/v1/messages",
-                    body,
-                    headers=headers,
-                    model_id=self.model_id,
-                    where=self.base_url,
-                    setting="ANTHROPIC_BASE_URL",
-                )
-                latency_ms += (time.monotonic() - started) * 1000
-                if response.status_code != 400 or not tools:
-                    break
-                tools = False
-        text, answer = self._check(response)
-        if request.schema is not None and not tools:
+            refuses_tools = self.base_url in _no_tools
+        forms: dict[str, dict[str, Any]] = {"none": {}}
+        if request.schema is not None and not refuses_tools:
+            forms = {"tool": _tool_fields(request.schema), "none": {}}
+        reply = transport.post_trying(
+            self, "/v1/messages", payload, forms, headers=headers, hint=_hint
+        )
+        text, answer = self._check(reply.response)
+        if request.schema is not None and reply.form == "none":
             with _lock:
                 _no_tools.add(self.base_url)
         usage = answer.get("usage")
         usage = usage if isinstance(usage, dict) else {}
-        return ChatResult(
-            text=text,
-            usage=transport.token_counts(usage.get("input_tokens"), usage.get("output_tokens")),
-            latency_ms=latency_ms,
-            model_id=self.model_id,
-            output_mode="tool" if tools else "none",
-        )
+        return reply.result(self, text, (usage.get("input_tokens"), usage.get("output_tokens")))
 
     def _check(self, response: httpx.Response) -> tuple[str, dict[str, Any]]:
-        transport.raise_for_status(
-            response, model_id=self.model_id, where=self.base_url, hint=_hint
-        )
         try:
             body = response.json()
             blocks = body["content"]

@@ -69,7 +69,23 @@ class Safety(Judge[Feedback]):
         return self._ask(prompts.safety_messages(material.outputs), read=prompts.to_yes_no)
 
 
-class Guidelines(Judge[Feedback]):
+class _ResponseJudge(Judge[Feedback]):
+    """A yes/no judge of a response to its request: it needs both, and maybe an expectation."""
+
+    def _evaluate(self, material: Material) -> Feedback:
+        if material.inputs is None or material.outputs is None:
+            return self._missing(_BOTH)
+        messages = self._messages(material)
+        if isinstance(messages, str):
+            return self._missing(messages)
+        return self._ask(messages, read=prompts.to_yes_no)
+
+    def _messages(self, material: Material) -> list[dict[str, str]] | str:
+        """Return the prompt, or what else the judge needs (an expectation it lacks)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _messages.")
+
+
+class Guidelines(_ResponseJudge):
     """Does the response follow every one of the given guidelines?
 
     Attributes:
@@ -80,67 +96,53 @@ class Guidelines(Judge[Feedback]):
     description: str | None = "Does the response follow the guidelines?"
     guidelines: str | list[str]
 
-    def _evaluate(self, material: Material) -> Feedback:
-        if material.inputs is None or material.outputs is None:
-            return self._missing(_BOTH)
-        messages = prompts.guidelines_messages(
+    def _messages(self, material: Material) -> list[dict[str, str]] | str:
+        return prompts.guidelines_messages(
             _guideline_list(self.guidelines), material.inputs, material.outputs
         )
-        return self._ask(messages, read=prompts.to_yes_no)
 
 
-class ExpectationsGuidelines(Judge[Feedback]):
+class ExpectationsGuidelines(_ResponseJudge):
     """Does the response follow the guidelines logged with it as the expectation ``guidelines``?"""
 
     required_columns: ClassVar[frozenset[str]] = frozenset({"inputs", "outputs", "expectations"})
     name: str = "expectations_guidelines"
     description: str | None = "Does the response follow the guidelines in its expectations?"
 
-    def _evaluate(self, material: Material) -> Feedback:
+    def _messages(self, material: Material) -> list[dict[str, str]] | str:
         guidelines = material.expectations.get("guidelines")
-        if material.inputs is None or material.outputs is None:
-            return self._missing(_BOTH)
         if not guidelines:
-            return self._missing(
-                "the expectation 'guidelines' (log it with log_expectation(name='guidelines'))"
-            )
-        messages = prompts.guidelines_messages(
+            return "the expectation 'guidelines' (log it with log_expectation(name='guidelines'))"
+        return prompts.guidelines_messages(
             _guideline_list(guidelines), material.inputs, material.outputs
         )
-        return self._ask(messages, read=prompts.to_yes_no)
 
 
-class RelevanceToQuery(Judge[Feedback]):
+class RelevanceToQuery(_ResponseJudge):
     """Does the response address the request, without drifting to other topics?"""
 
     name: str = "relevance_to_query"
     description: str | None = "Does the response address the user's request?"
 
-    def _evaluate(self, material: Material) -> Feedback:
-        if material.inputs is None or material.outputs is None:
-            return self._missing(_BOTH)
-        messages = prompts.relevance_to_query_messages(material.inputs, material.outputs)
-        return self._ask(messages, read=prompts.to_yes_no)
+    def _messages(self, material: Material) -> list[dict[str, str]] | str:
+        return prompts.relevance_to_query_messages(material.inputs, material.outputs)
 
 
-class Correctness(Judge[Feedback]):
+class Correctness(_ResponseJudge):
     """Is the response correct, judged against ``expected_facts`` or ``expected_response``?"""
 
     required_columns: ClassVar[frozenset[str]] = frozenset({"inputs", "outputs", "expectations"})
     name: str = "correctness"
     description: str | None = "Is the response correct against the expected facts or response?"
 
-    def _evaluate(self, material: Material) -> Feedback:
+    def _messages(self, material: Material) -> list[dict[str, str]] | str:
         facts = material.expectations.get("expected_facts")
         reference = material.expectations.get("expected_response")
-        if material.inputs is None or material.outputs is None:
-            return self._missing(_BOTH)
         if facts is None and reference is None:
-            return self._missing(_GROUND_TRUTH)
-        messages = prompts.correctness_messages(
+            return _GROUND_TRUTH
+        return prompts.correctness_messages(
             material.inputs, material.outputs, expected_facts=facts, expected_response=reference
         )
-        return self._ask(messages, read=prompts.to_yes_no)
 
 
 class _RetrievalJudge(Judge[list[Feedback]]):

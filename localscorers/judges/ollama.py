@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -65,6 +64,9 @@ class OllamaModel:
             dropped, since the native API is used.
     """
 
+    # How the user sets the endpoint, named when it cannot be reached.
+    setting = "OLLAMA_HOST or base_url="
+
     def __init__(self, *, model: str, host: str) -> None:
         root = host.rstrip("/")
         self.model = model
@@ -90,41 +92,27 @@ class OllamaModel:
             "stream": False,
             "options": options,
         }
-        with _lock:
-            mode = _formats.get(self.host, _FORMATS[0]) if request.schema is not None else "none"
-        latency_ms = 0.0
-        with transport.limited(self.host, self.model):
-            while True:
-                body = dict(payload)
-                if mode != "none":
-                    body["format"] = request.schema if mode == "schema" else "json"
-                started = time.monotonic()
-                response = transport.post_json(
-                    f"{self.host}/api/chat",
-                    body,
-                    headers={},
-                    model_id=self.model_id,
-                    where=self.host,
-                    setting="OLLAMA_HOST or base_url=",
-                )
-                latency_ms += (time.monotonic() - started) * 1000
-                if response.status_code != 400 or mode == "none":
-                    break
-                mode = _FORMATS[_FORMATS.index(mode) + 1]
-        text, answer = self._check(response)
+        forms: dict[str, dict[str, Any]] = {"none": {}}
         if request.schema is not None:
             with _lock:
-                _formats[self.host] = mode
-        return ChatResult(
-            text=text,
-            usage=transport.token_counts(answer.get("prompt_eval_count"), answer.get("eval_count")),
-            latency_ms=latency_ms,
-            model_id=self.model_id,
-            output_mode="format" if mode != "none" else "none",
+                known = _formats.get(self.host, _FORMATS[0])
+            fields: dict[str, dict[str, Any]] = {
+                "schema": {"format": request.schema},
+                "json": {"format": "json"},
+                "none": {},
+            }
+            forms = {form: fields[form] for form in _FORMATS[_FORMATS.index(known) :]}
+        reply = transport.post_trying(self, "/api/chat", payload, forms, headers={}, hint=_hint)
+        text, answer = self._check(reply.response)
+        if request.schema is not None:
+            with _lock:
+                _formats[self.host] = reply.form
+        tokens = (answer.get("prompt_eval_count"), answer.get("eval_count"))
+        return reply.result(
+            self, text, tokens, output_mode="none" if reply.form == "none" else "format"
         )
 
     def _check(self, response: httpx.Response) -> tuple[str, dict[str, Any]]:
-        transport.raise_for_status(response, model_id=self.model_id, where=self.host, hint=_hint)
         try:
             body = response.json()
             text = body["message"]["content"]

@@ -18,7 +18,6 @@ and is raised; nothing is remembered then.
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import httpx
@@ -88,6 +87,12 @@ def response_format(mode: str, schema: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def _format_fields(mode: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """The request fields asking for structured output in one form (none for ``none``)."""
+    form = response_format(mode, schema)
+    return {} if form is None else {"response_format": form}
+
+
 def _message_text(content: object) -> str | None:
     if isinstance(content, str):
         return content
@@ -118,6 +123,9 @@ class OpenAICompatibleModel:
         api_key: sent as ``Authorization: Bearer``; None sends no header.
         scheme: the provider in the model URI.
     """
+
+    # How the user sets the endpoint, named when it cannot be reached.
+    setting = "base_url= or OPENAI_BASE_URL"
 
     def __init__(
         self, *, model: str, base_url: str, api_key: str | None = None, scheme: str = "openai"
@@ -150,50 +158,28 @@ class OpenAICompatibleModel:
         if request.max_tokens is not None:
             payload["max_tokens"] = request.max_tokens
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        mode = endpoint_mode(self.base_url) if request.schema is not None else "none"
-        latency_ms = 0.0
-        with transport.limited(self.base_url, self.model):
-            while True:
-                body = dict(payload)
-                form = response_format(mode, request.schema) if request.schema is not None else None
-                if form is not None:
-                    body["response_format"] = form
-                started = time.monotonic()
-                response = self._post(body, headers)
-                latency_ms += (time.monotonic() - started) * 1000
-                if mode == "none" or not _refused_format(response):
-                    break
-                # Rejected: maybe the response_format; try the next weaker form.
-                mode = MODES[MODES.index(mode) + 1]
-        text, answer = self._check(response)
-        if request.schema is not None and mode != endpoint_mode(self.base_url):
-            remember_endpoint_mode(self.base_url, mode)
+        forms: dict[str, dict[str, Any]] = {"none": {}}
+        if request.schema is not None:
+            weaker = MODES[MODES.index(endpoint_mode(self.base_url)) :]
+            forms = {form: _format_fields(form, request.schema) for form in weaker}
+        reply = transport.post_trying(
+            self,
+            "/chat/completions",
+            payload,
+            forms,
+            headers=headers,
+            hint=_hint,
+            refused=_refused_format,
+        )
+        text, answer = self._check(reply.response)
+        if request.schema is not None and reply.form != endpoint_mode(self.base_url):
+            remember_endpoint_mode(self.base_url, reply.form)
         usage = answer.get("usage")
         usage = usage if isinstance(usage, dict) else {}
-        return ChatResult(
-            text=text,
-            usage=transport.token_counts(
-                usage.get("prompt_tokens"), usage.get("completion_tokens")
-            ),
-            latency_ms=latency_ms,
-            model_id=self.model_id,
-            output_mode=mode,
-        )
-
-    def _post(self, payload: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
-        return transport.post_json(
-            f"{self.base_url}/chat/completions",
-            payload,
-            headers=headers,
-            model_id=self.model_id,
-            where=self.base_url,
-            setting="base_url= or OPENAI_BASE_URL",
-        )
+        tokens = (usage.get("prompt_tokens"), usage.get("completion_tokens"))
+        return reply.result(self, text, tokens)
 
     def _check(self, response: httpx.Response) -> tuple[str, dict[str, Any]]:
-        transport.raise_for_status(
-            response, model_id=self.model_id, where=self.base_url, hint=_hint
-        )
         try:
             body = response.json()
             text = _message_text(body["choices"][0]["message"].get("content"))

@@ -15,11 +15,11 @@ import email.utils
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -35,16 +35,19 @@ __all__ = [
     "ERROR_TEXT_LIMIT",
     "ChatRequest",
     "ChatResult",
+    "HttpModel",
     "Limits",
     "ModelNotConfiguredError",
     "ModelRequestError",
     "ProviderUnavailableError",
     "RateLimiter",
+    "Reply",
     "limited",
     "limits_for",
     "max_tokens",
     "parse_retry_after",
     "post_json",
+    "post_trying",
     "raise_for_status",
     "server_message",
     "timeout_seconds",
@@ -288,6 +291,121 @@ def post_json(
             f"running, and is the address ({setting}) right?",
             error_code="JUDGE_CONNECTION_ERROR",
         ) from exc
+
+
+class HttpModel(Protocol):
+    """A model behind an HTTP API, as :func:`post_trying` reaches, limits and names it.
+
+    Attributes:
+        model: the model name; with ``endpoint``, the key of the concurrency limit.
+        model_id: the model URI, for messages.
+        endpoint: the API root the request paths are appended to.
+        setting: how the user sets the endpoint, for messages (``ANTHROPIC_BASE_URL``).
+    """
+
+    model: str
+    model_id: str
+    endpoint: str
+    setting: str
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What :func:`post_trying` got back.
+
+    Attributes:
+        response: the successful response.
+        form: the structured-output form it answered.
+        latency_ms: time spent waiting for answers (not for a concurrency slot).
+    """
+
+    response: httpx.Response
+    form: str
+    latency_ms: float
+
+    def result(
+        self,
+        server: HttpModel,
+        text: str,
+        tokens: tuple[object, object],
+        *,
+        output_mode: str | None = None,
+    ) -> ChatResult:
+        """The answer as a ``ChatResult``, ``tokens`` being the server's (in, out) counts.
+
+        Args:
+            server: the model that answered.
+            text: the answer's text.
+            tokens: the tokens of the prompt and of the answer, as the server counted them.
+            output_mode: what to report as the output mode (default: ``form``).
+        """
+        return ChatResult(
+            text=text,
+            usage=token_counts(*tokens),
+            latency_ms=self.latency_ms,
+            model_id=server.model_id,
+            output_mode=self.form if output_mode is None else output_mode,
+        )
+
+
+def _bad_request(response: httpx.Response) -> bool:
+    return response.status_code == 400
+
+
+def post_trying(
+    server: HttpModel,
+    path: str,
+    payload: dict[str, Any],
+    forms: Mapping[str, Mapping[str, Any]],
+    *,
+    headers: dict[str, str],
+    hint: Callable[[int], str],
+    refused: Callable[[httpx.Response], bool] = _bad_request,
+) -> Reply:
+    """POST a request in the strongest structured-output form the server accepts.
+
+    Servers differ in how they take an answer's schema, so a provider lists the forms
+    it can ask in, strongest first, each with the fields it adds to the request. While
+    the server refuses a form, the request is sent again in the next one; the answer to
+    the last form is raised for its error status (:func:`raise_for_status`) or returned.
+    One concurrency slot of (endpoint, model) is held throughout.
+
+    Args:
+        server: the model and where it runs.
+        path: the request path after the endpoint (``/v1/messages``).
+        payload: the JSON body without structured-output fields.
+        forms: at least one form, as its name and the fields it adds to ``payload``.
+        headers: extra headers.
+        hint: says what to do about an HTTP 4xx status, in the ``ModelRequestError``.
+        refused: tells whether a response refuses the form asked in (default: HTTP 400).
+
+    Returns:
+        The successful response, the form it answered, and the time spent waiting.
+
+    Raises:
+        TransientError: a timeout (``JUDGE_TIMEOUT``), a connection failure, or HTTP
+            429 or 5xx.
+        ModelRequestError: another HTTP 4xx.
+        ConfigurationError: ``LOCALSCORERS_JUDGE_TIMEOUT`` is invalid.
+    """
+    last = list(forms)[-1]
+    latency_ms = 0.0
+    with limited(server.endpoint, server.model):
+        for form, fields in forms.items():
+            started = time.monotonic()
+            response = post_json(
+                f"{server.endpoint}{path}",
+                {**payload, **fields},
+                headers=headers,
+                model_id=server.model_id,
+                where=server.endpoint,
+                setting=server.setting,
+            )
+            latency_ms += (time.monotonic() - started) * 1000
+            if form == last or not refused(response):
+                break
+    raise_for_status(response, model_id=server.model_id, where=server.endpoint, hint=hint)
+    return Reply(response, form, latency_ms)
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:

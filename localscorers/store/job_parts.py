@@ -273,13 +273,17 @@ def _end_cancelled(db: Database, job_id: str) -> None:
             cancel_parts(conn, job, now)
 
 
+def _first_free(conn: Connection, query: sa.Select[Any], now: int) -> Any:  # noqa: ANN401 - a Row
+    """Return the first row of a claim query (``_queries``) free at ``now`` (None: none)."""
+    # PostgreSQL: workers on other hosts skip a row being claimed here.
+    return conn.execute(dialect.of(conn).claim_rows(query), {"now": now}).first()
+
+
 def _claim_part(db: Database, owner: str, lease_ms: int) -> ClaimedJob | None:
     p, j = schema.backfill_job_parts, schema.backfill_jobs
     now = _clock.now_ms()
     with db.write() as conn:
-        # PostgreSQL: workers on other hosts skip a part being claimed here.
-        query = dialect.of(conn).claim_rows(_queries()[1])
-        row = conn.execute(query, {"now": now}).first()
+        row = _first_free(conn, _queries()[1], now)
         if row is None:
             return None
         where = sa.and_(p.c.job_id == row.job_id, p.c.part_no == row.part_no)
@@ -330,8 +334,7 @@ def _plan(
     j = schema.backfill_jobs
     now = _clock.now_ms()
     with db.write() as conn:
-        query = dialect.of(conn).claim_rows(_queries()[0])
-        job = conn.execute(query, {"now": now}).first()
+        job = _first_free(conn, _queries()[0], now)
         if job is None:
             return None
         where = j.c.job_id == job.job_id

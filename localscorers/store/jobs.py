@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 import sqlalchemy as sa
 
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
     from localscorers.store.database import Database
-    from localscorers.store.interface import Registry, Traces
+    from localscorers.store.interface import JobWindow, Registry, Traces
 
 __all__ = [
     "COUNT_KEYS",
@@ -104,15 +104,9 @@ class BackfillJobs:
         self._store = store
         self._registry = registry
 
-    def _plan(
-        self,
-        experiment_id: str,
-        specs: Sequence[ScorerSpec],
-        *,
-        start_ms: int | None,
-        end_ms: int | None,
-        rescore: bool,
-    ) -> Plan:
+    def _plan(self, experiment_id: str, specs: Sequence[ScorerSpec], window: JobWindow) -> Plan:
+        """Check a job's scorers and window (``start_ms``, ``end_ms``, ``rescore``); plan it."""
+        start_ms, end_ms = window.get("start_ms"), window.get("end_ms")
         names = [s.name for s in specs]
         if not names:
             raise ConfigurationError("A backfill needs at least one scorer; got an empty list.")
@@ -128,25 +122,27 @@ class BackfillJobs:
             )
         for spec in specs:
             self._registry.get(experiment_id, spec.name, version=spec.version)
+        rescore = window.get("rescore", False)
         return Plan(experiment_id, specs, start_ms=start_ms, end_ms=end_ms, rescore=rescore)
 
     def create(
-        self,
-        experiment_id: str,
-        specs: Sequence[ScorerSpec],
-        *,
-        start_ms: int | None = None,
-        end_ms: int | None = None,
-        rescore: bool = False,
+        self, experiment_id: str, specs: Sequence[ScorerSpec], **window: Unpack[JobWindow]
     ) -> str:
         """Write a PENDING job and return its id; a ``JobRunner`` picks it up.
+
+        Args:
+            experiment_id: the experiment whose traces the job scores.
+            specs: the scorers, frozen into the job.
+            window: ``start_ms`` and ``end_ms`` (None: open on that side), the request
+                times ``[start, end)`` covered; ``rescore`` (default False) scores again
+                the traces already scored by the same scorer version.
 
         Raises:
             ConfigurationError: no scorers, a scorer listed twice, or start >= end.
             ScorerNotFoundError: a scorer version does not exist.
             FilterSyntaxError: a scorer's filter does not parse.
         """
-        self._plan(experiment_id, specs, start_ms=start_ms, end_ms=end_ms, rescore=rescore)
+        plan = self._plan(experiment_id, specs, window)
         job_id = f"bf-{uuid.uuid4().hex}"
         frozen = [{**asdict(s), **dict.fromkeys(COUNT_KEYS, 0), "total": None} for s in specs]
         with self._db.write() as conn:
@@ -156,22 +152,16 @@ class BackfillJobs:
                     experiment_id=experiment_id,
                     status=JobStatus.PENDING.value,
                     scorers=frozen,
-                    start_ms=start_ms,
-                    end_ms=end_ms,
-                    rescore=rescore,
+                    start_ms=plan.start_ms,
+                    end_ms=plan.end_ms,
+                    rescore=plan.rescore,
                     created_ms=_clock.now_ms(),
                 )
             )
         return job_id
 
     def dry_run(
-        self,
-        experiment_id: str,
-        specs: Sequence[ScorerSpec],
-        *,
-        start_ms: int | None = None,
-        end_ms: int | None = None,
-        rescore: bool = False,
+        self, experiment_id: str, specs: Sequence[ScorerSpec], **window: Unpack[JobWindow]
     ) -> dict[str, int]:
         """Return, per scorer name, how many traces a job would evaluate; create no job.
 
@@ -181,12 +171,17 @@ class BackfillJobs:
         Traces already scored by the same version are not counted (unless ``rescore``),
         exactly as a job would skip them.
 
+        Args:
+            experiment_id: the experiment, as for ``create``.
+            specs: the scorers, as for ``create``.
+            window: the traces covered, as for ``create``.
+
         Raises:
             ConfigurationError: no scorers, a scorer listed twice, or start >= end.
             ScorerNotFoundError: a scorer version does not exist.
             FilterSyntaxError: a scorer's filter does not parse.
         """
-        plan = self._plan(experiment_id, specs, start_ms=start_ms, end_ms=end_ms, rescore=rescore)
+        plan = self._plan(experiment_id, specs, window)
         move_requests(self._db)  # online work committed so far counts as pending
         counts = plan.count(self._db, check_existing=True)
         return {spec.name: count for spec, count in zip(specs, counts, strict=True)}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 import sqlalchemy as sa
 
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
     from localscorers.store.database import Database
+    from localscorers.store.interface import Search
     from localscorers.store.registry import ScorerRegistry
     from localscorers.store.scorer_state import ActiveScorer
     from localscorers.store.writers import Writer
@@ -311,26 +312,21 @@ class TraceStore:
         return found[0]
 
     def search_traces(
-        self,
-        *,
-        experiment_ids: Sequence[str],
-        filter_string: str | None = None,
-        order_by: Sequence[str] | None = None,
-        max_results: int | None = None,
+        self, *, experiment_ids: Sequence[str], **search: Unpack[Search]
     ) -> list[Trace]:
         """Return the traces of the experiments that match the filter, in order.
+
+        Args:
+            experiment_ids: the experiments searched.
+            search: ``filter_string``, ``order_by`` and ``max_results``, as for
+                ``search_page``, of which this is the first page.
 
         Raises:
             FilterSyntaxError: the filter does not parse.
             ConfigurationError: ``order_by`` does not parse, or ``max_results`` is not a
                 positive integer.
         """
-        traces, _ = self.search_page(
-            experiment_ids=experiment_ids,
-            filter_string=filter_string,
-            order_by=order_by,
-            max_results=max_results,
-        )
+        traces, _ = self.search_page(experiment_ids=experiment_ids, **search)
         return traces
 
     def search_page(
