@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from localscorers import _clock
 from localscorers.exceptions import SchemaVersionError
-from localscorers.store import dialect, schema, span_terms, sqlite, text_index
+from localscorers.store import deferred_indexes, dialect, schema, span_terms, sqlite
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -246,14 +246,14 @@ def m0011_search_indexes(conn: Connection) -> None:
         span_terms.create(conn)
 
 
-def m0012_text_index(conn: Connection) -> None:
-    """A trigram index of each trace's text for ``span.content`` substrings (SQLite).
+def m0012_deferred_indexes(conn: Connection) -> None:
+    """Indexes of trace text and durations, filled after commit (SQLite).
 
-    Empty here: it is filled in batches by the first content search after the
-    migration (``store.text_index``), so opening a large database stays quick.
+    Empty here: the first search that can use them fills them in batches
+    (``store.deferred_indexes``), so opening a large database stays quick.
     """
     if conn.dialect.name == "sqlite":
-        text_index.create(conn)
+        deferred_indexes.create(conn)
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -268,7 +268,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     m0009_backfill_claims,
     m0010_backfill_job_parts,
     m0011_search_indexes,
-    m0012_text_index,
+    m0012_deferred_indexes,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

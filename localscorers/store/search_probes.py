@@ -13,13 +13,14 @@ out has one (issue 16):
   ``span.attributes.<key>`` (``span_terms``, SQLite), with the roots kept in trace rows;
 - ``feedback`` / ``expectation`` (``ix_assessments_name_value``: name, kind,
   value_num, value_str, valid, trace_id: the exact matches from the index alone).
-- ``span.content`` ``LIKE`` / ``ILIKE`` with a literal run of three characters or more
-  (``text_index``, SQLite: a superset, the traces holding the pattern's trigrams).
+- on SQLite, ``span.content`` ``LIKE`` / ``ILIKE`` with a literal run of three
+  characters or more, and ``trace.execution_time_ms`` ranges (``deferred_indexes``:
+  indexes filled after commit; a superset, with the traces newer than them).
 
 For ``=`` and ``IN``, and on SQLite ``LIKE 'prefix%'`` of a trace name, a tag or
 metadata value, a span name or type. Negations (``!=``, ``NOT IN``, ``IS NULL``; but
 ``trace.status != 'OK'``), other patterns (``LIKE '%x'``, ``ILIKE``, ``RLIKE``),
-``trace.status = 'OK'`` and ``trace.execution_time_ms`` have none:
+``trace.status = 'OK'`` has none:
 those are met by scanning the traces newest first (the time index covers status, name
 and duration, so that scan reads no row for them). An index for each would cost every
 trace's commit a B-tree write (a (status, duration) index: ~9 % of a minimal
@@ -36,7 +37,7 @@ import sqlalchemy as sa
 
 from localscorers.filters import Comparison, Entity, Field, Op, Scalar, Value
 from localscorers.models import TraceStatus
-from localscorers.store import filter_sql, schema, span_terms, text_index
+from localscorers.store import deferred_indexes, filter_sql, schema, span_terms
 from localscorers.store.comparison_sql import Unindexed, predicate, uppercased
 from localscorers.store.filter_sql import SpanGroup
 
@@ -135,7 +136,7 @@ def _span_probes(
     for comparison in group.comparisons:
         field, op, value = comparison.field, comparison.op, comparison.value
         if text and field.key == "content" and field.entity is Entity.SPAN:
-            content = text_index.candidates(comparison)
+            content = deferred_indexes.content_candidates(comparison)
             if content is not None:
                 found.append(content)
             continue
@@ -224,7 +225,12 @@ def assessment_candidates(comparison: Comparison, *, exact: bool) -> Probe | Non
 
 
 def probes(
-    part: object, experiment_ids: Sequence[str], *, terms: bool, text: bool = False
+    part: object,
+    experiment_ids: Sequence[str],
+    *,
+    terms: bool,
+    text: bool = False,
+    durations: bool = False,
 ) -> list[Probe]:
     """The probes of a required part of a filter (empty: none, scan for it).
 
@@ -232,7 +238,8 @@ def probes(
         part: a comparison, a span group or another expression.
         experiment_ids: the experiments searched (trace probes read only theirs).
         terms: whether ``span_terms`` exists (SQLite).
-        text: whether ``text_index`` exists (SQLite with FTS5).
+        text: whether ``deferred_indexes``' text index exists (SQLite with FTS5).
+        durations: whether its duration index exists (SQLite).
     """
     if isinstance(part, SpanGroup):
         return _span_probes(part, experiment_ids, terms=terms, text=text)
@@ -240,7 +247,9 @@ def probes(
         return []
     entity, op = part.field.entity, part.op
     found: Probe | None = None
-    if entity is Entity.TRACE:
+    if entity is Entity.TRACE and durations and part.field.key == "execution_time_ms":
+        found = deferred_indexes.duration_candidates(part, experiment_ids)
+    elif entity is Entity.TRACE:
         found = _trace_probe(part, experiment_ids, terms=terms)
     elif entity in _KEY_VALUE_TABLES and (
         op is Op.IS_NOT_NULL or _seekable(op, part.value, terms=terms)

@@ -35,11 +35,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from localscorers.filters import Comparison, Entity, Expr, Field, Op
-from localscorers.store import filter_sql, schema, search_probes, text_index
+from localscorers.store import deferred_indexes, filter_sql, schema, search_probes
 from localscorers.store.comparison_sql import Unindexed
 from localscorers.store.filter_sql import SpanGroup
 
-__all__ = ["SearchPlan", "plan_search", "reads_text", "search_query"]
+__all__ = ["SearchPlan", "plan_search", "reads_deferred", "search_query"]
 
 _traces = schema.traces
 _KEY_VALUE_TABLES: Final = {Entity.TAG: schema.trace_tags, Entity.METADATA: schema.trace_metadata}
@@ -53,6 +53,7 @@ _FEW: Final = 1000
 _MANY: Final = 7000
 _AT: Final = 100_000
 _END_TIME: Final = Field(Entity.TRACE, "end_time_ms")
+_DURATION: Final = Field(Entity.TRACE, "execution_time_ms")
 
 
 @dataclass(frozen=True)
@@ -166,12 +167,14 @@ def plan_search(conn: Connection, expr: Expr, experiment_ids: Sequence[str]) -> 
     terms = conn.dialect.name == "sqlite"
     few, many = _bounds(conn)
     parts = filter_sql.conjuncts(expr)
-    text = any(_content(p) for p in parts) and text_index.available(conn)
+    durations, text = deferred_indexes.available(conn) if reads_deferred(expr) else (False, False)
     counts: dict[Comparison | SpanGroup, tuple[int, search_probes.Probe]] = {}
     for part in parts:
         if not isinstance(part, Comparison | SpanGroup):
             continue
-        for probe in search_probes.probes(part, experiment_ids, terms=terms, text=text):
+        for probe in search_probes.probes(
+            part, experiment_ids, terms=terms, text=text, durations=durations
+        ):
             n = _count(conn, probe, experiment_ids, many)
             if part not in counts or n < counts[part][0]:
                 counts[part] = (n, probe)
@@ -202,15 +205,24 @@ def _exact(part: Comparison | SpanGroup) -> bool:
     """Whether the part's probe selects exactly its matches (not a superset).
 
     Comparisons' probes do, and so do those of one span comparison (``ix_spans_*``,
-    ``span_terms``) but content (``text_index``: trigrams); a group's (one of its
-    comparisons) select a superset.
+    ``span_terms``); a group's (one of its comparisons) select a superset, and so do
+    the deferred indexes' (trigrams, traces newer than the index).
     """
-    return isinstance(part, Comparison) or (len(part.comparisons) == 1 and not _content(part))
+    if _deferred(part):
+        return False
+    return isinstance(part, Comparison) or len(part.comparisons) == 1
 
 
-def reads_text(expr: Expr) -> bool:
-    """Whether a search for ``expr`` may start from ``text_index`` (a required content part)."""
-    return any(_content(p) for p in filter_sql.conjuncts(expr))
+def reads_deferred(expr: Expr) -> bool:
+    """Whether a search for ``expr`` may start from a deferred index (a required part)."""
+    return any(_deferred(p) for p in filter_sql.conjuncts(expr))
+
+
+def _deferred(part: object) -> bool:
+    """Whether a deferred index may serve the part: content, or a trace duration."""
+    if isinstance(part, Comparison):
+        return part.field == _DURATION
+    return _content(part)
 
 
 def _content(part: object) -> bool:

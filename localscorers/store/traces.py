@@ -24,12 +24,12 @@ from localscorers.exceptions import (
 from localscorers.filters import parser
 from localscorers.models import Expectation, Experiment, Feedback, Trace
 from localscorers.store import (
+    deferred_indexes,
     dialect,
     order_sql,
     rows,
     schema,
     search_sql,
-    text_index,
     trace_reads,
 )
 from localscorers.store.requests import by_experiment, requests_for
@@ -353,8 +353,8 @@ class TraceStore:
             )
         expr = parser.parse(filter_string) if filter_string and filter_string.strip() else None
         order = order_sql.compile_order_by(order_by)
-        if expr is not None and search_sql.reads_text(expr):
-            text_index.catch_up(self._db)
+        if expr is not None and search_sql.reads_deferred(expr):
+            deferred_indexes.catch_up(self._db)
         with self._db.read() as conn:
             # One row past the page tells whether another page follows.
             query = search_sql.search_query(

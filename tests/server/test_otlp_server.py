@@ -27,7 +27,7 @@ import localscorers
 from localscorers import ScorerSamplingConfig
 from localscorers.exceptions import TraceNotFoundError
 from localscorers.server import ServerSettings
-from localscorers.store import text_index
+from localscorers.store import deferred_indexes
 from tests.otlp_helpers import answered, json_body, json_span, post_json, serve, wait_until
 
 TRACE = "5b8efff798038103d269b633813fc60c"
@@ -169,9 +169,9 @@ def test_a_retried_request_and_a_late_span_are_kept_once(tracking: Path) -> None
 def test_a_late_spans_text_is_found_once_the_trace_was_indexed(
     tracking: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Every content search first indexes what is new (store.text_index): the late span
+    # Every content search first indexes what is new (store.deferred_indexes): the late span
     # must reach the index as part of its trace's document written again.
-    monkeypatch.setattr(text_index, "CATCH_UP_AFTER", 0)
+    monkeypatch.setattr(deferred_indexes, "CATCH_UP_AFTER", 0)
     content = "span.content LIKE '%zebra crossing%'"
     body = json_body(json_span(TRACE, ROOT, "root", start=T0), json_span(TRACE, CHILD, "child",
                      parent=ROOT, start=T0 + 1))  # fmt: skip
@@ -183,7 +183,7 @@ def test_a_late_spans_text_is_found_once_the_trace_was_indexed(
     found = localscorers.search_traces(filter_string=content)
     assert [t.info.trace_id for t in found] == [f"tr-{TRACE}"]
     with sqlite3.connect(tracking) as conn:  # read from the index, not as a new span
-        state = conn.execute("SELECT span_upto FROM text_index_state").fetchone()
+        state = conn.execute("SELECT span_upto FROM deferred_index_state").fetchone()
         assert state == conn.execute("SELECT max(rowid) FROM spans").fetchone()
 
 

@@ -1,10 +1,10 @@
-"""``span.content`` substrings from the trigram index (``store.text_index``, issue 16).
+"""Searches from the indexes filled after commit (``store.deferred_indexes``, issue 16).
 
-The index only narrows a search: these tests check that a search finds exactly the
-traces a full read finds, whether the traces are indexed, newer than the index, gained
-spans after it, or took the rowid of a deleted trace; that a rare substring's plan
-starts from the index; and that a search still answers when the index cannot be
-written.
+The trigram index of trace text (``span.content`` / ``trace.text``) and the duration
+index only narrow a search: these tests check that a search finds exactly the traces a
+full read finds, whether the traces are indexed, newer than the index, gained spans
+after it, or took the rowid of a deleted trace; that a rare value's plan starts from
+the index; and that a search still answers when the indexes cannot be written.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import localscorers
 from localscorers import _context
 from localscorers.filters import Comparison, parse
 from localscorers.models import Span
-from localscorers.store import Database, compile_order_by, search_sql, text_index
+from localscorers.store import Database, compile_order_by, deferred_indexes, search_sql
 
 FROM_INDEX = "SCAN text_index VIRTUAL TABLE INDEX"
 FROM_CANDIDATES = "SEARCH traces USING INDEX sqlite_autoindex_traces_1 (trace_id=?)"
@@ -33,12 +33,12 @@ TIME_SCAN = "ix_traces_experiment_time (experiment_id=?)"
 @pytest.fixture
 def catch_up_always(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every content search indexes what is new first (the default waits for 1,000)."""
-    monkeypatch.setattr(text_index, "CATCH_UP_AFTER", 0)
+    monkeypatch.setattr(deferred_indexes, "CATCH_UP_AFTER", 0)
 
 
 @pytest.fixture
 def catch_up_never(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(text_index, "CATCH_UP_AFTER", 10**9)
+    monkeypatch.setattr(deferred_indexes, "CATCH_UP_AFTER", 10**9)
 
 
 def _found(filter_string: str) -> set[str]:
@@ -58,7 +58,7 @@ def _log(text: str, *, span_text: str = "", name: str = "step", spans: bool = Tr
 
 def _state(path: Path) -> tuple[int, int]:
     with sqlite3.connect(path) as conn:
-        row = conn.execute("SELECT trace_upto, span_upto FROM text_index_state").fetchone()
+        row = conn.execute("SELECT trace_upto, span_upto FROM deferred_index_state").fetchone()
     return int(row[0]), int(row[1])
 
 
@@ -69,7 +69,7 @@ def test_indexed_and_new_traces_are_both_found(tracking: Path, catch_up_always: 
     assert _state(tracking)[0] == 2  # the search indexed both traces
     new = _log("shipped again", name="courier")
     rowless = _log("shipped, no spans row", spans=False)
-    text_index.CATCH_UP_AFTER = 10**9  # the new traces stay unindexed
+    deferred_indexes.CATCH_UP_AFTER = 10**9  # the new traces stay unindexed
     assert _found("span.content LIKE '%shipped%'") == {old, new, rowless}
     assert _found("trace.text ILIKE '%SHIPPED%'") == {old, new, rowless}
     assert _found("span.content LIKE '%cour_er%'") == {new}
@@ -104,7 +104,7 @@ def test_a_deleted_newest_trace_does_not_hide_the_next(
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("DELETE FROM traces WHERE trace_id = ?", (gone,))
     assert _state(tracking)[0] == 1  # the freed rowid is below the index no more
-    text_index.CATCH_UP_AFTER = 10**9
+    deferred_indexes.CATCH_UP_AFTER = 10**9
     reused = _log("third zebra")
     assert _found("span.content LIKE '%zebra%'") == {kept, reused}
 
@@ -119,7 +119,7 @@ def test_a_rare_substring_starts_from_the_index(
         _log("common words here" if i else "one rare zebra")
     database = Database(tracking)
     try:
-        assert text_index.catch_up(database, after=0) == 30
+        assert deferred_indexes.catch_up(database, after=0) == 30
         with database.read() as conn:
             rare = _plan(conn, "span.content LIKE '%zebra%'")
             common = _plan(conn, "span.content LIKE '%words%'")
@@ -161,24 +161,83 @@ def test_a_database_from_before_the_index_gets_it_at_open(tmp_path: Path) -> Non
     path = tmp_path / "old.db"
     localscorers.set_tracking_uri(path)
     wanted = _log("an old zebra")
+    timed = localscorers.log_trace(inputs=1, outputs=1, execution_duration_ms=5)
     _context.reset()
     with sqlite3.connect(path) as conn:  # as m0011 left it
-        for trigger in ("text_index_traces_deleted", "text_index_spans_deleted"):
+        for trigger in ("deferred_index_traces_deleted", "deferred_index_spans_deleted"):
             conn.execute(f"DROP TRIGGER {trigger}")
-        for table in ("text_index", "text_index_docs", "text_index_state"):
+        for table in ("text_index", "text_index_docs", "trace_durations", "deferred_index_state"):
             conn.execute(f"DROP TABLE {table}")
         conn.execute("PRAGMA user_version = 11")
     localscorers.set_tracking_uri(path)
-    text_index.CATCH_UP_AFTER = 0
+    deferred_indexes.CATCH_UP_AFTER = 0
     assert _found("span.content LIKE '%old zebra%'") == {wanted}
-    assert _state(path) == (1, 2)  # indexed by that search
+    assert _state(path) == (2, 3)  # indexed by that search (the unnamed root is a span row)
+    assert _found("trace.execution_time_ms >= 0") == {timed}
+
+
+def test_a_rare_duration_starts_from_the_index(
+    tracking: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(search_sql, "_FEW", 2)
+    monkeypatch.setattr(search_sql, "_MANY", 2)
+    for i in range(30):
+        localscorers.log_trace(inputs=i, outputs=i, execution_duration_ms=5000 if i == 7 else i)
+    database = Database(tracking)
+    try:
+        assert deferred_indexes.catch_up(database, after=0) == 30
+        with database.read() as conn:
+            rare = _plan(conn, "trace.execution_time_ms > 1000")
+            absent = _plan(conn, "trace.execution_time_ms > 9000")
+            common = _plan(conn, "trace.execution_time_ms < 1000")
+    finally:
+        database.close()
+    durations = "trace_durations USING PRIMARY KEY (experiment_id=? AND duration>?)"
+    assert durations in rare, rare
+    assert FROM_CANDIDATES in rare, rare
+    assert durations in absent, absent
+    assert "trace_durations" not in common, common
+    assert TIME_SCAN in common, common
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    durations=st.lists(st.integers(min_value=0, max_value=50) | st.none(), min_size=1,
+                       max_size=10),
+    op=st.sampled_from(["=", "<", "<=", ">", ">=", "!="]),
+    value=st.integers(min_value=-1, max_value=51),
+    indexed=st.integers(min_value=0, max_value=10),
+)  # fmt: skip
+def test_duration_search_finds_what_a_full_read_finds(
+    durations: list[int | None], op: str, value: int, indexed: int
+) -> None:
+    compare = {
+        "=": int.__eq__, "<": int.__lt__, "<=": int.__le__,
+        ">": int.__gt__, ">=": int.__ge__, "!=": int.__ne__,
+    }[op]  # fmt: skip
+    with _database() as path:
+        expected = set()
+        for position, duration in enumerate(durations):
+            status = "IN_PROGRESS" if duration is None else "OK"
+            trace_id = localscorers.log_trace(
+                inputs=position, outputs=position, execution_duration_ms=duration, status=status
+            )
+            if duration is not None and compare(duration, value):
+                expected.add(trace_id)
+            if position + 1 == indexed:
+                database = Database(path)
+                try:
+                    deferred_indexes.catch_up(database, after=0)
+                finally:
+                    database.close()
+        assert _found(f"trace.execution_time_ms {op} {value}") == expected
 
 
 def test_patterns_without_three_literal_characters_have_no_trigrams() -> None:
     def grams(op: str, pattern: str) -> list[str] | None:
         comparison = parse(f"span.content {op} '{pattern}'")
         assert isinstance(comparison, Comparison)
-        return text_index.trigrams(comparison)
+        return deferred_indexes.trigrams(comparison)
 
     assert grams("LIKE", "%ab%") is None
     assert grams("LIKE", "%a_b%c%") is None
@@ -224,7 +283,7 @@ def test_search_finds_what_a_full_read_finds(
             if position + 1 == indexed:
                 database = Database(path)
                 try:
-                    text_index.catch_up(database, after=0)
+                    deferred_indexes.catch_up(database, after=0)
                 finally:
                     database.close()
         op = "ILIKE" if fold else "LIKE"

@@ -1,0 +1,362 @@
+"""Indexes filled after commit, in batches: trace text and durations (SQLite).
+
+Two kinds of filter had no index a search could start from, so a value few traces hold
+made a search read the whole experiment (issue 16):
+
+- ``span.content LIKE '%x%'`` (and ``trace.text``, its MLflow alias) compares the whole
+  text of every span: 0.3-0.7 s a page at 100k traces, 2-5 s at 1M. ``text_index`` is
+  an FTS5 trigram index of each trace's text (its name, inputs and outputs, and every
+  span's name, type, inputs, outputs and attributes) as one document. A LIKE or ILIKE
+  pattern's literal runs of three or more characters become trigrams, and the
+  documents holding all of them are the candidates.
+- ``trace.execution_time_ms`` ranges walk the time index: ~90 ms at 1M traces for a
+  range no trace is in. ``trace_durations`` holds (experiment, duration, trace).
+
+Both only narrow a search: it still checks the filter on each candidate, so they may
+hold more than the traces (a trace's old document after it gained spans, a deleted
+trace's rows) but never less.
+
+**Nothing is indexed at commit.** The ingest bound (issue 16: a trace's commit within
+2x of a raw one-row write) leaves no room for a full-text index per commit, and a
+duration index alone cost a minimal ``log_trace`` 9 %. So they catch up afterwards
+(:func:`catch_up`): a search with such a filter first indexes what is new when more
+than ``CATCH_UP_AFTER`` traces or spans wait (about 25 us a trace; a 100k-trace
+database's first such search takes about 2.5 s, once), and reads the newer traces
+directly. "New" is a rowid watermark over ``traces`` and over ``spans``: their rows are
+only ever inserted (a trace's later spans are new span rows) or deleted, and a row gets
+a rowid above every row before it, unless the highest rows were deleted: triggers lower
+the watermark then, so a reused rowid is indexed again. ``VACUUM`` keeps the rowids of
+these tables (measured on SQLite 3.40, though SQLite does not promise it).
+
+``detail='none'``: the text index keeps which documents hold a trigram, not where (a
+third of the size); the check of the filter on each candidate does the rest. The
+tokenizer folds case, so a case-sensitive LIKE gets a few more candidates, never fewer.
+A SQLite built without FTS5 or older than 3.34 (no trigram tokenizer) has no text
+index: content filters then read the spans, as on PostgreSQL, which has neither index.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sqlite3
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from localscorers.exceptions import LocalScorersError
+from localscorers.filters import Comparison, Op
+from localscorers.store import schema
+from localscorers.store.comparison_sql import predicate
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+    from localscorers.store.database import Database
+
+__all__ = [
+    "CATCH_UP_AFTER",
+    "available",
+    "catch_up",
+    "content_candidates",
+    "create",
+    "duration_candidates",
+    "refresh",
+    "trigrams",
+]
+
+logger = logging.getLogger(__name__)
+
+# More new traces (or spans) than this and a search indexes them first; fewer are read
+# directly (each is a candidate, checked by the filter: ~10 us).
+CATCH_UP_AFTER = 1000
+_BATCH: Final = 20_000  # traces a catch-up transaction indexes (~0.5 s of the write lock)
+_MOST_TRIGRAMS: Final = 24  # more narrow no further and cost a doclist each
+_DURATION_OPS: Final = frozenset({Op.EQ, Op.IN, Op.LT, Op.LE, Op.GT, Op.GE})
+
+_metadata = sa.MetaData()
+text_index_docs = sa.Table(
+    "text_index_docs",
+    _metadata,
+    sa.Column("doc", sa.Integer, primary_key=True),
+    sa.Column("trace_id", sa.String, nullable=False),
+)
+trace_durations = sa.Table(
+    "trace_durations",
+    _metadata,
+    sa.Column("experiment_id", sa.String, primary_key=True),
+    sa.Column("duration", sa.Integer, primary_key=True),
+    sa.Column("trace_id", sa.String, primary_key=True),
+)
+deferred_index_state = sa.Table(
+    "deferred_index_state",
+    _metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("trace_upto", sa.Integer, nullable=False),
+    sa.Column("span_upto", sa.Integer, nullable=False),
+)
+_fts = sa.table("text_index", sa.column("rowid", sa.Integer), sa.column("text_index", sa.String))
+
+_FTS_DDL: Final = (
+    "CREATE VIRTUAL TABLE IF NOT EXISTS text_index USING fts5("
+    "body, tokenize = 'trigram', content = '', detail = 'none')"
+)
+
+
+def _lower_on_delete(table: str, column: str) -> str:
+    # A deleted row above every remaining one frees its rowid for the next insert: the
+    # watermark comes down to the highest remaining row, so that insert is indexed.
+    top = f"coalesce((SELECT max(rowid) FROM {table}), 0)"
+    return (
+        f"CREATE TRIGGER IF NOT EXISTS deferred_index_{table}_deleted "
+        f"AFTER DELETE ON {table} WHEN OLD.rowid > {top} BEGIN "
+        f"UPDATE deferred_index_state SET {column} = min({column}, {top}); END"
+    )
+
+
+_DDL: Final = (
+    "CREATE TABLE IF NOT EXISTS text_index_docs (doc INTEGER PRIMARY KEY, trace_id TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS trace_durations (experiment_id TEXT NOT NULL, "
+    "duration INTEGER NOT NULL, trace_id TEXT NOT NULL, "
+    "PRIMARY KEY (experiment_id, duration, trace_id)) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS deferred_index_state (id INTEGER PRIMARY KEY CHECK (id = 1), "
+    "trace_upto INTEGER NOT NULL, span_upto INTEGER NOT NULL)",
+    "INSERT OR IGNORE INTO deferred_index_state (id, trace_upto, span_upto) VALUES (1, 0, 0)",
+    _lower_on_delete("traces", "trace_upto"),
+    _lower_on_delete("spans", "span_upto"),
+)
+
+# One trace's document: every text a content comparison reads (filter_sql's
+# _span_predicate and _root_predicate), one per line.
+_SPAN_TEXT: Final = (
+    "coalesce(s.name, '') || char(10) || coalesce(s.span_type, '') || char(10) || "
+    "coalesce(s.inputs, '') || char(10) || coalesce(s.outputs, '') || char(10) || "
+    "coalesce(s.attributes, '')"
+)
+_DOCUMENT: Final = (
+    "coalesce(t.name, '') || char(10) || coalesce(t.inputs, '') || char(10) || "
+    "coalesce(t.outputs, '') || char(10) || coalesce((SELECT group_concat("
+    + _SPAN_TEXT
+    + ", char(10)) FROM spans AS s WHERE s.trace_id = t.trace_id), '')"
+)
+
+
+def create(conn: Connection) -> None:
+    """Create the indexes, their bookkeeping and triggers (SQLite).
+
+    Nothing is indexed here: the first search that can use them after
+    :data:`CATCH_UP_AFTER` traces does (:func:`catch_up`). Without FTS5 (or its trigram
+    tokenizer) there is no text index, and a warning says so.
+    """
+    try:
+        conn.exec_driver_sql(_FTS_DDL)
+    except OperationalError as exc:
+        logger.warning(
+            "localscorers: this SQLite (%s) cannot build a trigram index (%s); "
+            "span.content filters will read every span",
+            sqlite3.sqlite_version,
+            exc.orig,
+        )
+    for statement in _DDL:
+        conn.exec_driver_sql(statement)
+
+
+def available(conn: Connection) -> tuple[bool, bool]:
+    """Whether this database has the duration index, and the text index (SQLite)."""
+    if conn.dialect.name != "sqlite":
+        return False, False
+    found = conn.exec_driver_sql(
+        "SELECT name FROM sqlite_master WHERE type = 'table' "
+        "AND name IN ('deferred_index_state', 'text_index')"
+    )
+    names = {row[0] for row in found}
+    return "deferred_index_state" in names, "text_index" in names
+
+
+def trigrams(comparison: Comparison) -> list[str] | None:
+    """The trigrams every text the comparison accepts contains (None: it has none).
+
+    LIKE / ILIKE only: their literal runs between ``%`` and ``_`` must appear whole
+    (no ESCAPE clause is ever compiled, so a backslash is a plain character).
+    """
+    if comparison.op not in (Op.LIKE, Op.ILIKE) or not isinstance(comparison.value, str):
+        return None
+    found: dict[str, None] = {}  # in order of appearance, without repeats
+    for run in re.split(r"[%_]", comparison.value):
+        for start in range(len(run) - 2):
+            found.setdefault(run[start : start + 3])
+    if not found:
+        return None
+    grams = list(found)
+    if len(grams) > _MOST_TRIGRAMS:  # spread over the whole pattern
+        step = len(grams) / _MOST_TRIGRAMS
+        grams = [grams[int(i * step)] for i in range(_MOST_TRIGRAMS)]
+    return grams
+
+
+def _match(grams: list[str]) -> str:
+    """An FTS5 query: every trigram, each as a quoted string (quotes doubled)."""
+    return " AND ".join('"' + gram.replace('"', '""') + '"' for gram in grams)
+
+
+def content_candidates(comparison: Comparison) -> sa.CompoundSelect[Any] | None:
+    """Ids of traces that may satisfy a content comparison: a superset, never fewer.
+
+    The indexed documents holding the pattern's trigrams, and the traces newer than
+    the index or with newer spans. None: the comparison has no trigram (``LIKE
+    '%ab%'``, ``RLIKE``), so the spans must be read.
+    """
+    grams = trigrams(comparison)
+    if grams is None:
+        return None
+    docs = text_index_docs
+    # A join, not ``doc IN (...)``: SQLite would first collect every matching document,
+    # where a count up to a bound (search_sql) stops early walking the index.
+    indexed = (
+        sa.select(docs.c.trace_id)
+        .select_from(_fts.join(docs, docs.c.doc == _fts.c.rowid))
+        .where(_fts.c.text_index.op("MATCH")(_match(grams)))
+    )
+    return sa.union_all(indexed, *_newer(spans=True))
+
+
+def duration_candidates(
+    comparison: Comparison, experiment_ids: Sequence[str]
+) -> sa.CompoundSelect[Any] | None:
+    """Ids of traces that may satisfy a ``trace.execution_time_ms`` comparison (a superset).
+
+    None: not a range or an equality (``!=``, ``NOT IN``, ``IS NULL`` hold for nearly
+    every trace, or for the few no index holds).
+    """
+    if comparison.op not in _DURATION_OPS:
+        return None
+    d = trace_durations
+    indexed = sa.select(d.c.trace_id).where(
+        d.c.experiment_id.in_(list(experiment_ids)),
+        predicate(d.c.duration, comparison.op, comparison.value),
+    )
+    return sa.union_all(indexed, *_newer(spans=False))
+
+
+def _newer(*, spans: bool) -> list[sa.Select[Any]]:
+    """The traces above the watermark (and, with ``spans``, those with newer spans)."""
+    state = deferred_index_state
+    upto = {
+        "traces": sa.select(state.c.trace_upto).scalar_subquery(),
+        "spans": sa.select(state.c.span_upto).scalar_subquery(),
+    }
+    tables = [schema.traces, schema.spans] if spans else [schema.traces]
+    # select_from: the rowid is a bare column, and a count selects only a constant.
+    return [
+        sa.select(table.c.trace_id)
+        .select_from(table)
+        .where(sa.literal_column(f"{table.name}.rowid") > upto[table.name])
+        for table in tables
+    ]
+
+
+def _waiting(conn: Connection) -> tuple[int, int]:
+    """How many trace and span rowids lie above the watermarks."""
+    row = conn.exec_driver_sql(
+        "SELECT coalesce((SELECT max(rowid) FROM traces), 0) - trace_upto, "
+        "coalesce((SELECT max(rowid) FROM spans), 0) - span_upto "
+        "FROM deferred_index_state WHERE id = 1"
+    ).one()
+    return int(row[0]), int(row[1])
+
+
+def refresh(conn: Connection, *, text: bool, batch: int = _BATCH) -> tuple[int, bool]:
+    """Index up to ``batch`` new traces, and the traces that gained spans, in ``conn``.
+
+    Run inside a write transaction; ``text``: the text index exists. Returns how many
+    new traces were indexed and whether the indexes have caught up.
+    """
+    trace_upto, span_upto = conn.exec_driver_sql(
+        "SELECT trace_upto, span_upto FROM deferred_index_state WHERE id = 1"
+    ).one()
+    top = conn.exec_driver_sql("SELECT coalesce(max(rowid), 0) FROM traces").scalar_one()
+    span_top = conn.exec_driver_sql("SELECT coalesce(max(rowid), 0) FROM spans").scalar_one()
+    upto = min(top, trace_upto + batch)
+    params = {"trace_upto": trace_upto, "upto": upto, "span_upto": span_upto}
+    # OR IGNORE: a deleted trace's row stays; its id may come back with the same duration.
+    conn.execute(
+        sa.text(
+            "INSERT OR IGNORE INTO trace_durations (experiment_id, duration, trace_id) "
+            "SELECT experiment_id, execution_duration_ms, trace_id FROM traces "
+            "WHERE rowid > :trace_upto AND rowid <= :upto AND execution_duration_ms IS NOT NULL"
+        ),
+        params,
+    )
+    if text:
+        _index_text(conn, params, gained=trace_upto > 0 and span_top > span_upto)
+    conn.execute(
+        sa.text("UPDATE deferred_index_state SET trace_upto = :upto, span_upto = :span_top"),
+        {"upto": upto, "span_top": span_top},
+    )
+    return upto - trace_upto, upto >= top
+
+
+def _index_text(conn: Connection, params: dict[str, int], *, gained: bool) -> None:
+    """Write the documents of the new traces, and again of older ones that gained spans.
+
+    An older trace's old document stays (a superset). Spans of traces above ``upto``
+    go with their trace's document in a later batch.
+    """
+    after = conn.exec_driver_sql("SELECT coalesce(max(doc), 0) FROM text_index_docs").scalar_one()
+    older = (
+        " UNION SELECT t.trace_id FROM spans AS s JOIN traces AS t ON t.trace_id = s.trace_id"
+        " WHERE s.rowid > :span_upto AND t.rowid <= :trace_upto"
+    )
+    conn.execute(
+        sa.text(
+            "INSERT INTO text_index_docs (trace_id) SELECT trace_id FROM traces "
+            "WHERE rowid > :trace_upto AND rowid <= :upto" + (older if gained else "")
+        ),
+        params,
+    )
+    conn.execute(
+        sa.text(
+            "INSERT INTO text_index (rowid, body) SELECT d.doc, "
+            + _DOCUMENT
+            + " FROM text_index_docs AS d JOIN traces AS t ON t.trace_id = d.trace_id"
+            " WHERE d.doc > :after"
+        ),
+        {"after": after},
+    )
+
+
+def catch_up(db: Database, *, after: int | None = None) -> int:
+    """Index what is new when more than ``after`` traces or spans wait; return traces.
+
+    A search calls it before reading. It gives up quietly (the search then reads the
+    new traces directly) when the database cannot be written: read-only, busy, full.
+
+    Args:
+        db: the database.
+        after: how many new traces or spans may wait (None: ``CATCH_UP_AFTER``).
+    """
+    after = CATCH_UP_AFTER if after is None else after
+    total, done = 0, False
+    try:
+        with db.read() as conn:
+            durations, text = available(conn)
+            if not durations:
+                return 0
+            traces, spans = _waiting(conn)
+        if traces <= after and spans <= after:
+            return 0
+        if traces > 10 * _BATCH:
+            logger.warning(
+                "localscorers: indexing the text and durations of about %d traces for "
+                "searches (once; about 25 s per million traces)",
+                traces,
+            )
+        while not done:
+            with db.write() as conn:
+                indexed, done = refresh(conn, text=text)
+            total += indexed
+    except (LocalScorersError, DBAPIError) as exc:
+        logger.info("localscorers: the deferred indexes could not catch up (%s)", exc)
+    return total
