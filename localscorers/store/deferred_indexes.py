@@ -76,28 +76,15 @@ _BATCH: Final = 20_000  # traces a catch-up transaction indexes (~0.5 s of the w
 _MOST_TRIGRAMS: Final = 24  # more narrow no further and cost a doclist each
 _DURATION_OPS: Final = frozenset({Op.EQ, Op.IN, Op.LT, Op.LE, Op.GT, Op.GE})
 
-_metadata = sa.MetaData()
-text_index_docs = sa.Table(
-    "text_index_docs",
-    _metadata,
-    sa.Column("doc", sa.Integer, primary_key=True),
-    sa.Column("trace_id", sa.String, nullable=False),
+# Lightweight clauses for the queries; the DDL below is what creates the tables.
+text_index_docs = sa.table("text_index_docs", sa.column("doc"), sa.column("trace_id"))
+trace_durations = sa.table(
+    "trace_durations", sa.column("experiment_id"), sa.column("duration"), sa.column("trace_id")
 )
-trace_durations = sa.Table(
-    "trace_durations",
-    _metadata,
-    sa.Column("experiment_id", sa.String, primary_key=True),
-    sa.Column("duration", sa.Integer, primary_key=True),
-    sa.Column("trace_id", sa.String, primary_key=True),
+deferred_index_state = sa.table(
+    "deferred_index_state", sa.column("trace_upto"), sa.column("span_upto")
 )
-deferred_index_state = sa.Table(
-    "deferred_index_state",
-    _metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("trace_upto", sa.Integer, nullable=False),
-    sa.Column("span_upto", sa.Integer, nullable=False),
-)
-_fts = sa.table("text_index", sa.column("rowid", sa.Integer), sa.column("text_index", sa.String))
+_fts = sa.table("text_index", sa.column("rowid"), sa.column("text_index"))
 
 _FTS_DDL: Final = (
     "CREATE VIRTUAL TABLE IF NOT EXISTS text_index USING fts5("

@@ -37,6 +37,13 @@ def catch_up_always(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
+def small_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Search bounds as at 100k traces, scaled down: 1 match drives, 29 are too many to."""
+    monkeypatch.setattr(search_sql, "_FEW", 2)
+    monkeypatch.setattr(search_sql, "_MANY", 2)
+
+
+@pytest.fixture
 def catch_up_never(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(deferred_indexes, "CATCH_UP_AFTER", 10**9)
 
@@ -109,26 +116,34 @@ def test_a_deleted_newest_trace_does_not_hide_the_next(
     assert _found("span.content LIKE '%zebra%'") == {kept, reused}
 
 
-def test_a_rare_substring_starts_from_the_index(
-    tracking: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Bounds as at 100k traces, scaled down: 1 match drives, 29 are too many to.
-    monkeypatch.setattr(search_sql, "_FEW", 2)
-    monkeypatch.setattr(search_sql, "_MANY", 2)
+def test_a_rare_substring_starts_from_the_index(tracking: Path, small_bounds: None) -> None:
     for i in range(30):
         _log("common words here" if i else "one rare zebra")
-    database = Database(tracking)
-    try:
-        assert deferred_indexes.catch_up(database, after=0) == 30
-        with database.read() as conn:
-            rare = _plan(conn, "span.content LIKE '%zebra%'")
-            common = _plan(conn, "span.content LIKE '%words%'")
-    finally:
-        database.close()
+    rare, common = _plans(tracking, "span.content LIKE '%zebra%'", "span.content LIKE '%words%'")
     assert FROM_INDEX in rare, rare
     assert FROM_CANDIDATES in rare, rare
     assert FROM_INDEX not in common, common  # counted, then the time walk checks it
     assert TIME_SCAN in common, common
+
+
+def _catch_up(path: Path) -> None:
+    """Index every trace logged so far (a search would wait for 1,000)."""
+    database = Database(path)
+    try:
+        deferred_indexes.catch_up(database, after=0)
+    finally:
+        database.close()
+
+
+def _plans(path: Path, *filter_strings: str) -> list[str]:
+    """Index the 30 traces logged, then return each filter's search plan."""
+    database = Database(path)
+    try:
+        assert deferred_indexes.catch_up(database, after=0) == 30
+        with database.read() as conn:
+            return [_plan(conn, filter_string) for filter_string in filter_strings]
+    finally:
+        database.close()
 
 
 def _plan(conn: sa.Connection, filter_string: str) -> str:
@@ -176,22 +191,15 @@ def test_a_database_from_before_the_index_gets_it_at_open(tmp_path: Path) -> Non
     assert _found("trace.execution_time_ms >= 0") == {timed}
 
 
-def test_a_rare_duration_starts_from_the_index(
-    tracking: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(search_sql, "_FEW", 2)
-    monkeypatch.setattr(search_sql, "_MANY", 2)
+def test_a_rare_duration_starts_from_the_index(tracking: Path, small_bounds: None) -> None:
     for i in range(30):
         localscorers.log_trace(inputs=i, outputs=i, execution_duration_ms=5000 if i == 7 else i)
-    database = Database(tracking)
-    try:
-        assert deferred_indexes.catch_up(database, after=0) == 30
-        with database.read() as conn:
-            rare = _plan(conn, "trace.execution_time_ms > 1000")
-            absent = _plan(conn, "trace.execution_time_ms > 9000")
-            common = _plan(conn, "trace.execution_time_ms < 1000")
-    finally:
-        database.close()
+    rare, absent, common = _plans(
+        tracking,
+        "trace.execution_time_ms > 1000",
+        "trace.execution_time_ms > 9000",
+        "trace.execution_time_ms < 1000",
+    )
     durations = "trace_durations USING PRIMARY KEY (experiment_id=? AND duration>?)"
     assert durations in rare, rare
     assert FROM_CANDIDATES in rare, rare
@@ -225,11 +233,7 @@ def test_duration_search_finds_what_a_full_read_finds(
             if duration is not None and compare(duration, value):
                 expected.add(trace_id)
             if position + 1 == indexed:
-                database = Database(path)
-                try:
-                    deferred_indexes.catch_up(database, after=0)
-                finally:
-                    database.close()
+                _catch_up(path)
         assert _found(f"trace.execution_time_ms {op} {value}") == expected
 
 
@@ -281,11 +285,7 @@ def test_search_finds_what_a_full_read_finds(
         for position, (root_text, span_text, spans) in enumerate(texts):
             _log(root_text, span_text=span_text, spans=spans)
             if position + 1 == indexed:
-                database = Database(path)
-                try:
-                    deferred_indexes.catch_up(database, after=0)
-                finally:
-                    database.close()
+                _catch_up(path)
         op = "ILIKE" if fold else "LIKE"
         got = _found(f"span.content {op} '{pattern}'")
         expected = _found(f"span.content RLIKE '{_regex(pattern, fold=fold)}'")
