@@ -1,7 +1,7 @@
-"""Indexes filled after commit, in batches: trace text and durations (SQLite).
+"""Indexes filled after commit, in batches: trace text, names and durations (SQLite).
 
 Two kinds of filter had no index a search could start from, so a value few traces hold
-made a search read the whole experiment (issue 16):
+made a search read the whole experiment, and a third cost every commit (issue 16):
 
 - ``span.content LIKE '%x%'`` (and ``trace.text``, its MLflow alias) compares the whole
   text of every span: 0.3-0.7 s a page at 100k traces, 2-5 s at 1M. ``text_index`` is
@@ -11,6 +11,9 @@ made a search read the whole experiment (issue 16):
   documents holding all of them are the candidates.
 - ``trace.execution_time_ms`` ranges walk the time index: ~90 ms at 1M traces for a
   range no trace is in. ``trace_durations`` holds (experiment, duration, trace).
+- ``trace.name`` (and ``span.name`` for a root kept in its trace row) had an index on
+  ``traces`` (``ix_traces_root_name``), one of the four B-trees a trace's commit wrote:
+  10 % of a minimal ``log_trace``. ``trace_names`` holds (name, experiment, trace).
 
 Both only narrow a search: it still checks the filter on each candidate, so they may
 hold more than the traces (a trace's old document after it gained spans, a deleted
@@ -18,7 +21,7 @@ trace's rows) but never less.
 
 **Nothing is indexed at commit.** The ingest bound (issue 16: a trace's commit within
 2x of a raw one-row write) leaves no room for a full-text index per commit, and a
-duration index alone cost a minimal ``log_trace`` 9 %. So they catch up afterwards
+duration or a name index cost a minimal ``log_trace`` 9-10 % each. So they catch up afterwards
 (:func:`catch_up`): a search with such a filter first indexes what is new when more
 than ``CATCH_UP_AFTER`` traces or spans wait (about 25 us a trace; a 100k-trace
 database's first such search takes about 2.5 s, once), and reads the newer traces
@@ -63,6 +66,7 @@ __all__ = [
     "content_candidates",
     "create",
     "duration_candidates",
+    "name_candidates",
     "refresh",
     "trigrams",
 ]
@@ -78,6 +82,9 @@ _DURATION_OPS: Final = frozenset({Op.EQ, Op.IN, Op.LT, Op.LE, Op.GT, Op.GE})
 
 # Lightweight clauses for the queries; the DDL below is what creates the tables.
 text_index_docs = sa.table("text_index_docs", sa.column("doc"), sa.column("trace_id"))
+trace_names = sa.table(
+    "trace_names", sa.column("name"), sa.column("experiment_id"), sa.column("trace_id")
+)
 trace_durations = sa.table(
     "trace_durations", sa.column("experiment_id"), sa.column("duration"), sa.column("trace_id")
 )
@@ -105,6 +112,8 @@ def _lower_on_delete(table: str, column: str) -> str:
 
 _DDL: Final = (
     "CREATE TABLE IF NOT EXISTS text_index_docs (doc INTEGER PRIMARY KEY, trace_id TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS trace_names (name TEXT NOT NULL, experiment_id TEXT NOT NULL, "
+    "trace_id TEXT NOT NULL, PRIMARY KEY (name, experiment_id, trace_id)) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS trace_durations (experiment_id TEXT NOT NULL, "
     "duration INTEGER NOT NULL, trace_id TEXT NOT NULL, "
     "PRIMARY KEY (experiment_id, duration, trace_id)) WITHOUT ROWID",
@@ -227,6 +236,22 @@ def duration_candidates(
     return sa.union_all(indexed, *_newer(spans=False))
 
 
+def name_candidates(
+    comparison: Comparison, experiment_ids: Sequence[str]
+) -> sa.CompoundSelect[Any]:
+    """Ids of traces whose name may satisfy ``=``, ``IN`` or ``LIKE 'prefix%'`` (a superset).
+
+    A root span kept in its trace row has the trace's name, so this serves ``span.name``
+    for those roots too.
+    """
+    n = trace_names
+    indexed = sa.select(n.c.trace_id).where(
+        predicate(n.c.name, comparison.op, comparison.value),
+        n.c.experiment_id.in_(list(experiment_ids)),
+    )
+    return sa.union_all(indexed, *_newer(spans=False))
+
+
 def _newer(*, spans: bool) -> list[sa.Select[Any]]:
     """The traces above the watermark (and, with ``spans``, those with newer spans)."""
     state = deferred_index_state
@@ -267,7 +292,15 @@ def refresh(conn: Connection, *, text: bool, batch: int = _BATCH) -> tuple[int, 
     span_top = conn.exec_driver_sql("SELECT coalesce(max(rowid), 0) FROM spans").scalar_one()
     upto = min(top, trace_upto + batch)
     params = {"trace_upto": trace_upto, "upto": upto, "span_upto": span_upto}
-    # OR IGNORE: a deleted trace's row stays; its id may come back with the same duration.
+    # OR IGNORE: a deleted trace's rows stay; its id may come back with the same values.
+    conn.execute(
+        sa.text(
+            "INSERT OR IGNORE INTO trace_names (name, experiment_id, trace_id) "
+            "SELECT name, experiment_id, trace_id FROM traces "
+            "WHERE rowid > :trace_upto AND rowid <= :upto AND name IS NOT NULL"
+        ),
+        params,
+    )
     conn.execute(
         sa.text(
             "INSERT OR IGNORE INTO trace_durations (experiment_id, duration, trace_id) "
@@ -336,7 +369,7 @@ def catch_up(db: Database, *, after: int | None = None) -> int:
             return 0
         if traces > 10 * _BATCH:
             logger.warning(
-                "localscorers: indexing the text and durations of about %d traces for "
+                "localscorers: indexing the text, names and durations of about %d traces for "
                 "searches (once; about 25 s per million traces)",
                 traces,
             )

@@ -226,15 +226,16 @@ def _root_condition(group: SpanGroup) -> sa.ColumnElement[bool] | None:
     return sa.and_(_traces.c.root_span_id.is_not(None), *(p for p in predicates if p is not None))
 
 
-def span_traces(group: SpanGroup) -> sa.Select[Any] | sa.CompoundSelect[Any]:
+def span_traces(group: SpanGroup, *, roots: bool = True) -> sa.Select[Any] | sa.CompoundSelect[Any]:
     """The ids of traces with a span satisfying the whole group, from the span indexes.
 
-    With the traces whose root, kept in the trace row, satisfies it (from
-    ``ix_traces_root_name`` for a name).
+    With (``roots``) the traces whose root, kept in the trace row, satisfies it (from
+    ``ix_traces_root_name`` for a name, on PostgreSQL; SQLite reads a root's name from
+    ``deferred_indexes``).
     """
     predicates = (_span_predicate(c, indexed=True) for c in group.comparisons)
     stored = sa.select(_spans.c.trace_id).where(*predicates)
-    root = _root_condition(group)
+    root = _root_condition(group) if roots else None
     if root is None:
         return stored
     return sa.union_all(stored, sa.select(_traces.c.trace_id).where(root))

@@ -6,7 +6,8 @@ search still checks the whole filter on each), reading one index, so that
 start from it. Every field of the grammar that an equality, ``IN`` or range can pick
 out has one (issue 16):
 
-- ``trace.name`` (``ix_traces_root_name``), ``trace.status`` other than OK
+- ``trace.name`` (``trace_names`` on SQLite, ``ix_traces_root_name`` on PostgreSQL),
+  ``trace.status`` other than OK
   (``ix_traces_status``, partial), ``client_request_id``;
 - ``tags`` / ``metadata`` (``ix_trace_*_key_value``);
 - ``span.name`` / ``span.type`` (``ix_spans_*``), ``span.status`` and
@@ -15,7 +16,8 @@ out has one (issue 16):
   value_num, value_str, valid, trace_id: the exact matches from the index alone).
 - on SQLite, ``span.content`` ``LIKE`` / ``ILIKE`` with a literal run of three
   characters or more, and ``trace.execution_time_ms`` ranges (``deferred_indexes``:
-  indexes filled after commit; a superset, with the traces newer than them).
+  indexes filled after commit, like ``trace_names``; a superset, with the traces newer
+  than them).
 
 For ``=`` and ``IN``, and on SQLite ``LIKE 'prefix%'`` of a trace name, a tag or
 metadata value, a span name or type. Negations (``!=``, ``NOT IN``, ``IS NULL``; but
@@ -97,12 +99,22 @@ def _seekable(op: Op, value: Value, *, terms: bool) -> bool:
     return terms and op is Op.LIKE and isinstance(value, str) and value[:1] not in ("", "%", "_")
 
 
+def _deferred_probe(comparison: Comparison, experiment_ids: Sequence[str]) -> Probe | None:
+    """A trace duration or name comparison's probe from ``deferred_indexes`` (SQLite)."""
+    key, op, value = comparison.field.key, comparison.op, comparison.value
+    if key == "execution_time_ms":
+        return deferred_indexes.duration_candidates(comparison, experiment_ids)
+    if key == "name" and _seekable(op, value, terms=True):
+        return deferred_indexes.name_candidates(comparison, experiment_ids)
+    return None
+
+
 def _trace_probe(
     comparison: Comparison, experiment_ids: Sequence[str], *, terms: bool
 ) -> Probe | None:
     key, op, value = comparison.field.key, comparison.op, comparison.value
     t = _traces
-    if key == "name" and _seekable(op, value, terms=terms):
+    if key == "name" and _seekable(op, value, terms=terms):  # PostgreSQL: the traces index
         name = predicate(t.c.name, op, value)
         experiment: sa.ColumnElement[Any] = t.c.experiment_id
         if op is Op.LIKE:
@@ -129,7 +141,7 @@ def _root_status_probe(op: Op, value: Value, experiment_ids: Sequence[str]) -> P
 
 
 def _span_probes(
-    group: SpanGroup, experiment_ids: Sequence[str], *, terms: bool, text: bool
+    group: SpanGroup, experiment_ids: Sequence[str], *, terms: bool, text: bool, deferred: bool
 ) -> list[Probe]:
     """One probe per comparison of the group that an index can answer."""
     found: list[Probe] = []
@@ -142,7 +154,13 @@ def _span_probes(
             continue
         if not _seekable(op, value, terms=terms):
             continue
-        if field.entity is Entity.SPAN and field.key in ("name", "type"):
+        if deferred and field.entity is Entity.SPAN and field.key == "name":
+            # Roots kept in the trace row have the trace's name: from trace_names.
+            named = filter_sql.span_traces(SpanGroup((comparison,)), roots=False)
+            roots = deferred_indexes.name_candidates(comparison, experiment_ids)
+            assert isinstance(named, sa.Select)  # noqa: S101 - roots=False: one select
+            found.append(sa.union_all(named, *roots.selects))
+        elif field.entity is Entity.SPAN and field.key in ("name", "type"):
             found.append(filter_sql.span_traces(SpanGroup((comparison,))))
         elif op is Op.LIKE:
             continue  # a long attribute value is not in span_terms: a prefix may match it
@@ -230,7 +248,7 @@ def probes(
     *,
     terms: bool,
     text: bool = False,
-    durations: bool = False,
+    deferred: bool = False,
 ) -> list[Probe]:
     """The probes of a required part of a filter (empty: none, scan for it).
 
@@ -239,18 +257,18 @@ def probes(
         experiment_ids: the experiments searched (trace probes read only theirs).
         terms: whether ``span_terms`` exists (SQLite).
         text: whether ``deferred_indexes``' text index exists (SQLite with FTS5).
-        durations: whether its duration index exists (SQLite).
+        deferred: whether its name and duration indexes exist (SQLite).
     """
     if isinstance(part, SpanGroup):
-        return _span_probes(part, experiment_ids, terms=terms, text=text)
+        return _span_probes(part, experiment_ids, terms=terms, text=text, deferred=deferred)
     if not isinstance(part, Comparison):
         return []
     entity, op = part.field.entity, part.op
     found: Probe | None = None
-    if entity is Entity.TRACE and durations and part.field.key == "execution_time_ms":
-        found = deferred_indexes.duration_candidates(part, experiment_ids)
-    elif entity is Entity.TRACE:
-        found = _trace_probe(part, experiment_ids, terms=terms)
+    if entity is Entity.TRACE:
+        found = _deferred_probe(part, experiment_ids) if deferred else None
+        if found is None:
+            found = _trace_probe(part, experiment_ids, terms=terms)
     elif entity in _KEY_VALUE_TABLES and (
         op is Op.IS_NOT_NULL or _seekable(op, part.value, terms=terms)
     ):

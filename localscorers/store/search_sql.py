@@ -54,6 +54,7 @@ _MANY: Final = 7000
 _AT: Final = 100_000
 _END_TIME: Final = Field(Entity.TRACE, "end_time_ms")
 _DURATION: Final = Field(Entity.TRACE, "execution_time_ms")
+_NAME: Final = Field(Entity.TRACE, "name")
 
 
 @dataclass(frozen=True)
@@ -167,13 +168,13 @@ def plan_search(conn: Connection, expr: Expr, experiment_ids: Sequence[str]) -> 
     terms = conn.dialect.name == "sqlite"
     few, many = _bounds(conn)
     parts = filter_sql.conjuncts(expr)
-    durations, text = deferred_indexes.available(conn) if reads_deferred(expr) else (False, False)
+    deferred, text = deferred_indexes.available(conn) if reads_deferred(expr) else (False, False)
     counts: dict[Comparison | SpanGroup, tuple[int, search_probes.Probe]] = {}
     for part in parts:
         if not isinstance(part, Comparison | SpanGroup):
             continue
         for probe in search_probes.probes(
-            part, experiment_ids, terms=terms, text=text, durations=durations
+            part, experiment_ids, terms=terms, text=text, deferred=deferred
         ):
             n = _count(conn, probe, experiment_ids, many)
             if part not in counts or n < counts[part][0]:
@@ -219,16 +220,12 @@ def reads_deferred(expr: Expr) -> bool:
 
 
 def _deferred(part: object) -> bool:
-    """Whether a deferred index may serve the part: content, or a trace duration."""
+    """Whether a deferred index may serve the part: content, a name or a trace duration."""
     if isinstance(part, Comparison):
-        return part.field == _DURATION
-    return _content(part)
-
-
-def _content(part: object) -> bool:
-    """Whether the part is a span group with a ``span.content`` comparison."""
+        return part.field in (_DURATION, _NAME)
     return isinstance(part, SpanGroup) and any(
-        c.field.entity is Entity.SPAN and c.field.key == "content" for c in part.comparisons
+        c.field.entity is Entity.SPAN and c.field.key in ("content", "name")
+        for c in part.comparisons
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -235,6 +235,43 @@ def test_duration_search_finds_what_a_full_read_finds(
             if position + 1 == indexed:
                 _catch_up(path)
         assert _found(f"trace.execution_time_ms {op} {value}") == expected
+
+
+_NAME_FILTERS: dict[str, Callable[[str | None], bool]] = {
+    "= 'agent'": lambda name: name == "agent",
+    "LIKE 'age%'": lambda name: name is not None and name.startswith("age"),
+    "IN ('tool', 'agent')": lambda name: name in ("tool", "agent"),
+    "= 'none'": lambda name: False,
+}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    traces=st.lists(st.tuples(st.sampled_from(["agent", "agency", "tool", None]), st.booleans()),
+                    min_size=1, max_size=8),
+    comparison=st.sampled_from(sorted(_NAME_FILTERS)),
+    field=st.sampled_from(["trace.name", "span.name"]),
+    indexed=st.integers(min_value=0, max_value=8),
+)  # fmt: skip
+def test_name_search_finds_what_a_full_read_finds(
+    traces: list[tuple[str | None, bool]], comparison: str, field: str, indexed: int
+) -> None:
+    # A trace logged with a name and no spans keeps its root in the trace row (no spans
+    # row): span.name finds it through the name index; one given spans has span rows.
+    matches = _NAME_FILTERS[comparison]
+    with _database() as path:
+        expected = set()
+        for position, (name, with_spans) in enumerate(traces):
+            spans = (
+                [Span(span_id="r", name=name or "root", start_time_ns=1)] if with_spans else None
+            )
+            trace_id = localscorers.log_trace(inputs=1, outputs=1, name=name, spans=spans)
+            span_name = name or "root"  # an unnamed trace's root span is named "root"
+            if matches(name if field == "trace.name" else span_name):
+                expected.add(trace_id)
+            if position + 1 == indexed:
+                _catch_up(path)
+        assert _found(f"{field} {comparison}") == expected
 
 
 def test_patterns_without_three_literal_characters_have_no_trigrams() -> None:

@@ -39,6 +39,7 @@ from localscorers.store import (
     Database,
     compile_filter,
     compile_order_by,
+    deferred_indexes,
     matches_for_trace,
     schema,
     search_sql,
@@ -994,6 +995,9 @@ def plans_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
         )
         localscorers.log_feedback(trace_id=trace_id, name="score", value=i / 8)
         localscorers.log_expectation(trace_id=trace_id, name="answer", value="42")
+    database = Database(path)
+    deferred_indexes.catch_up(database, after=0)  # as a search does once 1,000 traces wait
+    database.close()
     return path
 
 
