@@ -78,9 +78,7 @@ def _key(key: object, *, argument: str) -> str:
         )
     problem = codec.text_problem(key)
     if problem is not None:
-        raise ConfigurationError(
-            f"{argument} keys must not contain {problem}, got {safe_repr(key)}."
-        )
+        raise ConfigurationError(f"{argument} keys {problem}.")
     return key
 
 
@@ -129,14 +127,9 @@ def checked_text(
         return None
     if not isinstance(value, str) or not value.strip():
         raise ConfigurationError(f"{argument} must be a non-blank string, got {safe_repr(value)}.")
-    if max_length is not None and len(value) > max_length:
-        raise ConfigurationError(
-            f"{argument} can be at most {max_length} characters; {value[:40]!r}... has "
-            f"{len(value)}. Use a shorter one."
-        )
-    problem = codec.text_problem(value)
+    problem = codec.text_problem(value, max_length=max_length)
     if problem is not None:
-        raise ConfigurationError(f"{argument} must not contain {problem}, got {safe_repr(value)}.")
+        raise ConfigurationError(f"{argument} {problem}.")
     return value
 
 

@@ -152,16 +152,19 @@ def _encodable_text(text: str) -> bool:
     return True
 
 
-def text_problem(text: str) -> str | None:
-    """Why a name or id cannot be stored as given (a NUL, a lone surrogate), or None.
+def text_problem(text: str, *, max_length: int | None = None) -> str | None:
+    """Why a name or id cannot be stored as given, said after its name, or None.
 
-    SQLite's C strings end at NUL and its text is UTF-8, so such a name would read back
-    as another name, or fail to be written at all.
+    Longer than ``max_length``, or holding a NUL or a lone surrogate: SQLite's C
+    strings end at NUL and its text is UTF-8, so such a name would read back as another
+    name, or fail to be written at all.
     """
+    if max_length is not None and len(text) > max_length:
+        return f"can be at most {max_length} characters; {text[:40]!r}... has {len(text)}"
     if "\x00" in text:
-        return "a NUL character (\\x00)"
+        return f"must not contain a NUL character (\\x00), got {safe_repr(text)}"
     if not _encodable_text(text):
-        return "a lone surrogate (text that is not valid Unicode)"
+        return f"must not contain a lone surrogate (not valid Unicode), got {safe_repr(text)}"
     return None
 
 

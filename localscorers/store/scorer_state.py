@@ -82,14 +82,9 @@ def validate_name(name: object) -> str:
             f"A scorer name must not be empty or blank, got {name!r}. "
             "Pass a name such as name='relevance'."
         )
-    if len(name) > MAX_NAME_LENGTH:
-        raise ConfigurationError(
-            f"A scorer name can be at most {MAX_NAME_LENGTH} characters; "
-            f"{name[:40]!r}... has {len(name)}."
-        )
-    problem = codec.text_problem(name)
+    problem = codec.text_problem(name, max_length=MAX_NAME_LENGTH)
     if problem is not None:
-        raise ConfigurationError(f"A scorer name must not contain {problem}, got {name!r}.")
+        raise ConfigurationError(f"A scorer name {problem}.")
     return name
 
 
