@@ -157,6 +157,13 @@ def create(conn: Connection) -> None:
         )
     for statement in _DDL:
         conn.exec_driver_sql(statement)
+    # From empty, so every index covers what the watermark says (a database where an
+    # earlier build of this step ran holds some of them already).
+    for table in ("text_index_docs", "trace_names", "trace_durations"):
+        conn.exec_driver_sql(f"DELETE FROM {table}")
+    if available(conn)[1]:
+        conn.exec_driver_sql("INSERT INTO text_index (text_index) VALUES ('delete-all')")
+    conn.exec_driver_sql("UPDATE deferred_index_state SET trace_upto = 0, span_upto = 0")
 
 
 def available(conn: Connection) -> tuple[bool, bool]:

@@ -191,6 +191,22 @@ def test_a_database_from_before_the_index_gets_it_at_open(tmp_path: Path) -> Non
     assert _found("trace.execution_time_ms >= 0") == {timed}
 
 
+def test_the_migration_run_again_starts_the_indexes_afresh(
+    tracking: Path, catch_up_always: None
+) -> None:
+    named = localscorers.log_trace(inputs=1, outputs=1, name="agent zebra")
+    assert _found("span.content LIKE '%zebra%'") == {named}  # indexed
+    _context.reset()
+    with sqlite3.connect(tracking) as conn:  # a build of m0012 without trace_names
+        conn.execute("DELETE FROM trace_names")
+        conn.execute("PRAGMA user_version = 11")
+    localscorers.set_tracking_uri(tracking)
+    assert _found("trace.name = 'agent zebra'") == {named}
+    assert _found("span.content LIKE '%zebra%'") == {named}
+    with sqlite3.connect(tracking) as conn:
+        assert conn.execute("SELECT count(*) FROM text_index_docs").fetchone() == (1,)
+
+
 def test_a_rare_duration_starts_from_the_index(tracking: Path, small_bounds: None) -> None:
     for i in range(30):
         localscorers.log_trace(inputs=i, outputs=i, execution_duration_ms=5000 if i == 7 else i)
