@@ -24,7 +24,7 @@ import sqlalchemy as sa
 import localscorers
 from localscorers import ConfigurationError, Feedback, JobStatus, Scorer, _context
 from localscorers.evaluation import part_traces_from_env
-from localscorers.store import ScorerSpec, claim_job, dialect, schema
+from localscorers.store import Progress, ScorerSpec, claim_job, dialect, schema
 from tests import scorer_helpers_online as helpers
 from tests.process_helpers import spawn, wait_until
 
@@ -248,6 +248,37 @@ def test_concurrent_claims_take_each_part_once(shared: str) -> None:
     assert bounds[-1][1] is None
     assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
     assert localscorers.get_backfill_job(job_id).total == TRACES
+
+
+def end_part(part: Any, *, next_part: bool = True) -> Any:
+    """End a held part SUCCEEDED (no results), asking for the job's next part."""
+    lease = _context.current().storage.lease(part, owner="w1", lease_ms=60_000)
+    progress = Progress([], part.scorers, None, status=JobStatus.SUCCEEDED, next_part=next_part)
+    return lease.commit(progress, on_written=lambda *_: None)
+
+
+def test_a_part_that_ends_takes_the_next_part_of_its_job(shared: str) -> None:
+    job_id = create_job()
+    part = claim_job(_context.current().db, "w1", 60_000, part_traces=PART)
+    taken = []
+    while part is not None:
+        taken.append(part.part_no)
+        assert part.job_id == job_id
+        assert part.claims == 1  # a fresh claim: no holder died
+        part = end_part(part)
+    assert taken == list(range(TRACES // PART))
+    assert localscorers.get_backfill_job(job_id).status == JobStatus.SUCCEEDED
+    assert all(p.lease_owner is None for p in parts(job_id))
+
+
+def test_a_cancelled_job_gives_no_next_part(shared: str) -> None:
+    job_id = create_job()
+    part = claim_job(_context.current().db, "w1", 60_000, part_traces=PART)
+    assert part is not None
+    _context.current().storage.jobs().cancel(job_id)  # the free parts end; ours stays held
+    assert end_part(part) is None
+    assert localscorers.get_backfill_job(job_id).status == JobStatus.CANCELLED
+    assert {p.status for p in parts(job_id)} == {"SUCCEEDED", "CANCELLED"}
 
 
 def test_a_running_job_from_before_parts_resumes_at_its_cursor(shared: str, tmp_path: Path) -> None:
