@@ -248,6 +248,13 @@ def insert_ignore(table: sa.Table) -> Any:  # noqa: ANN401 - dialect insert type
     return sqlite_dialect.insert(table).on_conflict_do_nothing()
 
 
+# An INSERT that gives no id gets one more than the table's largest (an INTEGER PRIMARY
+# KEY without AUTOINCREMENT, below 2**63): rows a writer inserts into a table nobody
+# else can write meanwhile have the ids following the largest, in insertion order.
+# (PostgreSQL's sequences are shared by concurrent writers and skip values.)
+CONSECUTIVE_IDS = True
+
+
 def set_user_version(conn: Connection, version: int) -> None:
     """Record the schema version (SQLite keeps it in the file header)."""
     conn.exec_driver_sql(f"PRAGMA user_version = {int(version)}")
