@@ -401,8 +401,16 @@ class Execution:
 
     def _collect(self) -> None:
         collected = self.scheduler.collect()
-        for done in collected.done:
-            self._record(cast("int", done.key), done.token, done.result)
+        for key, work, outcome in collected.done:
+            if type(outcome) is tuple:
+                # A plain value (most pairs of a trivial backfill): final, nothing to
+                # stamp; recorded here, without _record's checks for the other kinds.
+                work.attempts += 1
+                slot = work.slot
+                slot.results.append((key, outcome, work.attempts))
+                slot.remaining -= 1
+            else:
+                self._record(cast("int", key), work, outcome)
         if self.halt.is_set():
             return  # left undone: whoever resumes the job runs them
         # Items a timed-out chunk had not reached go back to the front of their queue.
