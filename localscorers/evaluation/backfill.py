@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from localscorers.evaluation.scheduler import Settings
     from localscorers.store import Database, Registry, Store, Traces
     from localscorers.store.backfill_pages import PageRow
+    from localscorers.store.checkpoints import Checkpointer
     from localscorers.store.results import Plain
 
 __all__ = ["Execution", "Host"]
@@ -72,6 +73,7 @@ class Host(Protocol):
     settings: Settings
     owner: str
     executor: DaemonThreadPool
+    checkpointer: Checkpointer
     wake: threading.Event
     stopping: threading.Event
     close_wait: float
@@ -487,6 +489,7 @@ class Execution:
             results, self.counts, cursor, status=status, release=release, next_part=next_part
         )
         following = self.lease.commit(progress, on_written=self._count)
+        self.host.checkpointer.nudge()
         self.last_commit = self.last_renew = time.monotonic()
         return following
 
