@@ -57,8 +57,10 @@ FINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CAN
 UNFINISHED = (JobStatus.PENDING.value, JobStatus.RUNNING.value)
 # Parts of at least this many traces; a big job gets MAX_PARTS parts, so 4 (or 8)
 # workers finish within a part of one another, and a part's start (loading the
-# scorers, filling a window) stays small beside its run.
-DEFAULT_PART_TRACES = 500
+# scorers, filling a window) stays small beside its run. 2,000 (was 500): a part of
+# 625 traces fit in one window, so each ended in a commit of its own and a drained
+# pool; 20k x 2 trivial scorers took 0.84-0.92 s instead of 0.95-0.99 s (issue 16).
+DEFAULT_PART_TRACES = 2000
 MAX_PARTS = 32
 
 
