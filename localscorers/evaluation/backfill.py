@@ -132,11 +132,7 @@ class Execution:
         self.context = EvaluationContext(db=self.db, origin=self.lease.origin)
 
     def _begin_part(self, job: ClaimedJob) -> None:
-        """Take up a claimed part: its lease, key range, counts and cursor.
-
-        An execution goes on with the next part of its job (``_run``), keeping its
-        loaded scorers and the scheduler's measure of their speed.
-        """
+        """Take up a claimed part (lease, key range, counts, cursor); see ``_run``."""
         self.lease = self.host.storage.lease(
             job, owner=self.host.owner, lease_ms=int(self.settings.lease_seconds * 1000)
         )
@@ -405,8 +401,7 @@ class Execution:
         collected = self.scheduler.collect()
         for key, work, outcome in collected.done:
             if type(outcome) is tuple:
-                # A plain value (most pairs of a trivial backfill): final, nothing to
-                # stamp; recorded here, without _record's checks for the other kinds.
+                # A plain value (a trivial scorer's): final, no session to stamp.
                 work.attempts += 1
                 slot = work.slot
                 slot.results.append((key, outcome, work.attempts))

@@ -241,12 +241,7 @@ class _Task:
     def deliver(
         self, token: object, result: Result, started: float, *, next_index: int | None, halted: bool
     ) -> float | None:
-        """Publish a result and mark item ``next_index`` as started, under one lock.
-
-        Returns when the next call started; None when there is none to run: the task was
-        abandoned (the result is dropped), halted, or ``next_index`` is None (the end).
-        One lock and one clock read per call: a trivial call costs about as much.
-        """
+        """Publish a result, start ``next_index`` (one lock); None: stop (end, halt, abandoned)."""
         with self.lock:
             if self.abandoned:
                 return None
@@ -271,11 +266,10 @@ def _run(task: _Task, context: EvaluationContext, halt: threading.Event) -> None
     loaded, name = task.loaded, task.loaded.name
     # A function taking no trace: no per-call wrapping, plain values kept plain.
     direct = loaded.call if loaded.direct else None
-    items, last = task.items, len(task.items) - 1
+    items, last, index = task.items, len(task.items) - 1, 0
     try:
         # evaluate() sets the context per call too; the direct path relies on this one.
         with evaluation_context(context):
-            index = 0
             started = task.begin(index, halted=halt.is_set()) if items else None
             while started is not None:
                 token, trace = items[index]
@@ -284,12 +278,9 @@ def _run(task: _Task, context: EvaluationContext, halt: threading.Event) -> None
                 else:
                     result = _call(loaded, trace, context)
                 index += 1
+                following = index if index <= last else None
                 started = task.deliver(
-                    token,
-                    result,
-                    started,
-                    next_index=index if index <= last else None,
-                    halted=halt.is_set(),
+                    token, result, started, next_index=following, halted=halt.is_set()
                 )
     finally:
         task.cpu_share = (time.thread_time() - cpu) / max(time.monotonic() - wall, 1e-9)
