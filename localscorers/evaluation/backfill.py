@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from localscorers.evaluation.scheduler import Settings
     from localscorers.store import Database, Registry, Store, Traces
     from localscorers.store.backfill_pages import PageRow
+    from localscorers.store.checkpoints import Checkpointer
     from localscorers.store.results import Plain
 
 __all__ = ["Execution", "Host"]
@@ -72,6 +73,7 @@ class Host(Protocol):
     settings: Settings
     owner: str
     executor: DaemonThreadPool
+    checkpointer: Checkpointer
     wake: threading.Event
     stopping: threading.Event
     close_wait: float
@@ -111,29 +113,35 @@ class Execution:
         self.settings = host.settings
         self.db = host.db
         self.job_id = job.job_id
-        self.lease = host.storage.lease(
-            job, owner=host.owner, lease_ms=int(self.settings.lease_seconds * 1000)
-        )
         self.plan = job.plan
         self.specs = self.plan.specs
         self.index = {spec.name: index for index, spec in enumerate(self.specs)}
-        self.counts = [dict(s) for s in job.scorers]
-        self.read_cursor = job.cursor
         self.page_size = max(1, self.settings.batch_size)
         self.window = self.page_size * _WINDOW_PAGES
-        self.context = EvaluationContext(db=self.db, origin=self.lease.origin)
         self.scheduler = Scheduler(host.executor, self.settings, _PACING, wake=host.wake)
         self.halt = self.scheduler.halt
         self.slots: deque[_Slot] = deque()
         self.queues: list[deque[_Work]] = [deque() for _ in self.specs]
         self.retries: list[tuple[float, int, int, _Work]] = []
         self.sequence = itertools.count()
-        self.exhausted = False
-        self.last_commit = self.last_renew = self.last_check = time.monotonic()
         self.loaded: list[LoadedScorer] = []
         self.session_specs: set[int] = set()  # indexes of session-level scorers
         # Scorers whose remaining work waits only for their own hung calls, and why.
         self.blocked: dict[Hashable, str] = {}
+        self._begin_part(job)
+        self.context = EvaluationContext(db=self.db, origin=self.lease.origin)
+
+    def _begin_part(self, job: ClaimedJob) -> None:
+        """Take up a claimed part (lease, key range, counts, cursor); see ``_run``."""
+        self.lease = self.host.storage.lease(
+            job, owner=self.host.owner, lease_ms=int(self.settings.lease_seconds * 1000)
+        )
+        # The next part of the job reuses the plan (its compiled filters), on its key range.
+        self.plan = self.plan.within(job.lower, job.upper)
+        self.counts = [dict(s) for s in job.scorers]
+        self.read_cursor = job.cursor
+        self.exhausted = False
+        self.last_commit = self.last_renew = self.last_check = time.monotonic()
         # Traces still to go carefully (one pair at a time) because a holder died.
         self.careful = self.window if job.claims > 1 or job.probe is not None else 0
         self.claimed_probe = job.probe
@@ -179,13 +187,16 @@ class Execution:
         finally:
             gc.unfreeze()
 
-    def _run(self) -> None:
-        self._load_scorers()
+    def _count_totals(self) -> None:
         if any(s.get("total") is None for s in self.counts):
             totals = self.plan.count(self.db, check_existing=False, on_page=self._renew_if_due)
             for spec, total in zip(self.counts, totals, strict=True):
                 spec["total"] = total
             self.lease.update({"total": sum(totals), "scorers": self.counts})
+
+    def _run(self) -> None:
+        self._load_scorers()
+        self._count_totals()
         while True:
             if self.host.stopping.is_set():
                 self._stop(None, grace=self.host.close_wait)
@@ -200,9 +211,14 @@ class Execution:
             self._settle()
             if self.exhausted and self._ready() == len(self.slots):
                 # The last results and the end in one transaction, not two (a part's
-                # second write transaction was a tenth of a 625-trace part's cost).
-                self._commit(JobStatus.SUCCEEDED)
-                return
+                # second write transaction was a tenth of a 625-trace part's cost),
+                # and the job's next part taken in it too.
+                following = self._commit(JobStatus.SUCCEEDED, next_part=True)
+                if following is None:
+                    return
+                self._begin_part(following)
+                self._count_totals()
+                continue
             if self._commit_due():
                 self._commit(None)
                 continue  # the window has room again: refill at once
@@ -383,8 +399,15 @@ class Execution:
 
     def _collect(self) -> None:
         collected = self.scheduler.collect()
-        for done in collected.done:
-            self._record(cast("int", done.key), done.token, done.result)
+        for key, work, outcome in collected.done:
+            if type(outcome) is tuple:
+                # A plain value (a trivial scorer's): final, no session to stamp.
+                work.attempts += 1
+                slot = work.slot
+                slot.results.append((key, outcome, work.attempts))
+                slot.remaining -= 1
+            else:
+                self._record(cast("int", key), work, outcome)
         if self.halt.is_set():
             return  # left undone: whoever resumes the job runs them
         # Items a timed-out chunk had not reached go back to the front of their queue.
@@ -431,8 +454,13 @@ class Execution:
             return True
         return ready >= self.window // 2 or time.monotonic() - self.last_commit >= _COMMIT_SECONDS
 
-    def _commit(self, status: JobStatus | None, *, release: bool = False) -> None:
-        """Write the finished prefix of the window with counts and cursor, in one transaction."""
+    def _commit(
+        self, status: JobStatus | None, *, release: bool = False, next_part: bool = False
+    ) -> ClaimedJob | None:
+        """Write the finished prefix of the window with counts and cursor, in one transaction.
+
+        With ``next_part``, return the job's next part when this commit took it.
+        """
         prefix = [self.slots.popleft() for _ in range(self._ready())]
         self.careful = max(0, self.careful - len(prefix))
         results: list[Finished] = []
@@ -452,9 +480,13 @@ class Execution:
                 for index, outcome, attempts in slot.results
             )
         cursor = (prefix[-1].time_ms, prefix[-1].trace_id) if prefix else None
-        progress = Progress(results, self.counts, cursor, status=status, release=release)
-        self.lease.commit(progress, on_written=self._count)
+        progress = Progress(
+            results, self.counts, cursor, status=status, release=release, next_part=next_part
+        )
+        following = self.lease.commit(progress, on_written=self._count)
+        self.host.checkpointer.nudge()
         self.last_commit = self.last_renew = time.monotonic()
+        return following
 
     def _count(self, result: Finished, status: str | None) -> None:
         # A pair written meanwhile by online scoring or another job counts as skipped.

@@ -107,7 +107,49 @@ def _options(definition: dict[str, Any]) -> tuple[float | None, int | None]:
     return (float(timeout) if timeout else None), (int(limit) if limit else None)
 
 
+# A function's call with what it takes of (inputs, outputs, expectations), by which it
+# takes: named arguments, not a dict filtered per call (0.7 us of a 1 us trivial call).
+_Filter = Callable[[Callable[..., Any]], Callable[..., Any]]
+_PLAIN_FILTERS: dict[tuple[bool, bool, bool], _Filter] = {
+    (False, False, False): lambda f: lambda inputs=None, outputs=None, expectations=None, **_: f(),
+    (True, False, False): lambda f: (
+        lambda inputs=None, outputs=None, expectations=None, **_: f(inputs=inputs)
+    ),
+    (False, True, False): lambda f: (
+        lambda inputs=None, outputs=None, expectations=None, **_: f(outputs=outputs)
+    ),
+    (False, False, True): lambda f: (
+        lambda inputs=None, outputs=None, expectations=None, **_: f(expectations=expectations)
+    ),
+    (True, True, False): lambda f: (
+        lambda inputs=None, outputs=None, expectations=None, **_: f(inputs=inputs, outputs=outputs)
+    ),
+    (True, False, True): lambda f: (
+        lambda inputs=None, outputs=None, expectations=None, **_: f(
+            inputs=inputs, expectations=expectations
+        )
+    ),
+    (False, True, True): lambda f: (
+        lambda inputs=None, outputs=None, expectations=None, **_: f(
+            outputs=outputs, expectations=expectations
+        )
+    ),
+    (True, True, True): lambda f: (
+        lambda inputs=None, outputs=None, expectations=None, **_: f(
+            inputs=inputs, outputs=outputs, expectations=expectations
+        )
+    ),
+}
+_PLAIN_PARAMETERS = ("inputs", "outputs", "expectations")
+
+
 def _keyword_filter(func: Callable[..., Any], wanted: frozenset[str]) -> Callable[..., Any]:
+    """Call ``func`` with the keyword arguments it takes of those a caller gives."""
+    if wanted <= frozenset(_PLAIN_PARAMETERS):
+        # Every caller gives all three (and maybe trace): see evaluate() and call_plain().
+        key = ("inputs" in wanted, "outputs" in wanted, "expectations" in wanted)
+        return _PLAIN_FILTERS[key](func)
+
     def call(**given: Any) -> Any:  # noqa: ANN401 - whatever the user's function returns
         return func(**{key: value for key, value in given.items() if key in wanted})
 

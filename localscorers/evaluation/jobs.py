@@ -23,6 +23,7 @@ from localscorers.evaluation.backfill import Execution
 from localscorers.evaluation.scheduler import new_pool, wait_for_change
 from localscorers.exceptions import ConfigurationError, DiskFullError, LeaseLostError
 from localscorers.store import claim_job, new_owner_id, unfinished_count
+from localscorers.store.checkpoints import Checkpointer
 from localscorers.store.job_parts import DEFAULT_PART_TRACES
 
 if TYPE_CHECKING:
@@ -80,6 +81,8 @@ class JobRunner:
         self.close_wait = 2.0
         self.loaded_scorers: dict[str, tuple[list[LoadedScorer], set[int]]] = {}
         self.executor = new_pool(settings, thread_name_prefix="localscorers-backfill")
+        # A job's commits are nudges to checkpoint the WAL on another thread.
+        self.checkpointer = Checkpointer(self.db.path)
         self._thread: threading.Thread | None = None
         self._finished = threading.Condition()
         self._current: Execution | None = None
@@ -110,6 +113,7 @@ class JobRunner:
             self._thread.join(timeout=wait + 5)
             self._thread = None
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.checkpointer.close()
 
     def unfinished_count(self) -> int:
         """Return how many jobs of the database (any experiment) are PENDING or RUNNING."""

@@ -238,14 +238,20 @@ class _Task:
             self.current, self.started = index, time.monotonic()
             return self.started
 
-    def deliver(self, token: object, result: Result, elapsed: float) -> bool:
-        """Publish a result; False when the task was abandoned (the result is dropped)."""
+    def deliver(
+        self, token: object, result: Result, started: float, *, next_index: int | None, halted: bool
+    ) -> float | None:
+        """Publish a result, start ``next_index`` (one lock); None: stop (end, halt, abandoned)."""
         with self.lock:
             if self.abandoned:
-                return False
-            self.results.append((token, result, elapsed))
-            self.started = None
-            return True
+                return None
+            now = time.monotonic()
+            self.results.append((token, result, now - started))
+            if next_index is None or halted:
+                self.started = None
+                return None
+            self.current, self.started = next_index, now
+            return now
 
 
 def _call(loaded: LoadedScorer, trace: Trace, context: EvaluationContext) -> Result:
@@ -260,19 +266,22 @@ def _run(task: _Task, context: EvaluationContext, halt: threading.Event) -> None
     loaded, name = task.loaded, task.loaded.name
     # A function taking no trace: no per-call wrapping, plain values kept plain.
     direct = loaded.call if loaded.direct else None
+    items, last, index = task.items, len(task.items) - 1, 0
     try:
         # evaluate() sets the context per call too; the direct path relies on this one.
         with evaluation_context(context):
-            for index, (token, trace) in enumerate(task.items):
-                started = task.begin(index, halted=halt.is_set())
-                if started is None:
-                    return
+            started = task.begin(index, halted=halt.is_set()) if items else None
+            while started is not None:
+                token, trace = items[index]
                 if direct is not None:
                     result = call_plain(direct, name, trace)
                 else:
                     result = _call(loaded, trace, context)
-                if not task.deliver(token, result, time.monotonic() - started):
-                    return
+                index += 1
+                following = index if index <= last else None
+                started = task.deliver(
+                    token, result, started, next_index=following, halted=halt.is_set()
+                )
     finally:
         task.cpu_share = (time.thread_time() - cpu) / max(time.monotonic() - wall, 1e-9)
 

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from localscorers.store.migrations import migrate as migrate
     from localscorers.store.order_sql import compile_order_by as compile_order_by
     from localscorers.store.paging import PagedList as PagedList
+    from localscorers.store.results import Finished as Finished
     from localscorers.store.results import plain_columns as plain_columns
     from localscorers.store.rows import TraceRecord as TraceRecord
     from localscorers.store.rows import assessment_row as assessment_row
@@ -108,7 +109,7 @@ if not TYPE_CHECKING:
             "migrations": ("MIGRATIONS", "migrate"),
             "order_sql": ("compile_order_by",),
             "paging": ("PagedList",),
-            "results": ("plain_columns",),
+            "results": ("Finished", "plain_columns"),
             "rows": ("TraceRecord", "assessment_row", "plain_base", "plain_row"),
             "scorer_state": ("ActiveScorer", "ScorerState", "validate_name"),
             "uris": ("MEMORY_URI", "default_tracking_uri", "normalize_uri"),

@@ -82,7 +82,8 @@ class CompiledStatement:
             return
         self._send(conn, self._bind_many(rows))
 
-    def _send(self, conn: Connection, params: Any) -> None:  # noqa: ANN401 - driver parameters
+    def _send(self, conn: Connection, params: Any) -> int:  # noqa: ANN401 - driver parameters
+        """Send the rows; return how many rows they changed (the driver's ``rowcount``)."""
         cursor = _cursor(conn)
         try:
             if len(params) == 1 and conn.dialect.name == "postgresql":
@@ -90,6 +91,7 @@ class CompiledStatement:
                 cursor.execute(self.sql, params[0])
             else:
                 cursor.executemany(self.sql, params)
+            return int(cursor.rowcount)
         except _driver_error(conn) as exc:
             raise _wrapped(conn, self.sql, exc) from exc
         finally:
@@ -97,28 +99,28 @@ class CompiledStatement:
 
     def executemany_values(
         self, conn: Connection, names: tuple[str, ...], rows: Sequence[Sequence[Any]]
-    ) -> None:
+    ) -> int:
         """``executemany`` of rows given as tuples of the values of ``names``, in that order.
 
         For the hottest writers (a backfill's feedback): no dict per row. Every key of
-        the statement must be among ``names``; a key may bind more than once.
+        the statement must be among ``names``; a key may bind more than once. Returns
+        the driver's count of the rows changed (-1 when it does not know).
 
         Raises:
             sqlalchemy.exc.DBAPIError: the driver failed.
         """
         if not rows:
-            return
+            return 0
         if not self.positional:
-            self.executemany(conn, [dict(zip(names, row, strict=True)) for row in rows])
-            return
+            named = [dict(zip(names, row, strict=True)) for row in rows]
+            return self._send(conn, self._bind_many(named))
         positions = tuple(names.index(key) for key in self.keys)
         if positions == tuple(range(len(names))):
-            self._send(conn, rows)
-        elif len(positions) == 1:
-            self._send(conn, [(row[positions[0]],) for row in rows])
-        else:
-            pick = operator.itemgetter(*positions)
-            self._send(conn, [pick(row) for row in rows])
+            return self._send(conn, rows)
+        if len(positions) == 1:
+            return self._send(conn, [(row[positions[0]],) for row in rows])
+        pick = operator.itemgetter(*positions)
+        return self._send(conn, [pick(row) for row in rows])
 
     def fetchall(self, conn: Connection, params: Mapping[str, Any]) -> list[Any]:
         """Run a query with parameters and return the driver's rows (tuples).

@@ -286,8 +286,8 @@ class Lease(Protocol):
 
     def commit(
         self, progress: Progress, *, on_written: Callable[[Finished, str | None], None]
-    ) -> None:
-        """Commit feedback, counts and the cursor in one transaction."""
+    ) -> ClaimedJob | None:
+        """Commit feedback, counts and the cursor in one transaction (maybe taking a next part)."""
 
     def fail(self, error: str) -> None:
         """Mark the job FAILED."""

@@ -28,6 +28,7 @@ from localscorers.store.job_parts import (
     ClaimedJob,
     cancel_parts,
     claim_job,
+    claim_next_part,
     end_job_if_done,
     lock_job,
     part_counts,
@@ -258,6 +259,8 @@ class Progress:
     cursor: tuple[int, str] | None
     status: JobStatus | None = None
     release: bool = False
+    # With a SUCCEEDED status: take the job's next free part in the same transaction.
+    next_part: bool = False
 
 
 class JobLease:
@@ -329,11 +332,12 @@ class JobLease:
 
     def commit(
         self, progress: Progress, *, on_written: Callable[[Finished, str | None], None]
-    ) -> None:
+    ) -> ClaimedJob | None:
         """Write finished pairs with the counts and the cursor, in one transaction.
 
         ``on_written(result, status or None)`` updates the counts as rows are written.
-        A part that ends ends its job too when it was the last one.
+        A part that ends ends its job too when it was the last one; else, when
+        ``progress.next_part`` asks, the job's next free part is claimed and returned.
         """
         now = _clock.now_ms()
         with self._db.write() as conn:
@@ -351,9 +355,11 @@ class JobLease:
                 )
             self._update(conn, self._values(progress, now))
             if job is not None and progress.status is not None:
-                end_job_if_done(conn, job, now)
+                if end_job_if_done(conn, job, now) is None and progress.next_part:
+                    return claim_next_part(conn, job, self.owner, self.lease_ms, now)
             elif job is not None:
                 _pause_if_unheld(conn, job, now)
+        return None
 
     def _values(self, progress: Progress, now: int) -> dict[str, Any]:
         values: dict[str, Any] = {"scorers": progress.counts}

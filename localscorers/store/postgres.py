@@ -172,6 +172,10 @@ def insert_ignore(table: sa.Table) -> Any:  # noqa: ANN401 - dialect insert type
     return pg_dialect.insert(table).on_conflict_do_nothing()
 
 
+# Sequences are shared by concurrent writers and skip values (see sqlite.CONSECUTIVE_IDS).
+CONSECUTIVE_IDS = False
+
+
 def json_as_text(cursor: Any) -> None:  # noqa: ANN401 - a psycopg cursor
     """Make a raw psycopg cursor return JSON columns as text, as SQLite's driver does."""
     from psycopg.types.string import TextLoader  # noqa: PLC0415 - the optional extra

@@ -385,13 +385,25 @@ def _insert_ledger(
     A pair another writer holds already is not written, so it has no id here.
     """
     e = schema.evaluations
-    before = conn.execute(sa.select(sa.func.max(e.c.id))).scalar_one() or 0
+    largest = sa.select(sa.func.max(e.c.id))
+    before = conn.execute(largest).scalar_one() or 0
+    written = 0
+    order: list[tuple[str, str]] = []
     for (name, version), positions in groups.items():
-        _ledger_statement(conn, where, name, version).executemany_values(
+        written += _ledger_statement(conn, where, name, version).executemany_values(
             conn,
             _LEDGER_VALUES,
             [(results[i].trace_id, statuses[i], results[i].attempts, where.now) for i in positions],
         )
+        order.extend((results[i].trace_id, name) for i in positions)
+    if (
+        dialect.of(conn).CONSECUTIVE_IDS
+        and written == len(order)
+        and conn.execute(largest).scalar_one() == before + written
+    ):
+        # Every row was written, with the ids after ``before`` in order: reading them
+        # back was a tenth of a backfill commit (issue 16).
+        return dict(zip(order, range(before + 1, before + written + 1), strict=True))
     # Rows with ids above ``before`` and our origin are exactly the ones just written:
     # this transaction holds the write lock (RETURNING would cost a statement per row).
     return {

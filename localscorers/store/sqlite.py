@@ -18,15 +18,20 @@ from sqlalchemy import event
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from sqlalchemy.engine import Connection, Engine
     from sqlalchemy.pool import ConnectionPoolEntry
 
 __all__ = [
     "BEGIN_OPTION",
+    "CONSECUTIVE_IDS",
     "begin_raw",
+    "checkpoint_passive",
     "claim_rows",
     "commit_raw",
     "compile_regex",
+    "connect_checkpointer",
     "error_kind",
     "execute_many",
     "get_user_version",
@@ -248,6 +253,13 @@ def insert_ignore(table: sa.Table) -> Any:  # noqa: ANN401 - dialect insert type
     return sqlite_dialect.insert(table).on_conflict_do_nothing()
 
 
+# An INSERT that gives no id gets one more than the table's largest (an INTEGER PRIMARY
+# KEY without AUTOINCREMENT, below 2**63): rows a writer inserts into a table nobody
+# else can write meanwhile have the ids following the largest, in insertion order.
+# (PostgreSQL's sequences are shared by concurrent writers and skip values.)
+CONSECUTIVE_IDS = True
+
+
 def set_user_version(conn: Connection, version: int) -> None:
     """Record the schema version (SQLite keeps it in the file header)."""
     conn.exec_driver_sql(f"PRAGMA user_version = {int(version)}")
@@ -277,3 +289,25 @@ def serialize(conn: Connection, name: str) -> None:
 def lock_migrations(conn: Connection) -> None:
     """Nothing to do: a migration's ``BEGIN IMMEDIATE`` holds the write lock."""
     del conn
+
+
+def connect_checkpointer(path: Path) -> sqlite3.Connection:
+    """Open the connection a background checkpointer uses (``store.checkpoints``).
+
+    Never waiting on a lock (PASSIVE checkpoints skip what is busy) and syncing as the
+    writers do (``synchronous=NORMAL``: the checkpoint syncs the file it writes). A
+    file that is gone is not created again (``mode=rw``).
+
+    Raises:
+        sqlite3.Error: the file cannot be opened.
+    """
+    uri = f"{path.resolve().as_uri()}?mode=rw"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 0")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    return conn
+
+
+def checkpoint_passive(conn: sqlite3.Connection) -> None:
+    """Copy the WAL's committed pages into the database file, waiting for nobody."""
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()

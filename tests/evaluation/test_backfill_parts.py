@@ -24,7 +24,7 @@ import sqlalchemy as sa
 import localscorers
 from localscorers import ConfigurationError, Feedback, JobStatus, Scorer, _context
 from localscorers.evaluation import part_traces_from_env
-from localscorers.store import ScorerSpec, claim_job, dialect, schema
+from localscorers.store import Finished, Progress, ScorerSpec, claim_job, dialect, schema
 from tests import scorer_helpers_online as helpers
 from tests.process_helpers import spawn, wait_until
 
@@ -248,6 +248,69 @@ def test_concurrent_claims_take_each_part_once(shared: str) -> None:
     assert bounds[-1][1] is None
     assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
     assert localscorers.get_backfill_job(job_id).total == TRACES
+
+
+def end_part(part: Any, *, next_part: bool = True) -> Any:
+    """End a held part SUCCEEDED (no results), asking for the job's next part."""
+    lease = _context.current().storage.lease(part, owner="w1", lease_ms=60_000)
+    progress = Progress([], part.scorers, None, status=JobStatus.SUCCEEDED, next_part=next_part)
+    return lease.commit(progress, on_written=lambda *_: None)
+
+
+def test_a_part_that_ends_takes_the_next_part_of_its_job(shared: str) -> None:
+    job_id = create_job()
+    part = claim_job(_context.current().db, "w1", 60_000, part_traces=PART)
+    taken = []
+    while part is not None:
+        taken.append(part.part_no)
+        assert part.job_id == job_id
+        assert part.claims == 1  # a fresh claim: no holder died
+        part = end_part(part)
+    assert taken == list(range(TRACES // PART))
+    assert localscorers.get_backfill_job(job_id).status == JobStatus.SUCCEEDED
+    assert all(p.lease_owner is None for p in parts(job_id))
+
+
+def test_a_cancelled_job_gives_no_next_part(shared: str) -> None:
+    job_id = create_job()
+    part = claim_job(_context.current().db, "w1", 60_000, part_traces=PART)
+    assert part is not None
+    _context.current().storage.jobs().cancel(job_id)  # the free parts end; ours stays held
+    assert end_part(part) is None
+    assert localscorers.get_backfill_job(job_id).status == JobStatus.CANCELLED
+    assert {p.status for p in parts(job_id)} == {"SUCCEEDED", "CANCELLED"}
+
+
+def test_feedback_names_its_own_evaluation_when_some_pairs_were_written_meanwhile(
+    shared: str,
+) -> None:
+    create_job()
+    runtime = _context.current()
+    part = claim_job(runtime.db, "w1", 60_000, part_traces=PART)
+    assert part is not None
+    lease = runtime.storage.lease(part, owner="w1", lease_ms=60_000)
+    by_index = {
+        t.data.request["i"]: t.info.trace_id for t in localscorers.search_traces(max_results=1000)
+    }
+
+    def commit(indexes: list[int]) -> list[str | None]:
+        statuses: list[str | None] = []
+        results = [Finished(by_index[i], "gated", 1, (i,), 1) for i in indexes]
+        progress = Progress(results, part.scorers, None)
+        lease.commit(progress, on_written=lambda _result, status: statuses.append(status))
+        return statuses
+
+    assert commit([0, 1]) == ["SUCCEEDED", "SUCCEEDED"]  # every row new
+    assert commit([1, 2, 3]) == [None, "SUCCEEDED", "SUCCEEDED"]  # 1 is held already
+    a, e = schema.assessments, schema.evaluations
+    query = sa.select(a.c.trace_id, a.c.value_num, e.c.trace_id, e.c.scorer_name).join(
+        e, e.c.id == a.c.evaluation_id
+    )
+    with runtime.db.read() as conn:
+        rows = sorted(conn.execute(query).all(), key=lambda row: row[1])
+    assert [tuple(row) for row in rows] == [
+        (by_index[i], float(i), by_index[i], "gated") for i in range(4)
+    ]
 
 
 def test_a_running_job_from_before_parts_resumes_at_its_cursor(shared: str, tmp_path: Path) -> None:
