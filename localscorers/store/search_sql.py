@@ -39,7 +39,7 @@ from localscorers.store import deferred_indexes, filter_sql, schema, search_prob
 from localscorers.store.comparison_sql import Unindexed
 from localscorers.store.filter_sql import SpanGroup
 
-__all__ = ["SearchPlan", "plan_search", "reads_deferred", "search_query"]
+__all__ = ["SearchPlan", "plan_search", "reads_deferred", "reads_text", "search_query"]
 
 _traces = schema.traces
 _KEY_VALUE_TABLES: Final = {Entity.TAG: schema.trace_tags, Entity.METADATA: schema.trace_metadata}
@@ -217,6 +217,15 @@ def _exact(part: Comparison | SpanGroup) -> bool:
 def reads_deferred(expr: Expr) -> bool:
     """Whether a search for ``expr`` may start from a deferred index (a required part)."""
     return any(_deferred(p) for p in filter_sql.conjuncts(expr))
+
+
+def reads_text(expr: Expr) -> bool:
+    """Whether a search for ``expr`` may start from the text index (a content part)."""
+    return any(
+        isinstance(p, SpanGroup)
+        and any(c.field.entity is Entity.SPAN and c.field.key == "content" for c in p.comparisons)
+        for p in filter_sql.conjuncts(expr)
+    )
 
 
 def _deferred(part: object) -> bool:

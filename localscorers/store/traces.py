@@ -354,7 +354,7 @@ class TraceStore:
         expr = parser.parse(filter_string) if filter_string and filter_string.strip() else None
         order = order_sql.compile_order_by(order_by)
         if expr is not None and search_sql.reads_deferred(expr):
-            deferred_indexes.catch_up(self._db)
+            deferred_indexes.catch_up(self._db, text=search_sql.reads_text(expr))
         with self._db.read() as conn:
             # One row past the page tells whether another page follows.
             query = search_sql.search_query(

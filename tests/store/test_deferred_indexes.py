@@ -84,6 +84,16 @@ def test_indexed_and_new_traces_are_both_found(tracking: Path, catch_up_always: 
     assert _state(tracking)[0] == 2
 
 
+def test_a_name_search_leaves_the_text_to_content_searches(
+    tracking: Path, catch_up_always: None
+) -> None:
+    named = localscorers.log_trace(inputs=1, outputs=1, name="agent")
+    assert _found("trace.name = 'agent'") == {named}
+    with sqlite3.connect(tracking) as conn:  # names and durations, not text (25 us a trace)
+        row = conn.execute("SELECT value_upto, trace_upto FROM deferred_index_state").fetchone()
+    assert row == (1, 0)
+
+
 def test_the_default_waits_for_many_new_traces(tracking: Path) -> None:
     _log("a little text")
     assert _found("span.content LIKE '%little%'")
@@ -130,7 +140,7 @@ def _catch_up(path: Path) -> None:
     """Index every trace logged so far (a search would wait for 1,000)."""
     database = Database(path)
     try:
-        deferred_indexes.catch_up(database, after=0)
+        deferred_indexes.catch_up(database, text=True, after=0)
     finally:
         database.close()
 
@@ -139,7 +149,7 @@ def _plans(path: Path, *filter_strings: str) -> list[str]:
     """Index the 30 traces logged, then return each filter's search plan."""
     database = Database(path)
     try:
-        assert deferred_indexes.catch_up(database, after=0) == 30
+        assert deferred_indexes.catch_up(database, text=True, after=0) == 30
         with database.read() as conn:
             return [_plan(conn, filter_string) for filter_string in filter_strings]
     finally:

@@ -65,7 +65,7 @@ def plans_path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         )
     database = Database(path)
     try:  # what a search does once 1,000 traces wait: fill the deferred indexes
-        deferred_indexes.catch_up(database, after=0)
+        deferred_indexes.catch_up(database, text=True, after=0)
     finally:
         database.close()
     yield path

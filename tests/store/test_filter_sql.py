@@ -996,7 +996,7 @@ def plans_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
         localscorers.log_feedback(trace_id=trace_id, name="score", value=i / 8)
         localscorers.log_expectation(trace_id=trace_id, name="answer", value="42")
     database = Database(path)
-    deferred_indexes.catch_up(database, after=0)  # as a search does once 1,000 traces wait
+    deferred_indexes.catch_up(database, text=True, after=0)  # as a search does, 1,000 later
     database.close()
     return path
 
