@@ -1,4 +1,4 @@
-"""Indexes filled after commit, in batches: trace text, names and durations (SQLite).
+"""Indexes filled after commit, in batches: trace text, names, durations, values (SQLite).
 
 Two kinds of filter had no index a search could start from, so a value few traces hold
 made a search read the whole experiment, and a third cost every commit (issue 16):
@@ -14,6 +14,11 @@ made a search read the whole experiment, and a third cost every commit (issue 16
 - ``trace.name`` (and ``span.name`` for a root kept in its trace row) had an index on
   ``traces`` (``ix_traces_root_name``), one of the four B-trees a trace's commit wrote:
   10 % of a minimal ``log_trace``. ``trace_names`` holds (name, experiment, trace).
+- ``feedback.<name>`` / ``expectation.<name>`` values had ``ix_assessments_name_value``,
+  the most scattered of the four B-trees a feedback row wrote: 9 % of a trivial
+  backfill. ``assessment_values`` holds (name, kind, value_num, value_str, trace), with
+  a watermark over ``assessments``; a rescore's old, invalid row stays there (the search
+  checks validity). Session-level feedback still comes from ``ix_assessments_session``.
 
 Both only narrow a search: it still checks the filter on each candidate, so they may
 hold more than the traces (a trace's old document after it gained spans, a deleted
@@ -69,6 +74,7 @@ __all__ = [
     "create",
     "duration_candidates",
     "name_candidates",
+    "newer_assessments",
     "refresh_text",
     "refresh_values",
     "trigrams",
@@ -91,8 +97,13 @@ trace_names = sa.table(
 trace_durations = sa.table(
     "trace_durations", sa.column("experiment_id"), sa.column("duration"), sa.column("trace_id")
 )
+assessment_values = sa.table(
+    "assessment_values",
+    *(sa.column(c) for c in ("name", "kind", "value_num", "value_str", "trace_id")),
+)
 deferred_index_state = sa.table(
-    "deferred_index_state", sa.column("value_upto"), sa.column("trace_upto"), sa.column("span_upto")
+    "deferred_index_state",
+    *(sa.column(c) for c in ("value_upto", "assessment_upto", "trace_upto", "span_upto")),
 )
 _fts = sa.table("text_index", sa.column("rowid"), sa.column("text_index"))
 
@@ -121,14 +132,23 @@ _DDL: Final = (
     "CREATE TABLE IF NOT EXISTS trace_durations (experiment_id TEXT NOT NULL, "
     "duration INTEGER NOT NULL, trace_id TEXT NOT NULL, "
     "PRIMARY KEY (experiment_id, duration, trace_id)) WITHOUT ROWID",
-    # value_upto: the traces in trace_names and trace_durations; trace_upto and
-    # span_upto: the traces and spans in text_index (a content search alone builds it).
+    # Rows, not a key: value_num and value_str may be NULL. A feedback's value as
+    # ix_assessments_name_value held it, without its validity (the search checks it).
+    "CREATE TABLE IF NOT EXISTS assessment_values (name TEXT NOT NULL, kind TEXT NOT NULL, "
+    "value_num REAL, value_str TEXT, trace_id TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS ix_assessment_values "
+    "ON assessment_values (name, kind, value_num, value_str, trace_id)",
+    # value_upto: the traces in trace_names and trace_durations; assessment_upto: the
+    # assessments in assessment_values; trace_upto and span_upto: the traces and spans
+    # in text_index (a content search alone builds it).
     "CREATE TABLE IF NOT EXISTS deferred_index_state (id INTEGER PRIMARY KEY CHECK (id = 1), "
-    "value_upto INTEGER NOT NULL, trace_upto INTEGER NOT NULL, span_upto INTEGER NOT NULL)",
-    "INSERT OR IGNORE INTO deferred_index_state (id, value_upto, trace_upto, span_upto) "
-    "VALUES (1, 0, 0, 0)",
+    "value_upto INTEGER NOT NULL, assessment_upto INTEGER NOT NULL, "
+    "trace_upto INTEGER NOT NULL, span_upto INTEGER NOT NULL)",
+    "INSERT OR IGNORE INTO deferred_index_state "
+    "(id, value_upto, assessment_upto, trace_upto, span_upto) VALUES (1, 0, 0, 0, 0)",
     _lower_on_delete("traces", "value_upto", "trace_upto"),
     _lower_on_delete("spans", "span_upto"),
+    _lower_on_delete("assessments", "assessment_upto"),
 )
 
 # One trace's document: every text a content comparison reads (filter_sql's
@@ -147,12 +167,19 @@ _DOCUMENT: Final = (
 
 
 def create(conn: Connection) -> None:
-    """Create the indexes, their bookkeeping and triggers (SQLite).
+    """Create the indexes, their bookkeeping and triggers, empty (SQLite).
 
     Nothing is indexed here: the first search that can use them after
     :data:`CATCH_UP_AFTER` traces does (:func:`catch_up`). Without FTS5 (or its trigram
-    tokenizer) there is no text index, and a warning says so.
+    tokenizer) there is no text index, and a warning says so. Whatever an earlier build
+    of this step left (a development database) is dropped first, so every index covers
+    exactly what its watermark says.
     """
+    for old in ("text_index", "text_index_docs", "trace_names", "trace_durations",
+                "assessment_values", "deferred_index_state"):  # fmt: skip
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {old}")
+    for table in ("traces", "spans", "assessments"):
+        conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS deferred_index_{table}_deleted")
     try:
         conn.exec_driver_sql(_FTS_DDL)
     except OperationalError as exc:
@@ -164,15 +191,6 @@ def create(conn: Connection) -> None:
         )
     for statement in _DDL:
         conn.exec_driver_sql(statement)
-    # From empty, so every index covers what the watermark says (a database where an
-    # earlier build of this step ran holds some of them already).
-    for table in ("text_index_docs", "trace_names", "trace_durations"):
-        conn.exec_driver_sql(f"DELETE FROM {table}")
-    if available(conn)[1]:
-        conn.exec_driver_sql("INSERT INTO text_index (text_index) VALUES ('delete-all')")
-    conn.exec_driver_sql(
-        "UPDATE deferred_index_state SET value_upto = 0, trace_upto = 0, span_upto = 0"
-    )
 
 
 def available(conn: Connection) -> tuple[bool, bool]:
@@ -268,6 +286,15 @@ def name_candidates(
     return sa.union_all(indexed, *_newer(text=False))
 
 
+def newer_assessments() -> sa.Select[Any]:
+    """The traces of assessments above ``assessment_values``' watermark (read directly)."""
+    a = schema.assessments
+    upto = sa.select(deferred_index_state.c.assessment_upto).scalar_subquery()
+    return (
+        sa.select(a.c.trace_id).select_from(a).where(sa.literal_column("assessments.rowid") > upto)
+    )
+
+
 def _newer(*, text: bool) -> list[sa.Select[Any]]:
     """The traces above an index's watermark (and, for ``text``, those with newer spans)."""
     state = deferred_index_state
@@ -286,10 +313,11 @@ def _newer(*, text: bool) -> list[sa.Select[Any]]:
 
 
 def _waiting(conn: Connection) -> tuple[int, int, int]:
-    """How many trace rowids lie above the values' watermark, and traces and spans the text's."""
+    """Rows above the watermarks: traces or assessments for the values; traces, spans (text)."""
     row = conn.exec_driver_sql(
-        "SELECT t.top - value_upto, t.top - trace_upto, "
-        "coalesce((SELECT max(rowid) FROM spans), 0) - span_upto "
+        "SELECT max(t.top - value_upto, "
+        "coalesce((SELECT max(rowid) FROM assessments), 0) - assessment_upto), "
+        "t.top - trace_upto, coalesce((SELECT max(rowid) FROM spans), 0) - span_upto "
         "FROM deferred_index_state, (SELECT coalesce(max(rowid), 0) AS top FROM traces) AS t "
         "WHERE id = 1"
     ).one()
@@ -327,7 +355,27 @@ def refresh_values(conn: Connection, *, batch: int = _BATCH) -> tuple[int, bool]
             params,
         )
     conn.execute(sa.text("UPDATE deferred_index_state SET value_upto = :upto"), params)
-    return upto - upto_before, upto >= top
+    assessments_done = _refresh_assessments(conn, batch=2 * batch)
+    return upto - upto_before, upto >= top and assessments_done
+
+
+def _refresh_assessments(conn: Connection, *, batch: int) -> bool:
+    """Add up to ``batch`` new assessments to ``assessment_values``; True once caught up."""
+    after = conn.exec_driver_sql(
+        "SELECT assessment_upto FROM deferred_index_state WHERE id = 1"
+    ).scalar_one()
+    top = conn.exec_driver_sql("SELECT coalesce(max(rowid), 0) FROM assessments").scalar_one()
+    upto = min(top, after + batch)
+    columns = "name, kind, value_num, value_str, trace_id"
+    conn.execute(
+        sa.text(
+            f"INSERT INTO assessment_values ({columns}) SELECT {columns} FROM assessments "
+            f"WHERE rowid > :after AND rowid <= :upto ORDER BY {columns}"
+        ),
+        {"after": after, "upto": upto},
+    )
+    conn.execute(sa.text("UPDATE deferred_index_state SET assessment_upto = :upto"), {"upto": upto})
+    return bool(upto >= top)
 
 
 def refresh_text(conn: Connection, *, batch: int = _BATCH) -> tuple[int, bool]:

@@ -186,14 +186,17 @@ def _number(text: str) -> float | None:
     return None if math.isnan(number) else number  # SQLite stores NaN as NULL
 
 
-def _assessment_ranges(comparison: Comparison) -> list[list[sa.ColumnElement[bool]]] | None:
+def _assessment_ranges(
+    comparison: Comparison, a: sa.TableClause
+) -> list[list[sa.ColumnElement[bool]]] | None:
     """Index ranges of (name, kind, value_num, value_str) holding every possible match.
 
-    A string is stored with ``value_num`` NULL, or (a number or boolean) with the
-    number its text reads as; a number is compared by ``value_num``. None: only the
-    name narrows it (a pattern), or nothing does (a negation).
+    In ``a``: ``assessments`` or ``deferred_indexes.assessment_values``. A string is
+    stored with ``value_num`` NULL, or (a number or boolean) with the number its text
+    reads as; a number is compared by ``value_num``. None: only the name narrows it (a
+    pattern), or nothing does (a negation).
     """
-    a, op, value = _assessments, comparison.op, comparison.value
+    op, value = comparison.op, comparison.value
     kind = filter_sql.ASSESSMENT_KINDS[comparison.field.entity]
     name = sa.and_(a.c.name == comparison.field.key, a.c.kind == kind)
     if op is Op.IS_NULL:
@@ -215,28 +218,41 @@ def _assessment_ranges(comparison: Comparison) -> list[list[sa.ColumnElement[boo
     return ranges
 
 
-def assessment_candidates(comparison: Comparison, *, exact: bool) -> Probe | None:
+def assessment_candidates(
+    comparison: Comparison, *, exact: bool, deferred: bool = False
+) -> Probe | None:
     """The traces with a matching assessment, from ``ix_assessments_name_value``.
 
     ``exact``: also check kind, validity and the value, and add (feedback) the traces
     of sessions whose session-level feedback matches: the drive. Otherwise the probe
-    counted to choose one.
+    counted to choose one. ``deferred`` (SQLite): from ``assessment_values`` and the
+    assessments newer than it instead, a superset whatever ``exact`` says.
     """
-    ranges = _assessment_ranges(comparison)
+    a = _assessments
+    ranges = _assessment_ranges(comparison, a)
     if ranges is None:
         return None
-    a = _assessments
     checks = filter_sql.assessment_predicates(comparison) if exact else []
-    direct = [sa.select(a.c.trace_id).where(*terms, *checks) for terms in ranges]
+    if deferred:
+        values = deferred_indexes.assessment_values
+        value_ranges = _assessment_ranges(comparison, values) or []
+        direct = [sa.select(values.c.trace_id).where(*terms) for terms in value_ranges]
+        direct.append(deferred_indexes.newer_assessments())
+    else:
+        direct = [sa.select(a.c.trace_id).where(*terms, *checks) for terms in ranges]
     if not exact or comparison.field.entity is not Entity.FEEDBACK:
         return direct[0] if len(direct) == 1 else sa.union_all(*direct)
+    # The sessions whose session-level feedback matches (ix_assessments_session holds
+    # only those), then their traces (ix_trace_metadata_key_value): as a join, SQLite
+    # could start from every trace's session entry instead (17 ms at 100k traces).
     m = schema.trace_metadata
-    on_session = sa.and_(m.c.key == filter_sql.SESSION_KEY, m.c.value == a.c.session_id)
     sessions = [
-        sa.select(m.c.trace_id)
-        .select_from(a)
-        .join(m, on_session)
-        .where(a.c.session_id.is_not(None), *terms, *checks)
+        sa.select(m.c.trace_id).where(
+            m.c.key == filter_sql.SESSION_KEY,
+            m.c.value.in_(
+                sa.select(a.c.session_id).where(a.c.session_id.is_not(None), *terms, *checks)
+            ),
+        )
         for terms in ranges
     ]
     return sa.union(*direct, *sessions)
@@ -275,5 +291,5 @@ def probes(
         table = _KEY_VALUE_TABLES[entity]
         found = filter_sql.key_value_traces(table, part.field.key, op, part.value)
     elif entity in (Entity.FEEDBACK, Entity.EXPECTATION):
-        found = assessment_candidates(part, exact=False)
+        found = assessment_candidates(part, exact=False, deferred=deferred)
     return [] if found is None else [found]

@@ -55,6 +55,7 @@ _AT: Final = 100_000
 _END_TIME: Final = Field(Entity.TRACE, "end_time_ms")
 _DURATION: Final = Field(Entity.TRACE, "execution_time_ms")
 _NAME: Final = Field(Entity.TRACE, "name")
+_ASSESSMENTS: Final = (Entity.FEEDBACK, Entity.EXPECTATION)
 
 
 @dataclass(frozen=True)
@@ -128,10 +129,12 @@ def _others_have_traces(conn: Connection, experiment_ids: Sequence[str]) -> bool
     return conn.execute(first).first() is not None
 
 
-def _drive(part: Comparison | SpanGroup, probe: search_probes.Probe) -> search_probes.Probe:
+def _drive(
+    part: Comparison | SpanGroup, probe: search_probes.Probe, *, deferred: bool
+) -> search_probes.Probe:
     """The candidates of the driving part: its probe, or the exact assessment matches."""
-    if isinstance(part, Comparison) and part.field.entity in (Entity.FEEDBACK, Entity.EXPECTATION):
-        exact = search_probes.assessment_candidates(part, exact=True)
+    if isinstance(part, Comparison) and part.field.entity in _ASSESSMENTS:
+        exact = search_probes.assessment_candidates(part, exact=True, deferred=deferred)
         assert exact is not None  # noqa: S101 - it had a probe
         return exact
     return probe
@@ -183,7 +186,7 @@ def plan_search(conn: Connection, expr: Expr, experiment_ids: Sequence[str]) -> 
                 break
     usable = [p for p, (n, _) in counts.items() if n <= many]
     driver = min(usable, key=lambda p: counts[p][0]) if usable else None
-    candidates = None if driver is None else _drive(driver, counts[driver][1])
+    candidates = None if driver is None else _drive(driver, counts[driver][1], deferred=deferred)
     members = driver is not None and counts[driver][0] > few
     # Checked per trace (correlated): tag / metadata values too common to drive; a
     # rarer one stays an IN over its index, which the candidates are then checked by.
@@ -194,7 +197,7 @@ def plan_search(conn: Connection, expr: Expr, experiment_ids: Sequence[str]) -> 
     )
     # An exact driver's candidates are its matches: checking it again per candidate
     # was one more random index read each (a third of a rare page at 1M traces).
-    checked = [p for p in parts if not (p is driver and _exact(p))]
+    checked = [p for p in parts if not (p is driver and _exact(p, deferred=deferred))]
     conditions = [filter_sql.compile_filter(p, exists_for=common) for p in checked]
     if driver is None or members:
         conditions += _time_bounds(parts)
@@ -202,14 +205,14 @@ def plan_search(conn: Connection, expr: Expr, experiment_ids: Sequence[str]) -> 
     return SearchPlan(condition, candidates, members)
 
 
-def _exact(part: Comparison | SpanGroup) -> bool:
+def _exact(part: Comparison | SpanGroup, *, deferred: bool) -> bool:
     """Whether the part's probe selects exactly its matches (not a superset).
 
     Comparisons' probes do, and so do those of one span comparison (``ix_spans_*``,
     ``span_terms``); a group's (one of its comparisons) select a superset, and so do
-    the deferred indexes' (trigrams, traces newer than the index).
+    the deferred indexes' (trigrams, traces newer than the index, no validity).
     """
-    if _deferred(part):
+    if deferred and _deferred(part):
         return False
     return isinstance(part, Comparison) or len(part.comparisons) == 1
 
@@ -229,9 +232,9 @@ def reads_text(expr: Expr) -> bool:
 
 
 def _deferred(part: object) -> bool:
-    """Whether a deferred index may serve the part: content, a name or a trace duration."""
+    """Whether a deferred index may serve the part: content, a name, a duration, a value."""
     if isinstance(part, Comparison):
-        return part.field in (_DURATION, _NAME)
+        return part.field in (_DURATION, _NAME) or part.field.entity in _ASSESSMENTS
     return isinstance(part, SpanGroup) and any(
         c.field.entity is Entity.SPAN and c.field.key in ("content", "name")
         for c in part.comparisons

@@ -300,6 +300,54 @@ def test_name_search_finds_what_a_full_read_finds(
         assert _found(f"{field} {comparison}") == expected
 
 
+_FEEDBACK_FILTERS: dict[str, Callable[[str, object], bool]] = {
+    "feedback.label = 'yes'": lambda name, value: name == "label" and value == "yes",
+    "feedback.label IN ('yes', 'no')": lambda name, value: (
+        name == "label" and value in ("yes", "no")
+    ),
+    "feedback.label LIKE 'y%'": lambda name, value: name == "label" and str(value)[:1] == "y",
+    "feedback.label IS NOT NULL": lambda name, value: name == "label",
+    "feedback.score > 2": lambda name, value: name == "score" and int(str(value)) > 2,
+    "feedback.score <= 1": lambda name, value: name == "score" and int(str(value)) <= 1,
+    "feedback.score = 3": lambda name, value: name == "score" and value == 3,
+}
+_FEEDBACK = st.one_of(
+    st.tuples(st.just("label"), st.sampled_from(["yes", "no", "maybe"])),
+    st.tuples(st.just("score"), st.integers(min_value=0, max_value=5)),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    traces=st.lists(st.lists(st.tuples(_FEEDBACK, st.booleans()), max_size=3), min_size=1,
+                    max_size=6),
+    comparison=st.sampled_from(sorted(_FEEDBACK_FILTERS)),
+    indexed=st.integers(min_value=0, max_value=6),
+)  # fmt: skip
+def test_feedback_search_finds_what_a_full_read_finds(
+    traces: list[list[tuple[tuple[str, object], bool]]], comparison: str, indexed: int
+) -> None:
+    # Each feedback may be overridden later (by a "maybe" / 0): the old one stays in
+    # assessment_values but is no longer valid, so the search must not count it.
+    matches = _FEEDBACK_FILTERS[comparison]
+    with _database() as path:
+        expected = set()
+        for position, feedback in enumerate(traces):
+            trace_id = localscorers.log_trace(inputs=position, outputs=position)
+            for (name, first), overridden in feedback:
+                logged = localscorers.log_feedback(trace_id=trace_id, name=name, value=first)
+                value = ("maybe" if name == "label" else 0) if overridden else first
+                if overridden:
+                    localscorers.log_feedback(
+                        trace_id=trace_id, name=name, value=value, overrides=logged.assessment_id
+                    )
+                if matches(name, value):
+                    expected.add(trace_id)
+            if position + 1 == indexed:
+                _catch_up(path)
+        assert _found(comparison) == expected
+
+
 def test_patterns_without_three_literal_characters_have_no_trigrams() -> None:
     def grams(op: str, pattern: str) -> list[str] | None:
         comparison = parse(f"span.content {op} '{pattern}'")

@@ -131,7 +131,7 @@ PLANS: list[tuple[str, list[str], list[str]]] = [
     ("feedback.quality = 'rare'", ["(name=? AND kind=? AND value_num=? AND value_str=?"], []),
     (
         "feedback.score > 0.95",
-        ["ix_assessments_name_value (name=? AND kind=? AND value_num>?)"],
+        ["ix_assessment_values (name=? AND kind=? AND value_num>?)"],
         [],
     ),
     ("feedback.score >= 0", [TIME_SCAN, "ix_assessments_trace"], ["name_value"]),

@@ -959,19 +959,19 @@ PLANS: list[tuple[str, list[str], list[str]]] = [
     (
         "feedback.quality = 'yes'",
         [TIME_SCAN, BY_TRACE, BY_SESSION],
-        ["ix_assessments_name_value"],
+        ["ix_assessment_values"],
     ),
     (
         "feedback.quality = 'rare'",
         [
-            "ix_assessments_name_value (name=? AND kind=? AND value_num=? AND value_str=?",
+            "ix_assessment_values (name=? AND kind=? AND value_num=? AND value_str=?",
             FROM_CANDIDATES,
         ],
         [],
     ),
-    ("feedback.score > 0.5", [TIME_SCAN, BY_TRACE], ["ix_assessments_name_value"]),
-    ("feedback.quality IS NULL", [TIME_SCAN, BY_TRACE], ["ix_assessments_name_value"]),
-    ("expectation.answer = '42'", [TIME_SCAN, BY_TRACE], ["ix_assessments_name_value"]),
+    ("feedback.score > 0.5", [TIME_SCAN, BY_TRACE], ["ix_assessment_values"]),
+    ("feedback.quality IS NULL", [TIME_SCAN, BY_TRACE], ["ix_assessment_values"]),
+    ("expectation.answer = '42'", [TIME_SCAN, BY_TRACE], ["ix_assessment_values"]),
 ]
 
 
@@ -1061,6 +1061,6 @@ def test_row_by_row_checks_read_only_the_traces_own_rows(
     finally:
         database.close()
     assert "ix_spans_" not in plan
-    assert "ix_assessments_name_value" not in plan
+    assert "ix_assessment_values" not in plan
     assert "ix_trace_tags_key_value" not in plan
     assert "trace_id=?" in plan
