@@ -389,18 +389,13 @@ class EvaluationRequestRow(_Base, table=True):
     enqueued_ms: int
 
 
-class BackfillJobRow(_Base, table=True):
-    """A durable backfill job with its keyset cursor ``(cursor_time_ms, cursor_trace_id)``."""
+class _JobProgress(_Base):
+    """What a backfill job and each of its parts track alike: state, cursor, counts, lease.
 
-    __tablename__ = "backfill_jobs"
+    A part runs exactly as a whole job once did (m0010), so the columns are one list.
+    """
 
-    job_id: str = Field(primary_key=True)
-    experiment_id: str = Field(foreign_key="experiments.experiment_id")
     status: str
-    scorers: Any = _json_column(nullable=False)
-    start_ms: int | None = None
-    end_ms: int | None = None
-    rescore: bool = False
     cursor_time_ms: int | None = None
     cursor_trace_id: str | None = None
     total: int = 0
@@ -408,12 +403,25 @@ class BackfillJobRow(_Base, table=True):
     succeeded: int = 0
     failed: int = 0
     skipped: int = 0
-    created_ms: int
     started_ms: int | None = None
     finished_ms: int | None = None
     error: str | None = None
     lease_owner: str | None = None
     lease_expires_ms: int | None = None
+
+
+class BackfillJobRow(_JobProgress, table=True):
+    """A durable backfill job with its keyset cursor ``(cursor_time_ms, cursor_trace_id)``."""
+
+    __tablename__ = "backfill_jobs"
+
+    job_id: str = Field(primary_key=True)
+    experiment_id: str = Field(foreign_key="experiments.experiment_id")
+    scorers: Any = _json_column(nullable=False)
+    start_ms: int | None = None
+    end_ms: int | None = None
+    rescore: bool = False
+    created_ms: int
     cancel_requested: bool = False
     # Claims since the cursor last moved (m0009): more than one means a holder died.
     claims: int = Field(
@@ -423,7 +431,7 @@ class BackfillJobRow(_Base, table=True):
     probe: Any = _json_column()
 
 
-class BackfillJobPartRow(_Base, table=True):
+class BackfillJobPartRow(_JobProgress, table=True):
     """One key range of a backfill job, run by one holder at a time under a lease (m0010).
 
     A job is split into parts when it is first claimed: part ``n`` covers the traces
@@ -437,25 +445,12 @@ class BackfillJobPartRow(_Base, table=True):
     job_id: str = Field(primary_key=True, foreign_key="backfill_jobs.job_id")
     part_no: int = Field(primary_key=True)
     created_ms: int  # the job's: parts are claimed oldest job first
-    status: str
     lower_time_ms: int | None = None
     lower_trace_id: str | None = None
     upper_time_ms: int | None = None
     upper_trace_id: str | None = None
-    cursor_time_ms: int | None = None
-    cursor_trace_id: str | None = None
     # The job's scorers with this part's counts (as backfill_jobs.scorers).
     scorers: Any = _json_column(nullable=False)
-    total: int = 0
-    processed: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    skipped: int = 0
-    started_ms: int | None = None
-    finished_ms: int | None = None
-    error: str | None = None
-    lease_owner: str | None = None
-    lease_expires_ms: int | None = None
     claims: int = 0
     probe: Any = _json_column()
 
