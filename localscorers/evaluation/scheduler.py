@@ -21,8 +21,8 @@ import time
 from collections.abc import Hashable
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_for_futures
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from localscorers.evaluation.execution import (
     EvaluationContext,
@@ -72,6 +72,15 @@ def _env_number(name: str, default: float, *, minimum: float) -> float:
     return value
 
 
+_Number = TypeVar("_Number", int, float)
+
+
+def _from_env(default: _Number, variable: str, *, minimum: float) -> _Number:
+    """A setting ``Settings.from_env`` reads from ``variable``, with its default and floor."""
+    value: _Number = field(default=default, metadata={"variable": variable, "minimum": minimum})
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Evaluator settings; ``from_env`` reads the ``LOCALSCORERS_*`` variables.
@@ -89,14 +98,14 @@ class Settings:
         batch_size: claims per transaction online; traces per page in a backfill.
     """
 
-    max_workers: int = 8
-    lease_seconds: float = 60.0
-    max_attempts: int = 4
-    backoff_seconds: float = 0.5
+    max_workers: int = _from_env(8, "LOCALSCORERS_MAX_WORKERS", minimum=1)
+    lease_seconds: float = _from_env(60.0, "LOCALSCORERS_LEASE_SECONDS", minimum=0.1)
+    max_attempts: int = _from_env(4, "LOCALSCORERS_MAX_ATTEMPTS", minimum=1)
+    backoff_seconds: float = _from_env(0.5, "LOCALSCORERS_BACKOFF_SECONDS", minimum=0.0)
     backoff_max_seconds: float = 30.0
-    default_timeout_seconds: float = 300.0
+    default_timeout_seconds: float = _from_env(300.0, "LOCALSCORERS_SCORER_TIMEOUT", minimum=0.001)
     poll_seconds: float = 0.5
-    batch_size: int = field(default=256)
+    batch_size: int = 256
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -105,15 +114,15 @@ class Settings:
         Raises:
             ConfigurationError: a variable is not a valid number.
         """
-        return cls(
-            max_workers=int(_env_number("LOCALSCORERS_MAX_WORKERS", 8, minimum=1)),
-            lease_seconds=_env_number("LOCALSCORERS_LEASE_SECONDS", 60.0, minimum=0.1),
-            default_timeout_seconds=_env_number(
-                "LOCALSCORERS_SCORER_TIMEOUT", 300.0, minimum=0.001
-            ),
-            max_attempts=int(_env_number("LOCALSCORERS_MAX_ATTEMPTS", 4, minimum=1)),
-            backoff_seconds=_env_number("LOCALSCORERS_BACKOFF_SECONDS", 0.5, minimum=0.0),
-        )
+        read: dict[str, Any] = {}
+        for setting in fields(cls):
+            variable, default = setting.metadata.get("variable"), setting.default
+            if variable is None or not isinstance(default, int | float):
+                continue  # not read from the environment
+            number = _env_number(variable, default, minimum=setting.metadata["minimum"])
+            # An integer setting takes the whole part, as int() always did here.
+            read[setting.name] = int(number) if isinstance(default, int) else number
+        return cls(**read)
 
 
 def new_pool(settings: Settings, *, thread_name_prefix: str) -> DaemonThreadPool:

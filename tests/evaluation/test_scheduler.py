@@ -289,3 +289,44 @@ def test_a_claim_reads_the_oldest_rows_without_sorting_the_backlog(db: Path) -> 
         plan = " ".join(str(row[-1]) for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
     assert "ix_evaluations_pending" in plan
     assert "TEMP B-TREE" not in plan
+
+
+# -- settings from the environment --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("MAX_WORKERS", "0", "LOCALSCORERS_MAX_WORKERS must be a number >= 1, got '0'."),
+        ("MAX_ATTEMPTS", "four", "LOCALSCORERS_MAX_ATTEMPTS must be a number >= 1, got 'four'."),
+        (
+            "SCORER_TIMEOUT",
+            "-1",
+            "LOCALSCORERS_SCORER_TIMEOUT must be a number >= 0.001, got '-1'.",
+        ),
+        ("LEASE_SECONDS", "0", "LOCALSCORERS_LEASE_SECONDS must be a number >= 0.1, got '0'."),
+        (
+            "BACKOFF_SECONDS",
+            "-0.5",
+            "LOCALSCORERS_BACKOFF_SECONDS must be a number >= 0, got '-0.5'.",
+        ),
+    ],
+)
+def test_a_worker_refuses_a_setting_that_is_not_a_valid_number(
+    db: Path, variable: str, value: str, message: str
+) -> None:
+    worker = run_worker(db, **{variable: value})
+    assert worker.returncode != 0
+    assert message in worker.stderr
+
+
+def test_a_worker_reads_its_settings_from_the_environment(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOCALSCORERS_MONITOR", "off")  # only the worker scores
+    # Two attempts, then the evaluation is recorded as failed: MAX_ATTEMPTS was read.
+    helpers.Flaky(name="flaky", failures=5).register().start()
+    trace_id = localscorers.log_trace(inputs=1, outputs=1)
+    worker = run_worker(db, MAX_ATTEMPTS="2", BACKOFF_SECONDS="0")
+    assert worker.returncode in (0, 1), worker.stderr
+    assert statuses(db)[(trace_id, "flaky")] == ("FAILED", 2)
