@@ -102,37 +102,41 @@ def _messages(result_spec: str, task: str, conversation: str) -> list[dict[str, 
     ]
 
 
+# What each session judge asks; the conversation follows it in the user message.
+_COMPLETENESS_TASK = (
+    "Task: decide whether, by the end of the conversation below, the assistant has "
+    "addressed every request and question the user raised in it.\n"
+    "List for yourself what the user asked for across all turns, including follow-ups "
+    "and changed requirements. A request counts as addressed when the assistant "
+    "answered it, did it, or clearly explained why it cannot; a request that was "
+    "ignored, forgotten in a later turn, or only partly answered is not addressed. "
+    "Judge completeness only, not style or length.\n"
+    'Answer "yes" if every request was addressed and "no" if any was not.'
+)
+_FRUSTRATION_TASK = (
+    "Task: follow the user's mood through the conversation below and decide whether "
+    "the user became frustrated with the assistant.\n"
+    "Signs of frustration include complaints about the answers, repeating or "
+    "rephrasing the same request because it was not understood, corrections said with "
+    "irritation, sarcasm, all-capital words, or giving up. Frustration about "
+    "something else (a late train, a broken laptop) does not count unless the "
+    "assistant makes it worse.\n"
+    'Answer "none" if the user never shows frustration with the assistant; '
+    '"resolved" if the user does at some point but ends the conversation clearly '
+    'satisfied or reassured; "unresolved" if the user is still frustrated at the end, '
+    "or leaves without any sign of satisfaction after being frustrated."
+)
+
+
 def conversation_completeness_messages(session: Sequence[Trace]) -> list[dict[str, str]]:
     """Ask whether the assistant dealt with everything the user asked for in the session."""
-    task = (
-        "Task: decide whether, by the end of the conversation below, the assistant has "
-        "addressed every request and question the user raised in it.\n"
-        "List for yourself what the user asked for across all turns, including follow-ups "
-        "and changed requirements. A request counts as addressed when the assistant "
-        "answered it, did it, or clearly explained why it cannot; a request that was "
-        "ignored, forgotten in a later turn, or only partly answered is not addressed. "
-        "Judge completeness only, not style or length.\n"
-        'Answer "yes" if every request was addressed and "no" if any was not.'
-    )
-    return _messages('"yes" or "no"', task, render_conversation(session))
+    return _messages('"yes" or "no"', _COMPLETENESS_TASK, render_conversation(session))
 
 
 def user_frustration_messages(session: Sequence[Trace]) -> list[dict[str, str]]:
     """Ask whether the user got frustrated with the assistant, and whether that was resolved."""
-    task = (
-        "Task: follow the user's mood through the conversation below and decide whether "
-        "the user became frustrated with the assistant.\n"
-        "Signs of frustration include complaints about the answers, repeating or "
-        "rephrasing the same request because it was not understood, corrections said with "
-        "irritation, sarcasm, all-capital words, or giving up. Frustration about "
-        "something else (a late train, a broken laptop) does not count unless the "
-        "assistant makes it worse.\n"
-        'Answer "none" if the user never shows frustration with the assistant; '
-        '"resolved" if the user does at some point but ends the conversation clearly '
-        'satisfied or reassured; "unresolved" if the user is still frustrated at the end, '
-        "or leaves without any sign of satisfaction after being frustrated."
-    )
-    return _messages('"none", "resolved" or "unresolved"', task, render_conversation(session))
+    result_spec = '"none", "resolved" or "unresolved"'
+    return _messages(result_spec, _FRUSTRATION_TASK, render_conversation(session))
 
 
 def _frustration_label(result: object) -> str:
