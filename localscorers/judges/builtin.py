@@ -85,6 +85,12 @@ class _ResponseJudge(Judge[Feedback]):
         raise NotImplementedError(f"{type(self).__name__} must implement _messages.")
 
 
+class _ExpectationsJudge(_ResponseJudge):
+    """A response judge that also reads the expectations logged with the trace."""
+
+    required_columns: ClassVar[frozenset[str]] = frozenset({"inputs", "outputs", "expectations"})
+
+
 class Guidelines(_ResponseJudge):
     """Does the response follow every one of the given guidelines?
 
@@ -102,10 +108,9 @@ class Guidelines(_ResponseJudge):
         )
 
 
-class ExpectationsGuidelines(_ResponseJudge):
+class ExpectationsGuidelines(_ExpectationsJudge):
     """Does the response follow the guidelines logged with it as the expectation ``guidelines``?"""
 
-    required_columns: ClassVar[frozenset[str]] = frozenset({"inputs", "outputs", "expectations"})
     name: str = "expectations_guidelines"
     description: str | None = "Does the response follow the guidelines in its expectations?"
 
@@ -128,10 +133,9 @@ class RelevanceToQuery(_ResponseJudge):
         return prompts.relevance_to_query_messages(material.inputs, material.outputs)
 
 
-class Correctness(_ResponseJudge):
+class Correctness(_ExpectationsJudge):
     """Is the response correct, judged against ``expected_facts`` or ``expected_response``?"""
 
-    required_columns: ClassVar[frozenset[str]] = frozenset({"inputs", "outputs", "expectations"})
     name: str = "correctness"
     description: str | None = "Is the response correct against the expected facts or response?"
 
@@ -154,6 +158,31 @@ class _RetrievalJudge(Judge[list[Feedback]]):
     def _failed(self, feedback: Feedback) -> list[Feedback]:
         return [feedback]
 
+    def _evaluate(self, material: Material) -> list[Feedback]:
+        contexts = retrieved_context(material.trace) if material.trace is not None else []
+        if not contexts:
+            return [self._missing(_NO_RETRIEVER)]
+        return self._judge_spans(material, contexts)
+
+    def _judge_spans(
+        self, material: Material, contexts: list[tuple[Span, list[Document]]]
+    ) -> list[Feedback]:
+        """Judge the documents of the trace's retriever spans (there is at least one)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _judge_spans.")
+
+    def _ask_per_span(
+        self,
+        contexts: list[tuple[Span, list[Document]]],
+        messages: Callable[[list[Document]], list[dict[str, str]]],
+    ) -> list[Feedback]:
+        """Ask one yes/no question per retriever span; its feedback names the span."""
+        return [
+            self._ask(
+                messages(documents), read=prompts.to_yes_no, metadata={"span_id": span.span_id}
+            )
+            for span, documents in contexts
+        ]
+
 
 class RetrievalGroundedness(_RetrievalJudge):
     """Is the response supported by the retrieved documents? One feedback per retriever span."""
@@ -161,22 +190,17 @@ class RetrievalGroundedness(_RetrievalJudge):
     name: str = "retrieval_groundedness"
     description: str | None = "Is the response grounded in the retrieved context?"
 
-    def _evaluate(self, material: Material) -> list[Feedback]:
-        contexts = retrieved_context(material.trace) if material.trace is not None else []
-        if not contexts:
-            return [self._missing(_NO_RETRIEVER)]
+    def _judge_spans(
+        self, material: Material, contexts: list[tuple[Span, list[Document]]]
+    ) -> list[Feedback]:
         if material.outputs is None:
             return [self._missing("outputs (or a trace with a response)")]
-        return [
-            self._ask(
-                prompts.retrieval_groundedness_messages(
-                    material.inputs, material.outputs, documents
-                ),
-                read=prompts.to_yes_no,
-                metadata={"span_id": span.span_id},
-            )
-            for span, documents in contexts
-        ]
+        return self._ask_per_span(
+            contexts,
+            lambda documents: prompts.retrieval_groundedness_messages(
+                material.inputs, material.outputs, documents
+            ),
+        )
 
 
 class RetrievalRelevance(_RetrievalJudge):
@@ -189,8 +213,9 @@ class RetrievalRelevance(_RetrievalJudge):
     name: str = "retrieval_relevance"
     description: str | None = "Is each retrieved document relevant to the request?"
 
-    def _evaluate(self, material: Material) -> list[Feedback]:
-        contexts = retrieved_context(material.trace) if material.trace is not None else []
+    def _judge_spans(
+        self, material: Material, contexts: list[tuple[Span, list[Document]]]
+    ) -> list[Feedback]:
         if not any(documents for _, documents in contexts):
             return [self._missing(_NO_RETRIEVER + " (and returned at least one)")]
         results: list[Feedback] = []
@@ -233,24 +258,19 @@ class RetrievalSufficiency(_RetrievalJudge):
     name: str = "retrieval_sufficiency"
     description: str | None = "Does the retrieved context hold all the expected information?"
 
-    def _evaluate(self, material: Material) -> list[Feedback]:
-        contexts = retrieved_context(material.trace) if material.trace is not None else []
-        if not contexts:
-            return [self._missing(_NO_RETRIEVER)]
+    def _judge_spans(
+        self, material: Material, contexts: list[tuple[Span, list[Document]]]
+    ) -> list[Feedback]:
         facts = material.expectations.get("expected_facts")
         reference = material.expectations.get("expected_response")
         if facts is None and reference is None:
             return [self._missing(_GROUND_TRUTH)]
-        return [
-            self._ask(
-                prompts.retrieval_sufficiency_messages(
-                    material.inputs, documents, expected_facts=facts, expected_response=reference
-                ),
-                read=prompts.to_yes_no,
-                metadata={"span_id": span.span_id},
-            )
-            for span, documents in contexts
-        ]
+        return self._ask_per_span(
+            contexts,
+            lambda documents: prompts.retrieval_sufficiency_messages(
+                material.inputs, documents, expected_facts=facts, expected_response=reference
+            ),
+        )
 
 
 # -- make_judge -------------------------------------------------------------------------------
