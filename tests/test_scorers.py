@@ -281,3 +281,19 @@ def test_execution_options_are_validated_and_stored(tracking: str) -> None:
         scorer_helpers.plain_true
     )
     assert changed.register().version == registered.version + 1  # only the option changed
+
+
+class Shouting(localscorers.Scorer):
+    # Declares only what it reads: `mypy --strict tests` (CI) accepts the narrower
+    # override, as it would in a user's code.
+    def __call__(self, *, outputs: str) -> bool:
+        return outputs.isupper()
+
+
+def test_a_class_scorer_declares_only_the_arguments_it_reads() -> None:
+    shouting = Shouting(name="shouting")
+    assert shouting(outputs="HEY") is True
+    feedback = shouting.run(inputs="q", outputs="hey", expectations={"a": 1})
+    assert isinstance(feedback, localscorers.Feedback)
+    assert (feedback.name, feedback.value) == ("shouting", False)
+    assert not shouting.is_session_level_scorer

@@ -134,15 +134,15 @@ class Scorer(BaseModel):
     def _declared_parameters(self) -> frozenset[str]:
         return frozenset(inspect.signature(self.__call__).parameters)
 
-    def __call__(
-        self,
-        *,
-        inputs: Any = None,  # noqa: ANN401 - scorers accept whatever the app logged
-        outputs: Any = None,  # noqa: ANN401
-        expectations: dict[str, Any] | None = None,
-        trace: Trace | None = None,
-    ) -> Any:  # noqa: ANN401 - bool, number, str, Feedback or list of Feedback
-        """Score one call; subclasses implement this."""
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
+        """Score one call; subclasses implement this.
+
+        A subclass declares, by keyword, the arguments it needs among ``inputs``,
+        ``outputs``, ``expectations`` and ``trace`` (``session`` for a session-level
+        scorer), and only those are passed. The loose signature here lets such a
+        narrower ``__call__`` type-check as an override (mypy treats ``*args: Any,
+        **kwargs: Any`` as "any signature").
+        """
         raise NotImplementedError(f"{type(self).__name__} must implement __call__.")
 
     # -- stored definition ---------------------------------------------------------
