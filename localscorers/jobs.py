@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal, overload
+from typing import TYPE_CHECKING, Literal, Required, TypedDict, Unpack, overload
 
 from pydantic import BaseModel, ConfigDict
 
@@ -148,25 +148,24 @@ def _flag(value: object, argument: str) -> bool:
     return value
 
 
+class _BackfillArguments(TypedDict, total=False):
+    """The arguments of ``backfill_scorers`` but ``dry_run``: its overloads share them."""
+
+    experiment_id: str | None
+    scorers: Required[Sequence[BackfillScorerConfig | Scorer | str]]
+    start_time: datetime | int | None
+    end_time: datetime | int | None
+    rescore: bool
+
+
+# dry_run decides what is returned: a job id, or the counts of a dry run.
 @overload
 def backfill_scorers(
-    *,
-    experiment_id: str | None = None,
-    scorers: Sequence[BackfillScorerConfig | Scorer | str],
-    start_time: datetime | int | None = None,
-    end_time: datetime | int | None = None,
-    rescore: bool = False,
-    dry_run: Literal[False] = False,
+    *, dry_run: Literal[False] = False, **arguments: Unpack[_BackfillArguments]
 ) -> str: ...
 @overload
 def backfill_scorers(
-    *,
-    experiment_id: str | None = None,
-    scorers: Sequence[BackfillScorerConfig | Scorer | str],
-    start_time: datetime | int | None = None,
-    end_time: datetime | int | None = None,
-    rescore: bool = False,
-    dry_run: Literal[True],
+    *, dry_run: Literal[True], **arguments: Unpack[_BackfillArguments]
 ) -> dict[str, int]: ...
 def backfill_scorers(
     *,

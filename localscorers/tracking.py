@@ -12,7 +12,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, Literal, overload
+from typing import Any, Literal, TypedDict, Unpack, overload
 
 from localscorers import _clock, _context
 from localscorers._spans import checked_text
@@ -201,25 +201,24 @@ def get_trace(trace_id: str) -> Trace:
     return _context.current().store.get_trace(trace_id)
 
 
+class _SearchArguments(TypedDict, total=False):
+    """The arguments of ``search_traces`` but ``return_type``: its overloads share them."""
+
+    experiment_ids: Sequence[str] | None
+    filter_string: str | None
+    order_by: Sequence[str] | None
+    max_results: int | None
+    page_token: str | None
+
+
+# return_type decides what is returned: a page of traces, or a DataFrame.
 @overload
 def search_traces(
-    *,
-    experiment_ids: Sequence[str] | None = None,
-    filter_string: str | None = None,
-    order_by: Sequence[str] | None = None,
-    max_results: int | None = None,
-    page_token: str | None = None,
-    return_type: Literal["list"] = "list",
+    *, return_type: Literal["list"] = "list", **arguments: Unpack[_SearchArguments]
 ) -> PagedList[Trace]: ...
 @overload
 def search_traces(
-    *,
-    experiment_ids: Sequence[str] | None = None,
-    filter_string: str | None = None,
-    order_by: Sequence[str] | None = None,
-    max_results: int | None = None,
-    page_token: str | None = None,
-    return_type: Literal["pandas"],
+    *, return_type: Literal["pandas"], **arguments: Unpack[_SearchArguments]
 ) -> Any: ...  # noqa: ANN401 - a pandas.DataFrame (pandas is optional)
 def search_traces(
     *,

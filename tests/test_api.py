@@ -6,11 +6,15 @@ import ast
 import importlib
 import inspect
 from pathlib import Path
+from typing import Any, assert_type
 
 import pytest
 
 import localscorers
 from localscorers import exceptions
+from localscorers.models import Trace
+from localscorers.store.paging import PagedList
+from tests import scorer_helpers
 
 # localscorers.__all__ is computed at run time (type checkers go by the ``X as X`` imports),
 # so mypy types the attribute as object: read it from the module's namespace.
@@ -93,3 +97,37 @@ def test_statuses_are_upper_case_str_enums() -> None:
     assert localscorers.JobStatus.SUCCEEDED == "SUCCEEDED"
     for enum in (localscorers.ScorerStatus, localscorers.TraceStatus, localscorers.JobStatus):
         assert all(member.value == member.name for member in enum)
+
+
+def test_the_overloads_type_each_result_and_help_shows_every_argument(tracking: Path) -> None:
+    # assert_type is checked by `mypy --strict tests` (CI) and returns its value here.
+    localscorers.log_trace(inputs="q", outputs="a")
+    scorer_helpers.is_short.register().start()
+    page = assert_type(localscorers.search_traces(max_results=1), PagedList[Trace])
+    assert isinstance(page, PagedList)
+    assert len(page) == 1
+    counts = assert_type(
+        localscorers.backfill_scorers(scorers=["is_short"], dry_run=True), dict[str, int]
+    )
+    assert counts == {"is_short": 1}
+    job_id = assert_type(localscorers.backfill_scorers(scorers=["is_short"]), str)
+    assert localscorers.wait_for_backfill_job(job_id, timeout=60).status == "SUCCEEDED"
+    frame: Any = localscorers.search_traces(return_type="pandas")
+    assert len(frame) == 1
+    # The overloads share their arguments through a TypedDict; help() shows the real ones.
+    assert list(inspect.signature(localscorers.search_traces).parameters) == [
+        "experiment_ids",
+        "filter_string",
+        "order_by",
+        "max_results",
+        "page_token",
+        "return_type",
+    ]
+    assert list(inspect.signature(localscorers.backfill_scorers).parameters) == [
+        "experiment_id",
+        "scorers",
+        "start_time",
+        "end_time",
+        "rescore",
+        "dry_run",
+    ]
