@@ -82,16 +82,16 @@ class ScorerReport(BaseModel):
         succeeded: evaluations that produced a value.
         errors: evaluations that recorded an error instead.
         pending: evaluations waiting to run (not limited by ``since``).
+        last_evaluation: when the newest evaluation finished.
         bool_values: boolean feedback values among the succeeded evaluations.
         passed: how many of those were true.
-        numeric_values: numeric (non-boolean) feedback values.
-        other_values: string or structured feedback values.
         pass_rate: ``passed / bool_values``, or None without boolean feedback.
+        numeric_values: numeric (non-boolean) feedback values.
         mean_value: the mean of the numeric values, or None without any.
         aggregations: the scorer's own ``@scorer(aggregations=[...])`` over its values
             (booleans and ``"yes"`` / ``"no"`` as 1 / 0, as MLflow), e.g.
             ``{"median": 3.0, "p90": 7.2}``; empty when it declares none.
-        last_evaluation: when the newest evaluation finished.
+        other_values: string or structured feedback values.
         prompt_tokens: tokens sent to an LLM judge's model (its feedback's metadata),
             summed over the evaluations counted here; 0 for code scorers.
         completion_tokens: tokens the model answered with, summed likewise.
@@ -110,14 +110,14 @@ class ScorerReport(BaseModel):
     succeeded: int = 0
     errors: int = 0
     pending: int = 0
+    last_evaluation: datetime | None = None
     bool_values: int = 0
     passed: int = 0
-    numeric_values: int = 0
-    other_values: int = 0
     pass_rate: float | None = None
+    numeric_values: int = 0
     mean_value: float | None = None
     aggregations: dict[str, float] = Field(default_factory=dict)
-    last_evaluation: datetime | None = None
+    other_values: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     bucket: TimeBucket = TimeBucket.HOUR
