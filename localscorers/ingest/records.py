@@ -71,21 +71,23 @@ def checked_experiment_id(value: object) -> str | None:
 
 def build_record(
     *,
+    trace_id: str | None = None,
+    experiment_id: str | None = None,
+    status: str = "OK",
+    request_time: datetime | int | float | None = None,
     inputs: Any,  # noqa: ANN401
     outputs: Any,  # noqa: ANN401
     name: str | None = None,
-    status: str = "OK",
-    request_time: datetime | int | float | None = None,
     execution_duration_ms: int | None = None,
     tags: Mapping[str, Any] | None = None,
     metadata: Mapping[str, Any] | None = None,
     spans: Sequence[Span | Mapping[str, Any]] | None = None,
-    experiment_id: str | None = None,
-    trace_id: str | None = None,
     assessments: Sequence[Feedback | Expectation] = (),
     client_request_id: str | None = None,
 ) -> TraceRecord:
     """Validate ``log_trace``'s arguments into a ``TraceRecord`` (tracing and imports use it too).
+
+    The arguments come in the order of the record's fields they fill.
 
     Raises:
         ConfigurationError: an argument is invalid; the message names it.
