@@ -18,7 +18,7 @@ from typing import Any
 from localscorers import _context
 from localscorers.evaluation import offline, summary
 from localscorers.evaluation.execution import EvaluationContext
-from localscorers.evaluation.scheduler import Settings
+from localscorers.evaluation.settings import Settings
 from localscorers.exceptions import ConfigurationError, ScorerExecutionError, StoreError
 from localscorers.ingest.records import build_record
 from localscorers.models import AssessmentSource, Expectation, Feedback, Trace

@@ -10,6 +10,6 @@ from localscorers.evaluation.jobs import JobRunner as JobRunner
 from localscorers.evaluation.jobs import part_traces_from_env as part_traces_from_env
 from localscorers.evaluation.online import Runner as Runner
 from localscorers.evaluation.pool import DaemonThreadPool as DaemonThreadPool
-from localscorers.evaluation.scheduler import Settings as Settings
 from localscorers.evaluation.serialization import check_source_trust as check_source_trust
 from localscorers.evaluation.serialization import resolve_reference as resolve_reference
+from localscorers.evaluation.settings import Settings as Settings

@@ -42,7 +42,7 @@ from localscorers.store.results import Finished, crash_feedback
 if TYPE_CHECKING:
     from localscorers.evaluation.execution import LoadedScorer
     from localscorers.evaluation.pool import DaemonThreadPool
-    from localscorers.evaluation.scheduler import Settings
+    from localscorers.evaluation.settings import Settings
     from localscorers.store import Database, Registry, Store, Traces
     from localscorers.store.backfill_pages import PageRow
     from localscorers.store.checkpoints import Checkpointer

@@ -28,7 +28,7 @@ from localscorers.store.job_parts import DEFAULT_PART_TRACES
 
 if TYPE_CHECKING:
     from localscorers.evaluation.execution import LoadedScorer
-    from localscorers.evaluation.scheduler import Settings
+    from localscorers.evaluation.settings import Settings
     from localscorers.store import ClaimedJob, Database, Lease, Registry, Store, Traces
 
 __all__ = ["JobRunner"]

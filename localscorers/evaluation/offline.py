@@ -38,7 +38,8 @@ from localscorers.evaluation.execution import (
     to_feedback,
 )
 from localscorers.evaluation.pool import DaemonThreadPool
-from localscorers.evaluation.scheduler import Pacing, Scheduler, Settings, settle_transient
+from localscorers.evaluation.scheduler import Pacing, Scheduler, settle_transient
+from localscorers.evaluation.settings import Settings
 from localscorers.exceptions import TransientError
 from localscorers.store.offline import Finished, write_finished
 

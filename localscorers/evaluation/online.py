@@ -30,12 +30,12 @@ from localscorers.evaluation.scheduler import (
     Pacing,
     Result,
     Scheduler,
-    Settings,
     new_pool,
     settle_transient,
     wait_for_change,
 )
 from localscorers.evaluation.sessions import SessionScoring
+from localscorers.evaluation.settings import Settings
 from localscorers.exceptions import DiskFullError, ScorerNotFoundError, TransientError
 from localscorers.store import Outcome, new_owner_id
 
