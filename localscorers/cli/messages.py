@@ -30,6 +30,7 @@ _COMMANDS = (
     ("call set_tracking_uri() again", "run the command again"),
     ("set_experiment(name='...')", "-e NAME"),
     ("set_experiment(name)", "-e NAME"),
+    ("session_idle_seconds must be", "--session-idle-seconds must be"),
 )
 _EXPERIMENT_ID = re.compile(r"\b([Ee]xperiment) '([^']*)'")
 # Calls that carry a name: the same fix, as a command with that name filled in.

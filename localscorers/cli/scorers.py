@@ -19,7 +19,7 @@ from localscorers import judges
 from localscorers.cli.common import Column, console, prepare, print_json, rows_table
 from localscorers.cli.shared import JsonOption, Listing, command_group, print_listing
 from localscorers.exceptions import ConfigurationError
-from localscorers.models import ScorerSamplingConfig, ScorerStatus
+from localscorers.models import DEFAULT_SESSION_IDLE_SECONDS, ScorerSamplingConfig, ScorerStatus
 from localscorers.store.scorer_state import validate_name
 
 if TYPE_CHECKING:
@@ -47,6 +47,14 @@ RateOption = Annotated[
 FilterOption = Annotated[
     str | None,
     typer.Option("--filter", "-f", help="Only score traces matching this filter string."),
+]
+IdleOption = Annotated[
+    float | None,
+    typer.Option(
+        "--session-idle-seconds",
+        help="A session-level scorer scores a session once it has been idle this long "
+        "(default 300).",
+    ),
 ]
 
 _STATUS_STYLES = {
@@ -112,6 +120,8 @@ def scorer_state_dict(state: ScorerState, *, definition: bool = False) -> dict[s
         "status": state.status.value,
         "sample_rate": state.sample_rate,
         "filter_string": state.filter_string,
+        "session_idle_seconds": state.session_idle_seconds,
+        "takes_session": state.takes_session,
         "description": state.description,
         "kind": stored.get("kind"),
         "reference": stored.get("reference"),
@@ -208,14 +218,22 @@ def _show_state(state: ScorerState, *, as_json: bool, verb: str) -> None:
     detail = f"version {state.version}, sample rate {state.sample_rate:g}"
     if state.filter_string:
         detail += f", filter {state.filter_string!r}"
+    if state.takes_session:
+        detail += f", session idle {state.session_idle_seconds:g} s"
     console.print(
         f"Scorer [bold]{state.name}[/] {verb}: {status_style(state.status)} ({detail})",
         highlight=False,
     )
 
 
-def _active_config(rate: float, filter_string: str | None, *, action: str) -> ScorerSamplingConfig:
-    config = ScorerSamplingConfig(sample_rate=rate, filter_string=filter_string)
+def _active_config(
+    rate: float, filter_string: str | None, idle_seconds: float | None, *, action: str
+) -> ScorerSamplingConfig:
+    config = ScorerSamplingConfig(
+        sample_rate=rate,
+        filter_string=filter_string,
+        session_idle_seconds=DEFAULT_SESSION_IDLE_SECONDS if idle_seconds is None else idle_seconds,
+    )
     if config.sample_rate == 0.0:
         raise ConfigurationError(
             f"{action} needs a --sample-rate above 0, got 0. To stop scoring, run "
@@ -224,9 +242,11 @@ def _active_config(rate: float, filter_string: str | None, *, action: str) -> Sc
     return config
 
 
-def _activate(name: str, rate: float, filter_string: str | None, *, action: str) -> ScorerState:
+def _activate(
+    name: str, rate: float, filter_string: str | None, idle_seconds: float | None, *, action: str
+) -> ScorerState:
     # start and update differ only in which states the registry accepts them from.
-    config = _active_config(rate, filter_string, action=action)
+    config = _active_config(rate, filter_string, idle_seconds, action=action)
     ctx = prepare(write=True)
     return ctx.runtime.registry.transition(
         ctx.experiment_id,
@@ -234,6 +254,7 @@ def _activate(name: str, rate: float, filter_string: str | None, *, action: str)
         action=action,
         sample_rate=config.sample_rate,
         filter_string=config.filter_string,
+        session_idle_seconds=config.session_idle_seconds,
     )
 
 
@@ -287,6 +308,8 @@ def _get_command(
         ("defined by", _where(state)),
     ):
         grid.add_row(key, value)
+    if state.takes_session:
+        grid.add_row("session idle", f"{state.session_idle_seconds:g} s")
     judge_model = _judge_model(state)
     if judge_model is not None:
         grid.add_row("judge model", judge_model)
@@ -326,10 +349,11 @@ def _start_command(
     name: NameArgument,
     sample_rate: RateOption = 1.0,
     filter_string: FilterOption = None,
+    session_idle_seconds: IdleOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Start scoring new traces (REGISTERED, STOPPED or ACTIVE -> ACTIVE)."""
-    state = _activate(name, sample_rate, filter_string, action="start")
+    state = _activate(name, sample_rate, filter_string, session_idle_seconds, action="start")
     _show_state(state, as_json=as_json, verb="started")
 
 
@@ -337,10 +361,11 @@ def _update_command(
     name: NameArgument,
     sample_rate: RateOption,
     filter_string: FilterOption = None,
+    session_idle_seconds: IdleOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Replace an ACTIVE scorer's sampling config (a filter not repeated is cleared)."""
-    state = _activate(name, sample_rate, filter_string, action="update")
+    """Replace an ACTIVE scorer's sampling config (what is not repeated is reset)."""
+    state = _activate(name, sample_rate, filter_string, session_idle_seconds, action="update")
     _show_state(state, as_json=as_json, verb="updated")
 
 

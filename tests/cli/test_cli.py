@@ -31,6 +31,11 @@ def word_total(outputs: Any) -> int:
     return len(outputs.split())
 
 
+@localscorers.scorer
+def turn_count(session: list[localscorers.Trace]) -> int:
+    return len(session)
+
+
 def is_long_v2(outputs: Any) -> bool:
     return len(outputs) > 10
 
@@ -210,6 +215,27 @@ def test_scorers_start_update_stop_round_trip(cli: Cli) -> None:
     stopped = cli("scorers", "stop", "word_total", "--json").json()
     assert (stopped["status"], stopped["sample_rate"]) == ("STOPPED", 0.0)
     assert localscorers.get_scorer(name="word_total").status == localscorers.ScorerStatus.STOPPED
+
+
+def test_scorers_start_and_update_set_a_session_scorers_idle_time(cli: Cli) -> None:
+    turn_count.register()
+    started = cli("scorers", "start", "turn_count", "--session-idle-seconds", "60", "--json")
+    assert started.code == 0
+    assert (started.json()["takes_session"], started.json()["session_idle_seconds"]) == (True, 60)
+    assert localscorers.get_scorer(name="turn_count").session_idle_seconds == 60
+    assert "60 s" in cli("scorers", "get", "turn_count").out
+
+    # update replaces the whole config: an idle time not repeated is the default again.
+    updated = cli("scorers", "update", "turn_count", "-r", "1")
+    assert "session idle 300 s" in " ".join(updated.out.split())
+    assert localscorers.get_scorer(name="turn_count").session_idle_seconds == 300
+
+    for bad in ("0", "-5", "nan"):
+        _assert_user_error(
+            cli("scorers", "update", "turn_count", "-r", "1", "--session-idle-seconds", bad),
+            "--session-idle-seconds must be",
+        )
+    assert cli("scorers", "start", "turn_count", "--session-idle-seconds", "soon").code == 2
 
 
 def test_scorers_lifecycle_errors_exit_1(cli: Cli) -> None:
