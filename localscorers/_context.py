@@ -58,6 +58,10 @@ class Runtime:
         self._job_runner: backfill_module.JobRunner | None = None
         self._runner_lock = threading.Lock()
         self._next_session_check = 0.0
+        # Experiments are never deleted, so an id found once is not looked up again
+        # (log_trace(experiment_id=...) paid a read transaction per trace for it).
+        # Whatever comes to delete experiments must forget them here.
+        self.known_experiment_ids: set[str] = set()
 
     @property
     def uri(self) -> str:
@@ -266,11 +270,14 @@ def resolve_experiment_id(experiment_id: object) -> str:
             f"{type(experiment_id).__name__}. Pass the id, or None for the active experiment."
         )
     experiment_id = str(experiment_id)
+    if experiment_id in runtime.known_experiment_ids:
+        return experiment_id
     if runtime.store.get_experiment(experiment_id) is None:
         raise NotFoundError(
             f"No experiment has id {experiment_id!r}. Create one with "
             "set_experiment(name) or pick an id from the existing experiments."
         )
+    runtime.known_experiment_ids.add(experiment_id)
     return experiment_id
 
 

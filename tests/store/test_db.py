@@ -278,6 +278,21 @@ def test_set_experiment_errors(tracking: Path) -> None:
         localscorers.log_trace(inputs="q", outputs="a", experiment_id="42")
 
 
+def test_an_experiment_found_once_is_remembered_per_database(tmp_path: Path) -> None:
+    localscorers.set_tracking_uri(tmp_path / "a.db")
+    first = localscorers.set_experiment("first").experiment_id
+    localscorers.set_experiment(experiment_id="0")
+    ids = [localscorers.log_trace(inputs=i, outputs=i, experiment_id=first) for i in range(3)]
+    assert {localscorers.get_trace(t).info.experiment_id for t in ids} == {first}
+    # Another database does not know the ids the first one had.
+    localscorers.set_tracking_uri(tmp_path / "b.db")
+    with pytest.raises(localscorers.NotFoundError, match=f"No experiment has id '{first}'"):
+        localscorers.log_trace(inputs="q", outputs="a", experiment_id=first)
+    assert localscorers.set_experiment("only").experiment_id == first  # ids restart per file
+    localscorers.log_trace(inputs="q", outputs="a", experiment_id=first)
+    assert len(localscorers.search_traces(experiment_ids=[first])) == 1
+
+
 def test_a_writer_blocked_past_the_busy_timeout_gets_database_busy_error(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
