@@ -102,6 +102,7 @@ if TYPE_CHECKING:
     from localscorers.scorers import list_scorer_versions as list_scorer_versions
     from localscorers.scorers import list_scorers as list_scorers
     from localscorers.scorers import scorer as scorer
+    from localscorers.store.paging import PagedList as PagedList
     from localscorers.tracing import get_current_active_span as get_current_active_span
     from localscorers.tracing import start_span as start_span
     from localscorers.tracing import trace as trace
@@ -140,6 +141,7 @@ _LAZY: dict[str, str] = {
     "FunctionScorer": "scorers",
     "Guidelines": "judges.builtin",
     "JobStatus": "models",
+    "PagedList": "store.paging",
     "RelevanceToQuery": "judges.builtin",
     "ReportBucket": "report",
     "RetrievalGroundedness": "judges.builtin",

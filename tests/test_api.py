@@ -11,9 +11,8 @@ from typing import Any, assert_type
 import pytest
 
 import localscorers
-from localscorers import exceptions
+from localscorers import PagedList, exceptions
 from localscorers.models import Trace
-from localscorers.store.paging import PagedList
 from tests import scorer_helpers
 
 # localscorers.__all__ is computed at run time (type checkers go by the ``X as X`` imports),
