@@ -242,13 +242,23 @@ def _active_config(
     return config
 
 
+_DONE = {"start": "started", "update": "updated"}
+
+
 def _activate(
-    name: str, rate: float, filter_string: str | None, idle_seconds: float | None, *, action: str
-) -> ScorerState:
+    name: str,
+    rate: float,
+    filter_string: str | None,
+    idle_seconds: float | None,
+    *,
+    action: str,
+    as_json: bool,
+) -> None:
+    """Start or update a scorer with the options given, then show its new state."""
     # start and update differ only in which states the registry accepts them from.
     config = _active_config(rate, filter_string, idle_seconds, action=action)
     ctx = prepare(write=True)
-    return ctx.runtime.registry.transition(
+    state = ctx.runtime.registry.transition(
         ctx.experiment_id,
         validate_name(name),
         action=action,
@@ -256,6 +266,7 @@ def _activate(
         filter_string=config.filter_string,
         session_idle_seconds=config.session_idle_seconds,
     )
+    _show_state(state, as_json=as_json, verb=_DONE[action])
 
 
 def _list_command(as_json: JsonOption = False) -> None:
@@ -349,24 +360,22 @@ def _start_command(
     name: NameArgument,
     sample_rate: RateOption = 1.0,
     filter_string: FilterOption = None,
-    session_idle_seconds: IdleOption = None,
+    idle_seconds: IdleOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Start scoring new traces (REGISTERED, STOPPED or ACTIVE -> ACTIVE)."""
-    state = _activate(name, sample_rate, filter_string, session_idle_seconds, action="start")
-    _show_state(state, as_json=as_json, verb="started")
+    _activate(name, sample_rate, filter_string, idle_seconds, action="start", as_json=as_json)
 
 
 def _update_command(
     name: NameArgument,
     sample_rate: RateOption,
     filter_string: FilterOption = None,
-    session_idle_seconds: IdleOption = None,
+    idle_seconds: IdleOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Replace an ACTIVE scorer's sampling config (what is not repeated is reset)."""
-    state = _activate(name, sample_rate, filter_string, session_idle_seconds, action="update")
-    _show_state(state, as_json=as_json, verb="updated")
+    _activate(name, sample_rate, filter_string, idle_seconds, action="update", as_json=as_json)
 
 
 def _stop_command(name: NameArgument, as_json: JsonOption = False) -> None:
