@@ -14,15 +14,13 @@ PACKAGE = Path(__file__).resolve().parent.parent / "localscorers"
 SUBPACKAGES = ("cli", "evaluation", "filters", "ingest", "judges", "server", "store", "testing")
 # Imported inside a function, on purpose: optional extras, and what must not load with
 # the library (the pytest plugin loads in every pytest session of a project that has
-# localscorers installed; rich draws only an interactive progress bar).
+# localscorers installed).
 LAZY_IMPORTS = {
     "pandas": "the [pandas] extra",
     "uvicorn": "the [server] extra",
     "localscorers.server.app": "needs the [server] extra",
     "psycopg.types.string": "the [postgres] extra",
     "localscorers.testing.helpers": "the pytest plugin loads the library only for a fixture",
-    "rich.console": "only an interactive progress bar needs rich",
-    "rich.progress": "only an interactive progress bar needs rich",
 }
 
 

@@ -8,6 +8,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from rich.console import Console
+from rich.progress import Progress
+
 from localscorers.evaluation.aggregations import aggregate, as_number
 from localscorers.evaluation.offline import SESSION_KEY
 from localscorers.models import Feedback, Trace
@@ -18,21 +21,23 @@ __all__ = ["ProgressBar", "feedback_by_scorer", "metrics", "progress", "result_f
 class ProgressBar:
     """A progress bar on stderr when it is a terminal; otherwise nothing is drawn."""
 
-    def __init__(self, progress: Any, total: int) -> None:  # noqa: ANN401 - rich's Progress
-        self._progress = progress
+    def __init__(self, progress: Progress | None, total: int) -> None:
         self._total = total
-        self._task = progress.add_task("evaluating", total=total) if progress else None
+        # The bar and its task, when one is drawn.
+        self._drawn = (progress, progress.add_task("evaluating", total=total)) if progress else None
 
     def advance(self) -> None:
         """Count one step done."""
-        if self._progress is not None:
-            self._progress.advance(self._task)
+        if self._drawn is not None:
+            progress, task = self._drawn
+            progress.advance(task)
 
     def grow(self, count: int) -> None:
         """Add ``count`` steps to the total."""
         self._total += count
-        if self._progress is not None:
-            self._progress.update(self._task, total=self._total)
+        if self._drawn is not None:
+            progress, task = self._drawn
+            progress.update(task, total=self._total)
 
 
 @contextmanager
@@ -41,10 +46,6 @@ def progress(total: int) -> Iterator[ProgressBar]:
     if not sys.stderr.isatty():
         yield ProgressBar(None, total)
         return
-    # Imported only when a bar is drawn: rich is heavy, and scripts never need it.
-    from rich.console import Console  # noqa: PLC0415
-    from rich.progress import Progress  # noqa: PLC0415
-
     with Progress(console=Console(stderr=True), transient=True) as progress:
         yield ProgressBar(progress, total)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import pty
 import subprocess
 import sys
 import textwrap
@@ -545,3 +547,48 @@ def test_raise_on_error_names_the_scorer_and_the_trace(tracking: Path) -> None:
     # Without it, the failure is counted, not raised; the feedback was written either way.
     result = localscorers.evaluate(data=DATA[:1], scorers=[broken])
     assert result.metrics["broken/error_count"] == 1.0
+
+
+def test_evaluate_draws_a_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+    # stderr is a pseudo-terminal here, as in an interactive shell: the bar is drawn.
+    script = textwrap.dedent(
+        f"""
+        import localscorers
+        localscorers.set_tracking_uri({str(tmp_path / "bar.db")!r})
+
+        @localscorers.scorer
+        def nonempty(outputs):
+            return bool(outputs)
+
+        result = localscorers.evaluate(
+            data=[{{"inputs": i, "outputs": str(i)}} for i in range(20)], scorers=[nonempty]
+        )
+        print("metrics", result.metrics)
+        """
+    )
+    controller, terminal = pty.openpty()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            env={**os.environ, "TERM": "xterm"},  # rich draws nothing on a dumb terminal
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        os.close(terminal)
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # the terminal side is closed: everything was read
+                break
+            if not chunk:
+                break
+            drawn += chunk
+    finally:
+        os.close(controller)
+    assert done.returncode == 0, drawn.decode(errors="replace")
+    assert "'nonempty/mean': 1.0" in done.stdout
+    assert b"evaluating" in drawn
